@@ -1,0 +1,19 @@
+import { CommanderError } from 'commander';
+import { EXIT_USER, exitCodeFor, formatError } from '../util/errors.js';
+import { buildProgram, type CliIO } from './program.js';
+
+/** Run the CLI; returns the exit code. Never calls process.exit, so tests can call it directly. */
+export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its one-line message (or the help/version text).
+      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : EXIT_USER;
+    }
+    io.stderr.write(formatError(err) + '\n');
+    return exitCodeFor(err);
+  }
+}

@@ -1,0 +1,209 @@
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { doctor, missingRequired, OPTIONAL_PARTS } from '../commands/doctor.js';
+import { imageInspect, imageList, imageRemove } from '../commands/image.js';
+import { kernelImport, kernelList, kernelRemove } from '../commands/kernel.js';
+import { profileCreate, profileInspect, profileList } from '../commands/profile.js';
+import { defaultProfileConfDir } from '../profile/profile.js';
+import { loadSettings, openStorage, type Settings, type SettingsFlags } from '../profile/settings.js';
+import type { StorageProvider } from '../store/provider.js';
+import { UserError } from '../util/errors.js';
+import { JsonLogger, LOG_LEVELS, TerminalLogger, isLogLevel, type Logger, type Sink } from '../util/logger.js';
+import { humanBytes, json, table } from './format.js';
+
+export interface CliIO {
+  stdout: Sink;
+  stderr: Sink;
+  env: NodeJS.ProcessEnv;
+}
+
+const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
+
+/** Options every command that touches images, kernels or VMs takes. */
+function withProfileOptions(cmd: Command, env: NodeJS.ProcessEnv, what: { storage?: boolean; runtime?: boolean } = {}): Command {
+  cmd
+    .addOption(new Option('--profile <name>', 'profile to take settings from (flags given here beat it)').env('FIREBUILD_PROFILE'))
+    .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(env));
+  if (what.storage || what.runtime) withSettingsOptions(cmd);
+  return cmd;
+}
+
+/** The settings a profile holds; on commands they override the profile. */
+function withSettingsOptions(cmd: Command): Command {
+  return cmd
+    .option('--binary-firecracker <path>', 'Firecracker binary (optional: a host may run QEMU only)')
+    .option('--binary-jailer <path>', 'Firecracker jailer binary')
+    .option('--chroot-base <dir>', 'jailer chroot base directory')
+    .option('--run-cache <dir>', 'directory holding per-VM run state')
+    .option('--storage-provider <name>', "storage provider ('directory')")
+    .option('--storage-provider-property-string <key=value>', 'storage provider property, repeatable (directory: rootfs-storage-root, kernel-storage-root)', collect)
+    .option('--storage-provider-property-int64 <key=n>', 'integer storage provider property, repeatable', collect)
+    .option('--tracing-enable', 'enable tracing')
+    .option('--no-tracing-enable', 'disable tracing')
+    .option('--tracing-collector-host-port <host:port>', 'tracing collector address')
+    .option('--tracing-log-enable', 'log trace spans')
+    .option('--no-tracing-log-enable', 'do not log trace spans');
+}
+
+interface SettingsCliOpts extends SettingsFlags {
+  profile?: string;
+  profileConfDir: string;
+}
+
+function settingsFlags(o: SettingsCliOpts): SettingsFlags {
+  const f: SettingsFlags = {};
+  const keys: (keyof SettingsFlags)[] = [
+    'binaryFirecracker', 'binaryJailer', 'chrootBase', 'runCache', 'storageProvider', 'storageProviderPropertyString',
+    'storageProviderPropertyInt64', 'tracingEnable', 'tracingCollectorHostPort', 'tracingLogEnable',
+  ];
+  for (const k of keys) if (o[k] !== undefined) (f as Record<string, unknown>)[k] = o[k];
+  return f;
+}
+
+export function buildProgram(io: CliIO): Command {
+  const program = new Command('firebuild');
+  const out = (s: string): void => io.stdout.write(s);
+  let logger: Logger = new TerminalLogger(io.stderr);
+
+  program
+    .description('Build Firecracker/QEMU microVM root file systems from Dockerfiles and Docker images, and boot them.')
+    .version(FIREBUILD_VERSION, '--version', 'print the version')
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info').env('FIREBUILD_LOG_LEVEL'))
+    .option('--log-as-json', 'log one JSON object a line (@level, @message, @module, @timestamp, fields)')
+    .showSuggestionAfterError(true)
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride()
+    .hook('preAction', (_root, action) => {
+      const g = action.optsWithGlobals() as { logLevel: string; logAsJson?: boolean };
+      const level = isLogLevel(g.logLevel) ? g.logLevel : 'info';
+      logger = g.logAsJson ? new JsonLogger(io.stderr, level) : new TerminalLogger(io.stderr, level);
+    });
+
+  const ctx = async (o: SettingsCliOpts): Promise<{ settings: Settings; storage: StorageProvider }> => {
+    const settings = await loadSettings({ ...(o.profile ? { profile: o.profile } : {}), profileConfDir: o.profileConfDir, flags: settingsFlags(o) });
+    return { settings, storage: openStorage(settings) };
+  };
+
+  // Profiles ----------------------------------------------------------------------------------------
+  withSettingsOptions(
+    program
+      .command('profile-create')
+      .description('create a profile: per-host settings other commands take with --profile')
+      .requiredOption('--profile <name>', 'name of the profile to create')
+      .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(io.env))
+      .option('--overwrite', 'replace an existing profile'),
+  ).action(async (o: SettingsCliOpts & { profile: string; overwrite?: boolean }) => {
+    const r = await profileCreate({ name: o.profile, profileConfDir: o.profileConfDir, flags: settingsFlags(o), overwrite: o.overwrite ?? false }, logger.child('profile'));
+    out(`${r.file}\n`);
+  });
+
+  program
+    .command('profile-ls')
+    .description('list profiles')
+    .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(io.env))
+    .option('--json', 'print JSON')
+    .action(async (o: { profileConfDir: string; json?: boolean }) => {
+      const names = await profileList(o.profileConfDir);
+      out(o.json ? json(names) : names.map((n) => `${n}\n`).join(''));
+    });
+
+  program
+    .command('profile-inspect')
+    .description('print a profile as JSON')
+    .requiredOption('--profile <name>', 'profile name')
+    .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(io.env))
+    .action(async (o: { profile: string; profileConfDir: string }) => {
+      out(json(await profileInspect(o.profile, o.profileConfDir)));
+    });
+
+  // Images ------------------------------------------------------------------------------------------
+  const image = program.command('image').description('manage stored images (tags org/name:version)');
+  withProfileOptions(image.command('ls').description('list stored images').option('--json', 'print JSON'), io.env, { storage: true })
+    .action(async (o: SettingsCliOpts & { json?: boolean }) => {
+      const { storage } = await ctx(o);
+      const rows = await imageList(storage, logger.child('store'));
+      if (o.json) return out(json(rows));
+      out(table(
+        ['TAG', 'TYPE', 'SIZE', 'APPARENT', 'CREATED', 'PARENT'],
+        rows.map((r) => [r.tag, r.error ? 'CORRUPT' : r.type, humanBytes(r.sizeOnDisk), humanBytes(r.apparentSize), r.created, r.error ? r.error : r.parent]),
+      ));
+    });
+  withProfileOptions(image.command('inspect').description('print an image\'s metadata as JSON').argument('<tag>', 'org/name:version'), io.env, { storage: true })
+    .action(async (tag: string, o: SettingsCliOpts) => {
+      const { storage } = await ctx(o);
+      const img = await imageInspect(storage, tag);
+      out(json({ tag: img.tag, path: img.dir, rootfs: img.rootfsPath, metadata: img.metadata }));
+    });
+  withProfileOptions(image.command('rm').description('remove a stored image').argument('<tag>', 'org/name:version'), io.env, { storage: true })
+    .action(async (tag: string, o: SettingsCliOpts) => {
+      const { storage } = await ctx(o);
+      await imageRemove(storage, tag, logger.child('store'));
+    });
+
+  // Kernels -----------------------------------------------------------------------------------------
+  const kernel = program.command('kernel').description('manage guest kernels');
+  withProfileOptions(
+    kernel
+      .command('import')
+      .description('store a kernel (ELF vmlinux, or bzImage with --initrd for QEMU)')
+      .argument('<file>', 'kernel image file')
+      .requiredOption('--id <id>', 'kernel id, used by --vmlinux-id')
+      .option('--initrd <file>', 'initrd to boot with (distribution kernels whose virtio drivers are modules)')
+      .option('--cmdline <args>', 'extra kernel command line for this kernel')
+      .option('--overwrite', 'replace a kernel with the same id'),
+    io.env,
+    { storage: true },
+  ).action(async (file: string, o: SettingsCliOpts & { id: string; initrd?: string; cmdline?: string; overwrite?: boolean }) => {
+    const { storage } = await ctx(o);
+    const k = await kernelImport(storage, { id: o.id, vmlinux: file, ...(o.initrd ? { initrd: o.initrd } : {}), ...(o.cmdline ? { cmdline: o.cmdline } : {}), overwrite: o.overwrite ?? false }, logger.child('kernel'));
+    out(`${k.id}\n`);
+  });
+  withProfileOptions(kernel.command('ls').description('list stored kernels').option('--json', 'print JSON'), io.env, { storage: true })
+    .action(async (o: SettingsCliOpts & { json?: boolean }) => {
+      const { storage } = await ctx(o);
+      const list = await kernelList(storage, logger.child('kernel'));
+      if (o.json) return out(json(list.map((k) => ({ id: k.id, path: k.dir, ...(k.metadata ? { metadata: k.metadata } : {}), ...(k.error ? { error: k.error } : {}) }))));
+      out(table(
+        ['ID', 'FORMAT', 'SIZE', 'INITRD', 'CREATED'],
+        list.map((k) => k.metadata
+          ? [k.id, k.metadata.format, humanBytes(k.metadata.vmlinux.size), k.metadata.initrd ? humanBytes(k.metadata.initrd.size) : '-', k.metadata.created]
+          : [k.id, 'CORRUPT', '', '', k.error ?? '']),
+      ));
+    });
+  withProfileOptions(kernel.command('rm').description('remove a stored kernel').argument('<id>', 'kernel id'), io.env, { storage: true })
+    .action(async (id: string, o: SettingsCliOpts) => {
+      const { storage } = await ctx(o);
+      await kernelRemove(storage, id, logger.child('kernel'));
+    });
+
+  // Doctor ------------------------------------------------------------------------------------------
+  withProfileOptions(
+    program
+      .command('doctor')
+      .description('check every part a build or run needs; exit 2 when a required part is missing')
+      .option('--require <part>', `treat an optional part as required, repeatable (${OPTIONAL_PARTS.join(', ')})`, collect)
+      .option('--json', 'print JSON'),
+    io.env,
+    { runtime: true },
+  ).action(async (o: SettingsCliOpts & { require?: string[]; json?: boolean }) => {
+    const { settings, storage } = await ctx(o);
+    const results = await doctor({ settings, storage, profileConfDir: o.profileConfDir, require: o.require ?? [] });
+    if (o.json) out(json(results));
+    else out(table(['PART', 'STATUS', 'REQUIRED', 'DETAIL', 'FIX'], results.map((r) => [r.part, r.status, r.required ? 'yes' : 'no', r.detail, r.fix ?? ''])));
+    const missing = missingRequired(results);
+    if (missing.length > 0) {
+      throw new UserError(`required parts missing: ${missing.map((m) => m.part).join(', ')}: ${missing[0]?.fix ?? 'see the table above'}`);
+    }
+  });
+
+  return program;
+}
+
+/** The package version, read from package.json two levels above (src/cli or lib/cli). */
+export const FIREBUILD_VERSION: string = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();

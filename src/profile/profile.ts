@@ -1,0 +1,137 @@
+import * as fsp from 'node:fs/promises';
+import { constants } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { UserError, errnoCode } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { describeZodError } from '../store/metadata.js';
+
+/**
+ * Profiles hold per-host settings, as the seed's: binaries, jail base, run cache, storage provider and
+ * tracing. Keys are the flag names, so `profile-inspect` reads like the command that made it.
+ */
+export const PROFILE_SCHEMA_VERSION = 1;
+
+export const ProfileSchema = z.object({
+  'schema-version': z.literal(PROFILE_SCHEMA_VERSION),
+  name: z.string(),
+  'binary-firecracker': z.string().optional(),
+  'binary-jailer': z.string().optional(),
+  'chroot-base': z.string(),
+  'run-cache': z.string(),
+  'storage-provider': z.string(),
+  'storage-provider-property-string': z.record(z.string(), z.string()).default({}),
+  'storage-provider-property-int64': z.record(z.string(), z.number().int()).default({}),
+  'tracing-enable': z.boolean().default(false),
+  'tracing-collector-host-port': z.string().default('127.0.0.1:6831'),
+  'tracing-log-enable': z.boolean().default(false),
+});
+export type Profile = z.infer<typeof ProfileSchema>;
+
+export const DEFAULT_PROFILE_CONF_DIR = '/etc/firebuild/profiles';
+const PROFILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export function validateProfileName(name: string): string {
+  if (!PROFILE_NAME_RE.test(name)) {
+    throw new UserError(`invalid profile name '${name}': use 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit`);
+  }
+  return name;
+}
+
+/** The directory where firebuild keeps its own state when no profile says otherwise. */
+export function defaultHome(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.FIREBUILD_HOME) return path.resolve(env.FIREBUILD_HOME);
+  if (process.getuid?.() === 0) return '/var/lib/firebuild';
+  const xdg = env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(xdg, 'firebuild');
+}
+
+export function defaultProfileConfDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.FIREBUILD_PROFILE_CONF_DIR ? path.resolve(env.FIREBUILD_PROFILE_CONF_DIR) : DEFAULT_PROFILE_CONF_DIR;
+}
+
+/** Profiles on disk: `<dir>/<name>.json`, directory 0700, files 0600. */
+export class ProfileStore {
+  constructor(readonly dir: string) {}
+
+  private file(name: string): string {
+    return path.join(this.dir, `${validateProfileName(name)}.json`);
+  }
+
+  async list(): Promise<string[]> {
+    const names = await fsp.readdir(this.dir).catch((err) => {
+      if (errnoCode(err) === 'ENOENT') return [] as string[];
+      throw new UserError(`cannot read profile directory ${this.dir} (${errnoCode(err) ?? 'error'}): check --profile-conf-dir`);
+    });
+    return names.filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => n.slice(0, -5)).sort();
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try {
+      await fsp.access(this.file(name));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async read(name: string): Promise<Profile> {
+    const file = this.file(name);
+    let text: string;
+    try {
+      text = await fsp.readFile(file, 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') {
+        throw new UserError(`profile '${name}' not found in ${this.dir}: create it with 'firebuild profile-create --profile ${name} ...' or list profiles with 'firebuild profile-ls'`);
+      }
+      throw new UserError(`cannot read profile ${file} (${errnoCode(err) ?? 'error'}): check its permissions`);
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      throw new UserError(`corrupt profile ${file}: not valid JSON; recreate it with 'firebuild profile-create --profile ${name} --overwrite ...'`);
+    }
+    const parsed = ProfileSchema.safeParse(raw);
+    if (!parsed.success) {
+      throw new UserError(`corrupt profile ${file}: ${describeZodError(parsed.error)}; recreate it with 'firebuild profile-create --overwrite'`);
+    }
+    return parsed.data;
+  }
+
+  /** Check the directory can take a profile, before anything is validated or written. */
+  async ensureWritable(): Promise<void> {
+    // Find the nearest existing ancestor: that one must be writable for mkdir -p to work.
+    let probe = this.dir;
+    for (;;) {
+      try {
+        const st = await fsp.stat(probe);
+        if (!st.isDirectory()) throw new UserError(`profile directory ${this.dir} cannot be created: ${probe} is not a directory; choose another --profile-conf-dir`);
+        break;
+      } catch (err) {
+        if (err instanceof UserError) throw err;
+        const parent = path.dirname(probe);
+        if (parent === probe) break;
+        probe = parent;
+      }
+    }
+    try {
+      await fsp.access(probe, constants.W_OK | constants.X_OK);
+    } catch (err) {
+      throw new UserError(`profile directory ${this.dir} is not writable (${errnoCode(err) ?? 'denied'} on ${probe}): run as root, fix the permissions, or choose another --profile-conf-dir`);
+    }
+  }
+
+  async write(profile: Profile, opts: { overwrite?: boolean } = {}): Promise<string> {
+    const file = this.file(profile.name);
+    await this.ensureWritable();
+    if (!opts.overwrite && (await this.exists(profile.name))) {
+      throw new UserError(`profile '${profile.name}' already exists in ${this.dir}: pass --overwrite to replace it`);
+    }
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await fsp.chmod(this.dir, 0o700);
+    await writeFileAtomic(file, JSON.stringify(profile, null, 2) + '\n', 0o600);
+    return file;
+  }
+}

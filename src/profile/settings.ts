@@ -1,0 +1,227 @@
+import * as path from 'node:path';
+import * as fsp from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { UserError } from '../util/errors.js';
+import { DirectoryStorage } from '../store/directory.js';
+import type { StorageProvider } from '../store/provider.js';
+import { MAX_SOCKET_PATH, jailerSocketPath, jailerSocketPathLength, VMM_ID_LENGTH } from '../vmm/jail-paths.js';
+import { PROFILE_SCHEMA_VERSION, ProfileStore, defaultHome, validateProfileName, type Profile } from './profile.js';
+
+/** Settings flags as the command line gave them; undefined means "not given". */
+export interface SettingsFlags {
+  binaryFirecracker?: string;
+  binaryJailer?: string;
+  chrootBase?: string;
+  runCache?: string;
+  storageProvider?: string;
+  storageProviderPropertyString?: string[];
+  storageProviderPropertyInt64?: string[];
+  tracingEnable?: boolean;
+  tracingCollectorHostPort?: string;
+  tracingLogEnable?: boolean;
+}
+
+export type Origin = 'flag' | 'profile' | 'default';
+
+export interface Settings {
+  profile?: string;
+  binaryFirecracker?: string;
+  binaryJailer?: string;
+  chrootBase: string;
+  runCache: string;
+  storageProvider: string;
+  storageProperties: Record<string, string>;
+  storagePropertiesInt64: Record<string, number>;
+  tracingEnable: boolean;
+  tracingCollectorHostPort: string;
+  tracingLogEnable: boolean;
+  /** Where each value came from: a flag beats the profile, which beats the built-in default. */
+  origin: Record<string, Origin>;
+}
+
+export const STORAGE_DIRECTORY = 'directory';
+
+export function builtinDefaults(env: NodeJS.ProcessEnv = process.env): Omit<Settings, 'origin' | 'profile'> {
+  const home = defaultHome(env);
+  return {
+    chrootBase: env.FIREBUILD_CHROOT_BASE ?? '/srv/jailer',
+    runCache: path.join(home, 'run'),
+    storageProvider: STORAGE_DIRECTORY,
+    storageProperties: {
+      'rootfs-storage-root': path.join(home, 'rootfs'),
+      'kernel-storage-root': path.join(home, 'kernels'),
+    },
+    storagePropertiesInt64: {},
+    tracingEnable: false,
+    tracingCollectorHostPort: '127.0.0.1:6831',
+    tracingLogEnable: false,
+  };
+}
+
+const PROPERTY_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** Parse repeatable `key=value` properties. */
+export function parseStringProperties(items: readonly string[] | undefined, flag = '--storage-provider-property-string'): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items ?? []) {
+    const eq = item.indexOf('=');
+    const key = eq > 0 ? item.slice(0, eq) : '';
+    const value = eq > 0 ? item.slice(eq + 1) : '';
+    if (!PROPERTY_KEY_RE.test(key) || value === '') {
+      throw new UserError(`malformed ${flag} '${item}': use key=value, e.g. ${flag} rootfs-storage-root=/srv/firebuild/rootfs`);
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
+export function parseInt64Properties(items: readonly string[] | undefined): Record<string, number> {
+  const flag = '--storage-provider-property-int64';
+  const raw = parseStringProperties(items, flag);
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (!/^-?\d{1,19}$/.test(v) || !Number.isSafeInteger(Number(v))) {
+      throw new UserError(`malformed ${flag} '${k}=${v}': the value must be an integer, e.g. ${flag} ${k}=1024`);
+    }
+    out[k] = Number(v);
+  }
+  return out;
+}
+
+export function parseHostPort(s: string, flag: string): string {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new UserError(`malformed ${flag} '${s}': use host:port, e.g. 127.0.0.1:6831`);
+  return s;
+}
+
+/** Merge flag > profile > default, recording each value's origin. Pure. */
+export function resolveSettings(flags: SettingsFlags, profile: Profile | undefined, defaults = builtinDefaults()): Settings {
+  const origin: Record<string, Origin> = {};
+  function pick<T>(key: string, flag: T | undefined, prof: T | undefined, def: T): T {
+    if (flag !== undefined) { origin[key] = 'flag'; return flag; }
+    if (prof !== undefined) { origin[key] = 'profile'; return prof; }
+    origin[key] = 'default';
+    return def;
+  }
+  function pickOptional<T>(key: string, flag: T | undefined, prof: T | undefined): T | undefined {
+    if (flag !== undefined) { origin[key] = 'flag'; return flag; }
+    if (prof !== undefined) { origin[key] = 'profile'; return prof; }
+    return undefined;
+  }
+  const flagProps = parseStringProperties(flags.storageProviderPropertyString);
+  const flagInts = parseInt64Properties(flags.storageProviderPropertyInt64);
+  const storageProvider = pick('storage-provider', flags.storageProvider, profile?.['storage-provider'], defaults.storageProvider);
+  // Properties merge key by key; a profile for another provider doesn't inherit the directory defaults.
+  const defProps = storageProvider === defaults.storageProvider ? defaults.storageProperties : {};
+  const storageProperties: Record<string, string> = {};
+  for (const key of new Set([...Object.keys(defProps), ...Object.keys(profile?.['storage-provider-property-string'] ?? {}), ...Object.keys(flagProps)])) {
+    storageProperties[key] = pick(`storage-provider-property-string.${key}`, flagProps[key], profile?.['storage-provider-property-string'][key], defProps[key] as string);
+  }
+  const storagePropertiesInt64: Record<string, number> = { ...(profile?.['storage-provider-property-int64'] ?? {}), ...flagInts };
+
+  const s: Settings = {
+    chrootBase: path.resolve(pick('chroot-base', flags.chrootBase, profile?.['chroot-base'], defaults.chrootBase)),
+    runCache: path.resolve(pick('run-cache', flags.runCache, profile?.['run-cache'], defaults.runCache)),
+    storageProvider,
+    storageProperties,
+    storagePropertiesInt64,
+    tracingEnable: pick('tracing-enable', flags.tracingEnable, profile?.['tracing-enable'], defaults.tracingEnable),
+    tracingCollectorHostPort: parseHostPort(
+      pick('tracing-collector-host-port', flags.tracingCollectorHostPort, profile?.['tracing-collector-host-port'], defaults.tracingCollectorHostPort),
+      '--tracing-collector-host-port',
+    ),
+    tracingLogEnable: pick('tracing-log-enable', flags.tracingLogEnable, profile?.['tracing-log-enable'], defaults.tracingLogEnable),
+    origin,
+  };
+  const fc = pickOptional('binary-firecracker', flags.binaryFirecracker, profile?.['binary-firecracker']);
+  const jailer = pickOptional('binary-jailer', flags.binaryJailer, profile?.['binary-jailer']);
+  if (fc !== undefined) s.binaryFirecracker = path.resolve(fc);
+  if (jailer !== undefined) s.binaryJailer = path.resolve(jailer);
+  if (profile) s.profile = profile.name;
+  return s;
+}
+
+/** Load the named profile (if any) and merge. */
+export async function loadSettings(opts: { profile?: string; profileConfDir: string; flags: SettingsFlags }): Promise<Settings> {
+  const profile = opts.profile ? await new ProfileStore(opts.profileConfDir).read(validateProfileName(opts.profile)) : undefined;
+  return resolveSettings(opts.flags, profile);
+}
+
+/** The storage provider the settings name. Roots from built-in defaults are created on first write. */
+export function openStorage(s: Settings): StorageProvider {
+  if (s.storageProvider !== STORAGE_DIRECTORY) {
+    throw new UserError(`unknown storage provider '${s.storageProvider}': the only provider is '${STORAGE_DIRECTORY}'`);
+  }
+  const need = (key: string): string => {
+    const v = s.storageProperties[key];
+    if (!v) throw new UserError(`storage provider 'directory' needs --storage-provider-property-string ${key}=DIR`);
+    return path.resolve(v);
+  };
+  return new DirectoryStorage({
+    rootfsRoot: need('rootfs-storage-root'),
+    kernelRoot: need('kernel-storage-root'),
+    createRoots: s.origin['storage-provider-property-string.rootfs-storage-root'] === 'default',
+  });
+}
+
+async function requireDir(dir: string, flag: string): Promise<void> {
+  const st = await fsp.stat(dir).catch(() => undefined);
+  if (!st) throw new UserError(`${flag} ${dir} does not exist: create it (mkdir -p ${dir}) or pass another ${flag}`);
+  if (!st.isDirectory()) throw new UserError(`${flag} ${dir} is not a directory: pass a directory to ${flag}`);
+}
+
+async function requireExecutable(file: string, flag: string): Promise<void> {
+  const st = await fsp.stat(file).catch(() => undefined);
+  if (!st?.isFile()) throw new UserError(`${flag} ${file} does not exist: give the path of the binary, or leave ${flag} out on a QEMU-only host`);
+  try {
+    await fsp.access(file, constants.X_OK);
+  } catch {
+    throw new UserError(`${flag} ${file} is not executable: chmod +x it or give another binary`);
+  }
+}
+
+/** The jailer's socket path must fit sun_path; the message carries the computed length. */
+export function checkChrootBase(chrootBase: string, firecrackerBinary: string | undefined): void {
+  const len = jailerSocketPathLength(chrootBase, firecrackerBinary);
+  if (len > MAX_SOCKET_PATH) {
+    const example = jailerSocketPath(chrootBase, firecrackerBinary, '<' + 'x'.repeat(VMM_ID_LENGTH - 2) + '>');
+    throw new UserError(
+      `--chroot-base ${chrootBase} is too long: the jailer socket path ${example} would be ${len} characters, over the kernel's ${MAX_SOCKET_PATH}; use a base at most ${chrootBase.length - (len - MAX_SOCKET_PATH)} characters long`,
+    );
+  }
+}
+
+/** Validate settings for a profile: directories exist, given binaries are executable, socket path fits. */
+export async function validateForProfile(s: Settings): Promise<void> {
+  checkChrootBase(s.chrootBase, s.binaryFirecracker);
+  if (s.binaryFirecracker) await requireExecutable(s.binaryFirecracker, '--binary-firecracker');
+  if (s.binaryJailer) await requireExecutable(s.binaryJailer, '--binary-jailer');
+  await requireDir(s.chrootBase, '--chroot-base');
+  await requireDir(s.runCache, '--run-cache');
+  if (s.storageProvider !== STORAGE_DIRECTORY) {
+    throw new UserError(`unknown --storage-provider '${s.storageProvider}': the only provider is '${STORAGE_DIRECTORY}'`);
+  }
+  for (const key of ['rootfs-storage-root', 'kernel-storage-root']) {
+    const dir = s.storageProperties[key];
+    if (!dir) throw new UserError(`storage provider 'directory' needs --storage-provider-property-string ${key}=DIR`);
+    await requireDir(dir, `storage property ${key}`);
+  }
+}
+
+export function profileFromSettings(name: string, s: Settings): Profile {
+  const p: Profile = {
+    'schema-version': PROFILE_SCHEMA_VERSION,
+    name,
+    'chroot-base': s.chrootBase,
+    'run-cache': s.runCache,
+    'storage-provider': s.storageProvider,
+    'storage-provider-property-string': Object.fromEntries(Object.entries(s.storageProperties).map(([k, v]) => [k, k.endsWith('-root') ? path.resolve(v) : v])),
+    'storage-provider-property-int64': s.storagePropertiesInt64,
+    'tracing-enable': s.tracingEnable,
+    'tracing-collector-host-port': s.tracingCollectorHostPort,
+    'tracing-log-enable': s.tracingLogEnable,
+  };
+  if (s.binaryFirecracker) p['binary-firecracker'] = s.binaryFirecracker;
+  if (s.binaryJailer) p['binary-jailer'] = s.binaryJailer;
+  return p;
+}

@@ -1,0 +1,347 @@
+import { randomBytes } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { InternalError, UserError, errnoCode } from '../util/errors.js';
+import { diskUsage, exists, fsyncDir, fsyncFile, pidAlive, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
+import { withLock } from '../util/lock.js';
+import {
+  ImageMetadataSchema,
+  KernelMetadataSchema,
+  METADATA_SCHEMA_VERSION,
+  describeZodError,
+  type ImageMetadata,
+  type KernelMetadata,
+} from './metadata.js';
+import type { ImageListEntry, KernelListEntry, StagingArea, StorageProvider, StoredImage, StoredKernel, ImageMetadataDraft } from './provider.js';
+import { formatTag, parseTag } from './tag.js';
+
+export interface DirectoryStorageOptions {
+  rootfsRoot: string;
+  kernelRoot: string;
+  /** Create the roots when missing (the built-in default store); a profile's roots must already exist. */
+  createRoots?: boolean;
+  lockStaleMs?: number;
+}
+
+const KERNEL_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const ROOTFS = 'rootfs.ext4';
+const METADATA = 'metadata.json';
+
+/** The `directory` storage provider: `<root>/<org>/<name>/<version>/{rootfs.ext4,metadata.json}`. */
+export class DirectoryStorage implements StorageProvider {
+  readonly name = 'directory';
+  private readyRoots = false;
+
+  constructor(private readonly opts: DirectoryStorageOptions) {}
+
+  get locations(): Record<string, string> {
+    return { 'rootfs-storage-root': this.opts.rootfsRoot, 'kernel-storage-root': this.opts.kernelRoot };
+  }
+
+  private async ready(): Promise<void> {
+    if (this.readyRoots) return;
+    if (this.opts.createRoots) {
+      await fsp.mkdir(this.opts.rootfsRoot, { recursive: true, mode: 0o755 });
+      await fsp.mkdir(this.opts.kernelRoot, { recursive: true, mode: 0o755 });
+    }
+    await requireWritableDir(this.opts.rootfsRoot, 'rootfs-storage-root');
+    await requireWritableDir(this.opts.kernelRoot, 'kernel-storage-root');
+    this.readyRoots = true;
+  }
+
+  /** Read-only operations only need the root to exist. */
+  private async readable(root: string, what: string): Promise<boolean> {
+    try {
+      const st = await fsp.stat(root);
+      if (!st.isDirectory()) throw new UserError(`${what} ${root} is not a directory: point ${what} at a directory`);
+      return true;
+    } catch (err) {
+      if (err instanceof UserError) throw err;
+      if (this.opts.createRoots) return false; // the default store before its first write: empty
+      throw new UserError(`${what} ${root} does not exist: create it (mkdir -p ${root}) or fix the profile`);
+    }
+  }
+
+  private imageDir(tag: string): string {
+    const t = parseTag(tag);
+    return path.join(this.opts.rootfsRoot, t.org, t.name, t.version);
+  }
+
+  async listImages(): Promise<ImageListEntry[]> {
+    const root = this.opts.rootfsRoot;
+    if (!(await this.readable(root, 'rootfs-storage-root'))) return [];
+    const out: ImageListEntry[] = [];
+    for (const org of await visibleDirs(root)) {
+      for (const name of await visibleDirs(path.join(root, org))) {
+        for (const version of await visibleDirs(path.join(root, org, name))) {
+          const dir = path.join(root, org, name, version);
+          const tag = `${org}/${name}:${version}`;
+          const sizes = await diskUsage(path.join(dir, ROOTFS)).catch(() => ({ apparent: 0, allocated: 0 }));
+          const entry: ImageListEntry = { tag, dir, apparentSize: sizes.apparent, allocatedSize: sizes.allocated };
+          try {
+            entry.metadata = await readImageMetadata(path.join(dir, METADATA));
+          } catch (err) {
+            entry.error = err instanceof Error ? err.message : String(err);
+          }
+          out.push(entry);
+        }
+      }
+    }
+    return out.sort((a, b) => a.tag.localeCompare(b.tag));
+  }
+
+  async hasImage(tag: string): Promise<boolean> {
+    return exists(path.join(this.imageDir(tag), METADATA));
+  }
+
+  async getImage(tag: string): Promise<StoredImage> {
+    const dir = this.imageDir(tag);
+    await this.readable(this.opts.rootfsRoot, 'rootfs-storage-root');
+    const metadataPath = path.join(dir, METADATA);
+    if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
+    const metadata = await readImageMetadata(metadataPath);
+    return { tag, dir, rootfsPath: path.join(dir, ROOTFS), metadataPath, metadata };
+  }
+
+  async writeImage(
+    tag: string,
+    write: (staging: StagingArea) => Promise<ImageMetadataDraft>,
+    opts: { overwrite?: boolean } = {},
+  ): Promise<StoredImage> {
+    const t = parseTag(tag);
+    const canonical = formatTag(t);
+    await this.ready();
+    if (!opts.overwrite && (await exists(this.imageDir(canonical)))) {
+      throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
+    }
+    const stagingRoot = path.join(this.opts.rootfsRoot, '.staging');
+    await fsp.mkdir(stagingRoot, { recursive: true, mode: 0o700 });
+    await this.sweepStaging(stagingRoot);
+    const staging = path.join(stagingRoot, `${process.pid}-${randomBytes(6).toString('hex')}`);
+    await fsp.mkdir(staging, { mode: 0o755 });
+    try {
+      const rootfsPath = path.join(staging, ROOTFS);
+      const draft = await write({ dir: staging, rootfsPath });
+      const { contentSize, created, ...rest } = draft;
+      await fsyncFile(rootfsPath).catch((err) => {
+        throw new InternalError(`the image writer did not produce ${ROOTFS}`, { cause: err });
+      });
+      const metadataInput = {
+        ...rest,
+        schemaVersion: METADATA_SCHEMA_VERSION,
+        tag: canonical,
+        created: created ?? new Date().toISOString(),
+        rootfs: {
+          file: ROOTFS,
+          sha256: await sha256File(rootfsPath),
+          apparentSize: (await fsp.stat(rootfsPath)).size,
+          ...(contentSize === undefined ? {} : { contentSize }),
+        },
+      };
+      const parsed = ImageMetadataSchema.safeParse(metadataInput);
+      if (!parsed.success) throw new InternalError(`invalid metadata for ${canonical}: ${describeZodError(parsed.error)}`);
+      await writeFileAtomic(path.join(staging, METADATA), JSON.stringify(parsed.data, null, 2) + '\n', 0o644);
+      await fsyncDir(staging);
+
+      const dest = this.imageDir(canonical);
+      await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), async () => {
+        if (await exists(dest)) {
+          if (!opts.overwrite) throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
+          const trash = path.join(stagingRoot, `${process.pid}-${randomBytes(6).toString('hex')}-old`);
+          await fsp.rename(dest, trash);
+          await fsp.mkdir(path.dirname(dest), { recursive: true });
+          await fsp.rename(staging, dest);
+          await fsyncDir(path.dirname(dest));
+          await fsp.rm(trash, { recursive: true, force: true });
+        } else {
+          await fsp.mkdir(path.dirname(dest), { recursive: true });
+          await fsp.rename(staging, dest);
+          await fsyncDir(path.dirname(dest));
+        }
+      }, this.lockOpts());
+      return { tag: canonical, dir: dest, rootfsPath: path.join(dest, ROOTFS), metadataPath: path.join(dest, METADATA), metadata: parsed.data };
+    } finally {
+      await fsp.rm(staging, { recursive: true, force: true });
+    }
+  }
+
+  async removeImage(tag: string): Promise<void> {
+    const t = parseTag(tag);
+    const dir = this.imageDir(tag);
+    await this.readable(this.opts.rootfsRoot, 'rootfs-storage-root');
+    if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
+    await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), async () => {
+      // Move out of the tree first so a crash mid-delete leaves no half image under the tag.
+      const trash = path.join(this.opts.rootfsRoot, '.staging', `${process.pid}-${randomBytes(6).toString('hex')}-rm`);
+      await fsp.mkdir(path.dirname(trash), { recursive: true, mode: 0o700 });
+      await fsp.rename(dir, trash);
+      await fsp.rm(trash, { recursive: true, force: true });
+      await removeEmptyParents(path.dirname(dir), this.opts.rootfsRoot);
+    }, this.lockOpts());
+  }
+
+  /** Remove staging directories whose writer process is gone (killed mid-write). */
+  private async sweepStaging(stagingRoot: string): Promise<void> {
+    for (const name of await fsp.readdir(stagingRoot).catch(() => [] as string[])) {
+      const pid = Number(name.split('-')[0]);
+      if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) {
+        await fsp.rm(path.join(stagingRoot, name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  private lockOpts(): { staleMs?: number } {
+    return this.opts.lockStaleMs === undefined ? {} : { staleMs: this.opts.lockStaleMs };
+  }
+
+  // Kernels: <kernel-root>/<id>/{vmlinux,initrd,metadata.json}
+
+  private kernelDir(id: string): string {
+    if (!KERNEL_ID_RE.test(id)) {
+      throw new UserError(`invalid kernel id '${id}': use 1-64 characters of [A-Za-z0-9._-] starting with a letter or digit`);
+    }
+    return path.join(this.opts.kernelRoot, id);
+  }
+
+  async listKernels(): Promise<KernelListEntry[]> {
+    if (!(await this.readable(this.opts.kernelRoot, 'kernel-storage-root'))) return [];
+    const out: KernelListEntry[] = [];
+    for (const id of await visibleDirs(this.opts.kernelRoot)) {
+      const dir = path.join(this.opts.kernelRoot, id);
+      const entry: KernelListEntry = { id, dir };
+      try {
+        entry.metadata = await readKernelMetadata(path.join(dir, METADATA));
+      } catch (err) {
+        entry.error = err instanceof Error ? err.message : String(err);
+      }
+      out.push(entry);
+    }
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async getKernel(id: string): Promise<StoredKernel> {
+    const dir = this.kernelDir(id);
+    await this.readable(this.opts.kernelRoot, 'kernel-storage-root');
+    if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls' or import one with 'firebuild kernel import'`);
+    const metadata = await readKernelMetadata(path.join(dir, METADATA));
+    const k: StoredKernel = { id, dir, vmlinuxPath: path.join(dir, 'vmlinux'), metadata };
+    if (metadata.initrd) k.initrdPath = path.join(dir, 'initrd');
+    return k;
+  }
+
+  async importKernel(id: string, vmlinux: string, opts: { initrd?: string; overwrite?: boolean; cmdline?: string } = {}): Promise<StoredKernel> {
+    const dest = this.kernelDir(id);
+    for (const f of [vmlinux, opts.initrd]) {
+      if (f === undefined) continue;
+      const st = await fsp.stat(f).catch(() => undefined);
+      if (!st?.isFile()) throw new UserError(`kernel file ${f} not found: give the path of a vmlinux/vmlinuz (and --initrd) file`);
+    }
+    await this.ready();
+    if (!opts.overwrite && (await exists(dest))) throw new UserError(`kernel ${id} already exists: choose another --id or pass --overwrite`);
+    const stagingRoot = path.join(this.opts.kernelRoot, '.staging');
+    await fsp.mkdir(stagingRoot, { recursive: true, mode: 0o700 });
+    await this.sweepStaging(stagingRoot);
+    const staging = path.join(stagingRoot, `${process.pid}-${randomBytes(6).toString('hex')}`);
+    await fsp.mkdir(staging);
+    try {
+      await copyFileFast(vmlinux, path.join(staging, 'vmlinux'));
+      const meta: KernelMetadata = {
+        schemaVersion: METADATA_SCHEMA_VERSION,
+        id,
+        created: new Date().toISOString(),
+        format: await kernelFormat(vmlinux),
+        source: path.resolve(vmlinux),
+        vmlinux: { sha256: await sha256File(vmlinux), size: (await fsp.stat(vmlinux)).size },
+      };
+      if (opts.initrd) {
+        await copyFileFast(opts.initrd, path.join(staging, 'initrd'));
+        meta.initrd = { sha256: await sha256File(opts.initrd), size: (await fsp.stat(opts.initrd)).size };
+      }
+      if (opts.cmdline) meta.cmdline = opts.cmdline;
+      await writeFileAtomic(path.join(staging, METADATA), JSON.stringify(meta, null, 2) + '\n');
+      await withLock(path.join(this.opts.kernelRoot, '.locks', id), async () => {
+        if (await exists(dest)) {
+          if (!opts.overwrite) throw new UserError(`kernel ${id} already exists: choose another --id or pass --overwrite`);
+          await fsp.rm(dest, { recursive: true, force: true });
+        }
+        await fsp.rename(staging, dest);
+        await fsyncDir(this.opts.kernelRoot);
+      }, this.lockOpts());
+    } finally {
+      await fsp.rm(staging, { recursive: true, force: true });
+    }
+    return this.getKernel(id);
+  }
+
+  async removeKernel(id: string): Promise<void> {
+    const dir = this.kernelDir(id);
+    if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls'`);
+    await withLock(path.join(this.opts.kernelRoot, '.locks', id), () => fsp.rm(dir, { recursive: true, force: true }), this.lockOpts());
+  }
+}
+
+async function visibleDirs(dir: string): Promise<string[]> {
+  const entries = await fsp.readdir(dir, { withFileTypes: true }).catch((err) => {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw err;
+  });
+  return entries.filter((e) => e.isDirectory() && !e.name.startsWith('.')).map((e) => e.name);
+}
+
+async function removeEmptyParents(dir: string, stop: string): Promise<void> {
+  let cur = dir;
+  while (path.resolve(cur) !== path.resolve(stop) && cur.startsWith(stop)) {
+    try {
+      await fsp.rmdir(cur);
+    } catch {
+      return;
+    }
+    cur = path.dirname(cur);
+  }
+}
+
+async function readJson<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`${what} ${file} cannot be read (${errnoCode(err) ?? 'error'}): remove the entry or restore the file`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new UserError(`corrupt ${what} ${file}: not valid JSON (${(err as Error).message}); remove the entry or restore the file`);
+  }
+  if (typeof raw === 'object' && raw !== null && 'schemaVersion' in raw && typeof raw.schemaVersion === 'number' && raw.schemaVersion > METADATA_SCHEMA_VERSION) {
+    throw new UserError(`${what} ${file} has schemaVersion ${raw.schemaVersion}, newer than this firebuild understands (${METADATA_SCHEMA_VERSION}): upgrade firebuild`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    throw new UserError(`corrupt ${what} ${file}: ${describeZodError(parsed.error)}; remove the entry or restore the file`);
+  }
+  return parsed.data;
+}
+
+export function readImageMetadata(file: string): Promise<ImageMetadata> {
+  return readJson(file, ImageMetadataSchema as unknown as z.ZodType<ImageMetadata>, 'image metadata');
+}
+
+export function readKernelMetadata(file: string): Promise<KernelMetadata> {
+  return readJson(file, KernelMetadataSchema, 'kernel metadata');
+}
+
+/** ELF vmlinux (Firecracker, PVH) or a bzImage (QEMU with an initrd). */
+async function kernelFormat(file: string): Promise<'elf' | 'bzimage' | 'unknown'> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(0x208);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead >= 4 && buf.readUInt32BE(0) === 0x7f454c46) return 'elf';
+    if (bytesRead >= 0x206 && buf.toString('latin1', 0x202, 0x206) === 'HdrS') return 'bzimage';
+    return 'unknown';
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { UserError, errnoCode } from './errors.js';
+
+/** Write a file atomically: a temp file in the same directory, fsynced, renamed into place, directory fsynced. */
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fh = await fsp.open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode); // umask must not widen or narrow what we asked for
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await fsp.rename(tmp, file);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function fsyncFile(file: string): Promise<void> {
+  const fh = await fsp.open(file, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return false;
+    throw err;
+  }
+}
+
+export async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** A directory that must exist and be writable, else a UserError naming `what`. */
+export async function requireWritableDir(dir: string, what: string): Promise<void> {
+  let st;
+  try {
+    st = await fsp.stat(dir);
+  } catch {
+    throw new UserError(`${what} ${dir} does not exist: create it (mkdir -p ${dir}) or point ${what} elsewhere`);
+  }
+  if (!st.isDirectory()) throw new UserError(`${what} ${dir} is not a directory: point ${what} at a directory`);
+  try {
+    await fsp.access(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw new UserError(`${what} ${dir} is not writable (${errnoCode(err) ?? 'denied'}): fix its permissions or point ${what} elsewhere`);
+  }
+}
+
+/** Copy a file sparsely, by reflink where the file system supports it. */
+export async function copyFileFast(src: string, dst: string): Promise<void> {
+  await fsp.copyFile(src, dst, constants.COPYFILE_FICLONE);
+}
+
+/** Bytes allocated on disk for a file (st_blocks * 512) and its apparent size. */
+export async function diskUsage(file: string): Promise<{ apparent: number; allocated: number }> {
+  const st = await fsp.stat(file);
+  return { apparent: st.size, allocated: st.blocks * 512 };
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const { createReadStream } = await import('node:fs');
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** True when a process with this pid exists on this host. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === 'EPERM';
+  }
+}

@@ -1,0 +1,39 @@
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import lockfile from 'proper-lockfile';
+import { InternalError } from './errors.js';
+
+export interface LockOptions {
+  /** A lock not refreshed for this long is taken to belong to a dead process (proper-lockfile's `stale`). */
+  staleMs?: number;
+  /** Give up after this long. */
+  waitMs?: number;
+}
+
+/**
+ * Run `fn` holding an inter-process lock named by `lockPath` (a directory `<lockPath>.lock` is created).
+ * Writers of the same name serialize; a lock left by a killed process goes stale and is taken over.
+ */
+export async function withLock<T>(lockPath: string, fn: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
+  const staleMs = opts.staleMs ?? 10_000;
+  const waitMs = opts.waitMs ?? 10 * 60_000;
+  await fsp.mkdir(path.dirname(lockPath), { recursive: true });
+  const deadline = Date.now() + waitMs;
+  let release: (() => Promise<void>) | undefined;
+  for (;;) {
+    try {
+      release = await lockfile.lock(lockPath, { realpath: false, stale: staleMs, update: Math.max(1000, staleMs / 4) });
+      break;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ELOCKED' || Date.now() > deadline) {
+        throw new InternalError(`cannot take lock ${lockPath}`, { cause: err });
+      }
+      await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await release().catch(() => undefined);
+  }
+}
