@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's first command: set up this host and run firebuild's main job end to end, as far as the
+# product goes today. Run from the repository as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+npm ci --no-audit --no-fund --loglevel=error
+fb() { node bin/firebuild.js "$@"; }
+
+echo "== host check"
+fb doctor
+
+echo "== offline Debian base image (debian:bookworm-slim in Docker and the local registry)"
+bash scripts/make-base-image.sh >/dev/null
+
+echo "== guest kernel: Debian's cloud kernel + initrd"
+vmlinuz=$(ls /boot/vmlinuz-*cloud* | sort | tail -n1)
+fb kernel import --id debian-cloud --overwrite "$vmlinuz" --initrd "${vmlinuz/vmlinuz/initrd.img}" >/dev/null
+fb kernel ls
+
+echo "== image store"
+fb image ls
+echo "quickstart: done"
