@@ -2,7 +2,7 @@ import { expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cliReference, REFERENCE_END, REFERENCE_START, spliceReference } from '../../src/cli/reference.js';
+import { cliReference, REFERENCE_START, spliceReference } from '../../src/cli/reference.js';
 import { main } from '../../src/cli/main.js';
 
 const README = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'README.md');
