@@ -4,7 +4,8 @@ import { doctor, missingRequired, OPTIONAL_PARTS } from '../commands/doctor.js';
 import { imageInspect, imageList, imageRemove } from '../commands/image.js';
 import { kernelImport, kernelList, kernelRemove } from '../commands/kernel.js';
 import { profileCreate, profileInspect, profileList } from '../commands/profile.js';
-import { defaultProfileConfDir } from '../profile/profile.js';
+import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
+import { planCommand } from '../commands/plan.js';
 import { loadSettings, openStorage, type Settings, type SettingsFlags } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
@@ -175,6 +176,31 @@ export function buildProgram(io: CliIO): Command {
       const { storage } = await ctx(o);
       await kernelRemove(storage, id, logger.child('kernel'));
     });
+
+  // Builds ------------------------------------------------------------------------------------------
+  withProfileOptions(
+    program
+      .command('rootfs')
+      .description('build an application root file system from a Dockerfile (today: --plan prints the resolved build plan)')
+      .requiredOption('--dockerfile <source>', 'a local path, Dockerfile text, an http(s) URL, or git+https://host/repo.git:/path/Dockerfile#ref')
+      .option('--context <dir>', 'build context directory (default: the Dockerfile\'s directory)')
+      .option('--build-arg <name=value>', 'build argument, repeatable', collect)
+      .option('--dockerfile-stage <name>', 'the stage to build (default: the last)')
+      .option('--tag <org/name:version>', 'tag of the image to store')
+      .option('--plan', 'print the resolved build plan as JSON and stop'),
+    io.env,
+    { storage: true },
+  ).action(async (o: SettingsCliOpts & { dockerfile: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean }) => {
+    if (!o.plan) throw new UserError('this firebuild can only plan builds: add --plan to print the build plan (build engines are not part of this version)');
+    const plan = await planCommand({
+      dockerfile: o.dockerfile,
+      ...(o.context ? { context: o.context } : {}),
+      buildArgs: o.buildArg ?? [],
+      ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+      cacheDir: defaultCacheDir(io.env),
+    }, logger.child('plan'));
+    out(json(plan));
+  });
 
   // Doctor ------------------------------------------------------------------------------------------
   withProfileOptions(

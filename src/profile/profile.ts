@@ -47,6 +47,11 @@ export function defaultHome(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(xdg, 'firebuild');
 }
 
+/** Caches that can be rebuilt at any time (git checkouts, build step cache). */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.FIREBUILD_CACHE_DIR ? path.resolve(env.FIREBUILD_CACHE_DIR) : path.join(defaultHome(env), 'cache');
+}
+
 export function defaultProfileConfDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.FIREBUILD_PROFILE_CONF_DIR ? path.resolve(env.FIREBUILD_PROFILE_CONF_DIR) : DEFAULT_PROFILE_CONF_DIR;
 }

@@ -8,6 +8,14 @@ export const METADATA_SCHEMA_VERSION = 1;
 
 const stringMap = z.record(z.string(), z.string());
 
+export const HealthcheckSchema = z.object({
+  test: z.array(z.string()),
+  intervalNs: z.number().optional(),
+  timeoutNs: z.number().optional(),
+  startPeriodNs: z.number().optional(),
+  retries: z.number().optional(),
+});
+
 export const ImageConfigSchema = z.object({
   entrypoint: z.array(z.string()).nullable().default(null),
   cmd: z.array(z.string()).nullable().default(null),
@@ -18,16 +26,7 @@ export const ImageConfigSchema = z.object({
   labels: stringMap.default({}),
   volumes: z.array(z.string()).default([]),
   stopSignal: z.string().default(''),
-  healthcheck: z
-    .object({
-      test: z.array(z.string()),
-      intervalNs: z.number().optional(),
-      timeoutNs: z.number().optional(),
-      startPeriodNs: z.number().optional(),
-      retries: z.number().optional(),
-    })
-    .nullable()
-    .default(null),
+  healthcheck: HealthcheckSchema.nullable().default(null),
   onBuild: z.array(z.string()).default([]),
   shell: z.array(z.string()).nullable().default(null),
 });

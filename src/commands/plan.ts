@@ -1,0 +1,49 @@
+import * as path from 'node:path';
+import { buildPlan } from '../dockerfile/plan.js';
+import type { Plan } from '../dockerfile/plan-schema.js';
+import { resolveSource } from '../source/resolve.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import type { ImageConfig } from '../store/metadata.js';
+
+export interface PlanCommandOptions {
+  dockerfile: string;
+  context?: string;
+  buildArgs?: string[];
+  target?: string;
+  cacheDir: string;
+  baseConfig?: (ref: string) => Promise<Partial<ImageConfig> | undefined>;
+}
+
+/** `--build-arg K=V` (or `K`, taking the value from the environment, as docker build does). */
+export function parseBuildArgs(items: readonly string[] | undefined, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items ?? []) {
+    const i = item.indexOf('=');
+    const key = i < 0 ? item : item.slice(0, i);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new UserError(`malformed --build-arg '${item}': use NAME=value`);
+    if (i < 0) {
+      const v = env[key];
+      if (v === undefined) continue; // docker build ignores a bare name that is not set
+      out[key] = v;
+    } else out[key] = item.slice(i + 1);
+  }
+  return out;
+}
+
+/** Resolve the source and print nothing: returns the plan. */
+export async function planCommand(o: PlanCommandOptions, log: Logger): Promise<Plan> {
+  const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
+  const source: Plan['source'] = { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile };
+  if (src.context.kind !== 'none') source.context = src.context.kind === 'local' ? path.resolve(src.context.root) : src.context.root;
+  if (src.commit) source.commit = src.commit;
+  const plan = await buildPlan(src.text, {
+    buildArgs: parseBuildArgs(o.buildArgs),
+    ...(o.target !== undefined ? { target: o.target } : {}),
+    context: src.context,
+    source,
+    ...(o.baseConfig ? { baseConfig: o.baseConfig } : {}),
+  });
+  for (const a of plan.unusedBuildArgs) log.warn(`build arg ${a} was not consumed by any ARG of the stages built`);
+  return plan;
+}
