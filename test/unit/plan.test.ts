@@ -1,0 +1,254 @@
+import { describe, expect, test } from '@jest/globals';
+import { createHash } from 'node:crypto';
+import type { BuildContext } from '../../src/dockerfile/context.js';
+import { buildPlan, parseDuration } from '../../src/dockerfile/plan.js';
+import type { Plan, Resource } from '../../src/dockerfile/plan-schema.js';
+import { UserError } from '../../src/util/errors.js';
+
+/** A context that has every file: the plan's semantics without a file system. */
+const anyContext: BuildContext = {
+  kind: 'local',
+  root: '/ctx',
+  ignored: () => false,
+  resolve: async (source): Promise<Resource[]> => [{ source, kind: 'file', path: source.replace(/^\/+/, ''), sha256: createHash('sha256').update(source).digest('hex'), size: 1, mode: 0o644 }],
+};
+
+function plan(text: string, o: { buildArgs?: Record<string, string>; target?: string } = {}): Promise<Plan> {
+  return buildPlan(text, { ...o, context: anyContext, source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' } });
+}
+
+const labels = (p: Plan): Record<string, string> => p.stages[p.stages.length - 1]?.config.labels ?? {};
+const env = (p: Plan): string[] => p.stages[p.stages.length - 1]?.config.env ?? [];
+
+async function planError(text: string, o: { buildArgs?: Record<string, string>; target?: string } = {}): Promise<UserError> {
+  try {
+    await plan(text, o);
+  } catch (e) {
+    if (e instanceof UserError) return e;
+    throw e;
+  }
+  throw new Error('no error');
+}
+
+describe('ARG and ENV by Docker rules', () => {
+  test('ARG before FROM is global: a stage sees it only after redeclaring it', async () => {
+    const p = await plan('ARG V=1\nFROM scratch\nLABEL a=${V:-x}\nARG V\nLABEL b=${V:-x}\n');
+    expect(labels(p)).toEqual({ a: 'x', b: '1' });
+    expect(p.globalArgs).toEqual([{ name: 'V', value: '1' }]);
+  });
+
+  test('global ARGs expand in FROM', async () => {
+    const p = await plan('ARG BASE=debian\nARG TAG=bookworm-slim\nFROM ${BASE}:${TAG}\n');
+    expect(p.stages[0]?.base).toEqual({ kind: 'image', ref: 'debian:bookworm-slim' });
+  });
+
+  test('--build-arg overrides ARG defaults, global and in a stage', async () => {
+    const p = await plan('ARG V=1\nFROM scratch\nARG V\nARG W=2\nLABEL v=$V w=$W\n', { buildArgs: { V: 'cli', W: 'cli2' } });
+    expect(labels(p)).toEqual({ v: 'cli', w: 'cli2' });
+    expect(p.unusedBuildArgs).toEqual([]);
+  });
+
+  test('a stage ARG default beats the global value; a build arg beats both', async () => {
+    expect(labels(await plan('ARG V=global\nFROM scratch\nARG V=stage\nLABEL v=$V\n'))).toEqual({ v: 'stage' });
+    expect(labels(await plan('ARG V=global\nFROM scratch\nARG V=stage\nLABEL v=$V\n', { buildArgs: { V: 'cli' } }))).toEqual({ v: 'cli' });
+  });
+
+  test('build args no ARG declares are reported unused; proxy args are predefined', async () => {
+    const p = await plan('FROM scratch\nLABEL x=$NOPE\n', { buildArgs: { NOPE: '1', HTTP_PROXY: 'http://p' } });
+    expect(p.unusedBuildArgs).toEqual(['NOPE']);
+    expect(labels(p)).toEqual({ x: '' }); // undeclared: not visible, expands to empty
+  });
+
+  test('ENV beats an ARG of the same name', async () => {
+    expect(labels(await plan('FROM scratch\nARG X=arg\nENV X=env\nLABEL x=$X\n', { buildArgs: { X: 'cli' } }))).toEqual({ x: 'env' });
+  });
+
+  test('pairs of one ENV see the environment from before it', async () => {
+    const p = await plan('FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n');
+    expect(env(p)).toEqual(['abc=bye', 'def=hello', 'ghi=bye']);
+  });
+
+  test('ENV legacy form, quotes and escapes', async () => {
+    const p = await plan('FROM scratch\nENV A hello world\nENV B="x y" C=a\\ b D=\'$A\'\n');
+    expect(env(p)).toEqual(['A=hello world', 'B=x y', 'C=a b', 'D=$A']);
+  });
+
+  test('ENV persists into a stage built FROM this one; ARG does not', async () => {
+    const p = await plan('FROM scratch AS base\nARG A=1\nENV E=2\nFROM base\nLABEL a=${A:-unset} e=$E\n');
+    expect(labels(p)).toEqual({ a: 'unset', e: '2' });
+  });
+
+  test('RUN sees ENV and the ARGs in scope', async () => {
+    const p = await plan('FROM scratch\nARG A=1\nENV B=2\nRUN env\n');
+    const run = p.stages[0]?.steps.find((s) => s.keyword === 'RUN');
+    expect(run?.env).toEqual(['A=1', 'B=2']);
+    expect(run?.command).toEqual(['/bin/sh', '-c', 'env']);
+  });
+
+  test('RUN, CMD and ENTRYPOINT are not expanded by the builder', async () => {
+    const p = await plan('FROM scratch\nENV A=1\nRUN echo $A\nCMD echo $A\n');
+    expect(p.stages[0]?.steps[1]?.command).toEqual(['/bin/sh', '-c', 'echo $A']);
+    expect(p.stages[0]?.config.cmd).toEqual(['/bin/sh', '-c', 'echo $A']);
+  });
+
+  test('an expansion error points at its line', async () => {
+    const e = await planError('FROM scratch\nENV A=1\nLABEL x="${A:?needs A}" y="${B:?B is required}"\n');
+    expect(e.message).toMatch(/B: B is required/);
+    expect(e.line).toBe(3);
+  });
+});
+
+describe('stages', () => {
+  const multi = 'FROM scratch AS Build\nLABEL s=build\nFROM scratch AS unused\nLABEL s=unused\nFROM scratch AS test\nCOPY --from=BUILD /a /b\nFROM scratch\nCOPY --from=0 /a /c\n';
+
+  test('the last stage is the default target; stages it does not need are skipped', async () => {
+    const p = await plan(multi);
+    expect(p.target).toEqual({ index: 3 });
+    expect(p.stages.map((s) => s.index)).toEqual([0, 3]);
+    expect(p.skipped).toEqual([{ index: 1, name: 'unused' }, { index: 2, name: 'test' }]);
+  });
+
+  test('--dockerfile-stage picks a target by name, case-insensitively, or by index', async () => {
+    const p = await plan(multi, { target: 'TEST' });
+    expect(p.target).toEqual({ index: 2, name: 'test' });
+    expect(p.stages.map((s) => s.name)).toEqual(['build', 'test']);
+    const step = p.stages[1]?.steps[0];
+    expect(step?.from).toEqual({ stage: 0 });
+    expect(step?.resources).toEqual([{ source: '/a', kind: 'stage', stage: 0, path: '/a' }]);
+    expect((await plan(multi, { target: '1' })).stages.map((s) => s.index)).toEqual([1]);
+  });
+
+  test('FROM an earlier stage inherits its config', async () => {
+    const p = await plan('FROM scratch AS a\nWORKDIR /app\nUSER 1000\nFROM a\nRUN true\n');
+    expect(p.stages[1]?.base).toEqual({ kind: 'stage', stage: 0 });
+    expect(p.stages[1]?.config).toMatchObject({ workingDir: '/app', user: '1000' });
+  });
+
+  test('COPY --from an image reference', async () => {
+    const p = await plan('FROM scratch\nCOPY --from=busybox:1.36 /bin/busybox /bin/\n');
+    expect(p.stages[0]?.steps[0]?.from).toEqual({ image: 'busybox:1.36' });
+  });
+
+  test.each<[string, string, RegExp, number]>([
+    ['unknown stage', 'FROM scratch AS a\nFROM scratch\nCOPY --from=biuld /x /y\n', /unknown stage 'biuld' \(stages: a\)/, 3],
+    ['a later stage (cycle)', 'FROM scratch AS a\nCOPY --from=b /x /y\nFROM scratch AS b\nCOPY --from=a /x /y\n', /stage 'b', which is defined later/, 2],
+    ['the stage itself', 'FROM scratch AS a\nCOPY --from=a /x /y\n', /this stage itself/, 2],
+    ['an index not earlier', 'FROM scratch\nCOPY --from=0 /x /y\n', /stage 0, which is this stage itself/, 2],
+    ['FROM a later stage', 'FROM b AS a\nFROM scratch AS b\n', /names stage 'b', which is defined later/, 1],
+    ['a duplicate stage name', 'FROM scratch AS a\nFROM scratch AS A\n', /duplicate stage name 'a'/, 2],
+  ])('%s is an error pointing at the line', async (_n, text, want, line) => {
+    const e = await planError(text);
+    expect(e.message).toMatch(want);
+    expect(e.line).toBe(line);
+  });
+
+  test('an unknown --dockerfile-stage lists the stages', async () => {
+    expect((await planError(multi, { target: 'nope' })).message).toMatch(/not a stage .*choose one of build, unused, test, 3/);
+  });
+
+  test('ONBUILD triggers of a base stage run at the start of the child', async () => {
+    const p = await plan('FROM scratch AS base\nONBUILD LABEL from=onbuild\nFROM base\nLABEL own=1\n');
+    expect(p.stages[0]?.config.onBuild).toEqual(['LABEL from=onbuild']);
+    expect(p.stages[1]?.steps[0]).toMatchObject({ keyword: 'LABEL', onbuild: true, line: 3 });
+    expect(p.stages[1]?.config).toMatchObject({ labels: { from: 'onbuild', own: '1' }, onBuild: [] });
+  });
+});
+
+describe('instructions', () => {
+  test('WORKDIR resolves relative to the previous one', async () => {
+    const p = await plan('FROM scratch\nWORKDIR /a\nWORKDIR b\nWORKDIR ../c\nENV D=/d\nWORKDIR $D/e\n');
+    expect(p.stages[0]?.steps.filter((s) => s.keyword === 'WORKDIR').map((s) => s.value)).toEqual(['/a', '/a/b', '/a/c', '/d/e']);
+  });
+
+  test('COPY destinations resolve against WORKDIR; several sources need a directory', async () => {
+    const p = await plan('FROM scratch\nWORKDIR /app\nCOPY a .\nCOPY a b sub/\nCOPY ["x y", "/abs"]\n');
+    expect(p.stages[0]?.steps.slice(1).map((s) => s.dest)).toEqual(['/app/', '/app/sub/', '/abs']);
+    expect((await planError('FROM scratch\nCOPY a b /dst\n')).message).toMatch(/more than one source needs a directory destination ending in \/: write \/dst\//);
+  });
+
+  test('COPY flags are expanded and recorded', async () => {
+    const p = await plan('FROM scratch\nARG U=app\nCOPY --chown=$U:$U --chmod=0755 --link a /a\n');
+    expect(p.stages[0]?.steps[1]).toMatchObject({ chown: 'app:app', chmod: '0755', link: true });
+    expect((await planError('FROM scratch\nCOPY --chmod=u+x a /a\n')).message).toMatch(/not an octal mode/);
+  });
+
+  test('ENTRYPOINT resets a CMD inherited from the base stage, not one set in the same stage', async () => {
+    const text = 'FROM scratch AS a\nCMD ["x"]\nFROM a\nENTRYPOINT ["e"]\nFROM a\nCMD ["y"]\nENTRYPOINT ["e"]\n';
+    expect((await plan(text, { target: '1' })).stages[1]?.config).toMatchObject({ entrypoint: ['e'], cmd: null });
+    expect((await plan(text)).stages[1]?.config).toMatchObject({ entrypoint: ['e'], cmd: ['y'] });
+  });
+
+  test('SHELL changes the shell of later shell forms', async () => {
+    const p = await plan('FROM scratch\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]\nRUN a | b\nCMD c\n');
+    expect(p.stages[0]?.steps[1]?.command).toEqual(['/bin/bash', '-o', 'pipefail', '-c', 'a | b']);
+    expect(p.stages[0]?.config.cmd).toEqual(['/bin/bash', '-o', 'pipefail', '-c', 'c']);
+  });
+
+  test('EXPOSE, VOLUME, USER, STOPSIGNAL, LABEL, MAINTAINER', async () => {
+    const p = await plan('FROM scratch\nARG P=8080\nEXPOSE $P 53/UDP 9000-9001\nVOLUME ["/data", "/logs"]\nVOLUME /cache /tmp/x\nUSER app:app\nSTOPSIGNAL quit\nLABEL "a b"="c d" e=f\nMAINTAINER Jane <j@x>\n');
+    expect(p.stages[0]?.config).toMatchObject({
+      exposedPorts: ['8080/tcp', '53/udp', '9000-9001/tcp'],
+      volumes: ['/data', '/logs', '/cache', '/tmp/x'],
+      user: 'app:app',
+      stopSignal: 'SIGQUIT',
+      labels: { 'a b': 'c d', e: 'f' },
+    });
+    expect(p.stages[0]?.steps.at(-1)).toMatchObject({ keyword: 'MAINTAINER', value: 'Jane <j@x>' });
+  });
+
+  test('HEALTHCHECK forms and durations', async () => {
+    const p = await plan('FROM scratch AS a\nHEALTHCHECK --interval=5s --timeout=1m30s --start-period=500ms --retries=3 CMD curl -f http://localhost/ || exit 1\nFROM a\nHEALTHCHECK CMD ["/bin/check", "x"]\nFROM a\nHEALTHCHECK NONE\n', { target: '2' });
+    expect(p.stages[0]?.config.healthcheck).toEqual({ test: ['CMD-SHELL', 'curl -f http://localhost/ || exit 1'], intervalNs: 5e9, timeoutNs: 90e9, startPeriodNs: 5e8, retries: 3 });
+    expect(p.stages[1]?.config.healthcheck).toEqual({ test: ['NONE'] });
+    expect((await plan('FROM scratch\nHEALTHCHECK CMD ["/bin/check", "x"]\n')).stages[0]?.config.healthcheck).toEqual({ test: ['CMD', '/bin/check', 'x'] });
+    expect(parseDuration('1h2m3s')).toBe(3723e9);
+    expect(parseDuration('5')).toBeUndefined();
+  });
+
+  test('RUN --mount parsed; heredoc RUN keeps its body', async () => {
+    const p = await plan('FROM scratch\nRUN --mount=type=cache,target=/root/.cache,id=x --network=none <<EOF\necho $HOME\nEOF\n');
+    expect(p.stages[0]?.steps[0]).toMatchObject({
+      mounts: [{ type: 'cache', target: '/root/.cache', id: 'x' }],
+      network: 'none',
+      heredocs: [{ name: 'EOF', content: 'echo $HOME\n', expand: true, chomp: false }],
+    });
+  });
+
+  test('COPY heredoc: unquoted delimiters expand, quoted ones do not', async () => {
+    const p = await plan('FROM scratch\nENV A=1\nCOPY <<EOF /a\nx=$A "${A}"\nEOF\nCOPY <<"EOF" /b\nx=$A\nEOF\n');
+    const [a, b] = [p.stages[0]?.steps[1], p.stages[0]?.steps[2]];
+    expect(a?.resources?.[0]).toMatchObject({ kind: 'heredoc', size: Buffer.byteLength('x=1 "1"\n'), sha256: createHash('sha256').update('x=1 "1"\n').digest('hex') });
+    expect(b?.resources?.[0]?.sha256).toBe(createHash('sha256').update('x=$A\n').digest('hex'));
+  });
+
+  test.each<[string, string, RegExp]>([
+    ['instruction before FROM', 'RUN x\nFROM scratch\n', /only ARG may come before FROM/],
+    ['no FROM', 'ARG A\n', /no FROM instruction/],
+    ['bad EXPOSE', 'FROM scratch\nEXPOSE http\n', /EXPOSE http is not a port/],
+    ['bad STOPSIGNAL', 'FROM scratch\nSTOPSIGNAL SIGNOPE\n', /not a signal/],
+    ['bad HEALTHCHECK', 'FROM scratch\nHEALTHCHECK curl x\n', /HEALTHCHECK takes NONE or/],
+    ['bad duration', 'FROM scratch\nHEALTHCHECK --interval=5 CMD x\n', /not a duration/],
+    ['ONBUILD FROM', 'FROM scratch\nONBUILD FROM x\n', /ONBUILD FROM is not allowed/],
+    ['ENV without value', 'FROM scratch\nENV A\n', /must have two arguments/],
+    ['ENV pair without =', 'FROM scratch\nENV A=1 B\n', /can't find = in "B"/],
+    ['COPY with one argument', 'FROM scratch\nCOPY a\n', /needs at least one source and a destination/],
+    ['COPY of a URL', 'FROM scratch\nCOPY http://x/y /y\n', /COPY cannot fetch URLs/],
+    ['FROM with junk', 'FROM a b c d\n', /FROM takes an image/],
+    ['invalid ARG name', 'FROM scratch\nARG a-b=1\n', /invalid ARG name/],
+    ['RUN --mount of an unknown type', 'FROM scratch\nRUN --mount=type=nfs true\n', /not a mount type/],
+  ])('%s is a one-line error with its line', async (_n, text, want) => {
+    const e = await planError(text);
+    expect(e.message).toMatch(want);
+    expect(e.message.includes('\n')).toBe(false);
+    expect(e.line).toBeGreaterThan(0);
+  });
+});
+
+test('the plan is versioned and carries a digest of its content', async () => {
+  const a = await plan('FROM scratch\nLABEL a=1\n');
+  const b = await plan('FROM scratch\nLABEL a=2\n');
+  expect(a.schemaVersion).toBe(1);
+  expect(a.digest).toMatch(/^[a-f0-9]{64}$/);
+  expect(a.digest).not.toBe(b.digest);
+  expect((await plan('FROM scratch\nLABEL a=1\n')).digest).toBe(a.digest);
+});
