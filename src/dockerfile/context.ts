@@ -242,11 +242,16 @@ export class HttpContext implements BuildContext {
       throw new UserError(`${where.keyword} source ${source} is excluded by ${this.ignoreFile ?? '.dockerignore'}`, { file: where.file, line: where.line });
     }
     const url = new URL(rel, this.root).toString();
-    const head = await httpFetch(url, 'HEAD');
-    if ((head.headers.get('content-type') ?? '').startsWith('text/html') && url.endsWith('/')) {
-      throw new UserError(`${where.keyword} source ${source} is a directory listing: http(s) contexts can only copy files`, { file: where.file, line: where.line });
+    const at = (err: unknown): never => {
+      if (err instanceof UserError) throw new UserError(err.message, { file: where.file, line: where.line, cause: err });
+      throw err;
+    };
+    const head = await httpFetch(url, 'HEAD').catch(at);
+    // Servers answer a directory with an HTML listing; an http context can only copy files.
+    if ((head.headers.get('content-type') ?? '').startsWith('text/html') && !/\.html?$/i.test(rel)) {
+      throw new UserError(`${where.keyword} source ${source} is a directory or a wildcard, which an http(s) context cannot list (the server sent an HTML page): use a local or git source`, { file: where.file, line: where.line });
     }
-    const { sha256, size } = await httpDigest(url);
+    const { sha256, size } = await httpDigest(url).catch(at);
     return [{ source, kind: 'file', path: rel, url, sha256, size }];
   }
 }

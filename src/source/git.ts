@@ -44,6 +44,16 @@ export function parseGitSource(s: string): GitSpec {
   return ref === undefined ? { url, path: p } : { url, path: p, ref };
 }
 
+const GIT_ENV_ALLOWED = ['GIT_TERMINAL_PROMPT', 'GIT_SSH_COMMAND', 'GIT_SSL_NO_VERIFY', 'GIT_SSL_CAINFO'];
+
+/** The environment git runs with: no prompts; only what git needs (simple-git refuses editor/pager overrides). */
+function gitEnv(): Record<string, string> {
+  const keep = ['PATH', 'HOME', 'USER', 'LANG', 'LC_ALL', 'TMPDIR', 'SSH_AUTH_SOCK', 'GIT_SSH_COMMAND', 'GIT_SSL_NO_VERIFY', 'GIT_SSL_CAINFO', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'];
+  const env: Record<string, string> = { GIT_TERMINAL_PROMPT: '0' };
+  for (const k of keep) if (process.env[k] !== undefined) env[k] = process.env[k] as string;
+  return env;
+}
+
 export interface GitCheckout {
   dir: string;
   commit: string;
@@ -61,7 +71,7 @@ function displayUrl(url: string): string {
  * (shallow where the ref allows), reusing an earlier checkout. A failure leaves no partial clone.
  */
 export async function checkoutGit(spec: GitSpec, cacheRoot: string, log: Logger): Promise<GitCheckout> {
-  const git = simpleGit({ timeout: { block: 120_000 } }).env({ ...process.env, GIT_TERMINAL_PROMPT: '0' });
+  const git = simpleGit({ timeout: { block: 120_000 }, allowEnvironment: GIT_ENV_ALLOWED }).env(gitEnv());
   let remote: string;
   try {
     remote = await git.listRemote([spec.url]);
@@ -101,7 +111,7 @@ export async function checkoutGit(spec: GitSpec, cacheRoot: string, log: Logger)
     const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
       await fsp.mkdir(tmp, { recursive: true });
-      const g = simpleGit(tmp, { timeout: { block: 300_000 } }).env({ ...process.env, GIT_TERMINAL_PROMPT: '0' });
+      const g = simpleGit(tmp, { timeout: { block: 300_000 }, allowEnvironment: GIT_ENV_ALLOWED }).env(gitEnv());
       await g.init();
       await g.addRemote('origin', spec.url);
       log.info('fetching git source', { url: displayUrl(spec.url), ref: spec.ref ?? 'HEAD', commit });
