@@ -38,7 +38,7 @@ export function parseGitSource(s: string): GitSpec {
   const url = main.slice(0, sep).replace(/^git\+/, '');
   const p = path.posix.normalize(main.slice(sep + 1)).replace(/^\/+/, '');
   if (p === '' || p === '.' || p.startsWith('..')) throw new UserError(`git source ${s}: the path after : must name a file inside the repository`);
-  if (ref !== undefined && (ref === '' || !/^[A-Za-z0-9._\/-]+$/.test(ref) || ref.includes('..'))) {
+  if (ref !== undefined && (ref === '' || !/^[A-Za-z0-9._/-]+$/.test(ref) || ref.includes('..'))) {
     throw new UserError(`git source ${s}: '${ref}' is not a valid commit, branch or tag`);
   }
   return ref === undefined ? { url, path: p } : { url, path: p, ref };

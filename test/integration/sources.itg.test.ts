@@ -52,6 +52,7 @@ afterAll(async () => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- plans are read as loose JSON here
 async function plan(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number; plan: any; stderr: string }> {
   const r = await runCli(['rootfs', '--plan', ...args], { env: { ...env, ...extraEnv } });
   return { code: r.code, plan: r.code === 0 ? JSON.parse(r.stdout) : undefined, stderr: r.stderr };
