@@ -109,3 +109,12 @@ export const PlanSchema = z.object({
   digest: z.string(),
 });
 export type Plan = z.infer<typeof PlanSchema>;
+
+/** The plan's JSON Schema (docs/plan.schema.json is this, written by `npm run docs:schema`). */
+export function planJsonSchema(): Record<string, unknown> {
+  return {
+    $id: `urn:firebuild:schema:plan:v${PLAN_SCHEMA_VERSION}`,
+    title: `firebuild build plan, schema version ${PLAN_SCHEMA_VERSION}`,
+    ...(z.toJSONSchema(PlanSchema, { io: 'output' }) as Record<string, unknown>),
+  };
+}

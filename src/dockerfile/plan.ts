@@ -24,6 +24,7 @@ export interface PlanOptions {
 const PREDEFINED_ARGS = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy'];
 const STAGE_NAME_RE = /^[a-z][a-z0-9-_.]*$/;
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
+const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 interface RawStage {
   index: number;
@@ -221,6 +222,10 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
       const c = await opts.baseConfig(base.ref);
       baseCfg = c ? ImageConfigSchema.parse(c) : undefined;
     }
+    // Docker gives an image without PATH its default PATH (scratch, or a known base config that lacks it).
+    if (base.kind === 'scratch' || (baseCfg && !baseCfg.env.some((e) => e.startsWith('PATH=')))) {
+      baseCfg = { ...(baseCfg ?? ImageConfigSchema.parse({})), env: [DEFAULT_PATH, ...(baseCfg?.env ?? [])] };
+    }
     const state = new StageState(baseCfg);
     const steps: Step[] = [];
     // ONBUILD triggers of the base run first, as if written right after FROM.
@@ -275,7 +280,7 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
           step.value = ins.rest;
           break;
         case 'EXPOSE': {
-          step.values = ws(ins.rest).map((p) => normalizePort(p, ins));
+          step.values = ws(ins.rest).flatMap((p) => normalizePorts(p, ins));
           if (step.values.length === 0) throw new UserError('EXPOSE needs at least one port, e.g. EXPOSE 8080/tcp', where(ins));
           for (const p of step.values) if (!cfg.exposedPorts.includes(p)) cfg.exposedPorts.push(p);
           break;
@@ -469,7 +474,10 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
     stages: planned,
     skipped: stages.filter((s) => !needed.has(s.index)).map((s) => (s.name ? { index: s.index, name: s.name } : { index: s.index })),
   };
-  const plan = { ...planWithoutDigest, digest: sha256(canonicalJson(planWithoutDigest)) };
+  // The digest identifies what will be built: not where the Dockerfile came from or lives on this host.
+  const { source: _source, ...built } = planWithoutDigest;
+  const digestInput = { ...built, stages: planned.map((st) => ({ ...st, file: undefined, steps: st.steps.map((x) => ({ ...x, file: undefined })) })) };
+  const plan = { ...planWithoutDigest, digest: sha256(canonicalJson(digestInput)) };
   return PlanSchema.parse(plan);
 }
 
@@ -508,11 +516,17 @@ function parseArgInstruction(ins: ParsedInstruction, escape: string): { name: st
   });
 }
 
-function normalizePort(p: string, ins: ParsedInstruction): string {
+/** `80`, `80/udp`, `9000-9002/tcp` as Docker records them: one entry a port, protocol lower-case. */
+function normalizePorts(p: string, ins: ParsedInstruction): string[] {
   const m = /^(\d{1,5})(?:-(\d{1,5}))?(?:\/(tcp|udp|sctp))?$/i.exec(p);
   const ok = (n: string | undefined): boolean => n === undefined || (Number(n) >= 1 && Number(n) <= 65535);
-  if (!m || !ok(m[1]) || !ok(m[2])) throw new UserError(`EXPOSE ${p} is not a port: write PORT[/tcp|udp] or FROM-TO[/proto]`, where(ins));
-  return `${m[1]}${m[2] ? `-${m[2]}` : ''}/${(m[3] ?? 'tcp').toLowerCase()}`;
+  if (!m || !ok(m[1]) || !ok(m[2]) || (m[2] !== undefined && Number(m[2]) < Number(m[1]))) {
+    throw new UserError(`EXPOSE ${p} is not a port: write PORT[/tcp|udp] or FROM-TO[/proto]`, where(ins));
+  }
+  const proto = (m[3] ?? 'tcp').toLowerCase();
+  const from = Number(m[1]);
+  const to = m[2] === undefined ? from : Number(m[2]);
+  return Array.from({ length: to - from + 1 }, (_, i) => `${from + i}/${proto}`);
 }
 
 const SIGNALS = ['ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL', 'PROF', 'PWR', 'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'USR1', 'USR2', 'VTALRM', 'WINCH', 'XCPU', 'XFSZ'];

@@ -28,3 +28,9 @@ test('main() maps errors to exit codes without exiting the process', async () =>
   expect(err).toMatch(/^error: malformed tag 'NOT-A-TAG'/);
   expect(await main(['--version'], io)).toBe(0);
 });
+
+test('docs/plan.schema.json is generated from the plan schema and current (npm run docs:schema)', async () => {
+  const { planJsonSchema } = await import('../../src/dockerfile/plan-schema.js');
+  const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'plan.schema.json');
+  expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual(planJsonSchema());
+});

@@ -17,6 +17,8 @@ function plan(text: string, o: { buildArgs?: Record<string, string>; target?: st
   return buildPlan(text, { ...o, context: anyContext, source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' } });
 }
 
+/** Docker gives a scratch image its default PATH. */
+const PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const labels = (p: Plan): Record<string, string> => p.stages[p.stages.length - 1]?.config.labels ?? {};
 const env = (p: Plan): string[] => p.stages[p.stages.length - 1]?.config.env ?? [];
 
@@ -65,12 +67,12 @@ describe('ARG and ENV by Docker rules', () => {
 
   test('pairs of one ENV see the environment from before it', async () => {
     const p = await plan('FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n');
-    expect(env(p)).toEqual(['abc=bye', 'def=hello', 'ghi=bye']);
+    expect(env(p)).toEqual([PATH, 'abc=bye', 'def=hello', 'ghi=bye']);
   });
 
   test('ENV legacy form, quotes and escapes', async () => {
     const p = await plan('FROM scratch\nENV A hello world\nENV B="x y" C=a\\ b D=\'$A\'\n');
-    expect(env(p)).toEqual(['A=hello world', 'B=x y', 'C=a b', 'D=$A']);
+    expect(env(p)).toEqual([PATH, 'A=hello world', 'B=x y', 'C=a b', 'D=$A']);
   });
 
   test('ENV persists into a stage built FROM this one; ARG does not', async () => {
@@ -81,7 +83,7 @@ describe('ARG and ENV by Docker rules', () => {
   test('RUN sees ENV and the ARGs in scope', async () => {
     const p = await plan('FROM scratch\nARG A=1\nENV B=2\nRUN env\n');
     const run = p.stages[0]?.steps.find((s) => s.keyword === 'RUN');
-    expect(run?.env).toEqual(['A=1', 'B=2']);
+    expect(run?.env).toEqual(['A=1', PATH, 'B=2']);
     expect(run?.command).toEqual(['/bin/sh', '-c', 'env']);
   });
 
@@ -187,7 +189,7 @@ describe('instructions', () => {
   test('EXPOSE, VOLUME, USER, STOPSIGNAL, LABEL, MAINTAINER', async () => {
     const p = await plan('FROM scratch\nARG P=8080\nEXPOSE $P 53/UDP 9000-9001\nVOLUME ["/data", "/logs"]\nVOLUME /cache /tmp/x\nUSER app:app\nSTOPSIGNAL quit\nLABEL "a b"="c d" e=f\nMAINTAINER Jane <j@x>\n');
     expect(p.stages[0]?.config).toMatchObject({
-      exposedPorts: ['8080/tcp', '53/udp', '9000-9001/tcp'],
+      exposedPorts: ['8080/tcp', '53/udp', '9000/tcp', '9001/tcp'],
       volumes: ['/data', '/logs', '/cache', '/tmp/x'],
       user: 'app:app',
       stopSignal: 'SIGQUIT',
