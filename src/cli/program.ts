@@ -6,6 +6,8 @@ import { kernelImport, kernelList, kernelRemove } from '../commands/kernel.js';
 import { profileCreate, profileInspect, profileList } from '../commands/profile.js';
 import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
 import { planCommand } from '../commands/plan.js';
+import { buildWithDocker } from '../commands/build.js';
+import { parseSize } from '../util/size.js';
 import { loadSettings, openStorage, type Settings, type SettingsFlags } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
@@ -178,29 +180,68 @@ export function buildProgram(io: CliIO): Command {
     });
 
   // Builds ------------------------------------------------------------------------------------------
-  withProfileOptions(
-    program
-      .command('rootfs')
-      .description('build an application root file system from a Dockerfile (today: --plan prints the resolved build plan)')
-      .requiredOption('--dockerfile <source>', 'a local path, Dockerfile text, an http(s) URL, or git+https://host/repo.git:/path/Dockerfile#ref')
-      .option('--context <dir>', 'build context directory (default: the Dockerfile\'s directory)')
+  type BuildCli = SettingsCliOpts & {
+    dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
+    engine: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
+  };
+  const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
+    cmd
+      .option('--dockerfile <source>', 'a local path, Dockerfile text, an http(s) URL, or git+https://host/repo.git:/path/Dockerfile#ref')
+      .option('--context <dir>', "build context directory (default: the Dockerfile's directory)")
       .option('--build-arg <name=value>', 'build argument, repeatable', collect)
       .option('--dockerfile-stage <name>', 'the stage to build (default: the last)')
-      .option('--tag <org/name:version>', 'tag of the image to store')
-      .option('--plan', 'print the resolved build plan as JSON and stop'),
-    io.env,
-    { storage: true },
-  ).action(async (o: SettingsCliOpts & { dockerfile: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean }) => {
-    if (!o.plan) throw new UserError('this firebuild can only plan builds: add --plan to print the build plan (build engines are not part of this version)');
-    const plan = await planCommand({
-      dockerfile: o.dockerfile,
+      .option('--tag <org/name:version>', what === 'baseos' ? 'tag of the stored image (default: derived from FROM, alpine:3.12 -> _/alpine:3.12)' : 'tag of the stored image')
+      .addOption(new Option('--engine <engine>', 'build engine').choices(['docker']).default('docker'))
+      .option('--size <size>', 'exact size of the ext4 file (e.g. 2G); default: content plus --free-space')
+      .option('--free-space <size>', 'free space kept in the image after shrinking', '256M')
+      .option('--journal', 'give the file system a journal (off by default: every VM boots a throwaway copy)')
+      .option('--overwrite', 'replace an existing image with the same tag');
+    if (what === 'rootfs') {
+      cmd
+        .option('--docker-image <image>', 'convert an existing Docker image (pulled with your Docker credentials when absent)')
+        .option('--docker-image-base <image>', 'record this image as the parent of --docker-image')
+        .option('--plan', 'print the resolved build plan as JSON and stop');
+    }
+    return withProfileOptions(cmd, io.env, { storage: true });
+  };
+  const runBuild = async (type: 'baseos' | 'rootfs', o: BuildCli): Promise<void> => {
+    if (o.plan) {
+      if (!o.dockerfile) throw new UserError('--plan needs --dockerfile');
+      const plan = await planCommand({
+        dockerfile: o.dockerfile,
+        ...(o.context ? { context: o.context } : {}),
+        buildArgs: o.buildArg ?? [],
+        ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+        cacheDir: defaultCacheDir(io.env),
+      }, logger.child('plan'));
+      return out(json(plan));
+    }
+    const { storage } = await ctx(o);
+    const r = await buildWithDocker({
+      type,
+      engine: 'docker',
+      ...(o.dockerfile ? { dockerfile: o.dockerfile } : {}),
       ...(o.context ? { context: o.context } : {}),
       buildArgs: o.buildArg ?? [],
       ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+      ...(o.tag ? { tag: o.tag } : {}),
+      ...(o.dockerImage ? { dockerImage: o.dockerImage } : {}),
+      ...(o.dockerImageBase ? { dockerImageBase: o.dockerImageBase } : {}),
+      ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
+      freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
+      journal: o.journal ?? false,
+      overwrite: o.overwrite ?? false,
       cacheDir: defaultCacheDir(io.env),
-    }, logger.child('plan'));
-    out(json(plan));
-  });
+    }, storage, logger.child(type));
+    out(json({ tag: r.image.tag, rootfs: r.image.rootfsPath, metadata: r.image.metadataPath, sha256: r.image.metadata.rootfs.sha256, size: r.image.metadata.rootfs.apparentSize, builder: r.builder }));
+  };
+  buildOptions(program.command('baseos').description('build a base OS root file system from a Dockerfile with the Docker engine'), 'baseos')
+    .action(async (o: BuildCli) => {
+      if (!o.dockerfile) throw new UserError('baseos needs --dockerfile PATH');
+      await runBuild('baseos', o);
+    });
+  buildOptions(program.command('rootfs').description('build an application root file system from a Dockerfile or a Docker image (--plan prints the build plan)'), 'rootfs')
+    .action(async (o: BuildCli) => runBuild('rootfs', o));
 
   // Doctor ------------------------------------------------------------------------------------------
   withProfileOptions(

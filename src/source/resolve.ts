@@ -15,6 +15,8 @@ export interface ResolvedSource {
   /** What error messages call the Dockerfile: a path or URL. */
   dockerfile: string;
   context: BuildContext;
+  /** The Dockerfile on this host (local and git sources). */
+  dockerfilePath?: string;
   commit?: string;
 }
 
@@ -41,7 +43,7 @@ export async function resolveSource(spec: string, o: ResolveOptions): Promise<Re
     });
     const dockerfile = path.resolve(file);
     const context = await LocalContext.open(path.resolve(o.context ?? path.dirname(dockerfile)), dockerfile);
-    return { kind: 'local', ref: spec, text, dockerfile, context };
+    return { kind: 'local', ref: spec, text, dockerfile, dockerfilePath: dockerfile, context };
   }
   if (spec.includes('\n') || LITERAL_RE.test(spec)) {
     const context = o.context ? await LocalContext.open(path.resolve(o.context), undefined) : new NoContext();
@@ -74,5 +76,5 @@ async function resolveGit(spec: string, o: ResolveOptions): Promise<ResolvedSour
   }
   const context = await LocalContext.open(contextDir, co.dockerfile);
   const text = await fsp.readFile(co.dockerfile, 'utf8');
-  return { kind: 'git', ref: spec, text, dockerfile: `${g.url}:/${g.path}`, context, commit: co.commit };
+  return { kind: 'git', ref: spec, text, dockerfile: `${g.url}:/${g.path}`, dockerfilePath: co.dockerfile, context, commit: co.commit };
 }

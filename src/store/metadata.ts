@@ -54,6 +54,7 @@ export const ImageMetadataSchema = z.object({
       planDigest: z.string().optional(),
       buildArgs: stringMap.optional(),
       durationMs: z.number().optional(),
+      dockerImageId: z.string().optional(),
     })
     .optional(),
   rootfs: z.object({

@@ -1,0 +1,210 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import type Docker from 'dockerode';
+import { UserError, InternalError } from '../util/errors.js';
+import { exec } from '../util/exec.js';
+import type { Logger } from '../util/logger.js';
+import { dockerClient, dockerVersion } from './docker-client.js';
+
+/** The Docker engine through dockerode: build, pull, inspect, export, import. */
+export interface DockerImageConfig {
+  Env?: string[] | null;
+  Cmd?: string[] | null;
+  Entrypoint?: string[] | null;
+  WorkingDir?: string;
+  User?: string;
+  ExposedPorts?: Record<string, unknown> | null;
+  Labels?: Record<string, string> | null;
+  Volumes?: Record<string, unknown> | null;
+  StopSignal?: string;
+  Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
+  OnBuild?: string[] | null;
+  Shell?: string[] | null;
+}
+
+export interface BuildFailure {
+  step?: number;
+  /** The failing step as the builder printed it, e.g. `RUN false`. */
+  instruction?: string;
+  exitCode?: number;
+  tail: string[];
+  message: string;
+}
+
+export class DockerBuildError extends Error {
+  constructor(readonly failure: BuildFailure) {
+    super(failure.message);
+  }
+}
+
+export class DockerEngine {
+  private buildxMemo?: Promise<boolean>;
+
+  constructor(
+    private readonly log: Logger,
+    readonly docker: Docker = dockerClient(),
+  ) {}
+
+  /** Fails with a UserError saying how to start the engine when it does not answer. */
+  async ensureReachable(): Promise<string> {
+    return (await dockerVersion(this.docker)).version;
+  }
+
+  /** Whether `docker buildx` is there (BuildKit builds with --output type=tar). Memoised. */
+  hasBuildx(): Promise<boolean> {
+    this.buildxMemo ??= exec('docker', ['buildx', 'version'], { allowFailure: true }).then((r) => r.code === 0, () => false);
+    return this.buildxMemo;
+  }
+
+  async imageInspect(ref: string): Promise<Docker.ImageInspectInfo | undefined> {
+    try {
+      return await this.docker.getImage(ref).inspect();
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw new InternalError(`cannot inspect image ${ref}`, { cause: err });
+    }
+  }
+
+  /** Pull with the user's Docker credentials (~/.docker/config.json auths). */
+  async pull(ref: string): Promise<void> {
+    const auth = registryAuth(ref);
+    this.log.info('pulling image', { ref });
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = (await this.docker.pull(ref, auth ? { authconfig: auth } : {})) as NodeJS.ReadableStream;
+    } catch (err) {
+      throw new UserError(`image ${ref} not found in the engine and cannot be pulled (${messageOf(err)}): check the name, or docker login to its registry`, { cause: err });
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(stream, (err: Error | null) => {
+        if (err) reject(new UserError(`pulling ${ref} failed (${err.message}): check the name, or docker login to its registry`, { cause: err }));
+        else resolve();
+      });
+    });
+  }
+
+  /** The image, pulled when the engine does not have it. */
+  async ensureImage(ref: string): Promise<Docker.ImageInspectInfo> {
+    const have = await this.imageInspect(ref);
+    if (have) return have;
+    await this.pull(ref);
+    const got = await this.imageInspect(ref);
+    if (!got) throw new UserError(`image ${ref} not found after pulling it: check the name`);
+    return got;
+  }
+
+  /**
+   * Build with the classic builder through the Engine API. Streams the builder's output to the log at
+   * debug; a failure carries the step, the instruction, its exit code and the output's tail.
+   */
+  async build(context: Readable, o: { dockerfile: string; buildArgs: Record<string, string>; target?: string; labels: Record<string, string>; tag: string }): Promise<string> {
+    const stream = (await this.docker.buildImage(context as unknown as NodeJS.ReadableStream, {
+      dockerfile: o.dockerfile,
+      t: o.tag,
+      buildargs: o.buildArgs,
+      labels: o.labels,
+      ...(o.target ? { target: o.target } : {}),
+      rm: true,
+      forcerm: true,
+    } as Docker.ImageBuildOptions)) as NodeJS.ReadableStream;
+    const tail: string[] = [];
+    let id: string | undefined;
+    let step: number | undefined;
+    let instruction: string | undefined;
+    return new Promise<string>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null) => {
+          if (err) {
+            const msg = err.message;
+            const code = /returned a non-zero code: (\d+)/.exec(msg);
+            const failure: BuildFailure = { tail: tail.slice(-20), message: msg.trim() };
+            if (step !== undefined) failure.step = step;
+            if (instruction !== undefined) failure.instruction = instruction;
+            if (code) failure.exitCode = Number(code[1]);
+            reject(new DockerBuildError(failure));
+          } else if (!id) reject(new InternalError('the Docker build finished without an image id'));
+          else resolve(id);
+        },
+        (ev: { stream?: string; aux?: { ID?: string }; error?: string }) => {
+          if (ev.aux?.ID) id = ev.aux.ID;
+          if (!ev.stream) return;
+          for (const line of ev.stream.split('\n')) {
+            if (line.trim() === '') continue;
+            const m = /^Step (\d+)\/\d+ : (.*)$/.exec(line);
+            if (m) {
+              step = Number(m[1]);
+              instruction = m[2];
+              this.log.info(line);
+            } else {
+              this.log.debug(line);
+              tail.push(line);
+              if (tail.length > 200) tail.shift();
+            }
+            const built = /^Successfully built ([0-9a-f]+)/.exec(line);
+            if (built && !id) id = built[1];
+          }
+        },
+      );
+    });
+  }
+
+  /** The image's file system as a tar stream (`docker export` of a container never started). */
+  async exportImage(ref: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
+    const container = await this.docker.createContainer({ Image: ref, Cmd: ['/.firebuild-export'], Entrypoint: [], Labels: { 'org.firebuild.export': 'true' } });
+    const remove = async (): Promise<void> => {
+      await container.remove({ force: true, v: true }).catch(() => undefined);
+    };
+    try {
+      const stream = (await container.export()) as unknown as Readable;
+      stream.on('close', () => void remove());
+      return { stream, done: remove };
+    } catch (err) {
+      await remove();
+      throw new InternalError(`cannot export ${ref}`, { cause: err });
+    }
+  }
+
+  /** Import a root file system tar as an image named `ref` (with labels). */
+  async importTar(tar: Readable, ref: string, changes: string[] = []): Promise<void> {
+    const [repo, tag] = splitRef(ref);
+    const stream = (await this.docker.importImage(tar as unknown as string, { repo, tag, changes } as unknown as object)) as unknown as NodeJS.ReadableStream;
+    await new Promise<void>((resolve, reject) => this.docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(new InternalError(`importing ${ref} failed`, { cause: err })) : resolve())));
+  }
+}
+
+export function splitRef(ref: string): [string, string] {
+  const at = ref.indexOf('@');
+  if (at >= 0) return [ref.slice(0, at), ref.slice(at + 1)];
+  const slash = ref.lastIndexOf('/');
+  const colon = ref.lastIndexOf(':');
+  return colon > slash ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, 'latest'];
+}
+
+/** Credentials for the ref's registry from the Docker config, as the engine API wants them. */
+export function registryAuth(ref: string, configDir = process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker')): { username: string; password: string; serveraddress: string } | undefined {
+  const first = ref.split('/')[0] ?? '';
+  const registry = ref.includes('/') && /[.:]|^localhost$/.test(first) ? first : 'https://index.docker.io/v1/';
+  let cfg: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
+  try {
+    cfg = JSON.parse(fs.readFileSync(path.join(configDir, 'config.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  const entry = cfg.auths?.[registry] ?? cfg.auths?.[`https://${registry}`] ?? cfg.auths?.[`http://${registry}`];
+  if (!entry) return undefined;
+  if (entry.auth) {
+    const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
+    const i = decoded.indexOf(':');
+    return { username: decoded.slice(0, i), password: decoded.slice(i + 1), serveraddress: registry };
+  }
+  if (entry.username && entry.password) return { username: entry.username, password: entry.password, serveraddress: registry };
+  return undefined;
+}
+
+function messageOf(err: unknown): string {
+  const e = err as { json?: { message?: string }; message?: string };
+  return (e.json?.message ?? e.message ?? String(err)).trim().split('\n')[0] ?? 'error';
+}

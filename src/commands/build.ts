@@ -1,0 +1,196 @@
+import * as path from 'node:path';
+import { DockerBuildError, DockerEngine } from '../build/docker-engine.js';
+import { contextTar } from '../build/context-tar.js';
+import { fromDockerConfig, tagFromImageRef } from '../build/image-config.js';
+import { importStoredImage } from '../build/import-stored.js';
+import { parseDockerfile } from '../dockerfile/parse.js';
+import { buildPlan } from '../dockerfile/plan.js';
+import type { Plan, Step } from '../dockerfile/plan-schema.js';
+import { convertTarStream, type ConvertResult } from '../rootfs/convert.js';
+import { resolveSource, type ResolvedSource } from '../source/resolve.js';
+import type { StorageProvider, StoredImage } from '../store/provider.js';
+import { formatTag, isValidTag, parseTag } from '../store/tag.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { parseBuildArgs } from './plan.js';
+
+export interface BuildOptions {
+  type: 'baseos' | 'rootfs';
+  engine: 'docker';
+  dockerfile?: string;
+  context?: string;
+  buildArgs?: string[];
+  target?: string;
+  tag?: string;
+  dockerImage?: string;
+  dockerImageBase?: string;
+  sizeBytes?: number;
+  freeBytes?: number;
+  journal?: boolean;
+  overwrite?: boolean;
+  cacheDir: string;
+}
+
+export interface BuildResult {
+  image: StoredImage;
+  builder: 'classic' | 'buildkit' | 'none';
+  conversion: ConvertResult;
+}
+
+/** Features the classic builder lacks: the plan must not use them unless BuildKit builds it. */
+export function buildkitOnly(step: Step): string | undefined {
+  if (step.heredocs?.length) return 'heredocs';
+  if (step.mounts?.length) return 'RUN --mount';
+  if (step.network !== undefined) return 'RUN --network';
+  if (step.security !== undefined) return 'RUN --security';
+  if (step.chmod !== undefined) return `${step.keyword} --chmod`;
+  if (step.link !== undefined) return `${step.keyword} --link`;
+  if (step.checksum !== undefined) return 'ADD --checksum';
+  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude)\b/i.exec(step.original);
+  if (m) return `${step.keyword} --${m[1]}`;
+  return undefined;
+}
+
+/** `baseos` and `rootfs --engine docker`: build (or take) an image with the Docker engine and store it as ext4. */
+export async function buildWithDocker(o: BuildOptions, storage: StorageProvider, log: Logger): Promise<BuildResult> {
+  if (!o.dockerfile && !o.dockerImage) throw new UserError('give --dockerfile SOURCE or --docker-image IMAGE');
+  if (o.dockerfile && o.dockerImage) throw new UserError('--dockerfile and --docker-image are exclusive: give one');
+  const started = Date.now();
+  const engine = new DockerEngine(log.child('docker'));
+
+  let src: ResolvedSource | undefined;
+  let plan: Plan | undefined;
+  let tag = o.tag;
+  if (o.dockerfile) {
+    src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
+    plan = await buildPlan(src.text, {
+      buildArgs: parseBuildArgs(o.buildArgs),
+      ...(o.target !== undefined ? { target: o.target } : {}),
+      context: src.context,
+      source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
+    });
+    if (!tag && o.type === 'baseos') {
+      const base = externalBase(plan);
+      tag = base ? tagFromImageRef(base) : undefined;
+      if (!tag) throw new UserError(`cannot derive a tag from FROM ${base ?? 'scratch'}: pass --tag org/name:version`);
+      log.info('tag derived from FROM', { from: base, tag });
+    }
+  }
+  if (!tag) throw new UserError('--tag org/name:version is required');
+  const canonical = formatTag(parseTag(tag));
+  if (!o.overwrite && (await storage.hasImage(canonical))) throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
+  await engine.ensureReachable();
+
+  let ref: string;
+  let builder: BuildResult['builder'] = 'none';
+  const parents: string[] = [];
+  let sourceMeta: { kind: 'dockerfile' | 'docker-image'; ref: string; commit?: string; stage?: string };
+  if (plan && src) {
+    const useBuildkit = await engine.hasBuildx();
+    if (!useBuildkit) {
+      for (const st of plan.stages) {
+        for (const step of st.steps) {
+          const feature = buildkitOnly(step);
+          if (feature) {
+            throw new UserError(`${feature} needs BuildKit (docker buildx), which this host's Docker lacks: install docker-buildx, or build without ${feature}`, { file: step.file, line: step.line });
+          }
+        }
+      }
+    }
+    // FROM org/name:version naming a stored firebuild image: give the engine that image.
+    for (const st of plan.stages) {
+      if (st.base.kind === 'image' && isValidTag(st.base.ref) && (await storage.hasImage(st.base.ref))) {
+        await importStoredImage(engine, await storage.getImage(st.base.ref), st.base.ref, log);
+      }
+    }
+    const t = parseTag(canonical);
+    ref = `firebuild-build/${t.name}:${t.org}-${t.version}`;
+    builder = useBuildkit ? 'buildkit' : 'classic';
+    if (useBuildkit) log.warn('docker buildx found, but firebuild drives the classic builder through the Engine API in this version');
+    builder = 'classic';
+    const scratchDir = path.join(o.cacheDir, 'build', `${process.pid}-${Date.now()}`);
+    try {
+      const ctx = await contextTar(src, plan, scratchDir);
+      log.info('building with the Docker engine', { builder, dockerfile: src.dockerfile });
+      const labels = { 'org.firebuild.source': src.ref === '<literal>' ? 'literal' : src.ref, 'org.firebuild.plan-digest': plan.digest, 'org.firebuild.tag': canonical };
+      const targetName = plan.target.name;
+      await engine.build(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: plan.buildArgs, ...(o.target !== undefined ? { target: targetName ?? o.target } : {}), labels, tag: ref }).catch((err: unknown) => {
+        throw buildFailure(err, src!);
+      });
+    } finally {
+      const { rm } = await import('node:fs/promises');
+      await rm(scratchDir, { recursive: true, force: true });
+    }
+    const base = externalBase(plan);
+    if (base) parents.push(base);
+    sourceMeta = { kind: 'dockerfile', ref: src.ref, ...(src.commit ? { commit: src.commit } : {}), ...(plan.target.name ? { stage: plan.target.name } : {}) };
+  } else {
+    ref = o.dockerImage as string;
+    await engine.ensureImage(ref);
+    if (o.dockerImageBase) parents.push(o.dockerImageBase);
+    sourceMeta = { kind: 'docker-image', ref };
+  }
+
+  const info = await engine.ensureImage(ref);
+  const config = fromDockerConfig(info.Config as never);
+  let conversion: ConvertResult | undefined;
+  const image = await storage.writeImage(canonical, async (staging) => {
+    const exp = await engine.exportImage(info.Id);
+    const progress = log.progress('converting to ext4');
+    try {
+      conversion = await convertTarStream(exp.stream, {
+        workDir: staging.dir,
+        image: staging.rootfsPath,
+        what: `the export of ${ref}`,
+        ...(o.sizeBytes !== undefined ? { sizeBytes: o.sizeBytes } : {}),
+        ...(o.freeBytes !== undefined ? { freeBytes: o.freeBytes } : {}),
+        journal: o.journal ?? false,
+        log,
+      });
+    } finally {
+      await exp.done();
+    }
+    progress.done(`converted: ${conversion.stats.entries} entries, ${conversion.imageAllocated} bytes allocated of ${conversion.imageBytes}`);
+    return {
+      type: o.type,
+      source: sourceMeta,
+      parents,
+      config,
+      contentSize: conversion.stats.bytes,
+      build: {
+        engine: 'docker',
+        builder,
+        ...(plan ? { planDigest: plan.digest, buildArgs: plan.buildArgs } : {}),
+        durationMs: Date.now() - started,
+        dockerImageId: info.Id,
+      },
+    };
+  }, { overwrite: o.overwrite ?? false });
+  log.info('image stored', { tag: image.tag, rootfs: image.rootfsPath });
+  return { image, builder, conversion: conversion as ConvertResult };
+}
+
+/** The external image the target stage is built on (following FROM <stage>), if any. */
+export function externalBase(plan: Plan): string | undefined {
+  let st = plan.stages.find((s) => s.index === plan.target.index);
+  while (st) {
+    if (st.base.kind === 'image') return st.base.ref;
+    if (st.base.kind === 'scratch') return undefined;
+    const idx = st.base.stage;
+    st = plan.stages.find((s) => s.index === idx);
+  }
+  return undefined;
+}
+
+/** A failed Docker build as one line at the failing instruction's file and line. */
+function buildFailure(err: unknown, src: ResolvedSource): unknown {
+  if (!(err instanceof DockerBuildError)) return err;
+  const f = err.failure;
+  // The classic builder numbers every instruction of the Dockerfile, global ARGs and FROMs included.
+  const ins = f.step !== undefined ? parseDockerfile(src.text, src.dockerfile).instructions[f.step - 1] : undefined;
+  const tail = f.tail.slice(-5).join(' | ');
+  const what = f.instruction ? `${f.instruction.split(' ')[0]} failed` : 'the build failed';
+  const code = f.exitCode !== undefined ? ` with exit code ${f.exitCode}` : '';
+  const msg = f.exitCode !== undefined ? `${what}${code}${tail ? `; output: ${tail}` : ''}` : `${what}: ${f.message}`;
+  return new UserError(msg, { ...(ins ? { file: ins.file, line: ins.line } : {}), cause: err });
+}
