@@ -8,13 +8,13 @@
 #   FIREBUILD_TEST_CACHE     cache directory (default /var/cache/firebuild-test)
 #   FIREBUILD_DEBIAN_MIRROR  Debian mirror (default: the first of this host's apt sources, else deb.debian.org)
 #   FIREBUILD_REGISTRY_ADDR  local registry (default 127.0.0.1:5000); set to "" to skip the push
-#   FIREBUILD_BASE_PACKAGES  extra packages (default: busybox, for small servers and tools in tests)
+#   FIREBUILD_BASE_PACKAGES  extra packages (default: busybox for small servers and tools, libcap2-bin for setcap)
 # Prints the path of the cached tar on stdout.
 set -euo pipefail
 
 CACHE=${FIREBUILD_TEST_CACHE:-/var/cache/firebuild-test}
 REGISTRY=${FIREBUILD_REGISTRY_ADDR-127.0.0.1:5000}
-PACKAGES=${FIREBUILD_BASE_PACKAGES-busybox}
+PACKAGES=${FIREBUILD_BASE_PACKAGES-busybox libcap2-bin}
 SUITE=bookworm
 DOCKER=/usr/bin/docker
 [ -x "$DOCKER" ] || DOCKER=docker
