@@ -113,10 +113,13 @@ export class DockerEngine {
     let id: string | undefined;
     let step: number | undefined;
     let instruction: string | undefined;
+    let buildError: string | undefined;
     return new Promise<string>((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
-        (err: Error | null) => {
+        (streamErr: Error | null) => {
+          // The engine reports a failed step as an {error} event in the stream, not as a stream error.
+          const err = streamErr ?? (buildError !== undefined ? new Error(buildError) : null);
           if (err) {
             const msg = err.message;
             const code = /returned a non-zero code: (\d+)/.exec(msg);
@@ -128,16 +131,22 @@ export class DockerEngine {
           } else if (!id) reject(new InternalError('the Docker build finished without an image id'));
           else resolve(id);
         },
-        (ev: { stream?: string; aux?: { ID?: string }; error?: string }) => {
+        (ev: { stream?: string; aux?: { ID?: string }; error?: string; errorDetail?: { message?: string } }) => {
+          if (ev.error !== undefined) buildError = ev.errorDetail?.message ?? ev.error;
           if (ev.aux?.ID) id = ev.aux.ID;
           if (!ev.stream) return;
-          for (const line of ev.stream.split('\n')) {
+          for (const raw of ev.stream.split('\n')) {
+            // eslint-disable-next-line no-control-regex -- the builder colours stderr lines
+            const line = raw.replace(/\x1b\[[0-9;]*m/g, '');
             if (line.trim() === '') continue;
             const m = /^Step (\d+)\/\d+ : (.*)$/.exec(line);
             if (m) {
               step = Number(m[1]);
               instruction = m[2];
+              tail.length = 0; // the tail is the failing step's own output
               this.log.info(line);
+            } else if (/^ ---> |^Removing intermediate container /.test(line)) {
+              this.log.debug(line);
             } else {
               this.log.debug(line);
               tail.push(line);

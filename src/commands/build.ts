@@ -1,4 +1,8 @@
+import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { buildxTar } from '../build/buildx.js';
+import type { ImageConfig } from '../store/metadata.js';
 import { DockerBuildError, DockerEngine } from '../build/docker-engine.js';
 import { contextTar } from '../build/context-tar.js';
 import { fromDockerConfig, tagFromImageRef } from '../build/image-config.js';
@@ -81,10 +85,12 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
   if (!o.overwrite && (await storage.hasImage(canonical))) throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
   await engine.ensureReachable();
 
-  let ref: string;
   let builder: BuildResult['builder'] = 'none';
   const parents: string[] = [];
   let sourceMeta: { kind: 'dockerfile' | 'docker-image'; ref: string; commit?: string; stage?: string };
+  /** Where the root file system tar comes from, and the image config to record. */
+  let produce: (scratch: string) => Promise<{ stream: Readable; done: () => Promise<void>; config: ImageConfig; dockerImageId?: string }>;
+
   if (plan && src) {
     const useBuildkit = await engine.hasBuildx();
     if (!useBuildkit) {
@@ -103,66 +109,89 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
         await importStoredImage(engine, await storage.getImage(st.base.ref), st.base.ref, log);
       }
     }
-    const t = parseTag(canonical);
-    ref = `firebuild-build/${t.name}:${t.org}-${t.version}`;
-    builder = useBuildkit ? 'buildkit' : 'classic';
-    if (useBuildkit) log.warn('docker buildx found, but firebuild drives the classic builder through the Engine API in this version');
-    builder = 'classic';
-    const scratchDir = path.join(o.cacheDir, 'build', `${process.pid}-${Date.now()}`);
-    try {
-      const ctx = await contextTar(src, plan, scratchDir);
-      log.info('building with the Docker engine', { builder, dockerfile: src.dockerfile });
-      const labels = { 'org.firebuild.source': src.ref === '<literal>' ? 'literal' : src.ref, 'org.firebuild.plan-digest': plan.digest, 'org.firebuild.tag': canonical };
-      const targetName = plan.target.name;
-      await engine.build(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: plan.buildArgs, ...(o.target !== undefined ? { target: targetName ?? o.target } : {}), labels, tag: ref }).catch((err: unknown) => {
-        throw buildFailure(err, src!);
+    const labels = { 'org.firebuild.source': src.ref === '<literal>' ? 'literal' : src.ref, 'org.firebuild.plan-digest': plan.digest, 'org.firebuild.tag': canonical };
+    const target = o.target !== undefined ? (plan.target.name ?? o.target) : undefined;
+    const theSrc = src;
+    const thePlan = plan;
+    if (useBuildkit) {
+      builder = 'buildkit';
+      // BuildKit's tar output carries no image config: predict it from the plan, with the bases' configs.
+      const predicted = await buildPlan(src.text, {
+        buildArgs: plan.buildArgs,
+        ...(o.target !== undefined ? { target: o.target } : {}),
+        context: src.context,
+        source: plan.source,
+        baseConfig: async (ref) => fromDockerConfig((await engine.ensureImage(ref)).Config as never),
       });
-    } finally {
-      const { rm } = await import('node:fs/promises');
-      await rm(scratchDir, { recursive: true, force: true });
+      const config = predicted.stages.find((st) => st.index === predicted.target.index)!.config;
+      config.labels = { ...config.labels, ...labels };
+      produce = async (scratch) => {
+        const ctx = await contextTar(theSrc, thePlan, scratch);
+        log.info('building with BuildKit (docker buildx, --output type=tar)', { dockerfile: theSrc.dockerfile });
+        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels }, theSrc.dockerfile, log);
+        return { ...bx, config };
+      };
+    } else {
+      builder = 'classic';
+      const t = parseTag(canonical);
+      const ref = `firebuild-build/${t.name}:${t.org}-${t.version}`;
+      const scratchDir = path.join(o.cacheDir, 'build', `${process.pid}-${Date.now()}`);
+      try {
+        const ctx = await contextTar(src, plan, scratchDir);
+        log.info('building with the Docker engine', { builder, dockerfile: src.dockerfile });
+        await engine.build(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: plan.buildArgs, ...(target ? { target } : {}), labels, tag: ref }).catch((err: unknown) => {
+          throw buildFailure(err, theSrc);
+        });
+      } finally {
+        await fsp.rm(scratchDir, { recursive: true, force: true });
+      }
+      produce = exportOf(engine, ref);
     }
     const base = externalBase(plan);
     if (base) parents.push(base);
     sourceMeta = { kind: 'dockerfile', ref: src.ref, ...(src.commit ? { commit: src.commit } : {}), ...(plan.target.name ? { stage: plan.target.name } : {}) };
   } else {
-    ref = o.dockerImage as string;
+    const ref = o.dockerImage as string;
     await engine.ensureImage(ref);
     if (o.dockerImageBase) parents.push(o.dockerImageBase);
     sourceMeta = { kind: 'docker-image', ref };
+    produce = exportOf(engine, ref);
   }
 
-  const info = await engine.ensureImage(ref);
-  const config = fromDockerConfig(info.Config as never);
   let conversion: ConvertResult | undefined;
+  const what = o.dockerImage ? `the export of ${o.dockerImage}` : `the build of ${src?.dockerfile ?? 'the Dockerfile'}`;
   const image = await storage.writeImage(canonical, async (staging) => {
-    const exp = await engine.exportImage(info.Id);
+    const source = await produce(path.join(staging.dir, 'scratch'));
     const progress = log.progress('converting to ext4');
-    try {
-      conversion = await convertTarStream(exp.stream, {
+    const [conv, done] = await Promise.allSettled([
+      convertTarStream(source.stream, {
         workDir: staging.dir,
         image: staging.rootfsPath,
-        what: `the export of ${ref}`,
+        what,
         ...(o.sizeBytes !== undefined ? { sizeBytes: o.sizeBytes } : {}),
         ...(o.freeBytes !== undefined ? { freeBytes: o.freeBytes } : {}),
         journal: o.journal ?? false,
         log,
-      });
-    } finally {
-      await exp.done();
-    }
+      }),
+      source.done(),
+    ]);
+    // A failed producer explains a truncated stream better than the converter can.
+    if (done.status === 'rejected') throw done.reason;
+    if (conv.status === 'rejected') throw conv.reason;
+    conversion = conv.value;
     progress.done(`converted: ${conversion.stats.entries} entries, ${conversion.imageAllocated} bytes allocated of ${conversion.imageBytes}`);
     return {
       type: o.type,
       source: sourceMeta,
       parents,
-      config,
+      config: source.config,
       contentSize: conversion.stats.bytes,
       build: {
         engine: 'docker',
         builder,
         ...(plan ? { planDigest: plan.digest, buildArgs: plan.buildArgs } : {}),
         durationMs: Date.now() - started,
-        dockerImageId: info.Id,
+        ...(source.dockerImageId ? { dockerImageId: source.dockerImageId } : {}),
       },
     };
   }, { overwrite: o.overwrite ?? false });
@@ -193,4 +222,13 @@ function buildFailure(err: unknown, src: ResolvedSource): unknown {
   const code = f.exitCode !== undefined ? ` with exit code ${f.exitCode}` : '';
   const msg = f.exitCode !== undefined ? `${what}${code}${tail ? `; output: ${tail}` : ''}` : `${what}: ${f.message}`;
   return new UserError(msg, { ...(ins ? { file: ins.file, line: ins.line } : {}), cause: err });
+}
+
+/** Produce from an image in the engine: its config, and its export stream (the container removed after). */
+function exportOf(engine: DockerEngine, ref: string): (scratch: string) => Promise<{ stream: Readable; done: () => Promise<void>; config: ImageConfig; dockerImageId: string }> {
+  return async () => {
+    const info = await engine.ensureImage(ref);
+    const exp = await engine.exportImage(info.Id);
+    return { stream: exp.stream, done: exp.done, config: fromDockerConfig(info.Config as never), dockerImageId: info.Id };
+  };
 }
