@@ -147,8 +147,12 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
       }
       produce = exportOf(engine, ref);
     }
+    // The parent chain: the base, then (for a stored firebuild base) that image's own parents.
     const base = externalBase(plan);
-    if (base) parents.push(base);
+    if (base) {
+      parents.push(base);
+      if (isValidTag(base) && (await storage.hasImage(base))) parents.push(...(await storage.getImage(base)).metadata.parents);
+    }
     sourceMeta = { kind: 'dockerfile', ref: src.ref, ...(src.commit ? { commit: src.commit } : {}), ...(plan.target.name ? { stage: plan.target.name } : {}) };
   } else {
     const ref = o.dockerImage as string;

@@ -135,7 +135,7 @@ describe('rootfs --engine docker', () => {
     expect(r.code).toBe(0);
     const img = JSON.parse(r.stdout) as { rootfs: string; metadata: string };
     expect((await new Ext4Reader(img.rootfs).readFile('/proof')).toString()).toBe('from-stored\n');
-    expect(JSON.parse(fs.readFileSync(img.metadata, 'utf8')).parents).toEqual(['acme/debian:12']);
+    expect(JSON.parse(fs.readFileSync(img.metadata, 'utf8')).parents).toEqual(['acme/debian:12', 'scratch']); // the chain
   });
 
   test('baseos builds the shipped Debian base OS, tag derived from FROM', async () => {
