@@ -1,3 +1,4 @@
+import { afterAll, beforeAll } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -61,4 +62,20 @@ export function snapshot(dir: string): string[] {
 /** Non-empty lines of a text. */
 export function lines(s: string): string[] {
   return s.split('\n').filter((l) => l.trim() !== '');
+}
+
+/**
+ * A temp FIREBUILD_HOME for the suite: `home.dir` and `home.env` are set before the tests run and the
+ * directory is removed after them. Call at the top level of a test file.
+ */
+export function useTempHome(): { dir: string; env: NodeJS.ProcessEnv } {
+  const home = { dir: '', env: {} as NodeJS.ProcessEnv };
+  beforeAll(async () => {
+    home.dir = await tempDir();
+    home.env = { FIREBUILD_HOME: home.dir };
+  });
+  afterAll(async () => {
+    await fsp.rm(home.dir, { recursive: true, force: true });
+  });
+  return home;
 }

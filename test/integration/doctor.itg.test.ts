@@ -1,22 +1,13 @@
-import { afterAll, beforeAll, expect, test } from '@jest/globals';
+import { expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
-import { lines, runCli, tempDir } from '../helpers/cli.js';
+import { lines, runCli, useTempHome } from '../helpers/cli.js';
 
 interface Row { part: string; status: string; required: boolean; detail: string; fix?: string }
 
-let work: string;
-let env: NodeJS.ProcessEnv;
-beforeAll(async () => {
-  work = await tempDir();
-  env = { FIREBUILD_HOME: work };
-});
-afterAll(async () => {
-  await fsp.rm(work, { recursive: true, force: true });
-});
+const home = useTempHome();
 
 test('doctor reports every part on this host, and passes when the required ones are present', async () => {
-  const r = await runCli(['doctor', '--json'], { env });
+  const r = await runCli(['doctor', '--json'], { env: home.env });
   const rows = JSON.parse(r.stdout) as Row[];
   const by = Object.fromEntries(rows.map((x) => [x.part, x]));
   expect(Object.keys(by).sort()).toEqual(['busybox-static', 'cni', 'docker', 'e2fsprogs', 'firecracker', 'jailer', 'kernel', 'kvm', 'profile-dir', 'qemu', 'run-cache', 'storage', 'vmm'].sort());
@@ -37,14 +28,14 @@ test('doctor reports every part on this host, and passes when the required ones 
 });
 
 test('doctor exits 2 naming the missing part when an optional part is required', async () => {
-  const r = await runCli(['doctor', '--require', 'firecracker'], { env: { ...env, PATH: '/usr/bin:/bin' } });
+  const r = await runCli(['doctor', '--require', 'firecracker'], { env: { ...home.env, PATH: '/usr/bin:/bin' } });
   expect(r.code).toBe(2);
   expect(r.stdout).toMatch(/^firecracker\s+missing\s+yes/m);
   expect(lines(r.stderr)).toEqual([expect.stringMatching(/^error: required parts missing: firecracker: install firecracker/)]);
 });
 
 test('doctor rejects an unknown --require part', async () => {
-  const r = await runCli(['doctor', '--require', 'gpu'], { env });
+  const r = await runCli(['doctor', '--require', 'gpu'], { env: home.env });
   expect(r.code).toBe(2);
   expect(r.stderr).toMatch(/unknown --require part 'gpu'/);
 });
