@@ -1,0 +1,76 @@
+import { UserError } from '../util/errors.js';
+import { detectKvm, type KvmVerdict } from './kvm.js';
+
+/**
+ * The QEMU `microvm` backend's argv: virtio-mmio block and net devices, serial console to a file,
+ * `-no-reboot` so a guest reboot ends the process. Built by a pure function from typed options.
+ */
+export type Accel = 'kvm' | 'tcg';
+
+export interface QemuVm {
+  kernel: string;
+  initrd?: string;
+  /** Kernel command line; `panic=-1` is added so a guest panic ends the VM instead of hanging. */
+  append: string;
+  rootfs: string;
+  /** Extra read-only disks (the run configuration disk). */
+  disks?: string[];
+  memMib: number;
+  cpus: number;
+  accel: Accel;
+  serialLog: string;
+  /** User-mode networking with host ports forwarded to the guest. */
+  userNet?: { hostfwd: { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number; guestPort: number }[] };
+  /** A tap device (CNI networking). */
+  tap?: { ifname: string; mac: string };
+  pidFile?: string;
+  qmpSocket?: string;
+}
+
+export function qemuArgv(vm: QemuVm): string[] {
+  const argv = [
+    '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on',
+    '-accel', vm.accel,
+    '-cpu', vm.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(vm.cpus),
+    '-m', `${vm.memMib}M`,
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-serial', `file:${vm.serialLog}`,
+    '-kernel', vm.kernel,
+    ...(vm.initrd ? ['-initrd', vm.initrd] : []),
+    '-append', /\bpanic=/.test(vm.append) ? vm.append : `${vm.append} panic=-1`,
+    '-drive', `id=root,file=${escapeOpt(vm.rootfs)},format=raw,if=none,cache=unsafe`,
+    '-device', 'virtio-blk-device,drive=root',
+  ];
+  (vm.disks ?? []).forEach((d, i) => {
+    argv.push('-drive', `id=disk${i},file=${escapeOpt(d)},format=raw,if=none,readonly=on`, '-device', `virtio-blk-device,drive=disk${i}`);
+  });
+  if (vm.userNet) {
+    const fwd = vm.userNet.hostfwd.map((f) => `,hostfwd=${f.proto}:${f.hostAddr}:${f.hostPort}-:${f.guestPort}`).join('');
+    argv.push('-netdev', `user,id=net0${fwd}`, '-device', 'virtio-net-device,netdev=net0');
+  } else if (vm.tap) {
+    argv.push('-netdev', `tap,id=net0,ifname=${vm.tap.ifname},script=no,downscript=no`, '-device', `virtio-net-device,netdev=net0,mac=${vm.tap.mac}`);
+  }
+  if (vm.pidFile) argv.push('-pidfile', vm.pidFile);
+  if (vm.qmpSocket) argv.push('-qmp', `unix:${vm.qmpSocket},server=on,wait=off`);
+  return argv;
+}
+
+/** QEMU option values escape commas by doubling them. */
+function escapeOpt(v: string): string {
+  return v.replace(/,/g, ',,');
+}
+
+/**
+ * `--accel auto|kvm|tcg` (FIREBUILD_ACCEL overrides auto): auto uses KVM only when it is usable for
+ * standard kernels (not PVM-backed), else TCG with a warning; kvm when unusable is a user error.
+ */
+export async function resolveAccel(requested: string, env: NodeJS.ProcessEnv = process.env, verdict?: KvmVerdict): Promise<{ accel: Accel; warning?: string }> {
+  const want = requested === 'auto' && env.FIREBUILD_ACCEL ? env.FIREBUILD_ACCEL : requested;
+  if (want !== 'auto' && want !== 'kvm' && want !== 'tcg') throw new UserError(`unknown accelerator '${want}': use auto, kvm or tcg`);
+  if (want === 'tcg') return { accel: 'tcg' };
+  const v = verdict ?? (await detectKvm());
+  if (v.usable) return { accel: 'kvm' };
+  if (want === 'kvm') throw new UserError(`KVM requested but unusable: ${v.reason}`);
+  return { accel: 'tcg', warning: `KVM not usable (${v.reason}); booting with TCG (software emulation, slower)` };
+}
