@@ -22,7 +22,7 @@ fb kernel ls
 
 echo "== build the example service (examples/hello) into a tagged rootfs with the Docker engine"
 fb rootfs --engine docker --dockerfile examples/hello/Dockerfile --tag examples/hello:1 --overwrite
-fb image inspect examples/hello:1 | head -n 30
+fb image inspect examples/hello:1 >/dev/null && echo "examples/hello:1 stored (firebuild image inspect examples/hello:1 shows its metadata)"
 
 echo "== image store"
 fb image ls

@@ -1,0 +1,63 @@
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ext4Tools } from '../rootfs/ext4.js';
+import { UserError } from '../util/errors.js';
+import { exec } from '../util/exec.js';
+import type { Logger } from '../util/logger.js';
+import { renderEnvSh, renderRunSh, type RunConfig } from './run-config.js';
+
+/** The guest side's files, shipped in the package's guest/ folder. */
+const GUEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'guest');
+export const INIT_PATH = '/.firebuild/init';
+const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
+
+/**
+ * A per-VM copy of a stored image (sparse, reflinked where the file system can), with the firebuild init
+ * and its static busybox placed in it through debugfs (no mount). The stored image is never written.
+ */
+export async function prepareRootfs(stored: string, copy: string): Promise<void> {
+  await exec('cp', ['--sparse=always', '--reflink=auto', stored, copy]);
+  const busybox = await staticBusybox();
+  const script = [
+    'mkdir /.firebuild',
+    'mkdir /.firebuild/bin',
+    'mkdir /.firebuild/config',
+    `write ${busybox} /.firebuild/bin/busybox`,
+    'symlink /.firebuild/bin/sh busybox',
+    `write ${path.join(GUEST_DIR, 'firebuild-init.sh')} /.firebuild/init`,
+    `write ${path.join(GUEST_DIR, 'udhcpc.sh')} /.firebuild/udhcpc.sh`,
+    'sif /.firebuild/bin/busybox mode 0100755',
+    'sif /.firebuild/init mode 0100755',
+    'sif /.firebuild/udhcpc.sh mode 0100755',
+    'sif /.firebuild mode 040755',
+  ];
+  const r = await exec('debugfs', ['-w', '-f', '-', copy], { input: script.join('\n') + '\n' });
+  if (/Could not allocate|No free space/i.test(r.stderr + r.stdout)) {
+    throw new UserError('the image has no room for the firebuild init: rebuild it with more --free-space');
+  }
+}
+
+/** The read-only config disk: an ext4 file holding run.sh, env.sh and authorized_keys (mode 0600). */
+export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, authorizedKeys?: string): Promise<void> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-config-'));
+  try {
+    await fsp.chmod(dir, 0o700);
+    await fsp.writeFile(path.join(dir, 'run.sh'), renderRunSh(c), { mode: 0o600 });
+    await fsp.writeFile(path.join(dir, 'env.sh'), renderEnvSh(c.env), { mode: 0o600 });
+    if (authorizedKeys) await fsp.writeFile(path.join(dir, 'authorized_keys'), authorizedKeys, { mode: 0o600 });
+    await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: 4 << 20, label: 'fbconfig' });
+    await fsp.chmod(image, 0o600);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function staticBusybox(): Promise<string> {
+  const { isStaticElf } = await import('../util/elf.js');
+  for (const p of BUSYBOX_CANDIDATES) {
+    if (await isStaticElf(p).catch(() => false)) return p;
+  }
+  throw new UserError('no statically linked busybox on this host: install busybox-static (scripts/install-deps.sh)');
+}

@@ -1,0 +1,69 @@
+import type { ImageConfig } from '../store/metadata.js';
+
+/**
+ * The run configuration the guest init reads from the config disk: `run.sh` (hostname, network, user,
+ * workdir, stop signal, SSH user, and the command as `set --`) and `env.sh` (the environment, also
+ * installed as /etc/profile.d/run-env.sh with mode 0600). Every value is single-quoted for the shell.
+ */
+export interface RunConfig {
+  hostname: string;
+  net: { mode: 'none' | 'dhcp' } | { mode: 'static'; ip: string; gateway?: string };
+  dns?: string[];
+  /** Image ENV, then env files in order, then --env: later entries win. */
+  env: string[];
+  command: string[];
+  user: string;
+  workdir: string;
+  stopSignal: string;
+  sshUser?: string;
+}
+
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+export function renderRunSh(c: RunConfig): string {
+  const v = (k: string, val: string): string => `${k}=${shellQuote(val)}\n`;
+  return [
+    '# firebuild run configuration (generated)\n',
+    v('FB_HOSTNAME', c.hostname),
+    v('FB_NET', c.net.mode),
+    v('FB_IP', c.net.mode === 'static' ? c.net.ip : ''),
+    v('FB_GW', c.net.mode === 'static' ? (c.net.gateway ?? '') : ''),
+    v('FB_DNS', (c.dns ?? []).join(' ')),
+    v('FB_USER', c.user),
+    v('FB_WORKDIR', c.workdir),
+    v('FB_STOPSIGNAL', c.stopSignal.replace(/^SIG/, '') || 'TERM'),
+    v('FB_SSH_USER', c.sshUser ?? ''),
+    `set -- ${c.command.map(shellQuote).join(' ')}\n`,
+  ].join('');
+}
+
+/** Merge environments: later `KEY=value` entries replace earlier ones, order of first appearance kept. */
+export function mergeEnv(...lists: string[][]): string[] {
+  const m = new Map<string, string>();
+  for (const list of lists) {
+    for (const kv of list) {
+      const i = kv.indexOf('=');
+      if (i > 0) m.set(kv.slice(0, i), kv.slice(i + 1));
+    }
+  }
+  return [...m].map(([k, v]) => `${k}=${v}`);
+}
+
+export function renderEnvSh(env: string[]): string {
+  return env
+    .filter((kv) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(kv))
+    .map((kv) => {
+      const i = kv.indexOf('=');
+      return `export ${kv.slice(0, i)}=${shellQuote(kv.slice(i + 1))}\n`;
+    })
+    .join('');
+}
+
+/** ENTRYPOINT + CMD, or the command given after `--` (which replaces CMD, as docker run does). */
+export function effectiveCommand(config: ImageConfig, override?: string[]): string[] {
+  const entry = config.entrypoint ?? [];
+  const cmd = override && override.length > 0 ? override : (config.cmd ?? []);
+  return [...entry, ...cmd];
+}

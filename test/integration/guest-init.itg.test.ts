@@ -1,0 +1,103 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { effectiveCommand, mergeEnv } from '../../src/guest/run-config.js';
+import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../../src/guest/prepare.js';
+import { Ext4Reader } from '../../src/rootfs/debugfs.js';
+import type { ImageMetadata } from '../../src/store/metadata.js';
+import { MemoryLogger } from '../../src/util/logger.js';
+import { qemuArgv, resolveAccel } from '../../src/vmm/qemu.js';
+import { runCli, tempDir } from '../helpers/cli.js';
+
+/**
+ * The guest init in real VMs: images built by firebuild from Dockerfiles, a per-VM copy with the init
+ * placed by debugfs, the run configuration on a config disk, booted by QEMU (TCG here).
+ */
+let work: string;
+let env: NodeJS.ProcessEnv;
+const log = new MemoryLogger();
+
+beforeAll(async () => {
+  work = await tempDir();
+  env = { FIREBUILD_HOME: path.join(work, 'home') };
+});
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+async function build(name: string, dockerfile: string, files: Record<string, string | Buffer> = {}): Promise<{ rootfs: string; meta: ImageMetadata }> {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile);
+  for (const [f, c] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), c, { mode: 0o755 });
+  const r = await runCli(['rootfs', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', `test/${name}:1`, '--free-space', '16M'], { env });
+  expect(r.stderr).not.toMatch(/^error/m);
+  const out = JSON.parse(r.stdout) as { rootfs: string; metadata: string };
+  return { rootfs: out.rootfs, meta: JSON.parse(fs.readFileSync(out.metadata, 'utf8')) as ImageMetadata };
+}
+
+async function boot(name: string, img: { rootfs: string; meta: ImageMetadata }, extraEnv: string[] = [], command?: string[]): Promise<string> {
+  const dir = path.join(work, `${name}-vm`);
+  fs.mkdirSync(dir);
+  const copy = path.join(dir, 'rootfs.ext4');
+  await prepareRootfs(img.rootfs, copy);
+  const config = path.join(dir, 'config.ext4');
+  await makeConfigDisk({
+    hostname: `vm-${name}`,
+    net: { mode: 'none' },
+    env: mergeEnv(img.meta.config.env, extraEnv),
+    command: effectiveCommand(img.meta.config, command),
+    user: img.meta.config.user,
+    workdir: img.meta.config.workingDir,
+    stopSignal: img.meta.config.stopSignal,
+  }, config, log);
+  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
+  const serialLog = path.join(dir, 'serial.log');
+  const argv = qemuArgv({
+    kernel: path.join('/boot', vmlinuz),
+    initrd: path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img')),
+    append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet`,
+    rootfs: copy,
+    disks: [config],
+    memMib: 256,
+    cpus: 1,
+    accel: (await resolveAccel('auto')).accel,
+    serialLog,
+  });
+  const qemu = spawn('qemu-system-x86_64', argv, { stdio: 'ignore' });
+  const timer = setTimeout(() => qemu.kill('SIGKILL'), 120_000);
+  await new Promise((r) => qemu.on('close', r));
+  clearTimeout(timer);
+  return fs.readFileSync(serialLog, 'utf8');
+}
+
+describe('firebuild init', () => {
+  test('runs CMD with the image ENV plus --env, as USER in WORKDIR, sets the hostname, reports the exit code and powers off', async () => {
+    const img = await build('env', [
+      'FROM debian:bookworm-slim',
+      'RUN useradd --create-home app',
+      'WORKDIR /srv/data',
+      'USER app',
+      'ENV FROM_IMAGE=image-value',
+      'CMD ["sh", "-c", "echo RESULT user=$(id -un) pwd=$(pwd) env=$FROM_IMAGE,$FROM_FLAG host=$(hostname); ls -l /etc/profile.d/run-env.sh; exit 3"]',
+      '',
+    ].join('\n'));
+    // The stored image is never booted read-write: the init is only in the copy.
+    expect((await new Ext4Reader(img.rootfs).list()).some((e) => e.path.startsWith('/.firebuild'))).toBe(false);
+    const console = await boot('env', img, ['FROM_FLAG=flag value']);
+    expect(console).toContain('RESULT user=app pwd=/srv/data env=image-value,flag value host=vm-env');
+    expect(console).toMatch(/^-rw------- .* \/etc\/profile\.d\/run-env\.sh/m);
+    expect(console).toMatch(/^FIREBUILD-EXIT code=3\r?$/m);
+    expect(console).toMatch(/reboot: Power down/);
+  });
+
+  test('works in an image with no shell at all; a command after -- replaces CMD', async () => {
+    // The only file: a static busybox, called as itself (no /bin/sh, no libc).
+    const img = await build('noshell', 'FROM scratch\nCOPY busybox /busybox\nENTRYPOINT ["/busybox"]\nCMD ["echo", "from CMD"]\n', { busybox: fs.readFileSync('/bin/busybox') });
+    const console = await boot('noshell', img, [], ['echo', 'no shell in this image']);
+    expect(console).toContain('no shell in this image');
+    expect(console).not.toContain('from CMD');
+    expect(console).toMatch(/^FIREBUILD-EXIT code=0\r?$/m);
+  });
+});

@@ -1,0 +1,35 @@
+import { describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { effectiveCommand, mergeEnv, renderEnvSh, renderRunSh, shellQuote } from '../../src/guest/run-config.js';
+import { ImageConfigSchema } from '../../src/store/metadata.js';
+
+/** Evaluate generated shell with the host's sh and print variables: quoting is proven, not assumed. */
+function evalSh(script: string, print: string): string {
+  return execFileSync('sh', ['-c', `${script}\n${print}`], { encoding: 'utf8' });
+}
+
+describe('run configuration for the guest init', () => {
+  test.each(["plain", "with space", "quote ' inside", 'dollar $HOME and `cmd` and "dq"', 'new\nline', ''])('shellQuote round-trips %j', (s) => {
+    expect(evalSh(`v=${shellQuote(s)}`, 'printf %s "$v"')).toBe(s);
+  });
+
+  test('run.sh sets the FB_ variables and the command with set --', () => {
+    const sh = renderRunSh({ hostname: 'vm1', net: { mode: 'static', ip: '10.0.0.2/24', gateway: '10.0.0.1' }, dns: ['1.1.1.1', '9.9.9.9'], env: [], command: ['sh', '-c', 'echo "$1" $HOME', "it's"], user: 'app', workdir: '/srv', stopSignal: 'SIGQUIT', sshUser: 'debian' });
+    const out = evalSh(sh, 'echo "$FB_HOSTNAME|$FB_NET|$FB_IP|$FB_GW|$FB_DNS|$FB_USER|$FB_WORKDIR|$FB_STOPSIGNAL|$FB_SSH_USER|$#"; for a in "$@"; do echo "[$a]"; done');
+    expect(out).toBe('vm1|static|10.0.0.2/24|10.0.0.1|1.1.1.1 9.9.9.9|app|/srv|QUIT|debian|4\n[sh]\n[-c]\n[echo "$1" $HOME]\n[it\'s]\n');
+  });
+
+  test('env files then --env: later values win, first order kept; env.sh exports them verbatim', () => {
+    const env = mergeEnv(['PATH=/bin', 'A=image'], ['A=file', 'B=file'], ['B=flag value', 'C=$(touch /tmp/pwned)']);
+    expect(env).toEqual(['PATH=/bin', 'A=file', 'B=flag value', 'C=$(touch /tmp/pwned)']);
+    expect(evalSh(renderEnvSh(env), 'echo "$A|$B|$C"')).toBe('file|flag value|$(touch /tmp/pwned)\n');
+    expect(renderEnvSh(['1BAD=x', 'GOOD=y'])).toBe("export GOOD='y'\n");
+  });
+
+  test('ENTRYPOINT + CMD, and a command after -- replaces CMD', () => {
+    const c = ImageConfigSchema.parse({ entrypoint: ['/e', '-v'], cmd: ['serve'] });
+    expect(effectiveCommand(c)).toEqual(['/e', '-v', 'serve']);
+    expect(effectiveCommand(c, ['check'])).toEqual(['/e', '-v', 'check']);
+    expect(effectiveCommand(ImageConfigSchema.parse({ cmd: ['sh'] }), [])).toEqual(['sh']);
+  });
+});
