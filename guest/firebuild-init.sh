@@ -93,6 +93,7 @@ else
   $BB su -p -s /.firebuild/bin/sh "$runas" -c 'cd "$FB_WORKDIR" 2>/dev/null; exec "$@"' firebuild "$@" </dev/null >/dev/console 2>&1 &
 fi
 child=$!
+echo "FIREBUILD-START pid=$child" >/dev/console
 stop() { $BB kill -s "${FB_STOPSIGNAL:-TERM}" "$child" 2>/dev/null; }
 trap stop TERM INT
 while :; do

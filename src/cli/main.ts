@@ -14,6 +14,8 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : EXIT_USER;
     }
     io.stderr.write(formatError(err) + '\n');
-    return exitCodeFor(err);
+    // A guest command's own exit code passes through `firebuild run` in the foreground.
+    const guest = (err as { exitCode?: unknown }).exitCode;
+    return typeof guest === 'number' ? guest : exitCodeFor(err);
   }
 }

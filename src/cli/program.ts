@@ -7,6 +7,11 @@ import { profileCreate, profileInspect, profileList } from '../commands/profile.
 import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
 import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
+import { inspectView, killVm, purgeVms, runVm } from '../commands/run.js';
+import { RunCache } from '../runtime/state.js';
+import { runProbes } from '../runtime/probes.js';
+import { pidAlive } from '../util/fs.js';
+import * as fsp from 'node:fs/promises';
 import { parseSize } from '../util/size.js';
 import { loadSettings, openStorage, type Settings, type SettingsFlags } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
@@ -242,6 +247,127 @@ export function buildProgram(io: CliIO): Command {
     });
   buildOptions(program.command('rootfs').description('build an application root file system from a Dockerfile or a Docker image (--plan prints the build plan)'), 'rootfs')
     .action(async (o: BuildCli) => runBuild('rootfs', o));
+
+  // VMs -------------------------------------------------------------------------------------------
+  type RunCli = SettingsCliOpts & {
+    from: string; name?: string; vmlinuxId?: string; mem: string; cpu: string; hostname?: string; env?: string[]; envFile?: string[];
+    sshUser?: string; identityFile?: string; network: string; port?: string[]; accel: string; daemonize?: boolean; bootTimeout: string;
+    waitTcp?: string[]; waitHttp?: string[]; waitHttpStatus: string; waitHttpBody?: string; waitTimeout: string;
+  };
+  const seconds = (v: string, flag: string): number => {
+    if (!/^\d+(\.\d+)?$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give seconds, e.g. 60`);
+    return Number(v) * 1000;
+  };
+  withProfileOptions(
+    program
+      .command('run')
+      .description('boot a stored image as a microVM (QEMU microvm; Firecracker on KVM hosts comes next)')
+      .requiredOption('--from <org/name:version>', 'the image to boot')
+      .argument('[command...]', 'a command to run instead of CMD (after --)')
+      .option('--name <name>', 'a unique name, 1-20 letters and digits')
+      .option('--vmlinux-id <id>', 'kernel to boot (default: the only stored kernel)')
+      .option('--mem <MiB>', 'memory', '256')
+      .option('--cpu <n>', 'vCPUs', '1')
+      .option('--hostname <name>', 'the guest hostname (default: the VM name)')
+      .option('--env <KEY=value>', 'environment variable, repeatable (beats --env-file)', collect)
+      .option('--env-file <file>', 'KEY=value file, repeatable, applied in order', collect)
+      .option('--ssh-user <user>', 'install the --identity-file key for this user and start sshd')
+      .option('--identity-file <file.pub>', 'SSH public key for --ssh-user')
+      .addOption(new Option('--network <mode>', 'networking').choices(['user', 'none']).default('user'))
+      .option('--port <[hostip:]hostport:guestport[/proto]>', 'publish a guest port (user networking; host side 127.0.0.1 by default), repeatable', collect)
+      .addOption(new Option('--accel <accel>', 'accelerator (auto: KVM when usable, else TCG; env FIREBUILD_ACCEL)').choices(['auto', 'kvm', 'tcg']).default('auto'))
+      .option('--daemonize', 'return once the VM is up, printing one JSON object')
+      .option('--boot-timeout <seconds>', 'deadline for the init to start the command', '120')
+      .option('--wait-tcp <port>', 'probe: a published host port must accept connections, repeatable', collect)
+      .option('--wait-http <url>', 'probe: an HTTP GET must answer --wait-http-status, repeatable', collect)
+      .option('--wait-http-status <code>', 'expected HTTP status', '200')
+      .option('--wait-http-body <text>', 'expected substring of the HTTP body')
+      .option('--wait-timeout <seconds>', 'deadline for the probes', '60'),
+    io.env,
+    { runtime: true },
+  ).action(async (command: string[], o: RunCli) => {
+    const { settings, storage } = await ctx(o);
+    const cache = new RunCache(settings.runCache);
+    const log = logger.child('run');
+    const state = await runVm({
+      from: o.from, ...(o.name ? { name: o.name } : {}), ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}),
+      memMib: Number(o.mem), cpus: Number(o.cpu), ...(o.hostname ? { hostname: o.hostname } : {}),
+      env: o.env ?? [], envFiles: o.envFile ?? [], ...(o.sshUser ? { sshUser: o.sshUser } : {}), ...(o.identityFile ? { identityFile: o.identityFile } : {}),
+      network: o.network as 'user' | 'none', ports: o.port ?? [], accel: o.accel, ...(command.length ? { command } : {}),
+      bootTimeoutMs: seconds(o.bootTimeout, '--boot-timeout'),
+    }, storage, cache, log);
+    const probes = { tcp: (o.waitTcp ?? []).map((p) => ({ host: '127.0.0.1', port: Number(p) })), http: (o.waitHttp ?? []).map((url) => ({ url, status: Number(o.waitHttpStatus), ...(o.waitHttpBody ? { body: o.waitHttpBody } : {}) })), timeoutMs: seconds(o.waitTimeout, '--wait-timeout') };
+    if (probes.tcp.length || probes.http.length) {
+      try {
+        await runProbes(probes, state.serialLog);
+        log.info('probes passed', { tcp: probes.tcp.length, http: probes.http.length });
+      } catch (err) {
+        await killVm(cache, state.id, 5000, log);
+        throw err;
+      }
+    }
+    if (o.daemonize) {
+      out(json({ 'vmm-id': state.id, name: state.name, pid: state.pid, 'ip-address': state.network.ip ?? null, 'cache-dir': state.cacheDir, 'serial-log': state.serialLog }));
+      return;
+    }
+    // Foreground: stream the console until the VM ends; Ctrl-C stops it.
+    let offset = 0;
+    const stop = (): void => void killVm(cache, state.id, 10000, log).catch(() => undefined);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    let text = '';
+    for (;;) {
+      text = await fsp.readFile(state.serialLog, 'utf8').catch(() => text);
+      if (text.length > offset) {
+        out(text.slice(offset));
+        offset = text.length;
+      }
+      if (!pidAlive(state.pid)) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await new RunCache(settings.runCache).remove(state.id).catch(() => undefined);
+    const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    if (!code) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');
+    if (code[1] !== '0') throw Object.assign(new UserError(`the command exited with code ${code[1]}`), { exitCode: Number(code[1]) });
+  });
+
+  withProfileOptions(program.command('ls').description('list VMs').option('--json', 'print JSON'), io.env, { runtime: true })
+    .action(async (o: SettingsCliOpts & { json?: boolean }) => {
+      const { settings } = await ctx(o);
+      const vms = await new RunCache(settings.runCache).list();
+      if (o.json) return out(json(vms));
+      out(table(['ID', 'NAME', 'IMAGE', 'RUNNING', 'PID', 'IP', 'STARTED'], vms.map((v) => [v.id, v.name, v.image, v.running ? 'yes' : 'no', String(v.pid), v.network.ip ?? '-', v.started])));
+    });
+  withProfileOptions(program.command('inspect').description('print a VM as JSON').requiredOption('--vmm-id <id>', 'the VM'), io.env, { runtime: true })
+    .action(async (o: SettingsCliOpts & { vmmId: string }) => {
+      const { settings } = await ctx(o);
+      const s = await new RunCache(settings.runCache).read(o.vmmId);
+      out(json(inspectView({ ...s, running: pidAlive(s.pid) })));
+    });
+  withProfileOptions(program.command('logs').description("print a VM's console").requiredOption('--vmm-id <id>', 'the VM').option('--follow', 'keep printing until the VM ends'), io.env, { runtime: true })
+    .action(async (o: SettingsCliOpts & { vmmId: string; follow?: boolean }) => {
+      const { settings } = await ctx(o);
+      const s = await new RunCache(settings.runCache).read(o.vmmId);
+      let offset = 0;
+      for (;;) {
+        const text = await fsp.readFile(s.serialLog, 'utf8').catch(() => '');
+        if (text.length > offset) out(text.slice(offset));
+        offset = Math.max(offset, text.length);
+        if (!o.follow || !pidAlive(s.pid)) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    });
+  withProfileOptions(program.command('kill').description('stop a VM and remove everything it left').requiredOption('--vmm-id <id>', 'the VM').option('--shutdown-timeout <seconds>', 'wait this long before forcing', '10'), io.env, { runtime: true })
+    .action(async (o: SettingsCliOpts & { vmmId: string; shutdownTimeout: string }) => {
+      const { settings } = await ctx(o);
+      await killVm(new RunCache(settings.runCache), o.vmmId, seconds(o.shutdownTimeout, '--shutdown-timeout'), logger.child('kill'));
+    });
+  withProfileOptions(program.command('purge').description('remove every VM whose process is gone'), io.env, { runtime: true })
+    .action(async (o: SettingsCliOpts) => {
+      const { settings } = await ctx(o);
+      const ids = await purgeVms(new RunCache(settings.runCache), logger.child('purge'));
+      out(ids.map((i) => `${i}\n`).join(''));
+    });
 
   // Doctor ------------------------------------------------------------------------------------------
   withProfileOptions(

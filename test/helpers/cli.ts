@@ -18,7 +18,8 @@ export interface CliResult {
 /** Run the built CLI as a user would: a real process, real files. */
 export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    // Through the bin's own shebang, as a user runs it.
+    const child = spawn(BIN, args, {
       cwd: opts.cwd ?? REPO,
       env: { ...process.env, FIREBUILD_LOG_LEVEL: 'info', ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -8,7 +8,7 @@ describe('qemu microvm argv', () => {
     expect(qemuArgv(base)).toEqual([
       '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '256M',
       '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'file:/run/vm1/serial.log',
-      '-kernel', '/k/vmlinuz', '-append', 'console=ttyS0 root=/dev/vda panic=-1',
+      '-kernel', '/k/vmlinuz', '-append', 'console=ttyS0 root=/dev/vda panic=-1 tsc_early_khz=1000000',
       '-drive', 'id=root,file=/run/vm1/rootfs.ext4,format=raw,if=none,cache=unsafe', '-device', 'virtio-blk-device,drive=root',
     ]);
   });
@@ -21,7 +21,8 @@ describe('qemu microvm argv', () => {
     ['a tap device', { tap: { ifname: 'fbtap0', mac: '02:fc:00:00:00:01' } }, ['-netdev', 'tap,id=net0,ifname=fbtap0,script=no,downscript=no', '-device', 'virtio-net-device,netdev=net0,mac=02:fc:00:00:00:01']],
     ['a pid file and QMP socket', { pidFile: '/run/vm1/pid', qmpSocket: '/run/vm1/qmp.sock' }, ['-pidfile', '/run/vm1/pid', '-qmp', 'unix:/run/vm1/qmp.sock,server=on,wait=off']],
     ['commas in paths are escaped', { rootfs: '/a,b/rootfs.ext4' }, ['-drive', 'id=root,file=/a,,b/rootfs.ext4,format=raw,if=none,cache=unsafe']],
-    ['an explicit panic= is kept', { append: 'console=ttyS0 panic=5' }, ['-append', 'console=ttyS0 panic=5']],
+    ['an explicit panic= is kept', { append: 'console=ttyS0 panic=5' }, ['-append', 'console=ttyS0 panic=5 tsc_early_khz=1000000']],
+    ['KVM needs no TSC hint', { accel: 'kvm' }, ['-append', 'console=ttyS0 root=/dev/vda panic=-1']],
   ])('%s', (_n, extra, wantSub) => {
     expect(containsRun(qemuArgv({ ...base, ...extra }), wantSub)).toBe(true);
   });

@@ -1,0 +1,59 @@
+import * as fsp from 'node:fs/promises';
+import * as net from 'node:net';
+import { UserError } from '../util/errors.js';
+import { consoleTail } from '../commands/run.js';
+
+/** Smoke probes: a TCP port that accepts, an HTTP GET with status and body, each before a deadline. */
+export interface Probes {
+  tcp?: { host: string; port: number }[];
+  http?: { url: string; status: number; body?: string }[];
+  timeoutMs: number;
+}
+
+function tryTcp(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port, timeout: 2000 });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => {
+      s.destroy();
+      resolve(false);
+    });
+  });
+}
+
+async function tryHttp(url: string, status: number, body?: string): Promise<string | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    const text = await res.text();
+    if (res.status !== status) return `status ${res.status}, expected ${status}`;
+    if (body !== undefined && !text.includes(body)) return `body lacks ${JSON.stringify(body)}`;
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** Run every probe until it passes; a probe still failing at the deadline is an error with the console tail. */
+export async function runProbes(p: Probes, serialLog: string): Promise<void> {
+  const deadline = Date.now() + p.timeoutMs;
+  const pending: { what: string; check: () => Promise<string | undefined> }[] = [
+    ...(p.tcp ?? []).map((t) => ({ what: `tcp ${t.host}:${t.port}`, check: async () => ((await tryTcp(t.host, t.port)) ? undefined : 'not accepting') })),
+    ...(p.http ?? []).map((h) => ({ what: `GET ${h.url}`, check: () => tryHttp(h.url, h.status, h.body) })),
+  ];
+  for (const probe of pending) {
+    let last: string | undefined = 'not tried';
+    while (Date.now() < deadline) {
+      last = await probe.check();
+      if (last === undefined) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    if (last !== undefined) {
+      const console = await fsp.readFile(serialLog, 'utf8').catch(() => '');
+      throw new UserError(`probe ${probe.what} failed within ${Math.round(p.timeoutMs / 1000)} s (${last}): console tail: ${consoleTail(console)}`);
+    }
+  }
+}

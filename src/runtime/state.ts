@@ -1,0 +1,92 @@
+import { randomBytes } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { UserError, errnoCode } from '../util/errors.js';
+import { pidAlive, writeFileAtomic } from '../util/fs.js';
+import { VMM_ID_LENGTH } from '../vmm/jail-paths.js';
+
+/**
+ * The run cache: `<run-cache>/<vmm-id>/` per VM, holding state.json (0600; never environment values),
+ * the serial log, the per-VM rootfs copy and config disk, and the pid file.
+ */
+export const VmStateSchema = z.object({
+  schemaVersion: z.literal(1),
+  id: z.string(),
+  name: z.string(),
+  image: z.string(),
+  kernel: z.string(),
+  backend: z.enum(['qemu', 'firecracker']),
+  accel: z.string(),
+  pid: z.number().int(),
+  started: z.string(),
+  hostname: z.string(),
+  network: z.object({ mode: z.enum(['none', 'user']), ip: z.string().optional(), ports: z.array(z.object({ proto: z.string(), hostAddr: z.string(), hostPort: z.number(), guestPort: z.number() })) }),
+  serialLog: z.string(),
+  cacheDir: z.string(),
+});
+export type VmState = z.infer<typeof VmStateSchema>;
+
+const NAME_RE = /^[a-zA-Z0-9]{1,20}$/;
+
+export function newVmmId(): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  const bytes = randomBytes(VMM_ID_LENGTH);
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join('');
+}
+
+export function validateName(name: string): string {
+  if (!NAME_RE.test(name)) throw new UserError(`invalid --name '${name}': use 1-20 letters and digits`);
+  return name;
+}
+
+export class RunCache {
+  constructor(readonly root: string) {}
+
+  dir(id: string): string {
+    if (!/^[a-z0-9]{1,64}$/.test(id)) throw new UserError(`invalid --vmm-id '${id}': list VMs with 'firebuild ls'`);
+    return path.join(this.root, id);
+  }
+
+  async create(id: string): Promise<string> {
+    await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
+    const d = this.dir(id);
+    await fsp.mkdir(d, { mode: 0o700 });
+    return d;
+  }
+
+  async write(s: VmState): Promise<void> {
+    await writeFileAtomic(path.join(this.dir(s.id), 'state.json'), JSON.stringify(s, null, 2) + '\n', 0o600);
+  }
+
+  async read(id: string): Promise<VmState> {
+    let text: string;
+    try {
+      text = await fsp.readFile(path.join(this.dir(id), 'state.json'), 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw new UserError(`no VM with id ${id}: list VMs with 'firebuild ls'`);
+      throw err;
+    }
+    const parsed = VmStateSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new UserError(`corrupt VM state ${path.join(this.dir(id), 'state.json')}: remove it with 'firebuild purge'`);
+    return parsed.data;
+  }
+
+  async list(): Promise<(VmState & { running: boolean })[]> {
+    const ids = await fsp.readdir(this.root).catch(() => [] as string[]);
+    const out: (VmState & { running: boolean })[] = [];
+    for (const id of ids.sort()) {
+      try {
+        const s = await this.read(id);
+        out.push({ ...s, running: pidAlive(s.pid) });
+      } catch {
+        // a VM being created or a stray directory: not listed
+      }
+    }
+    return out;
+  }
+
+  async remove(id: string): Promise<void> {
+    await fsp.rm(this.dir(id), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,124 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { lines, runCli, tempDir } from '../helpers/cli.js';
+
+/**
+ * The runtime end to end on real parts: an image built from examples/hello boots under QEMU (TCG here)
+ * with user-mode networking; its port is published on 127.0.0.1; ls/inspect/logs/kill/purge manage it.
+ */
+let work: string;
+let env: NodeJS.ProcessEnv;
+const runCache = (): string => path.join(work, 'home', 'run');
+const errorLines = (s: string): string[] => lines(s).filter((l) => l.startsWith('error:'));
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  const port = await new Promise<number>((resolve) => srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port)));
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+beforeAll(async () => {
+  work = await tempDir();
+  env = { FIREBUILD_HOME: path.join(work, 'home') };
+  const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
+  expect(b.code).toBe(0);
+  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
+  const k = await runCli(['kernel', 'import', '--id', 'debian-cloud', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))], { env });
+  expect(k.code).toBe(0);
+});
+afterAll(async () => {
+  // Never leave a VM behind, whatever failed.
+  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env });
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('firebuild run', () => {
+  test('--daemonize with --port and --env: the service answers with the env value and hostname; ls, inspect, logs; kill leaves nothing', async () => {
+    const port = await freePort();
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'hello1', '--network', 'user', '--port', `127.0.0.1:${port}:8080`, '--env', 'GREETING=hi', '--daemonize', '--wait-http', `http://127.0.0.1:${port}/cgi-bin/index.cgi`], { env });
+    expect(errorLines(r.stderr)).toEqual([]);
+    expect(r.code).toBe(0);
+    const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number; 'ip-address': string; 'cache-dir': string; 'serial-log': string };
+    expect(vm).toMatchObject({ 'ip-address': '10.0.2.15', 'cache-dir': path.join(runCache(), vm['vmm-id']) });
+    const body = await (await fetch(`http://127.0.0.1:${port}/cgi-bin/index.cgi`)).text();
+    expect(body).toBe('hi from hello1\n');
+
+    const ls = JSON.parse((await runCli(['ls', '--json'], { env })).stdout) as { id: string; name: string; running: boolean }[];
+    expect(ls).toEqual([expect.objectContaining({ id: vm['vmm-id'], name: 'hello1', running: true })]);
+    const inspect = JSON.parse((await runCli(['inspect', '--vmm-id', vm['vmm-id']], { env })).stdout);
+    expect(inspect.NetworkInterfaces[0].StaticConfiguration.IPConfiguration.IP).toBe('10.0.2.15');
+    expect(JSON.stringify(inspect)).not.toContain('GREETING'); // no environment values in the state
+    expect(fs.statSync(path.join(vm['cache-dir'], 'state.json')).mode & 0o777).toBe(0o600);
+    expect((await runCli(['logs', '--vmm-id', vm['vmm-id']], { env })).stdout).toContain('serving on :8080');
+
+    // The name is taken while it runs.
+    const taken = await runCli(['run', '--from', 'examples/hello:1', '--name', 'hello1', '--daemonize'], { env });
+    expect(errorLines(taken.stderr)).toEqual(['error: --name hello1 is taken by a running VM: choose another name']);
+
+    const k = await runCli(['kill', '--vmm-id', vm['vmm-id']], { env });
+    expect(k.code).toBe(0);
+    expect(alive(vm.pid)).toBe(false);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test('a VM killed with SIGKILL is cleaned by purge', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'victim', '--network', 'none', '--daemonize'], { env });
+    expect(r.code).toBe(0);
+    const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number };
+    process.kill(vm.pid, 'SIGKILL');
+    for (let i = 0; i < 50 && alive(vm.pid); i++) await new Promise((res) => setTimeout(res, 100));
+    const ls = JSON.parse((await runCli(['ls', '--json'], { env })).stdout) as { running: boolean }[];
+    expect(ls).toEqual([expect.objectContaining({ running: false })]);
+    const p = await runCli(['purge'], { env });
+    expect(p.stdout.trim()).toBe(vm['vmm-id']);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test('in the foreground the console streams and the guest command\'s exit code is firebuild\'s', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--', 'sh', '-c', 'echo inside $(id -un); exit 7'], { env });
+    expect(r.stdout).toContain('inside hello');
+    expect(r.stdout).toMatch(/FIREBUILD-EXIT code=7/);
+    expect(r.code).toBe(7);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+});
+
+describe('bad input: one line, non-zero exit, nothing leaked', () => {
+  const cases: [string, () => Promise<string[]> | string[], RegExp][] = [
+    ['unknown tag', () => ['run', '--from', 'examples/nope:1'], /^error: image examples\/nope:1 not found/],
+    ['unknown kernel id', () => ['run', '--from', 'examples/hello:1', '--vmlinux-id', 'nope'], /^error: kernel nope not found/],
+    ['invalid name', () => ['run', '--from', 'examples/hello:1', '--name', 'bad-name!'], /^error: invalid --name 'bad-name!'/],
+    ['env file missing', () => ['run', '--from', 'examples/hello:1', '--env-file', path.join(work, 'nope.env')], /^error: env file .*nope\.env not found/],
+    ['identity file not a public key', () => {
+      const f = path.join(work, 'id_ed25519');
+      fs.writeFileSync(f, '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n');
+      return ['run', '--from', 'examples/hello:1', '--ssh-user', 'hello', '--identity-file', f];
+    }, /^error: identity file .*id_ed25519 is not an SSH public key/],
+    ['malformed port', () => ['run', '--from', 'examples/hello:1', '--port', '80'], /^error: malformed --port '80'/],
+    ['port already in use', async () => {
+      const srv = net.createServer();
+      const port = await new Promise<number>((resolve) => srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port)));
+      setTimeout(() => srv.close(), 15_000).unref();
+      return ['run', '--from', 'examples/hello:1', '--port', `127.0.0.1:${port}:8080`];
+    }, /^error: port 127\.0\.0\.1:\d+ is already in use/],
+    ['a VM that never starts its init before the deadline', () => ['run', '--from', 'examples/hello:1', '--boot-timeout', '0.3'], /^error: the VM did not start its init within 0 s: console tail: /],
+  ];
+  if (fs.existsSync('/sys/module/kvm_pvm')) cases.push(['KVM requested but unusable', () => ['run', '--from', 'examples/hello:1', '--accel', 'kvm'], /^error: KVM requested but unusable: \/dev\/kvm is backed by PVM/]);
+
+  test.each(cases)('%s', async (_n, args, want) => {
+    const r = await runCli(await args(), { env });
+    expect(r.code).toBe(2);
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(want)]);
+    expect(fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []).toEqual([]);
+  });
+});
