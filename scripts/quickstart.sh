@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: set up this host and run firebuild's main job end to end, as far as the
 # product goes today: host check, offline base image, guest kernel, and the example Dockerfile built into
-# a tagged ext4 root file system. Run from the repository as root (or with sudo available).
+# a tagged ext4 root file system, booted as a microVM and smoke-tested over HTTP, then removed. Run from
+# the repository as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,16 @@ fb image inspect examples/hello:1 >/dev/null && echo "examples/hello:1 stored (f
 
 echo "== image store"
 fb image ls
+
+echo "== boot it as a microVM (QEMU; TCG where KVM is unusable) and smoke-test it over a published port"
+port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+vm=$(fb run --from examples/hello:1 --name quickstart --port "127.0.0.1:$port:8080" --env GREETING=hi --daemonize \
+  --wait-http "http://127.0.0.1:$port/cgi-bin/index.cgi" --wait-http-body "hi from quickstart")
+echo "$vm"
+id=$(printf '%s' "$vm" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)["vmm-id"]))')
+trap 'fb kill --vmm-id "$id" >/dev/null 2>&1 || true' EXIT
+echo "GET http://127.0.0.1:$port/cgi-bin/index.cgi -> $(curl -fsS "http://127.0.0.1:$port/cgi-bin/index.cgi")"
+fb ls
+fb kill --vmm-id "$id"
+trap - EXIT
 echo "quickstart: done"
