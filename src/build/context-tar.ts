@@ -6,6 +6,7 @@ import { create as tarCreate } from 'tar';
 import type { Plan } from '../dockerfile/plan-schema.js';
 import type { ResolvedSource } from '../source/resolve.js';
 import { httpFetch } from '../source/http.js';
+import { exists } from '../util/fs.js';
 
 /**
  * The build context sent to the Docker engine, as the docker CLI makes it: every path .dockerignore
@@ -90,8 +91,4 @@ async function keptPaths(root: string, ignored: (rel: string) => boolean): Promi
   };
   await walk('');
   return out;
-}
-
-async function exists(p: string): Promise<boolean> {
-  return fsp.lstat(p).then(() => true, () => false);
 }

@@ -5,6 +5,7 @@ import { dockerVersion } from '../build/docker-client.js';
 import type { Settings } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
 import { isStaticElf } from '../util/elf.js';
+import { nearestExisting } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { exec, which } from '../util/exec.js';
 import { detectKvm } from '../vmm/kvm.js';
@@ -146,8 +147,7 @@ async function checkKernel(storage: StorageProvider, required: boolean): Promise
 }
 
 async function checkProfileDir(dir: string, required: boolean): Promise<CheckResult> {
-  let probe = dir;
-  while (!(await fsp.stat(probe).then(() => true, () => false)) && path.dirname(probe) !== probe) probe = path.dirname(probe);
+  const probe = await nearestExisting(dir);
   const ok = await fsp.access(probe, constants.W_OK).then(() => true, () => false);
   return result('profile-dir', ok, required, ok ? `${dir} writable` : `${dir} not writable`, 'run as root or pass --profile-conf-dir');
 }
@@ -166,10 +166,7 @@ async function checkStorage(storage: StorageProvider, creatable: boolean): Promi
 }
 
 async function checkDirWritable(part: string, dir: string, creatable: boolean): Promise<CheckResult> {
-  let probe = dir;
-  if (creatable) {
-    while (!(await fsp.stat(probe).then(() => true, () => false)) && path.dirname(probe) !== probe) probe = path.dirname(probe);
-  }
+  const probe = creatable ? await nearestExisting(dir) : dir;
   const st = await fsp.stat(probe).catch(() => undefined);
   if (!st?.isDirectory()) return result(part, false, true, `${dir} does not exist`, `mkdir -p ${dir}`);
   const ok = await fsp.access(probe, constants.W_OK).then(() => true, () => false);

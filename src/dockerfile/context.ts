@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import dockerignoreModule from '@balena/dockerignore';
 import { UserError } from '../util/errors.js';
+import { fileDigest } from '../util/fs.js';
 import { httpDigest, httpFetch, httpTextOptional } from '../source/http.js';
 import type { Resource } from './plan-schema.js';
 
@@ -196,16 +196,6 @@ export async function loadLocalDockerignore(root: string, dockerfilePath: string
     if (text !== undefined) return { patterns: parseDockerignore(text), file: f };
   }
   return { patterns: [] };
-}
-
-export async function fileDigest(file: string): Promise<{ sha256: string; size: number }> {
-  const h = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(file)) {
-    h.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { sha256: h.digest('hex'), size };
 }
 
 /**

@@ -88,12 +88,28 @@ export async function diskUsage(file: string): Promise<{ apparent: number; alloc
   return { apparent: st.size, allocated: st.blocks * 512 };
 }
 
-export async function sha256File(file: string): Promise<string> {
+/** sha256 and size of a file, streamed. */
+export async function fileDigest(file: string): Promise<{ sha256: string; size: number }> {
   const { createHash } = await import('node:crypto');
   const { createReadStream } = await import('node:fs');
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
+  let size = 0;
+  for await (const chunk of createReadStream(file)) {
+    h.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: h.digest('hex'), size };
+}
+
+export async function sha256File(file: string): Promise<string> {
+  return (await fileDigest(file)).sha256;
+}
+
+/** The path itself or its nearest ancestor that exists (where a mkdir -p would start). */
+export async function nearestExisting(p: string): Promise<string> {
+  let probe = p;
+  while (!(await fsp.stat(probe).then(() => true, () => false)) && path.dirname(probe) !== probe) probe = path.dirname(probe);
+  return probe;
 }
 
 /** True when a process with this pid exists on this host. */
