@@ -46,8 +46,9 @@ describe('firebuild run', () => {
   test('--daemonize with --port and --env: the service answers with the env value and hostname; ls, inspect, logs; kill leaves nothing', async () => {
     const port = await freePort();
     const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'hello1', '--network', 'user', '--port', `127.0.0.1:${port}:8080`, '--env', 'GREETING=hi', '--daemonize', '--wait-http', `http://127.0.0.1:${port}/cgi-bin/index.cgi`], { env });
+    // The whole result on failure: a run that says nothing must show its log.
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
     expect(errorLines(r.stderr)).toEqual([]);
-    expect(r.code).toBe(0);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number; 'ip-address': string; 'cache-dir': string; 'serial-log': string };
     expect(vm).toMatchObject({ 'ip-address': '10.0.2.15', 'cache-dir': path.join(runCache(), vm['vmm-id']) });
     const body = await (await fetch(`http://127.0.0.1:${port}/cgi-bin/index.cgi`)).text();
@@ -73,7 +74,7 @@ describe('firebuild run', () => {
 
   test('a VM killed with SIGKILL is cleaned by purge', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'victim', '--network', 'none', '--daemonize'], { env });
-    expect(r.code).toBe(0);
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number };
     process.kill(vm.pid, 'SIGKILL');
     for (let i = 0; i < 50 && alive(vm.pid); i++) await new Promise((res) => setTimeout(res, 100));
