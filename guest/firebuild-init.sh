@@ -21,11 +21,15 @@ $BB mkdir -p /.firebuild/config
 if ! $BB mount -t ext4 -o ro /dev/vdb /.firebuild/config 2>/dev/null; then
   echo "firebuild-init: no config disk at /dev/vdb" >/dev/console
   echo "FIREBUILD-EXIT code=125" >/dev/console
-  $BB sync; $BB poweroff -f
+  $BB sync; $BB poweroff -f; $BB reboot -f
 fi
-# run.sh sets: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER, and the command with `set --`.
+# run.sh sets: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
+# FB_HALT, and the command with `set --`.
 . /.firebuild/config/run.sh
 export FB_WORKDIR
+# Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot.
+echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
+halt() { $BB sync; if [ "$FB_HALT" = reboot ]; then $BB reboot -f; else $BB poweroff -f; fi; }
 
 $BB hostname "$FB_HOSTNAME"
 echo "$FB_HOSTNAME" > /etc/hostname 2>/dev/null
@@ -82,9 +86,21 @@ if [ -n "$FB_USER" ]; then
   esac
   if [ -z "$runas" ] || ! $BB grep -q "^$runas:" /etc/passwd; then
     echo "firebuild-init: user $u not found in /etc/passwd" >/dev/console
-    echo "FIREBUILD-EXIT code=126" >/dev/console; $BB sync; $BB poweroff -f
+    echo "FIREBUILD-EXIT code=126" >/dev/console; halt
   fi
   [ "$runas" = root ] && runas=
+fi
+
+# --init=image: the setup above is done; the image's own init system takes over as PID 1.
+if [ "$FB_INIT" = image ]; then
+  for init in /sbin/init /lib/systemd/systemd /usr/lib/systemd/systemd; do
+    if [ -x "$init" ]; then
+      echo "FIREBUILD-START pid=1 init=$init" >/dev/console
+      exec "$init" </dev/console >/dev/console 2>&1
+    fi
+  done
+  echo "firebuild-init: --init=image but the image has no /sbin/init" >/dev/console
+  echo "FIREBUILD-EXIT code=127" >/dev/console; halt
 fi
 
 if [ -z "$runas" ]; then
@@ -96,10 +112,19 @@ child=$!
 echo "FIREBUILD-START pid=$child" >/dev/console
 stop() { $BB kill -s "${FB_STOPSIGNAL:-TERM}" "$child" 2>/dev/null; }
 trap stop TERM INT
+# QEMU's graceful stop: the host writes FIREBUILD-STOP to the console; this reader turns it into SIGINT.
+( while read -r line; do case "$line" in *FIREBUILD-STOP*) $BB kill -INT 1; exit 0 ;; esac; done </dev/console ) &
+reader=$!
+# A trap interrupts `wait` (status 128+n): wait again for the entrypoint's own status once it is gone.
 while :; do
   wait "$child"; code=$?
-  $BB kill -0 "$child" 2>/dev/null || break
+  if ! $BB kill -0 "$child" 2>/dev/null; then
+    wait "$child" 2>/dev/null; again=$?
+    [ "$again" -ne 127 ] && code=$again
+    break
+  fi
 done
+$BB kill "$reader" 2>/dev/null
 $BB sync
 echo "FIREBUILD-EXIT code=$code" >/dev/console
-$BB poweroff -f
+halt

@@ -7,7 +7,9 @@ import { profileCreate, profileInspect, profileList } from '../commands/profile.
 import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
 import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
-import { inspectView, killVm, purgeVms, runVm } from '../commands/run.js';
+import * as path from 'node:path';
+import { cniBinDir, inspectView, killVm, purgeVms, runVm, type NetworkMode, type RunOptions } from '../commands/run.js';
+import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { RunCache } from '../runtime/state.js';
 import { runProbes } from '../runtime/probes.js';
 import { pidAlive } from '../util/fs.js';
@@ -251,8 +253,14 @@ export function buildProgram(io: CliIO): Command {
   // VMs -------------------------------------------------------------------------------------------
   type RunCli = SettingsCliOpts & {
     from: string; name?: string; vmlinuxId?: string; mem: string; cpu: string; hostname?: string; env?: string[]; envFile?: string[];
-    sshUser?: string; identityFile?: string; network: string; port?: string[]; accel: string; daemonize?: boolean; bootTimeout: string;
+    sshUser?: string; identityFile?: string; network?: string; port?: string[]; accel: string; daemonize?: boolean; bootTimeout: string;
+    backend: string; firecrackerMode: string; jailerUid: string; jailerGid: string; cniNetworkName?: string; cniConfDir: string; cniBinDir?: string;
+    ipAddress?: string; init: string;
     waitTcp?: string[]; waitHttp?: string[]; waitHttpStatus: string; waitHttpBody?: string; waitTimeout: string;
+  };
+  const intFlag = (v: string, flag: string): number => {
+    if (!/^\d{1,10}$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give a number`);
+    return Number(v);
   };
   const seconds = (v: string, flag: string): number => {
     if (!/^\d+(\.\d+)?$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give seconds, e.g. 60`);
@@ -261,7 +269,7 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(
     program
       .command('run')
-      .description('boot a stored image as a microVM (QEMU microvm; Firecracker on KVM hosts comes next)')
+      .description('boot a stored image as a microVM (QEMU microvm, or Firecracker under the jailer)')
       .requiredOption('--from <org/name:version>', 'the image to boot')
       .argument('[command...]', 'a command to run instead of CMD (after --)')
       .option('--name <name>', 'a unique name, 1-20 letters and digits')
@@ -273,9 +281,18 @@ export function buildProgram(io: CliIO): Command {
       .option('--env-file <file>', 'KEY=value file, repeatable, applied in order', collect)
       .option('--ssh-user <user>', 'install the --identity-file key for this user and start sshd')
       .option('--identity-file <file.pub>', 'SSH public key for --ssh-user')
-      .addOption(new Option('--network <mode>', 'networking').choices(['user', 'none']).default('user'))
-      .option('--port <[hostip:]hostport:guestport[/proto]>', 'publish a guest port (user networking; host side 127.0.0.1 by default), repeatable', collect)
-      .addOption(new Option('--accel <accel>', 'accelerator (auto: KVM when usable, else TCG; env FIREBUILD_ACCEL)').choices(['auto', 'kvm', 'tcg']).default('auto'))
+      .addOption(new Option('--network <mode>', 'networking without CNI (default: user for QEMU, none for Firecracker)').choices(['user', 'none']))
+      .option('--cni-network-name <name>', 'attach the VM to this CNI network (a netns per VM, tap redirected to the CNI interface)')
+      .option('--cni-conf-dir <dir>', 'where CNI network configuration lists live', '/etc/cni/conf.d')
+      .option('--cni-bin-dir <dir>', 'where CNI plugins live (default: /opt/cni/bin, else /usr/lib/cni)')
+      .option('--ip-address <ip>', 'request this IP from the CNI network\'s IPAM')
+      .option('--port <[hostip:]hostport:guestport[/proto]>', 'publish a guest port, repeatable (user networking: host side 127.0.0.1 by default; CNI: iptables DNAT, every local address by default)', collect)
+      .addOption(new Option('--backend <vmm>', 'the VMM (auto: Firecracker when its binaries are configured, else QEMU)').choices(['auto', 'qemu', 'firecracker']).default('auto'))
+      .addOption(new Option('--accel <accel>', 'QEMU accelerator (auto: KVM when usable, else TCG; env FIREBUILD_ACCEL)').choices(['auto', 'kvm', 'tcg']).default('auto'))
+      .addOption(new Option('--firecracker-mode <mode>', 'configure Firecracker over its API socket or with --config-file').choices(['api', 'config-file']).default('api'))
+      .option('--jailer-uid <uid>', 'the uid Firecracker runs as in the jail', '65534')
+      .option('--jailer-gid <gid>', 'the gid Firecracker runs as in the jail', '65534')
+      .addOption(new Option('--init <init>', "PID 1: firebuild's init runs the command; image hands over to the image's /sbin/init after the setup").choices(['firebuild', 'image']).default('firebuild'))
       .option('--daemonize', 'return once the VM is up, printing one JSON object')
       .option('--boot-timeout <seconds>', 'deadline for the init to start the command', '120')
       .option('--wait-tcp <port>', 'probe: a published host port must accept connections, repeatable', collect)
@@ -289,12 +306,21 @@ export function buildProgram(io: CliIO): Command {
     const { settings, storage } = await ctx(o);
     const cache = new RunCache(settings.runCache);
     const log = logger.child('run');
+    if (o.cniNetworkName && o.network) throw new UserError('--network and --cni-network-name exclude each other: keep one');
+    if (o.ipAddress && !o.cniNetworkName) throw new UserError('--ip-address needs --cni-network-name');
+    const network: NetworkMode = o.cniNetworkName ? 'cni' : ((o.network as NetworkMode | undefined) ?? (o.backend === 'firecracker' ? 'none' : 'user'));
     const state = await runVm({
       from: o.from, ...(o.name ? { name: o.name } : {}), ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}),
       memMib: Number(o.mem), cpus: Number(o.cpu), ...(o.hostname ? { hostname: o.hostname } : {}),
       env: o.env ?? [], envFiles: o.envFile ?? [], ...(o.sshUser ? { sshUser: o.sshUser } : {}), ...(o.identityFile ? { identityFile: o.identityFile } : {}),
-      network: o.network as 'user' | 'none', ports: o.port ?? [], accel: o.accel, ...(command.length ? { command } : {}),
+      network, ports: o.port ?? [], accel: o.accel, ...(command.length ? { command } : {}),
       bootTimeoutMs: seconds(o.bootTimeout, '--boot-timeout'),
+      backend: o.backend as RunOptions['backend'], init: o.init as 'firebuild' | 'image',
+      ...(o.cniNetworkName ? { cni: { network: o.cniNetworkName, confDir: path.resolve(o.cniConfDir), binDir: await cniBinDir(o.cniBinDir), ...(o.ipAddress ? { ip: o.ipAddress } : {}) } } : {}),
+      firecracker: {
+        ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
+        chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
+      },
     }, storage, cache, log);
     const probes = { tcp: (o.waitTcp ?? []).map((p) => ({ host: '127.0.0.1', port: Number(p) })), http: (o.waitHttp ?? []).map((url) => ({ url, status: Number(o.waitHttpStatus), ...(o.waitHttpBody ? { body: o.waitHttpBody } : {}) })), timeoutMs: seconds(o.waitTimeout, '--wait-timeout') };
     if (probes.tcp.length || probes.http.length) {

@@ -9,9 +9,22 @@ import type { StorageProvider, StoredKernel } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
 import { pidAlive } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
-import { qemuArgv, resolveAccel } from '../vmm/qemu.js';
+import { cniAdd, cniDel, loadCniNetwork } from '../net/cni.js';
+import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
+import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
+import { exists, writeFileAtomic } from '../util/fs.js';
+import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
+import { jailRoot } from '../vmm/firecracker.js';
+import { detectKvm } from '../vmm/kvm.js';
+import { qemuArgv, resolveAccel, type Accel } from '../vmm/qemu.js';
+
+/** The CNI interface inside the VM's namespace (redirected to the tap the VMM opens). */
+export const CNI_IFNAME = 'eth0';
 
 export interface PortSpec { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number; guestPort: number }
+
+export type NetworkMode = 'user' | 'none' | 'cni';
+export type BackendName = 'qemu' | 'firecracker';
 
 export interface RunOptions {
   from: string;
@@ -24,21 +37,35 @@ export interface RunOptions {
   envFiles: string[];
   sshUser?: string;
   identityFile?: string;
-  network: 'user' | 'none';
+  network: NetworkMode;
+  /** CNI networking (`--cni-network-name`); `ip` is `--ip-address`. */
+  cni?: { network: string; confDir: string; binDir: string; ip?: string };
   ports: string[];
   accel: string;
+  backend: 'auto' | BackendName;
+  /** Firecracker settings (binaries from the profile or flags). */
+  firecracker?: { binary?: string; jailer?: string; chrootBase: string; uid: number; gid: number; mode: FirecrackerMode };
+  init?: 'firebuild' | 'image';
   command?: string[];
   bootTimeoutMs: number;
+  /** Where host-wide locks live (iptables changes). */
+  lockDir?: string;
 }
+
+export const DEFAULT_LOCK_DIR = '/run/firebuild';
 
 /** User-mode networking: QEMU's slirp gives the guest this address. */
 export const USER_NET = { ip: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' };
 
-export function parsePort(s: string): PortSpec {
+/**
+ * `[hostip:]hostport:guestport[/tcp|udp]`. Without a host IP: 127.0.0.1 for user networking, every local
+ * address (0.0.0.0) for CNI networking.
+ */
+export function parsePort(s: string, defaultHost = '127.0.0.1'): PortSpec {
   const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/.exec(s);
   const ok = (n: string | undefined): boolean => Number(n) >= 1 && Number(n) <= 65535;
   if (!m || !ok(m[2]) || !ok(m[3])) throw new UserError(`malformed --port '${s}': use [hostip:]hostport:guestport[/tcp|udp], e.g. 127.0.0.1:8080:80`);
-  return { proto: (m[4] ?? 'tcp') as 'tcp' | 'udp', hostAddr: m[1] ?? '127.0.0.1', hostPort: Number(m[2]), guestPort: Number(m[3]) };
+  return { proto: (m[4] ?? 'tcp') as 'tcp' | 'udp', hostAddr: m[1] ?? defaultHost, hostPort: Number(m[2]), guestPort: Number(m[3]) };
 }
 
 export function parseEnvFile(text: string, file: string): string[] {
@@ -71,10 +98,30 @@ async function pickKernel(storage: StorageProvider, id: string | undefined): Pro
   throw new UserError(ks.length === 0 ? 'no kernel stored: import one with firebuild kernel import --id ID FILE [--initrd FILE]' : `several kernels stored (${ks.map((k) => k.id).join(', ')}): choose one with --vmlinux-id`);
 }
 
-/** Boot a stored image as a QEMU microVM in the background; returns once the init has started the command. */
+/** `--cni-bin-dir`, or the first of the usual places that exists. */
+export async function cniBinDir(flag?: string): Promise<string> {
+  if (flag) return path.resolve(flag);
+  for (const d of ['/opt/cni/bin', '/usr/lib/cni']) {
+    if (await exists(d)) return d;
+  }
+  throw new UserError('no CNI plugins found in /opt/cni/bin or /usr/lib/cni: install containernetworking-plugins or set --cni-bin-dir');
+}
+
+/** Pick the backend: `auto` is Firecracker when both its binaries are configured, else QEMU. */
+export function chooseBackend(o: Pick<RunOptions, 'backend' | 'firecracker'>): BackendName {
+  if (o.backend !== 'auto') return o.backend;
+  return o.firecracker?.binary && o.firecracker.jailer ? 'firecracker' : 'qemu';
+}
+
+/**
+ * Boot a stored image as a microVM in the background; returns once the init has started the command.
+ * The state is written before anything is created on the host, so a failure at any step (or a later
+ * `purge`) tears down exactly what exists: cgroup, netns, CNI attachment, iptables rules, jail, run cache.
+ */
 export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunCache, log: Logger): Promise<VmState> {
   const image = await storage.getImage(o.from);
   const kernel = await pickKernel(storage, o.vmlinuxId);
+  const backend = chooseBackend(o);
   const id = newVmmId();
   const name = validateName(o.name ?? id.slice(0, 12));
   if ((await cache.list()).some((v) => v.running && v.name === name)) throw new UserError(`--name ${name} is taken by a running VM: choose another name`);
@@ -101,64 +148,134 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     }
     authorizedKeys = text + '\n';
   }
-  const ports = o.ports.map(parsePort);
-  if (ports.length && o.network !== 'user') throw new UserError('--port needs --network user');
+  if (o.network === 'user' && backend === 'firecracker') throw new UserError('--network user is QEMU only: use --cni-network-name NAME or --network none with Firecracker');
+  if (o.cni?.ip && o.network !== 'cni') throw new UserError('--ip-address needs --cni-network-name');
+  const ports = o.ports.map((p) => parsePort(p, o.network === 'cni' ? '0.0.0.0' : '127.0.0.1'));
+  if (ports.length && o.network === 'none') throw new UserError('--port needs --network user or --cni-network-name');
+  if (o.network === 'cni' && ports.some((p) => p.hostAddr.startsWith('127.'))) throw new UserError('--port on a loopback address needs --network user: with CNI publish on a host address or leave the host IP out');
   for (const p of ports) if (!(await portFree(p))) throw new UserError(`port ${p.hostAddr}:${p.hostPort} is already in use: choose another host port`);
-  const { accel, warning } = await resolveAccel(o.accel);
-  if (warning) log.warn(warning);
+  const cniNet = o.network === 'cni' && o.cni ? await loadCniNetwork(o.cni.confDir, o.cni.network) : undefined;
+  let accel: Accel = 'kvm';
+  if (backend === 'qemu') {
+    const r = await resolveAccel(o.accel);
+    accel = r.accel;
+    if (r.warning) log.warn(r.warning);
+  } else {
+    if (!o.firecracker?.binary || !o.firecracker.jailer) throw new UserError('the Firecracker backend needs --binary-firecracker and --binary-jailer (or a profile that sets them)');
+    const v = await detectKvm();
+    if (!v.usable) log.warn(`KVM not usable (${v.reason}): Firecracker needs KVM and will likely fail`);
+  }
 
   const dir = await cache.create(id);
-  let pid = 0;
+  const hostname = o.hostname ?? name;
+  const state: VmState = {
+    schemaVersion: 1, id, name, image: image.tag, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
+    started: new Date().toISOString(), hostname,
+    network: { mode: o.network, ports },
+    serialLog: path.join(dir, 'serial.log'), cacheDir: dir,
+  };
+  await cache.write(state);
+  const lockDir = o.lockDir ?? DEFAULT_LOCK_DIR;
   try {
+    const cg = await createVmCgroup(id);
+    if (cg) state.cgroup = cg;
+    else log.debug('no writable cgroup v2 here: the VM runs without its own cgroup');
+    await cache.write(state);
+
+    let netCfg: RunConfig['net'] = { mode: 'none' };
+    let dns: string[] = [];
+    let tap: { name: string; mac: string } | undefined;
+    let nsName: string | undefined;
+    if (o.network === 'user') {
+      netCfg = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
+      dns = [USER_NET.dns];
+      state.network.ip = USER_NET.ip.split('/')[0] as string;
+    } else if (cniNet && o.cni) {
+      nsName = netnsName(id);
+      state.network.cni = { network: cniNet.name, confDir: o.cni.confDir, binDir: o.cni.binDir, netns: nsName, ifname: CNI_IFNAME };
+      await cache.write(state);
+      const nsPath = await createNetns(nsName);
+      const result = await cniAdd(cniNet, o.cni.binDir, { containerId: id, netns: nsPath, ifname: CNI_IFNAME, ...(o.cni.ip ? { ip: o.cni.ip } : {}) });
+      await writeFileAtomic(path.join(dir, 'cni-result.json'), JSON.stringify(result) + '\n', 0o600);
+      const ipc = result.ips![0]!;
+      const { mac } = await redirectTap(nsName, CNI_IFNAME, TAP_NAME);
+      tap = { name: TAP_NAME, mac };
+      state.network.cni.mac = mac;
+      state.network.ip = ipc.address.split('/')[0] as string;
+      netCfg = { mode: 'static', ip: ipc.address, ...(ipc.gateway ? { gateway: ipc.gateway } : {}) };
+      dns = result.dns?.nameservers ?? [];
+      await cache.write(state);
+      await addPortForwards(lockDir, id, ports.map((p) => ({ ...p, guestIp: state.network.ip as string })));
+    }
+
     const rootfs = path.join(dir, 'rootfs.ext4');
     await prepareRootfs(image.rootfsPath, rootfs);
-    const hostname = o.hostname ?? name;
     const cfg: RunConfig = {
       hostname,
-      net: o.network === 'user' ? { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway } : { mode: 'none' },
-      ...(o.network === 'user' ? { dns: [USER_NET.dns] } : {}),
+      net: netCfg,
+      ...(dns.length ? { dns } : {}),
       env: mergeEnv(image.metadata.config.env, ...envFromFiles, flagEnv),
       command: effectiveCommand(image.metadata.config, o.command),
       user: image.metadata.config.user,
       workdir: image.metadata.config.workingDir,
       stopSignal: image.metadata.config.stopSignal,
       ...(o.sshUser ? { sshUser: o.sshUser } : {}),
+      init: o.init ?? 'firebuild',
+      halt: backend === 'firecracker' ? 'reboot' : 'poweroff',
     };
-    if (cfg.command.length === 0) throw new UserError(`image ${o.from} has no ENTRYPOINT or CMD: give a command after --`);
+    if (cfg.command.length === 0 && cfg.init !== 'image') throw new UserError(`image ${o.from} has no ENTRYPOINT or CMD: give a command after --`);
     const config = path.join(dir, 'config.ext4');
     await makeConfigDisk(cfg, config, log, authorizedKeys);
-    const serialLog = path.join(dir, 'serial.log');
-    const pidFile = path.join(dir, 'qemu.pid');
-    const argv = qemuArgv({
-      kernel: kernel.vmlinuxPath,
-      ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}),
-      append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet ${kernel.metadata.cmdline ?? ''}`.trim(),
-      rootfs,
-      disks: [config],
-      memMib: o.memMib,
-      cpus: o.cpus,
-      accel,
-      serialLog,
-      pidFile,
-      ...(o.network === 'user' ? { userNet: { hostfwd: ports } } : {}),
-    });
-    const child = spawn('qemu-system-x86_64', argv, { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
-    child.unref();
-    pid = child.pid ?? 0;
-    const state: VmState = {
-      schemaVersion: 1, id, name, image: image.tag, kernel: kernel.id, backend: 'qemu', accel, pid,
-      started: new Date().toISOString(), hostname,
-      network: { mode: o.network, ...(o.network === 'user' ? { ip: USER_NET.ip.split('/')[0] as string } : {}), ports },
-      serialLog, cacheDir: dir,
-    };
+    const cmdline = kernel.metadata.cmdline ?? '';
+
+    if (backend === 'qemu') {
+      const consoleSock = path.join(dir, 'console.sock');
+      const argv = qemuArgv({
+        kernel: kernel.vmlinuxPath,
+        ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}),
+        append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet ${cmdline}`.trim(),
+        rootfs,
+        disks: [config],
+        memMib: o.memMib,
+        cpus: o.cpus,
+        accel,
+        serialLog: state.serialLog,
+        consoleSock,
+        pidFile: path.join(dir, 'qemu.pid'),
+        ...(o.network === 'user' ? { userNet: { hostfwd: ports } } : {}),
+        ...(tap ? { tap: { ifname: tap.name, mac: tap.mac } } : {}),
+      });
+      // Inside the VM's netns for CNI (the tap lives there), inside its cgroup always.
+      const [cmd, args] = nsName
+        ? inCgroupArgv(state.cgroup, 'ip', ['netns', 'exec', nsName, 'qemu-system-x86_64', ...argv])
+        : inCgroupArgv(state.cgroup, 'qemu-system-x86_64', argv);
+      const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
+      child.unref();
+      state.pid = child.pid ?? 0;
+      state.consoleSock = consoleSock;
+    } else {
+      const fc = o.firecracker!;
+      // Recorded before the jail exists, so a failed start removes it too.
+      state.jailDir = path.dirname(jailRoot(fc.chrootBase, fc.binary!, id));
+      await cache.write(state);
+      const started = await startFirecracker({
+        id, firecracker: fc.binary!, jailer: fc.jailer!, chrootBase: fc.chrootBase, uid: fc.uid, gid: fc.gid, mode: fc.mode,
+        kernel: kernel.vmlinuxPath, ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}),
+        bootArgs: `console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw init=${INIT_PATH} quiet ${cmdline}`.trim(),
+        rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
+        ...(nsName ? { netns: path.join(NETNS_DIR, nsName) } : {}),
+        ...(tap ? { tap } : {}),
+        ...(state.cgroup ? { cgroup: state.cgroup } : {}),
+        metadata: { firebuild: { id, name, image: image.tag, hostname } },
+      });
+      Object.assign(state, { pid: started.pid, jailDir: started.jailDir, apiSock: started.apiSock, serialLog: started.serialLog });
+    }
     await cache.write(state);
-    log.info('VM starting', { id, name, accel, image: image.tag });
-    await waitForConsole(serialLog, /FIREBUILD-(START|EXIT)/, pid, o.bootTimeoutMs);
+    log.info('VM starting', { id, name, backend, accel: state.accel, image: image.tag });
+    await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, state.pid, o.bootTimeoutMs);
     return state;
   } catch (err) {
-    if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
-    await waitGone(pid, 5000);
-    await cache.remove(id);
+    await teardown(cache, state, lockDir, log);
     throw err;
   }
 }
@@ -189,26 +306,79 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return true;
 }
 
-/** Stop a VM (TERM, then KILL after the timeout) and remove its run cache. */
-export async function killVm(cache: RunCache, id: string, timeoutMs: number, log: Logger): Promise<void> {
-  const s = await cache.read(id);
-  if (pidAlive(s.pid)) {
-    process.kill(s.pid, 'SIGTERM');
-    if (!(await waitGone(s.pid, timeoutMs))) {
-      log.warn('VM did not stop in time: killing it', { id });
-      process.kill(s.pid, 'SIGKILL');
-      await waitGone(s.pid, 5000);
+/** Ask the guest to stop: FIREBUILD-STOP on QEMU's console socket, or SendCtrlAltDel through Firecracker's API. */
+async function requestStop(s: VmState): Promise<boolean> {
+  try {
+    if (s.backend === 'firecracker' && s.apiSock) {
+      await sendCtrlAltDel(s.apiSock);
+      return true;
     }
+    if (s.consoleSock) {
+      const sock = s.consoleSock;
+      await new Promise<void>((resolve, reject) => {
+        const c = net.connect(sock, () => c.end('\nFIREBUILD-STOP\n', () => resolve()));
+        c.on('error', reject);
+        c.setTimeout(2000, () => c.destroy(new Error('console socket timed out')));
+      });
+      return true;
+    }
+  } catch {
+    // no channel (the guest or the VMM is wedged): the forced path follows
   }
-  await cache.remove(id);
-  log.info('VM removed', { id, name: s.name });
+  return false;
 }
 
-/** Remove every VM whose process is gone (crashed, powered off, killed). */
-export async function purgeVms(cache: RunCache, log: Logger): Promise<string[]> {
+/** Remove everything a VM left on the host; each step tolerates what is already gone. */
+export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
+  if (s.cgroup) await reapCgroup(s.cgroup);
+  if (s.pid && pidAlive(s.pid)) {
+    process.kill(s.pid, 'SIGKILL');
+    await waitGone(s.pid, 5000);
+  }
+  const problems: string[] = [];
+  const cni = s.network.cni;
+  if (cni) {
+    if (s.network.ports.length) await removePortForwards(lockDir, s.id).catch((e: Error) => problems.push(e.message));
+    const result = await fsp.readFile(path.join(s.cacheDir, 'cni-result.json'), 'utf8').then((t) => JSON.parse(t) as unknown).catch(() => undefined);
+    try {
+      const net = await loadCniNetwork(cni.confDir, cni.network);
+      await cniDel(net, cni.binDir, { containerId: s.id, netns: path.join(NETNS_DIR, cni.netns), ifname: cni.ifname }, result);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    await removeNetns(cni.netns).catch((e: Error) => problems.push(e.message));
+  }
+  if (s.jailDir) await fsp.rm(s.jailDir, { recursive: true, force: true });
+  await cache.remove(s.id);
+  if (problems.length) log.warn('teardown left something behind', { id: s.id, problems });
+}
+
+/** Stop a VM (graceful stop, then forced after the timeout) and remove everything it left. */
+export async function killVm(cache: RunCache, id: string, timeoutMs: number, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<void> {
+  const s = await cache.read(id);
+  let stop: 'graceful' | 'forced' | 'already stopped' = 'already stopped';
+  if (s.pid && pidAlive(s.pid)) {
+    const asked = await requestStop(s);
+    stop = 'graceful';
+    if (!asked || !(await waitGone(s.pid, timeoutMs))) {
+      stop = 'forced';
+      log.warn(asked ? 'VM did not stop in time: forcing it' : 'VM has no stop channel: forcing it', { id });
+      if (!s.cgroup && pidAlive(s.pid)) {
+        process.kill(s.pid, 'SIGTERM');
+        await waitGone(s.pid, 2000);
+      }
+    }
+  }
+  const exit = /FIREBUILD-EXIT code=(\d+)/.exec(await fsp.readFile(s.serialLog, 'utf8').catch(() => ''));
+  await teardown(cache, s, lockDir, log);
+  log.info('VM removed', { id, name: s.name, stop, ...(exit ? { 'exit-code': Number(exit[1]) } : {}) });
+}
+
+/** Remove every VM whose process is gone (crashed, powered off, killed), with all it left on the host. */
+export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<string[]> {
   const gone = (await cache.list()).filter((v) => !v.running);
   for (const v of gone) {
-    await cache.remove(v.id);
+    await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name });
   }
   return gone.map((v) => v.id);

@@ -16,6 +16,10 @@ export interface RunConfig {
   workdir: string;
   stopSignal: string;
   sshUser?: string;
+  /** `image`: after the setup, exec the image's own init (/sbin/init) instead of the command. */
+  init?: 'firebuild' | 'image';
+  /** How the init ends the VM: `poweroff` (QEMU) or `reboot` (Firecracker exits on the guest's reboot). */
+  halt?: 'poweroff' | 'reboot';
 }
 
 export function shellQuote(s: string): string {
@@ -35,6 +39,8 @@ export function renderRunSh(c: RunConfig): string {
     v('FB_WORKDIR', c.workdir),
     v('FB_STOPSIGNAL', c.stopSignal.replace(/^SIG/, '') || 'TERM'),
     v('FB_SSH_USER', c.sshUser ?? ''),
+    v('FB_INIT', c.init ?? 'firebuild'),
+    v('FB_HALT', c.halt ?? 'poweroff'),
     `set -- ${c.command.map(shellQuote).join(' ')}\n`,
   ].join('');
 }

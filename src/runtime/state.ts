@@ -21,9 +21,22 @@ export const VmStateSchema = z.object({
   pid: z.number().int(),
   started: z.string(),
   hostname: z.string(),
-  network: z.object({ mode: z.enum(['none', 'user']), ip: z.string().optional(), ports: z.array(z.object({ proto: z.string(), hostAddr: z.string(), hostPort: z.number(), guestPort: z.number() })) }),
+  network: z.object({
+    mode: z.enum(['none', 'user', 'cni']),
+    ip: z.string().optional(),
+    ports: z.array(z.object({ proto: z.string(), hostAddr: z.string(), hostPort: z.number(), guestPort: z.number() })),
+    /** CNI: everything DEL and the teardown need. */
+    cni: z.object({ network: z.string(), confDir: z.string(), binDir: z.string(), netns: z.string(), ifname: z.string(), mac: z.string().optional() }).optional(),
+  }),
   serialLog: z.string(),
   cacheDir: z.string(),
+  /** The VM's cgroup v2 (reaped with cgroup.kill). */
+  cgroup: z.string().optional(),
+  /** QEMU: the console input socket for the graceful stop. */
+  consoleSock: z.string().optional(),
+  /** Firecracker: the jail directory and API socket. */
+  jailDir: z.string().optional(),
+  apiSock: z.string().optional(),
 });
 export type VmState = z.infer<typeof VmStateSchema>;
 

@@ -19,6 +19,8 @@ export interface FirecrackerVm {
   mmds?: boolean;
   logPath?: string;
   metricsPath?: string;
+  /** API mode only: where Firecracker writes the guest's serial console (`PUT /serial`). */
+  serialOut?: string;
 }
 
 export interface ApiRequest {
@@ -67,6 +69,7 @@ export function apiRequests(vm: FirecrackerVm, metadata?: Record<string, unknown
   const reqs: ApiRequest[] = [];
   if (vm.logPath) reqs.push({ method: 'PUT', path: '/logger', definition: 'Logger', body: { log_path: vm.logPath, level: 'Info', show_level: true, show_log_origin: false } });
   if (vm.metricsPath) reqs.push({ method: 'PUT', path: '/metrics', definition: 'Metrics', body: { metrics_path: vm.metricsPath } });
+  if (vm.serialOut) reqs.push({ method: 'PUT', path: '/serial', definition: 'SerialDevice', body: { serial_out_path: vm.serialOut } });
   reqs.push({ method: 'PUT', path: '/machine-config', definition: 'MachineConfiguration', body: machine(vm) });
   reqs.push({ method: 'PUT', path: '/boot-source', definition: 'BootSource', body: bootSource(vm) });
   for (const d of drives(vm)) reqs.push({ method: 'PUT', path: `/drives/${d.drive_id as string}`, definition: 'Drive', body: d });
@@ -95,7 +98,12 @@ export interface JailerOptions {
   netns?: string;
   /** cgroup v2 parent under which the jailer makes the VM's own cgroup (so `cgroup.kill` reaps it). */
   parentCgroup?: string;
+  /** setsid() and stdio to /dev/null: the console then needs the API's `PUT /serial`. */
   daemonize?: boolean;
+  /** Exec Firecracker in a new PID namespace; the jailer writes its host pid to `<jail root>/firecracker.pid`. */
+  newPidNs?: boolean;
+  /** `--cgroup file=value` settings for the VM's cgroup. */
+  cgroups?: string[];
   /** Firecracker's own arguments after `--`: a config file inside the jail, or the API socket. */
   configFile?: string;
   apiSock?: string;
@@ -113,7 +121,9 @@ export function jailerArgv(o: JailerOptions): string[] {
     ...(o.netns ? ['--netns', o.netns] : []),
     '--cgroup-version', '2',
     ...(o.parentCgroup ? ['--parent-cgroup', o.parentCgroup] : []),
-    ...(o.daemonize ? ['--daemonize', '--new-pid-ns'] : []),
+    ...(o.cgroups ?? []).flatMap((c) => ['--cgroup', c]),
+    ...(o.daemonize ? ['--daemonize'] : []),
+    ...(o.newPidNs ? ['--new-pid-ns'] : []),
     '--',
     ...(o.configFile ? ['--config-file', o.configFile] : []),
     ...(o.apiSock ? ['--api-sock', o.apiSock] : []),

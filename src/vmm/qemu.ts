@@ -19,6 +19,11 @@ export interface QemuVm {
   cpus: number;
   accel: Accel;
   serialLog: string;
+  /**
+   * A unix socket on the serial port's input: the console output still goes to `serialLog`, and the
+   * host writes `FIREBUILD-STOP` here for a graceful stop (the init turns it into the stop signal).
+   */
+  consoleSock?: string;
   /** User-mode networking with host ports forwarded to the guest. */
   userNet?: { hostfwd: { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number; guestPort: number }[] };
   /** A tap device (CNI networking). */
@@ -35,7 +40,9 @@ export function qemuArgv(vm: QemuVm): string[] {
     '-smp', String(vm.cpus),
     '-m', `${vm.memMib}M`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-serial', `file:${vm.serialLog}`,
+    ...(vm.consoleSock
+      ? ['-chardev', `socket,id=con0,path=${escapeOpt(vm.consoleSock)},server=on,wait=off,logfile=${escapeOpt(vm.serialLog)},logappend=on`, '-serial', 'chardev:con0']
+      : ['-serial', `file:${vm.serialLog}`]),
     '-kernel', vm.kernel,
     ...(vm.initrd ? ['-initrd', vm.initrd] : []),
     '-append', appendFor(vm),

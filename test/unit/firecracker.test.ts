@@ -1,48 +1,17 @@
 import { describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import AjvModule from 'ajv';
-import { parse as parseYaml } from 'yaml';
 import { apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type FirecrackerVm } from '../../src/vmm/firecracker.js';
 import { jailerSocketPath } from '../../src/vmm/jail-paths.js';
+import { SCHEMA, bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 
-/**
- * No Firecracker binary can run here: every config file and API body is checked against the official
- * API schema (../shared/reference/firecracker/firecracker.yaml), with unknown properties made errors so a
- * misspelled field fails.
- */
-const SCHEMA = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'shared', 'reference', 'firecracker', 'firecracker.yaml');
-const swagger = parseYaml(fs.readFileSync(SCHEMA, 'utf8')) as { definitions: Record<string, unknown>; paths: Record<string, Record<string, { parameters?: { in: string; schema?: { $ref?: string } }[] }>> };
-
-function closed(node: unknown): unknown {
-  if (Array.isArray(node)) return node.map(closed);
-  if (node && typeof node === 'object') {
-    const o = Object.fromEntries(Object.entries(node as Record<string, unknown>).map(([k, v]) => [k, closed(v)]));
-    if (o.type === 'object' && o.properties && o.additionalProperties === undefined) o.additionalProperties = false;
-    return o;
-  }
-  return node;
-}
-const definitions = closed(swagger.definitions) as Record<string, unknown>;
-const Ajv = ((AjvModule as unknown as { default?: typeof AjvModule }).default ?? AjvModule) as unknown as new (o: object) => { compile(s: object): ((d: unknown) => boolean) & { errors?: unknown } };
-const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
-const validators = new Map<string, ReturnType<typeof ajv.compile>>();
-function validate(definition: string, body: unknown): unknown {
-  let v = validators.get(definition);
-  if (!v) {
-    v = ajv.compile({ definitions, $ref: `#/definitions/${definition}` });
-    validators.set(definition, v);
-  }
-  return v(body) ? null : v.errors;
-}
-
+/** No Firecracker binary can run here: every config file and API body is checked against the official schema. */
 const vms: [string, FirecrackerVm][] = [
   ['minimal', { kernel: '/vmlinux', bootArgs: 'console=ttyS0 reboot=k panic=1', rootfs: '/rootfs.ext4', vcpus: 1, memMib: 128 }],
   ['full', {
     kernel: 'vmlinux', initrd: 'initrd', bootArgs: 'console=ttyS0 init=/.firebuild/init', rootfs: 'rootfs.ext4',
     drives: [{ id: 'config', path: 'config.img', readOnly: true }], vcpus: 2, memMib: 512,
-    network: [{ ifaceId: 'eth0', tap: 'fb0abc', mac: '02:fc:00:00:00:01' }], mmds: true, logPath: 'fc.log', metricsPath: 'fc.metrics',
+    network: [{ ifaceId: 'eth0', tap: 'fb0abc', mac: '02:fc:00:00:00:01' }], mmds: true, logPath: 'fc.log', metricsPath: 'fc.metrics', serialOut: '/serial.log',
   }],
 ];
 
@@ -71,12 +40,7 @@ describe('Firecracker API requests validate against their definitions and paths'
     for (const r of [...reqs, stopRequest()]) {
       expect({ path: r.path, errors: validate(r.definition, r.body) }).toEqual({ path: r.path, errors: null });
       // The path exists in the API with that method and takes that definition as its body.
-      const template = Object.keys(swagger.paths).find((p) => new RegExp(`^${p.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(r.path));
-      expect(template).toBeDefined();
-      const op = swagger.paths[template as string]?.[r.method.toLowerCase()];
-      expect(op).toBeDefined();
-      const bodyRef = op?.parameters?.find((p) => p.in === 'body')?.schema?.$ref;
-      expect(bodyRef).toBe(`#/definitions/${r.definition}`);
+      expect(bodyDefinition(r.method, r.path)).toBe(r.definition);
     }
   });
 });
@@ -84,8 +48,10 @@ describe('Firecracker API requests validate against their definitions and paths'
 describe('jailer argv', () => {
   const base = { jailer: '/usr/bin/jailer', firecracker: '/usr/bin/firecracker', id: 'abc123', uid: 1000, gid: 1000, chrootBase: '/srv/jailer' };
   test.each<[string, Parameters<typeof jailerArgv>[0], string[]]>([
-    ['config file, daemonized, with netns and a parent cgroup', { ...base, netns: '/var/run/netns/fb-abc123', parentCgroup: 'firebuild', daemonize: true, configFile: '/config.json' },
+    ['config file, daemonized, with netns and a parent cgroup', { ...base, netns: '/var/run/netns/fb-abc123', parentCgroup: 'firebuild', daemonize: true, newPidNs: true, configFile: '/config.json' },
       ['--id', 'abc123', '--exec-file', '/usr/bin/firecracker', '--uid', '1000', '--gid', '1000', '--chroot-base-dir', '/srv/jailer', '--netns', '/var/run/netns/fb-abc123', '--cgroup-version', '2', '--parent-cgroup', 'firebuild', '--daemonize', '--new-pid-ns', '--', '--config-file', '/config.json']],
+    ['API socket, new PID namespace, cgroup settings', { ...base, newPidNs: true, cgroups: ['memory.max=402653184', 'cpu.weight=100'], apiSock: '/run/firecracker.socket' },
+      ['--id', 'abc123', '--exec-file', '/usr/bin/firecracker', '--uid', '1000', '--gid', '1000', '--chroot-base-dir', '/srv/jailer', '--cgroup-version', '2', '--cgroup', 'memory.max=402653184', '--cgroup', 'cpu.weight=100', '--new-pid-ns', '--', '--api-sock', '/run/firecracker.socket']],
     ['API socket, foreground', { ...base, apiSock: '/run/firecracker.socket' },
       ['--id', 'abc123', '--exec-file', '/usr/bin/firecracker', '--uid', '1000', '--gid', '1000', '--chroot-base-dir', '/srv/jailer', '--cgroup-version', '2', '--', '--api-sock', '/run/firecracker.socket']],
   ])('%s', (_n, o, argv) => expect(jailerArgv(o)).toEqual(argv));

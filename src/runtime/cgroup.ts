@@ -1,0 +1,74 @@
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+
+/**
+ * A cgroup v2 per VM, `<cgroup2 mount>/firebuild/<vmm-id>`: the VMM (QEMU, or the jailer and the
+ * Firecracker it execs) starts inside it, so whatever it forks stays inside, and `kill`/`purge` reap a
+ * cancelled or orphaned VM with one write to `cgroup.kill` (Linux >= 5.14). Hosts without a writable
+ * cgroup v2 hierarchy run VMs without one (the pid is then the only handle).
+ */
+export const CGROUP_PARENT = 'firebuild';
+
+/** The cgroup2 mount point from /proc/mounts (`/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones). */
+export async function cgroup2Mount(mounts = '/proc/mounts'): Promise<string | undefined> {
+  const text = await fsp.readFile(mounts, 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f[2] === 'cgroup2' && f[1]) return f[1].replace(/\\040/g, ' ');
+  }
+  return undefined;
+}
+
+/** Make the VM's cgroup; undefined when the host has no usable cgroup v2 (with cgroup.kill). */
+export async function createVmCgroup(id: string): Promise<string | undefined> {
+  if (!/^[a-z0-9]{1,64}$/.test(id)) throw new Error(`invalid cgroup id ${id}`);
+  const mount = await cgroup2Mount();
+  if (!mount) return undefined;
+  const dir = path.join(mount, CGROUP_PARENT, id);
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.access(path.join(dir, 'cgroup.kill'));
+    return dir;
+  } catch {
+    await fsp.rmdir(dir).catch(() => undefined);
+    return undefined;
+  }
+}
+
+export async function cgroupPids(dir: string): Promise<number[]> {
+  const text = await fsp.readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).map(Number);
+}
+
+/** Kill every process in the cgroup, wait until it is empty, and remove it. Missing cgroups are fine. */
+export async function reapCgroup(dir: string, timeoutMs = 5000): Promise<void> {
+  try {
+    await fsp.access(dir);
+  } catch {
+    return;
+  }
+  if ((await cgroupPids(dir)).length) {
+    await fsp.writeFile(path.join(dir, 'cgroup.kill'), '1').catch(() => undefined);
+    const deadline = Date.now() + timeoutMs;
+    while ((await cgroupPids(dir)).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+  // rmdir fails with EBUSY for a moment after the last process leaves: retry briefly.
+  for (let i = 0; i < 40; i++) {
+    try {
+      await fsp.rmdir(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/**
+ * argv that starts `cmd` inside the cgroup: a shell puts itself in the cgroup, then execs the command,
+ * so the command and all it forks are in it from their first instruction.
+ */
+export function inCgroupArgv(cgroup: string | undefined, cmd: string, args: string[]): [string, string[]] {
+  if (!cgroup) return [cmd, args];
+  return ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, cmd, ...args]];
+}

@@ -1,0 +1,147 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cgroup2Mount } from '../../src/runtime/cgroup.js';
+import { REPO, lines, runCli, tempDir } from '../helpers/cli.js';
+import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
+
+/**
+ * The Firecracker backend's process management on real parts — jail layout, hard links, the VM's cgroup
+ * v2 (cgroup.kill), the API socket client, graceful stop, teardown — with test doubles for the two
+ * binaries that cannot run here (test/fixtures/firecracker: no usable KVM). Every API body and config
+ * file they receive is validated against the official schema. The real boot is verified on KVM hosts.
+ */
+const FC = path.join(REPO, 'test', 'fixtures', 'firecracker', 'firecracker');
+const JAILER = path.join(REPO, 'test', 'fixtures', 'firecracker', 'jailer');
+let work: string;
+let jails: string;
+let env: NodeJS.ProcessEnv;
+let cgroupRoot: string | undefined;
+const runCache = (): string => path.join(work, 'home', 'run');
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const fcFlags = (): string[] => ['--backend', 'firecracker', '--binary-firecracker', FC, '--binary-jailer', JAILER, '--chroot-base', jails];
+type Started = { 'vmm-id': string; pid: number; 'serial-log': string };
+
+beforeAll(async () => {
+  work = await tempDir();
+  jails = path.join(work, 'jails');
+  fs.mkdirSync(jails);
+  env = { FIREBUILD_HOME: path.join(work, 'home') };
+  const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
+  expect(b.code).toBe(0);
+  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
+  expect((await runCli(['kernel', 'import', '--id', 'k', path.join('/boot', vmlinuz)], { env })).code).toBe(0);
+  const m = await cgroup2Mount();
+  cgroupRoot = m ? path.join(m, 'firebuild') : undefined;
+});
+afterAll(async () => {
+  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '1'], { env });
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+function jailOf(id: string): string {
+  return path.join(jails, 'firecracker', id);
+}
+
+describe('Firecracker backend (test doubles for firecracker and the jailer)', () => {
+  test('API mode: jailer argv, hard-linked files, every request valid against the schema, cgroup, graceful stop and full teardown', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--mem', '128', '--cpu', '2', '--daemonize'], { env });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    const vm = JSON.parse(r.stdout) as Started;
+    const id = vm['vmm-id'];
+    const root = path.join(jailOf(id), 'root');
+    expect(JSON.parse(fs.readFileSync(path.join(jailOf(id), 'jailer-argv.json'), 'utf8'))).toEqual([
+      '--id', id, '--exec-file', FC, '--uid', '65534', '--gid', '65534', '--chroot-base-dir', jails, '--cgroup-version', '2',
+      '--daemonize', '--new-pid-ns', '--', '--api-sock', '/run/firecracker.socket',
+    ]);
+    const reqs = lines(fs.readFileSync(path.join(root, 'api-requests.jsonl'), 'utf8')).map((l) => JSON.parse(l) as { method: string; path: string; body: Record<string, unknown> });
+    expect(reqs.map((q) => q.path)).toEqual(['/serial', '/machine-config', '/boot-source', '/drives/rootfs', '/drives/disk0', '/actions']);
+    for (const q of reqs) {
+      const def = bodyDefinition(q.method, q.path);
+      expect({ path: q.path, def, errors: def ? validate(def, q.body) : 'no such request' }).toEqual({ path: q.path, def, errors: null });
+    }
+    expect(reqs[1]!.body).toEqual({ vcpu_count: 2, mem_size_mib: 128, smt: false });
+    // The rootfs in the jail is the run cache's per-VM copy (a hard link), owned by the jail's uid.
+    const inJail = fs.statSync(path.join(root, 'rootfs.ext4'));
+    expect(inJail.ino).toBe(fs.statSync(path.join(runCache(), id, 'rootfs.ext4')).ino);
+    expect([inJail.uid, inJail.gid]).toEqual([65534, 65534]);
+    expect(fs.readFileSync(vm['serial-log'], 'utf8')).toContain('FIREBUILD-START');
+    const helper = Number(fs.readFileSync(path.join(root, 'helper.pid'), 'utf8'));
+    if (cgroupRoot) expect(fs.readFileSync(path.join(cgroupRoot, id, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number).sort()).toEqual([vm.pid, helper].sort());
+
+    const k = await runCli(['kill', '--vmm-id', id], { env });
+    expect(k.code).toBe(0);
+    expect(k.stderr).toMatch(/VM removed .*stop=graceful exit-code=0/);
+    expect(fs.readFileSync(path.join(jails, 'mock-events.log'), 'utf8')).toContain(`SendCtrlAltDel ${id}`);
+    expect(alive(vm.pid)).toBe(false);
+    expect(fs.existsSync(jailOf(id))).toBe(false);
+    if (cgroupRoot) expect(fs.existsSync(path.join(cgroupRoot, id))).toBe(false);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test('config-file mode: the config file validates as FullVmConfiguration and the console reaches the serial log', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--firecracker-mode', 'config-file', '--daemonize'], { env });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    const vm = JSON.parse(r.stdout) as Started;
+    const id = vm['vmm-id'];
+    const argv = JSON.parse(fs.readFileSync(path.join(jailOf(id), 'jailer-argv.json'), 'utf8')) as string[];
+    expect(argv).not.toContain('--daemonize');
+    expect(argv.slice(argv.indexOf('--'))).toEqual(['--', '--config-file', '/vm-config.json', '--api-sock', '/run/firecracker.socket']);
+    const cfg = JSON.parse(fs.readFileSync(path.join(jailOf(id), 'root', 'vm-config.json'), 'utf8'));
+    expect(validate('FullVmConfiguration', cfg)).toBeNull();
+    expect(cfg['boot-source'].boot_args).toMatch(/reboot=k .*init=\/\.firebuild\/init/);
+    expect(fs.readFileSync(vm['serial-log'], 'utf8')).toMatch(/mock-firecracker: kernel \/vmlinux[\s\S]*FIREBUILD-START/);
+    const k = await runCli(['kill', '--vmm-id', id], { env });
+    expect(k.stderr).toMatch(/stop=graceful/);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test('a wedged guest: kill forces it after --shutdown-timeout, and cgroup.kill reaps every process of the VM', async () => {
+    const marker = path.join(jails, 'ignore-ctrl-alt-del');
+    fs.writeFileSync(marker, '');
+    try {
+      const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--daemonize'], { env });
+      const vm = JSON.parse(r.stdout) as Started;
+      const helper = Number(fs.readFileSync(path.join(jailOf(vm['vmm-id']), 'root', 'helper.pid'), 'utf8'));
+      const k = await runCli(['kill', '--vmm-id', vm['vmm-id'], '--shutdown-timeout', '1'], { env });
+      expect(k.code).toBe(0);
+      expect(k.stderr).toMatch(/stop=forced/);
+      expect([alive(vm.pid), cgroupRoot ? alive(helper) : false]).toEqual([false, false]);
+      expect(fs.existsSync(jailOf(vm['vmm-id']))).toBe(false);
+    } finally {
+      fs.rmSync(marker, { force: true });
+    }
+  });
+
+  test('a Firecracker process killed with SIGKILL is cleaned by purge: jail, cgroup, run cache', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--daemonize'], { env });
+    const vm = JSON.parse(r.stdout) as Started;
+    process.kill(vm.pid, 'SIGKILL');
+    for (let i = 0; i < 50 && alive(vm.pid); i++) await new Promise((res) => setTimeout(res, 100));
+    const p = await runCli(['purge'], { env });
+    expect(p.stdout.trim()).toBe(vm['vmm-id']);
+    expect(fs.existsSync(jailOf(vm['vmm-id']))).toBe(false);
+    if (cgroupRoot) expect(fs.existsSync(path.join(cgroupRoot, vm['vmm-id']))).toBe(false);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test.each([
+    ['user networking', ['--network', 'user'], /^error: --network user is QEMU only/],
+    ['no binaries', ['--backend', 'firecracker'], /^error: the Firecracker backend needs --binary-firecracker and --binary-jailer/],
+    ['a jailer that fails', ['--backend', 'firecracker', '--binary-firecracker', FC, '--binary-jailer', '/bin/false'], /^error: the jailer failed \(exit 1\)/],
+  ])('bad input: %s is one line, exit 2, nothing left', async (_n, flags, want) => {
+    const args = flags.includes('--binary-jailer') || flags[0] === '--backend' ? flags : [...fcFlags(), ...flags];
+    const r = await runCli(['run', '--from', 'examples/hello:1', ...args, '--chroot-base', jails, '--daemonize'], { env });
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr).filter((l) => l.startsWith('error:'))).toEqual([expect.stringMatching(want)]);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+    expect(fs.existsSync(path.join(jails, 'firecracker')) ? fs.readdirSync(path.join(jails, 'firecracker')) : []).toEqual([]);
+  });
+});
