@@ -16,10 +16,11 @@ export interface CliResult {
 }
 
 /** Run the built CLI as a user would: a real process, real files. */
-export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Promise<CliResult> {
+export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; wrap?: string[] } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    // Through the bin's own shebang, as a user runs it.
-    const child = spawn(BIN, args, {
+    // Through the bin's own shebang, as a user runs it; `wrap` prefixes a command (`ip netns exec NS`).
+    const [cmd, ...pre] = opts.wrap?.length ? [...opts.wrap, BIN] : [BIN];
+    const child = spawn(cmd as string, [...pre, ...args], {
       cwd: opts.cwd ?? REPO,
       env: { ...process.env, FIREBUILD_LOG_LEVEL: 'info', ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
