@@ -353,6 +353,8 @@ export function buildProgram(io: CliIO): Command {
     }
     await new RunCache(settings.runCache).remove(state.id).catch(() => undefined);
     const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    // The image's own init powers off without firebuild's exit line.
+    if (!code && o.init === 'image') return;
     if (!code) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');
     if (code[1] !== '0') throw Object.assign(new UserError(`the command exited with code ${code[1]}`), { exitCode: Number(code[1]) });
   });

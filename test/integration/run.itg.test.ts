@@ -94,6 +94,39 @@ describe('firebuild run', () => {
   });
 });
 
+describe('stopping and handing over', () => {
+  test('kill stops the guest gracefully: the entrypoint gets its stop signal and its exit code is reported', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--daemonize', '--', 'sh', '-c', 'trap "echo got-term; exit 3" TERM; while :; do sleep 1; done'], { env });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number };
+    const k = await runCli(['kill', '--vmm-id', vm['vmm-id']], { env });
+    expect(k.code).toBe(0);
+    expect(k.stderr).toMatch(/VM removed .*stop=graceful exit-code=3/);
+    expect(alive(vm.pid)).toBe(false);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test('a guest that ignores its stop signal is forced after --shutdown-timeout, leaving nothing', async () => {
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--daemonize', '--', 'sh', '-c', 'trap "" TERM; while :; do sleep 1; done'], { env });
+    const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number };
+    const k = await runCli(['kill', '--vmm-id', vm['vmm-id'], '--shutdown-timeout', '3'], { env });
+    expect(k.code).toBe(0);
+    expect(k.stderr).toMatch(/stop=forced/);
+    expect(alive(vm.pid)).toBe(false);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test("--init image: after firebuild's setup (hostname, environment) the image's own init runs as PID 1", async () => {
+    const b = await runCli(['rootfs', '--dockerfile', path.resolve('test/fixtures/images/image-init/Dockerfile'), '--tag', 'tests/image-init:1', '--free-space', '16M'], { env });
+    expect(b.code).toBe(0);
+    const r = await runCli(['run', '--from', 'tests/image-init:1', '--init', 'image', '--name', 'own', '--network', 'none', '--env', 'GREETING=handed-over'], { env });
+    expect(r.stdout).toMatch(/FIREBUILD-START pid=1 init=\/sbin\/init/);
+    expect(r.stdout).toContain('image-init-ran on own with GREETING=handed-over');
+    expect(r.code).toBe(0);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+});
+
 describe('bad input: one line, non-zero exit, nothing leaked', () => {
   const cases: [string, () => Promise<string[]> | string[], RegExp][] = [
     ['unknown tag', () => ['run', '--from', 'examples/nope:1'], /^error: image examples\/nope:1 not found/],
