@@ -1,9 +1,13 @@
 import { CommanderError } from 'commander';
 import { EXIT_USER, exitCodeFor, formatError } from '../util/errors.js';
-import { buildProgram, type CliIO } from './program.js';
+import { FIREBUILD_VERSION, buildProgram, type CliIO } from './program.js';
 
 /** Run the CLI; returns the exit code. Never calls process.exit, so tests can call it directly. */
 export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+    io.stdout.write(`${FIREBUILD_VERSION}\n`);
+    return 0;
+  }
   const program = buildProgram(io);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { doctor, missingRequired, OPTIONAL_PARTS } from '../commands/doctor.js';
 import { imageInspect, imageList, imageRemove } from '../commands/image.js';
 import { kernelImport, kernelList, kernelRemove } from '../commands/kernel.js';
+import { kernelBuild } from '../commands/kernel-build.js';
 import { profileCreate, profileInspect, profileList } from '../commands/profile.js';
 import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
 import { planCommand } from '../commands/plan.js';
@@ -77,7 +78,9 @@ export function buildProgram(io: CliIO): Command {
 
   program
     .description('Build Firecracker/QEMU microVM root file systems from Dockerfiles and Docker images, and boot them.')
-    .version(FIREBUILD_VERSION, '--version', 'print the version')
+    // `firebuild --version` is answered by main(): a root --version option would also swallow
+    // `kernel build --version 6.1`, since commander reads root options after the subcommand too.
+    .addHelpText('after', '\nfirebuild --version prints the version.')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS as unknown as string[]).default('info').env('FIREBUILD_LOG_LEVEL'))
     .option('--log-as-json', 'log one JSON object a line (@level, @message, @module, @timestamp, fields)')
     .showSuggestionAfterError(true)
@@ -166,6 +169,26 @@ export function buildProgram(io: CliIO): Command {
   ).action(async (file: string, o: SettingsCliOpts & { id: string; initrd?: string; cmdline?: string; overwrite?: boolean }) => {
     const { storage } = await ctx(o);
     const k = await kernelImport(storage, { id: o.id, vmlinux: file, ...(o.initrd ? { initrd: o.initrd } : {}), ...(o.cmdline ? { cmdline: o.cmdline } : {}), overwrite: o.overwrite ?? false }, logger.child('kernel'));
+    out(`${k.id}\n`);
+  });
+  withProfileOptions(
+    kernel
+      .command('build')
+      .description('build a Firecracker-ready vmlinux (x86_64 defconfig + kvm_guest + baseos/kernel/firecracker.config) and store it')
+      .requiredOption('--id <id>', 'kernel id, used by --vmlinux-id')
+      .option('--source <dir>', 'a Linux source tree (built out of tree; never written)')
+      .option('--version <series>', "Debian's linux-source-<series> package (default 6.1 when no --source)")
+      .option('--jobs <n>', 'parallel make jobs (default: the number of CPUs)')
+      .option('--cache-dir <dir>', 'where sources are extracted and builds kept (default: the firebuild cache)')
+      .option('--overwrite', 'replace a kernel with the same id'),
+    io.env,
+    { storage: true },
+  ).action(async (o: SettingsCliOpts & { id: string; source?: string; version?: string; jobs?: string; cacheDir?: string; overwrite?: boolean }) => {
+    const { storage } = await ctx(o);
+    const k = await kernelBuild(storage, {
+      id: o.id, ...(o.source ? { source: o.source } : {}), ...(o.version ? { version: o.version } : {}),
+      ...(o.jobs ? { jobs: intFlag(o.jobs, '--jobs') } : {}), cacheDir: path.resolve(o.cacheDir ?? defaultCacheDir(io.env)), overwrite: o.overwrite ?? false,
+    }, logger.child('kernel'));
     out(`${k.id}\n`);
   });
   withProfileOptions(kernel.command('ls').description('list stored kernels').option('--json', 'print JSON'), io.env, { storage: true })

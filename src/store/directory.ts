@@ -230,7 +230,7 @@ export class DirectoryStorage implements StorageProvider {
     return k;
   }
 
-  async importKernel(id: string, vmlinux: string, opts: { initrd?: string; overwrite?: boolean; cmdline?: string } = {}): Promise<StoredKernel> {
+  async importKernel(id: string, vmlinux: string, opts: { initrd?: string; overwrite?: boolean; cmdline?: string; source?: string } = {}): Promise<StoredKernel> {
     const dest = this.kernelDir(id);
     for (const f of [vmlinux, opts.initrd]) {
       if (f === undefined) continue;
@@ -251,7 +251,7 @@ export class DirectoryStorage implements StorageProvider {
         id,
         created: new Date().toISOString(),
         format: await kernelFormat(vmlinux),
-        source: path.resolve(vmlinux),
+        source: opts.source ?? path.resolve(vmlinux),
         vmlinux: { sha256: await sha256File(vmlinux), size: (await fsp.stat(vmlinux)).size },
       };
       if (opts.initrd) {

@@ -63,6 +63,6 @@ export interface StorageProvider {
 
   listKernels(): Promise<KernelListEntry[]>;
   getKernel(id: string): Promise<StoredKernel>;
-  importKernel(id: string, vmlinux: string, opts?: { initrd?: string; overwrite?: boolean; cmdline?: string }): Promise<StoredKernel>;
+  importKernel(id: string, vmlinux: string, opts?: { initrd?: string; overwrite?: boolean; cmdline?: string; source?: string }): Promise<StoredKernel>;
   removeKernel(id: string): Promise<void>;
 }
