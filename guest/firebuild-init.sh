@@ -5,23 +5,29 @@
 # exit code on the console in one fixed line before powering off:
 #   FIREBUILD-EXIT code=<n>
 BB=/.firebuild/bin/busybox
+# This shell is busybox's, built with applets preferred over PATH: `mount`, `ip`, ... below are its own
+# applets, run without exec (NOFORK/NOEXEC), which matters under software emulation. The entrypoint is
+# resolved against the image's PATH explicitly (resolve_cmd), so it never runs a busybox applet instead.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
-mnt() { $BB mkdir -p "$3" 2>/dev/null; $BB mount -t "$1" "$2" "$3" 2>/dev/null; }
-mnt proc proc /proc
-mnt sysfs sysfs /sys
-mnt devtmpfs devtmpfs /dev
-$BB mkdir -p /dev/pts /dev/shm
-$BB mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts 2>/dev/null
+mnt() { [ -d "$3" ] || mkdir -p "$3" 2>/dev/null; mount -t "$1" "$2" "$3" 2>/dev/null; }
+# An initrd (distribution kernels) has already moved /proc, /sys and /dev here: mount what is missing.
+[ -e /proc/uptime ] || mnt proc proc /proc
+# Kernel uptime when this init began (a builtin read, no process): reported on the start line.
+read -r fb_began _ </proc/uptime 2>/dev/null || fb_began=?
+[ -d /sys/kernel ] || mnt sysfs sysfs /sys
+[ -b /dev/vda ] || mnt devtmpfs devtmpfs /dev
+[ -d /dev/pts ] && [ -d /dev/shm ] || mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts 2>/dev/null
 mnt tmpfs tmpfs /run
 mnt tmpfs tmpfs /tmp
-$BB chmod 1777 /tmp
-$BB mkdir -p /.firebuild/config
-if ! $BB mount -t ext4 -o ro /dev/vdb /.firebuild/config 2>/dev/null; then
+chmod 1777 /tmp
+[ -d /.firebuild/config ] || mkdir -p /.firebuild/config
+if ! mount -t ext4 -o ro /dev/vdb /.firebuild/config 2>/dev/null; then
   echo "firebuild-init: no config disk at /dev/vdb" >/dev/console
   echo "FIREBUILD-EXIT code=125" >/dev/console
-  $BB sync; $BB poweroff -f; $BB reboot -f
+  sync; poweroff -f; reboot -f
 fi
 # run.sh sets: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
 # FB_HALT, and the command with `set --`.
@@ -29,20 +35,21 @@ fi
 export FB_WORKDIR
 # Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot.
 echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
-halt() { $BB sync; if [ "$FB_HALT" = reboot ]; then $BB reboot -f; else $BB poweroff -f; fi; }
+halt() { sync; if [ "$FB_HALT" = reboot ]; then reboot -f; else poweroff -f; fi; }
 
-$BB hostname "$FB_HOSTNAME"
+echo "$FB_HOSTNAME" > /proc/sys/kernel/hostname
 echo "$FB_HOSTNAME" > /etc/hostname 2>/dev/null
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t%s\n' "$FB_HOSTNAME" > /etc/hosts 2>/dev/null
 
-$BB ip link set lo up
-if $BB ip link show eth0 >/dev/null 2>&1; then
-  $BB ip link set eth0 up
+ip link set lo up
+# FB_NET=kernel: the kernel already brought eth0 up with its address and route (ip= on its command line).
+if [ "$FB_NET" != kernel ] && [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
   if [ "$FB_NET" = static ]; then
-    $BB ip addr add "$FB_IP" dev eth0
-    [ -n "$FB_GW" ] && $BB ip route add default via "$FB_GW"
+    ip addr add "$FB_IP" dev eth0
+    [ -n "$FB_GW" ] && ip route add default via "$FB_GW"
   elif [ "$FB_NET" = dhcp ]; then
-    $BB udhcpc -i eth0 -q -n -t 10 -s /.firebuild/udhcpc.sh >/dev/null 2>&1
+    udhcpc -i eth0 -q -n -t 10 -s /.firebuild/udhcpc.sh >/dev/null 2>&1
   fi
 fi
 if [ -n "$FB_DNS" ]; then
@@ -51,30 +58,43 @@ if [ -n "$FB_DNS" ]; then
 fi
 
 # The environment: image ENV, then --env-file files in order, then --env (the seed's order).
-$BB mkdir -p /etc/profile.d
-$BB cp /.firebuild/config/env.sh /etc/profile.d/run-env.sh 2>/dev/null && $BB chmod 0600 /etc/profile.d/run-env.sh
+[ -d /etc/profile.d ] || mkdir -p /etc/profile.d
+umask 077
+cat /.firebuild/config/env.sh > /etc/profile.d/run-env.sh 2>/dev/null
+umask 022
 set -a
 . /.firebuild/config/env.sh
 set +a
 
 if [ -n "$FB_SSH_USER" ] && [ -f /.firebuild/config/authorized_keys ]; then
-  home=$($BB awk -F: -v u="$FB_SSH_USER" '$1 == u { print $6 }' /etc/passwd)
+  home=$(awk -F: -v u="$FB_SSH_USER" '$1 == u { print $6 }' /etc/passwd)
   if [ -n "$home" ]; then
-    $BB mkdir -p "$home/.ssh"
-    $BB cp /.firebuild/config/authorized_keys "$home/.ssh/authorized_keys"
-    $BB chown -R "$FB_SSH_USER" "$home/.ssh" 2>/dev/null
-    $BB chmod 0700 "$home/.ssh"; $BB chmod 0600 "$home/.ssh/authorized_keys"
+    mkdir -p "$home/.ssh"
+    cp /.firebuild/config/authorized_keys "$home/.ssh/authorized_keys"
+    chown -R "$FB_SSH_USER" "$home/.ssh" 2>/dev/null
+    chmod 0700 "$home/.ssh"; chmod 0600 "$home/.ssh/authorized_keys"
   fi
   for sshd in /usr/sbin/sshd /usr/bin/sshd; do
     if [ -x "$sshd" ]; then
       [ -x /usr/bin/ssh-keygen ] && /usr/bin/ssh-keygen -A >/dev/null 2>&1
-      $BB mkdir -p /run/sshd && "$sshd"
+      mkdir -p /run/sshd && "$sshd"
       break
     fi
   done
 fi
 
 cd "${FB_WORKDIR:-/}" 2>/dev/null || cd /
+
+# The command's program, looked up in the image's PATH as execvp would (not among busybox's applets).
+resolve_cmd() {
+  case "$1" in */*) [ -x "$1" ] && echo "$1"; return ;; esac
+  old_ifs=$IFS; IFS=:
+  for d in $PATH; do
+    if [ -f "${d:-.}/$1" ] && [ -x "${d:-.}/$1" ]; then IFS=$old_ifs; echo "${d:-.}/$1"; return 0; fi
+  done
+  IFS=$old_ifs
+  return 1
+}
 # USER: by name, or by number when /etc/passwd names that number. Busybox su (no password asked of
 # root) sets the uid, the user's groups and HOME; -p keeps the environment built above.
 runas=
@@ -82,9 +102,15 @@ if [ -n "$FB_USER" ]; then
   u=${FB_USER%%:*}
   case "$u" in
     *[!0-9]*) runas=$u ;;
-    *) runas=$($BB awk -F: -v id="$u" '$3 == id { print $1; exit }' /etc/passwd) ;;
+    *) runas= ;;
   esac
-  if [ -z "$runas" ] || ! $BB grep -q "^$runas:" /etc/passwd; then
+  # /etc/passwd read with builtins: a name must be listed, a number names its first user.
+  found=
+  while IFS=: read -r pw_name _ pw_uid _; do
+    if [ "$pw_name" = "$runas" ] || { [ -z "$runas" ] && [ "$pw_uid" = "$u" ]; }; then found=$pw_name; break; fi
+  done </etc/passwd
+  runas=$found
+  if [ -z "$runas" ]; then
     echo "firebuild-init: user $u not found in /etc/passwd" >/dev/console
     echo "FIREBUILD-EXIT code=126" >/dev/console; halt
   fi
@@ -103,28 +129,39 @@ if [ "$FB_INIT" = image ]; then
   echo "FIREBUILD-EXIT code=127" >/dev/console; halt
 fi
 
+argv0=$1
+if ! prog=$(resolve_cmd "$1"); then
+  echo "firebuild-init: $1: executable file not found in \$PATH ($PATH)" >/dev/console
+  echo "FIREBUILD-EXIT code=127" >/dev/console; halt
+fi
+shift
+set -- "$prog" "$@"
+
+# argv[0] stays the name the command was given by (as docker run does), the program is the resolved path.
 if [ -z "$runas" ]; then
-  "$@" </dev/null >/dev/console 2>&1 &
+  (exec -a "$argv0" "$@") </dev/null >/dev/console 2>&1 &
 else
-  $BB su -p -s /.firebuild/bin/sh "$runas" -c 'cd "$FB_WORKDIR" 2>/dev/null; exec "$@"' firebuild "$@" </dev/null >/dev/console 2>&1 &
+  # Every su option before `--`: su's getopt would otherwise also parse the command's own `-c`.
+  su -p -s /.firebuild/bin/sh -c 'cd "$FB_WORKDIR" 2>/dev/null; exec -a "$0" "$@"' -- "$runas" "$argv0" "$@" </dev/null >/dev/console 2>&1 &
 fi
 child=$!
-echo "FIREBUILD-START pid=$child" >/dev/console
-stop() { $BB kill -s "${FB_STOPSIGNAL:-TERM}" "$child" 2>/dev/null; }
+read -r fb_now _ </proc/uptime 2>/dev/null || fb_now=?
+echo "FIREBUILD-START pid=$child init-began=$fb_began uptime=$fb_now" >/dev/console
+stop() { kill -s "${FB_STOPSIGNAL:-TERM}" "$child" 2>/dev/null; }
 trap stop TERM INT
 # QEMU's graceful stop: the host writes FIREBUILD-STOP to the console; this reader turns it into SIGINT.
-( while read -r line; do case "$line" in *FIREBUILD-STOP*) $BB kill -INT 1; exit 0 ;; esac; done </dev/console ) &
+( while read -r line; do case "$line" in *FIREBUILD-STOP*) kill -INT 1; exit 0 ;; esac; done </dev/console ) &
 reader=$!
 # A trap interrupts `wait` (status 128+n): wait again for the entrypoint's own status once it is gone.
 while :; do
   wait "$child"; code=$?
-  if ! $BB kill -0 "$child" 2>/dev/null; then
+  if ! kill -0 "$child" 2>/dev/null; then
     wait "$child" 2>/dev/null; again=$?
     [ "$again" -ne 127 ] && code=$again
     break
   fi
 done
-$BB kill "$reader" 2>/dev/null
-$BB sync
+kill "$reader" 2>/dev/null
+sync
 echo "FIREBUILD-EXIT code=$code" >/dev/console
 halt

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { effectiveCommand, mergeEnv, type RunConfig } from '../guest/run-config.js';
+import { effectiveCommand, kernelIpArg, mergeEnv, type RunConfig } from '../guest/run-config.js';
 import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../guest/prepare.js';
 import { RunCache, newVmmId, validateName, type VmState } from '../runtime/state.js';
 import type { StorageProvider, StoredKernel } from '../store/provider.js';
@@ -208,6 +208,12 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
       await addPortForwards(lockDir, id, ports.map((p) => ({ ...p, guestIp: state.network.ip as string })));
     }
 
+    // Without an initrd the kernel configures a static address itself (ip=, CONFIG_IP_PNP): faster boots.
+    let ipArg = '';
+    if (netCfg.mode === 'static' && !kernel.initrdPath) {
+      ipArg = kernelIpArg(netCfg.ip, netCfg.gateway);
+      netCfg = { ...netCfg, mode: 'kernel' };
+    }
     const rootfs = path.join(dir, 'rootfs.ext4');
     await prepareRootfs(image.rootfsPath, rootfs);
     const cfg: RunConfig = {
@@ -226,14 +232,15 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     if (cfg.command.length === 0 && cfg.init !== 'image') throw new UserError(`image ${o.from} has no ENTRYPOINT or CMD: give a command after --`);
     const config = path.join(dir, 'config.ext4');
     await makeConfigDisk(cfg, config, log, authorizedKeys);
-    const cmdline = kernel.metadata.cmdline ?? '';
+    const cmdline = `${ipArg} ${kernel.metadata.cmdline ?? ''}`.trim();
 
     if (backend === 'qemu') {
       const consoleSock = path.join(dir, 'console.sock');
       const argv = qemuArgv({
         kernel: kernel.vmlinuxPath,
         ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}),
-        append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet ${cmdline}`.trim(),
+        // microvm has no PCI bus: pci=off spares kernels built with PCI the probe.
+        append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet pci=off ${cmdline}`.trim(),
         rootfs,
         disks: [config],
         memMib: o.memMib,

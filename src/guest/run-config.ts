@@ -7,7 +7,8 @@ import type { ImageConfig } from '../store/metadata.js';
  */
 export interface RunConfig {
   hostname: string;
-  net: { mode: 'none' | 'dhcp' } | { mode: 'static'; ip: string; gateway?: string };
+  /** `kernel`: the kernel configured eth0 from `ip=` on its command line (kernelIpArg); the init skips it. */
+  net: { mode: 'none' | 'dhcp' } | { mode: 'static' | 'kernel'; ip: string; gateway?: string };
   dns?: string[];
   /** Image ENV, then env files in order, then --env: later entries win. */
   env: string[];
@@ -32,8 +33,8 @@ export function renderRunSh(c: RunConfig): string {
     '# firebuild run configuration (generated)\n',
     v('FB_HOSTNAME', c.hostname),
     v('FB_NET', c.net.mode),
-    v('FB_IP', c.net.mode === 'static' ? c.net.ip : ''),
-    v('FB_GW', c.net.mode === 'static' ? (c.net.gateway ?? '') : ''),
+    v('FB_IP', c.net.mode === 'static' || c.net.mode === 'kernel' ? c.net.ip : ''),
+    v('FB_GW', c.net.mode === 'static' || c.net.mode === 'kernel' ? (c.net.gateway ?? '') : ''),
     v('FB_DNS', (c.dns ?? []).join(' ')),
     v('FB_USER', c.user),
     v('FB_WORKDIR', c.workdir),
@@ -43,6 +44,18 @@ export function renderRunSh(c: RunConfig): string {
     v('FB_HALT', c.halt ?? 'poweroff'),
     `set -- ${c.command.map(shellQuote).join(' ')}\n`,
   ].join('');
+}
+
+/**
+ * The kernel's own static IP configuration (`ip=<client>::<gateway>:<netmask>::eth0:off`, CONFIG_IP_PNP):
+ * the interface is up with its address and route before the init runs, which saves the init three `ip`
+ * commands. Used for kernels booted without an initrd (an initrd would interpret `ip=` itself).
+ */
+export function kernelIpArg(cidr: string, gateway?: string): string {
+  const [ip, bits] = cidr.split('/') as [string, string | undefined];
+  const n = Number(bits ?? 32);
+  const mask = [0, 1, 2, 3].map((i) => Math.max(0, Math.min(8, n - 8 * i))).map((b) => (0xff << (8 - b)) & 0xff).join('.');
+  return `ip=${ip}::${gateway ?? ''}:${mask}::eth0:off`;
 }
 
 /** Merge environments: later `KEY=value` entries replace earlier ones, order of first appearance kept. */

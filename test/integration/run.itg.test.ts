@@ -86,8 +86,10 @@ describe('firebuild run', () => {
   });
 
   test('in the foreground the console streams and the guest command\'s exit code is firebuild\'s', async () => {
-    const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--', 'sh', '-c', 'echo inside $(id -un); exit 7'], { env });
-    expect(r.stdout).toContain('inside hello');
+    // `sh` is the image's own (dash, found in the image's PATH), never busybox's applet, even with the
+    // command's own -c among its arguments.
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--', 'sh', '-c', 'echo inside $(id -un) $(readlink /proc/$$/exe) $0; exit 7'], { env });
+    expect(r.stdout).toContain('inside hello /usr/bin/dash sh');
     expect(r.stdout).toMatch(/FIREBUILD-EXIT code=7/);
     expect(r.code).toBe(7);
     expect(fs.readdirSync(runCache())).toEqual([]);
