@@ -6,7 +6,7 @@ import { Ext4Tools } from '../rootfs/ext4.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
-import { renderEnvSh, renderRunSh, type RunConfig } from './run-config.js';
+import { renderEnvSh, renderRunNul, renderRunSh, type RunConfig } from './run-config.js';
 
 /** The guest side's files, shipped in the package's guest/ folder. */
 const GUEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'guest');
@@ -17,16 +17,17 @@ const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
  * A per-VM copy of a stored image (sparse, reflinked where the file system can), with the firebuild init
  * and its static busybox placed in it through debugfs (no mount). The stored image is never written.
  */
-export async function prepareRootfs(stored: string, copy: string): Promise<void> {
+export async function prepareRootfs(stored: string, copy: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   await exec('cp', ['--sparse=always', '--reflink=auto', stored, copy]);
   const busybox = await staticBusybox();
+  const init = await guestInit(env);
   const script = [
     'mkdir /.firebuild',
     'mkdir /.firebuild/bin',
     'mkdir /.firebuild/config',
     `write ${busybox} /.firebuild/bin/busybox`,
     'symlink /.firebuild/bin/sh busybox',
-    `write ${path.join(GUEST_DIR, 'firebuild-init.sh')} /.firebuild/init`,
+    `write ${init} /.firebuild/init`,
     `write ${path.join(GUEST_DIR, 'udhcpc.sh')} /.firebuild/udhcpc.sh`,
     'sif /.firebuild/bin/busybox mode 0100755',
     'sif /.firebuild/init mode 0100755',
@@ -46,12 +47,26 @@ export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, a
     await fsp.chmod(dir, 0o700);
     await fsp.writeFile(path.join(dir, 'run.sh'), renderRunSh(c), { mode: 0o600 });
     await fsp.writeFile(path.join(dir, 'env.sh'), renderEnvSh(c.env), { mode: 0o600 });
+    const nul = renderRunNul(c);
+    await fsp.writeFile(path.join(dir, 'run.nul'), nul.run, { mode: 0o600 });
+    await fsp.writeFile(path.join(dir, 'argv.nul'), nul.argv, { mode: 0o600 });
+    await fsp.writeFile(path.join(dir, 'env.nul'), nul.env, { mode: 0o600 });
     if (authorizedKeys) await fsp.writeFile(path.join(dir, 'authorized_keys'), authorizedKeys, { mode: 0o600 });
     await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: 4 << 20, label: 'fbconfig' });
     await fsp.chmod(image, 0o600);
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The compiled init (guest/build/firebuild-init, from guest/init.c) when built, else the shell init. FIREBUILD_GUEST_INIT=shell forces the shell one. */
+export async function guestInit(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const compiled = path.join(GUEST_DIR, 'build', 'firebuild-init');
+  if (env.FIREBUILD_GUEST_INIT !== 'shell') {
+    const { isStaticElf } = await import('../util/elf.js');
+    if (await isStaticElf(compiled).catch(() => false)) return compiled;
+  }
+  return path.join(GUEST_DIR, 'firebuild-init.sh');
 }
 
 async function staticBusybox(): Promise<string> {

@@ -58,6 +58,29 @@ export function kernelIpArg(cidr: string, gateway?: string): string {
   return `ip=${ip}::${gateway ?? ''}:${mask}::eth0:off`;
 }
 
+/** The same run configuration for the compiled init: NUL-separated, so no value needs quoting. */
+export function renderRunNul(c: RunConfig): { run: Buffer; argv: Buffer; env: Buffer } {
+  const pairs: [string, string][] = [
+    ['FB_HOSTNAME', c.hostname],
+    ['FB_NET', c.net.mode],
+    ['FB_IP', c.net.mode === 'static' || c.net.mode === 'kernel' ? c.net.ip : ''],
+    ['FB_GW', c.net.mode === 'static' || c.net.mode === 'kernel' ? (c.net.gateway ?? '') : ''],
+    ['FB_DNS', (c.dns ?? []).join(' ')],
+    ['FB_USER', c.user],
+    ['FB_WORKDIR', c.workdir],
+    ['FB_STOPSIGNAL', c.stopSignal.replace(/^SIG/, '') || 'TERM'],
+    ['FB_SSH_USER', c.sshUser ?? ''],
+    ['FB_INIT', c.init ?? 'firebuild'],
+    ['FB_HALT', c.halt ?? 'poweroff'],
+  ];
+  const nul = (xs: string[]): Buffer => Buffer.from(xs.map((x) => `${x.replace(/\0/g, '')}\0`).join(''));
+  return {
+    run: nul(pairs.flat()),
+    argv: nul(c.command),
+    env: nul(c.env.filter((kv) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(kv))),
+  };
+}
+
 /** Merge environments: later `KEY=value` entries replace earlier ones, order of first appearance kept. */
 export function mergeEnv(...lists: string[][]): string[] {
   const m = new Map<string, string>();

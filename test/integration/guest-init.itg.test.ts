@@ -26,7 +26,9 @@ afterAll(() => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
+const built = new Map<string, { rootfs: string; meta: ImageMetadata }>();
 async function build(name: string, dockerfile: string, files: Record<string, string | Buffer> = {}): Promise<{ rootfs: string; meta: ImageMetadata }> {
+  if (built.has(name)) return built.get(name)!;
   const dir = path.join(work, name);
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile);
@@ -34,14 +36,19 @@ async function build(name: string, dockerfile: string, files: Record<string, str
   const r = await runCli(['rootfs', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', `test/${name}:1`, '--free-space', '16M'], { env });
   expect(r.stderr).not.toMatch(/^error/m);
   const out = JSON.parse(r.stdout) as { rootfs: string; metadata: string };
-  return { rootfs: out.rootfs, meta: JSON.parse(fs.readFileSync(out.metadata, 'utf8')) as ImageMetadata };
+  const img = { rootfs: out.rootfs, meta: JSON.parse(fs.readFileSync(out.metadata, 'utf8')) as ImageMetadata };
+  built.set(name, img);
+  return img;
 }
 
-async function boot(name: string, img: { rootfs: string; meta: ImageMetadata }, extraEnv: string[] = [], command?: string[]): Promise<string> {
-  const dir = path.join(work, `${name}-vm`);
+async function boot(kind: InitKind, name: string, img: { rootfs: string; meta: ImageMetadata }, extraEnv: string[] = [], command?: string[]): Promise<string> {
+  const dir = path.join(work, `${name}-${kind}-vm`);
   fs.mkdirSync(dir);
   const copy = path.join(dir, 'rootfs.ext4');
-  await prepareRootfs(img.rootfs, copy);
+  await prepareRootfs(img.rootfs, copy, { FIREBUILD_GUEST_INIT: kind });
+  // The init placed is the one asked for: the compiled ELF, or the busybox shell script.
+  const init = (await new Ext4Reader(copy).readFile(INIT_PATH)).subarray(0, 4).toString('latin1');
+  expect(init).toBe(kind === 'compiled' ? '\x7fELF' : '#!/.');
   const config = path.join(dir, 'config.ext4');
   await makeConfigDisk({
     hostname: `vm-${name}`,
@@ -72,7 +79,12 @@ async function boot(name: string, img: { rootfs: string; meta: ImageMetadata }, 
   return fs.readFileSync(serialLog, 'utf8');
 }
 
-describe('firebuild init', () => {
+type InitKind = 'compiled' | 'shell';
+// The compiled init (guest/init.c, built by npm run build where a C compiler exists) and the shell
+// fallback (guest/firebuild-init.sh) must behave the same.
+const kinds: InitKind[] = fs.existsSync(path.resolve('guest/build/firebuild-init')) ? ['compiled', 'shell'] : ['shell'];
+
+describe.each(kinds)('firebuild init (%s)', (kind) => {
   test('runs CMD with the image ENV plus --env, as USER in WORKDIR, sets the hostname, reports the exit code and powers off', async () => {
     const img = await build('env', [
       'FROM debian:bookworm-slim',
@@ -85,7 +97,8 @@ describe('firebuild init', () => {
     ].join('\n'));
     // The stored image is never booted read-write: the init is only in the copy.
     expect((await new Ext4Reader(img.rootfs).list()).some((e) => e.path.startsWith('/.firebuild'))).toBe(false);
-    const console = await boot('env', img, ['FROM_FLAG=flag value']);
+    expect(kinds[0]).toBe(process.env.FIREBUILD_TEST_EXPECT_SHELL_ONLY ? 'shell' : 'compiled');
+    const console = await boot(kind, 'env', img, ['FROM_FLAG=flag value']);
     expect(console).toContain('RESULT user=app pwd=/srv/data env=image-value,flag value host=vm-env');
     expect(console).toMatch(/^-rw------- .* \/etc\/profile\.d\/run-env\.sh/m);
     expect(console).toMatch(/^FIREBUILD-EXIT code=3\r?$/m);
@@ -95,7 +108,7 @@ describe('firebuild init', () => {
   test('works in an image with no shell at all; a command after -- replaces CMD', async () => {
     // The only file: a static busybox, called as itself (no /bin/sh, no libc).
     const img = await build('noshell', 'FROM scratch\nCOPY busybox /busybox\nENTRYPOINT ["/busybox"]\nCMD ["echo", "from CMD"]\n', { busybox: fs.readFileSync('/bin/busybox') });
-    const console = await boot('noshell', img, [], ['echo', 'no shell in this image']);
+    const console = await boot(kind, 'noshell', img, [], ['echo', 'no shell in this image']);
     expect(console).toContain('no shell in this image');
     expect(console).not.toContain('from CMD');
     expect(console).toMatch(/^FIREBUILD-EXIT code=0\r?$/m);

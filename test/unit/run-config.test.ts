@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { effectiveCommand, mergeEnv, renderEnvSh, renderRunSh, shellQuote } from '../../src/guest/run-config.js';
+import { effectiveCommand, kernelIpArg, mergeEnv, renderEnvSh, renderRunNul, renderRunSh, shellQuote } from '../../src/guest/run-config.js';
 import { ImageConfigSchema } from '../../src/store/metadata.js';
 
 /** Evaluate generated shell with the host's sh and print variables: quoting is proven, not assumed. */
@@ -31,5 +31,30 @@ describe('run configuration for the guest init', () => {
     expect(effectiveCommand(c)).toEqual(['/e', '-v', 'serve']);
     expect(effectiveCommand(c, ['check'])).toEqual(['/e', '-v', 'check']);
     expect(effectiveCommand(ImageConfigSchema.parse({ cmd: ['sh'] }), [])).toEqual(['sh']);
+  });
+});
+
+describe('run configuration for the compiled init', () => {
+  test('NUL-separated pairs, argv and env carry any byte but NUL, unquoted', () => {
+    const nul = renderRunNul({
+      hostname: 'h1', net: { mode: 'kernel', ip: '10.0.2.15/24', gateway: '10.0.2.2' }, dns: ['10.0.2.3', '1.1.1.1'],
+      env: ['A=x y', "B=it's \"q\" $HOME", 'not an env line'], command: ['sh', '-c', 'echo "$A"; exit 3'],
+      user: 'app:staff', workdir: '/srv', stopSignal: 'SIGQUIT', init: 'firebuild', halt: 'reboot',
+    });
+    const split = (b: Buffer): string[] => b.toString().split('\0').slice(0, -1);
+    const pairs = split(nul.run);
+    const kv = Object.fromEntries(pairs.flatMap((v, i) => (i % 2 ? [] : [[v, pairs[i + 1]]])));
+    expect(kv).toEqual({
+      FB_HOSTNAME: 'h1', FB_NET: 'kernel', FB_IP: '10.0.2.15/24', FB_GW: '10.0.2.2', FB_DNS: '10.0.2.3 1.1.1.1', FB_USER: 'app:staff',
+      FB_WORKDIR: '/srv', FB_STOPSIGNAL: 'QUIT', FB_SSH_USER: '', FB_INIT: 'firebuild', FB_HALT: 'reboot',
+    });
+    expect(split(nul.argv)).toEqual(['sh', '-c', 'echo "$A"; exit 3']);
+    expect(split(nul.env)).toEqual(['A=x y', "B=it's \"q\" $HOME"]);
+  });
+
+  test("the kernel's ip= argument: address, gateway, netmask from the prefix", () => {
+    expect(kernelIpArg('10.0.2.15/24', '10.0.2.2')).toBe('ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off');
+    expect(kernelIpArg('192.168.127.50/20')).toBe('ip=192.168.127.50:::255.255.240.0::eth0:off');
+    expect(kernelIpArg('10.1.2.3/32', '10.1.2.1')).toBe('ip=10.1.2.3::10.1.2.1:255.255.255.255::eth0:off');
   });
 });

@@ -1,0 +1,496 @@
+/*
+ * firebuild's init, compiled: PID 1 of every VM firebuild boots when a C compiler was there at build
+ * time (scripts/build-init.sh); otherwise guest/firebuild-init.sh does the same job. Under software
+ * emulation every fork and exec of a shell costs milliseconds, so this does the setup with system calls
+ * and starts the command with one fork.
+ *
+ * It reads the run configuration from the config disk (/dev/vdb, ext4, read-only): run.nul (KEY\0VALUE\0
+ * pairs: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
+ * FB_HALT), argv.nul (the command), env.nul (the environment), env.sh (installed as
+ * /etc/profile.d/run-env.sh, 0600), authorized_keys. It prints, on the console:
+ *   FIREBUILD-START pid=<n> init-began=<s> uptime=<s>   once the command runs
+ *   FIREBUILD-EXIT code=<n>                            when it has ended, before powering off
+ * Stop: SIGTERM/SIGINT to this init (Firecracker's Ctrl-Alt-Del arrives as SIGINT, see ctrl-alt-del
+ * below) or the line FIREBUILD-STOP on the console (QEMU) forwards the image's STOPSIGNAL to the command.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CONFIG "/.firebuild/config"
+#define BUSYBOX "/.firebuild/bin/busybox"
+
+static char **kv;   /* run.nul: key, value, key, value, ..., NULL */
+static char **cmd;  /* argv.nul */
+static char **envp; /* env.nul, plus HOME when missing */
+
+static void say(const char *fmt, ...) {
+  char buf[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n > (int)sizeof buf - 1) n = sizeof buf - 1;
+  if (write(1, buf, n) < 0) { /* nothing to do */ }
+}
+
+static void halt_vm(void) {
+  sync();
+  const char *h = NULL;
+  for (char **p = kv; p && p[0] && p[1]; p += 2) if (!strcmp(p[0], "FB_HALT")) h = p[1];
+  reboot(h && !strcmp(h, "reboot") ? RB_AUTOBOOT : RB_POWER_OFF);
+  reboot(RB_AUTOBOOT);
+  for (;;) pause();
+}
+
+static void finish(int code) {
+  say("FIREBUILD-EXIT code=%d\n", code);
+  halt_vm();
+}
+
+static char *slurp(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap + 1);
+  for (;;) {
+    if (n == cap) buf = realloc(buf, (cap *= 2) + 1);
+    ssize_t r = read(fd, buf + n, cap - n);
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  buf[n] = 0;
+  if (len) *len = n;
+  return buf;
+}
+
+/* A NUL-separated file as a NULL-terminated array (extra: free slots left at the end). */
+static char **nul_list(const char *path, int extra) {
+  size_t len = 0;
+  char *buf = slurp(path, &len);
+  if (!buf) return NULL;
+  size_t count = 0;
+  for (size_t i = 0; i < len; i++) if (!buf[i]) count++;
+  char **out = calloc(count + 1 + extra, sizeof *out);
+  size_t k = 0, start = 0;
+  for (size_t i = 0; i < len; i++) if (!buf[i]) { out[k++] = buf + start; start = i + 1; }
+  return out;
+}
+
+static const char *get(const char *key) {
+  for (char **p = kv; p && p[0] && p[1]; p += 2) if (!strcmp(p[0], key)) return p[1];
+  return "";
+}
+
+static const char *env_get(const char *key) {
+  size_t n = strlen(key);
+  for (char **e = envp; e && *e; e++) if (!strncmp(*e, key, n) && (*e)[n] == '=') return *e + n + 1;
+  return NULL;
+}
+
+static void mnt(const char *type, const char *dir, const char *opts, const char *probe) {
+  if (probe && access(probe, F_OK) == 0) return; /* an initrd already moved it here */
+  mkdir(dir, 0755);
+  mount(type, dir, type, MS_NOSUID | (strcmp(type, "devtmpfs") ? MS_NODEV : 0), opts);
+}
+
+static void write_file(const char *path, const char *text, mode_t mode) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return;
+  if (write(fd, text, strlen(text)) < 0) { /* best effort, as the shell init */ }
+  fchmod(fd, mode);
+  close(fd);
+}
+
+static int ifreq_sock(void) { return socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+
+static void if_up(const char *name) {
+  int s = ifreq_sock();
+  struct ifreq ifr = {0};
+  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  close(s);
+}
+
+static void set_sin(struct sockaddr *sa, in_addr_t a) {
+  struct sockaddr_in *sin = (struct sockaddr_in *)sa;
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = a;
+}
+
+/* eth0 gets ip/prefix and a default route through gw (static networking from the host's plan). */
+static void net_static(const char *cidr, const char *gw) {
+  char ip[64] = {0};
+  strncpy(ip, cidr, sizeof ip - 1);
+  int prefix = 32;
+  char *slash = strchr(ip, '/');
+  if (slash) { *slash = 0; prefix = atoi(slash + 1); }
+  int s = ifreq_sock();
+  struct ifreq ifr = {0};
+  strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+  set_sin(&ifr.ifr_addr, inet_addr(ip));
+  if (ioctl(s, SIOCSIFADDR, &ifr) < 0) say("firebuild-init: cannot set %s on eth0: %s\n", ip, strerror(errno));
+  set_sin(&ifr.ifr_netmask, prefix ? htonl(0xffffffffu << (32 - prefix)) : 0);
+  ioctl(s, SIOCSIFNETMASK, &ifr);
+  if_up("eth0");
+  if (gw && *gw) {
+    struct rtentry rt = {0};
+    set_sin(&rt.rt_dst, 0);
+    set_sin(&rt.rt_genmask, 0);
+    set_sin(&rt.rt_gateway, inet_addr(gw));
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    rt.rt_dev = "eth0";
+    if (ioctl(s, SIOCADDRT, &rt) < 0) say("firebuild-init: cannot add the default route via %s: %s\n", gw, strerror(errno));
+  }
+  close(s);
+}
+
+static pid_t spawn_wait(char *const argv[], int wait_it) {
+  pid_t p = fork();
+  if (p == 0) {
+    int fd = open("/dev/null", O_RDWR);
+    dup2(fd, 0);
+    execve(argv[0], argv, envp);
+    _exit(127);
+  }
+  if (wait_it && p > 0) waitpid(p, NULL, 0);
+  return p;
+}
+
+struct user { char name[256]; uid_t uid; gid_t gid; char home[1024]; int found; };
+
+/* /etc/passwd lookup by name, or by number (the first user with that uid). */
+static struct user lookup_user(const char *spec) {
+  struct user u = {0};
+  int numeric = *spec && strspn(spec, "0123456789") == strlen(spec);
+  char *text = slurp("/etc/passwd", NULL);
+  if (text) {
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+      char *f[7] = {0};
+      int k = 0;
+      for (char *c = line; k < 7; k++) {
+        f[k] = c;
+        char *colon = strchr(c, ':');
+        if (!colon) break;
+        *colon = 0;
+        c = colon + 1;
+      }
+      if (!f[0] || !f[2] || !f[3]) continue;
+      if (numeric ? strcmp(f[2], spec) : strcmp(f[0], spec)) continue;
+      strncpy(u.name, f[0], sizeof u.name - 1);
+      u.uid = (uid_t)strtoul(f[2], NULL, 10);
+      u.gid = (gid_t)strtoul(f[3], NULL, 10);
+      if (f[5]) strncpy(u.home, f[5], sizeof u.home - 1);
+      u.found = 1;
+      break;
+    }
+    free(text);
+  }
+  if (!u.found && numeric) { /* a uid with no passwd entry: Docker runs it with gid 0 */
+    u.uid = (uid_t)strtoul(spec, NULL, 10);
+    u.gid = 0;
+    strcpy(u.home, "/");
+    u.found = -1;
+  }
+  return u;
+}
+
+/* Supplementary groups: the groups of /etc/group that list the user. */
+static int user_groups(const char *name, gid_t primary, gid_t *out, int max) {
+  int n = 0;
+  out[n++] = primary;
+  char *text = slurp("/etc/group", NULL);
+  if (!text || !*name) { free(text); return n; }
+  for (char *line = strtok(text, "\n"); line && n < max; line = strtok(NULL, "\n")) {
+    char *name_end = strchr(line, ':');
+    if (!name_end) continue;
+    char *pw = name_end + 1, *gid_s = strchr(pw, ':');
+    if (!gid_s) continue;
+    char *members = strchr(gid_s + 1, ':');
+    if (!members) continue;
+    *members++ = 0;
+    gid_t g = (gid_t)strtoul(gid_s + 1, NULL, 10);
+    for (char *m = strtok_r(members, ",", &members); m; m = strtok_r(NULL, ",", &members)) {
+      if (!strcmp(m, name) && g != primary) { out[n++] = g; break; }
+    }
+  }
+  free(text);
+  return n;
+}
+
+/* As execvp: a name without '/' is looked up in the image's PATH. */
+static char *resolve(const char *name) {
+  if (strchr(name, '/')) return access(name, X_OK) == 0 ? strdup(name) : NULL;
+  const char *path = env_get("PATH");
+  if (!path) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  char *copy = strdup(path), *save = NULL;
+  static char buf[4096];
+  for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    snprintf(buf, sizeof buf, "%s/%s", *d ? d : ".", name);
+    struct stat st;
+    if (stat(buf, &st) == 0 && S_ISREG(st.st_mode) && access(buf, X_OK) == 0) { free(copy); return strdup(buf); }
+  }
+  free(copy);
+  return NULL;
+}
+
+static int signal_number(const char *s) {
+  static const struct { const char *n; int v; } names[] = {
+    {"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+    {"TERM", SIGTERM}, {"STOP", SIGSTOP}, {"CONT", SIGCONT}, {"PWR", SIGPWR}, {"WINCH", SIGWINCH}, {"ABRT", SIGABRT},
+    {"ALRM", SIGALRM}, {"TRAP", SIGTRAP}, {"SYS", SIGSYS}, {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ},
+  };
+  if (!s || !*s) return SIGTERM;
+  if (!strncmp(s, "SIG", 3)) s += 3;
+  if (isdigit((unsigned char)*s)) return atoi(s);
+  if (!strncmp(s, "RTMIN+", 6)) return SIGRTMIN + atoi(s + 6);
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) if (!strcmp(names[i].n, s)) return names[i].v;
+  return SIGTERM;
+}
+
+static void install_ssh_key(const char *user) {
+  struct user u = lookup_user(user);
+  if (u.found != 1 || !*u.home) return;
+  char *keys = slurp(CONFIG "/authorized_keys", NULL);
+  if (!keys) return;
+  char dir[1100], file[1200];
+  snprintf(dir, sizeof dir, "%s/.ssh", u.home);
+  snprintf(file, sizeof file, "%s/authorized_keys", dir);
+  mkdir(dir, 0700);
+  chmod(dir, 0700);
+  write_file(file, keys, 0600);
+  chown(dir, u.uid, u.gid);
+  chown(file, u.uid, u.gid);
+  free(keys);
+  const char *sshd = access("/usr/sbin/sshd", X_OK) == 0 ? "/usr/sbin/sshd" : access("/usr/bin/sshd", X_OK) == 0 ? "/usr/bin/sshd" : NULL;
+  if (!sshd) return;
+  if (access("/usr/bin/ssh-keygen", X_OK) == 0) {
+    char *kg[] = {"/usr/bin/ssh-keygen", "-A", NULL};
+    spawn_wait(kg, 1);
+  }
+  mkdir("/run/sshd", 0755);
+  char *sd[] = {(char *)sshd, NULL};
+  spawn_wait(sd, 1); /* sshd daemonizes */
+}
+
+static double uptime(void) {
+  char *t = slurp("/proc/uptime", NULL);
+  double v = t ? atof(t) : -1;
+  free(t);
+  return v;
+}
+
+int main(void) {
+  mnt("proc", "/proc", NULL, "/proc/uptime");
+  double began = uptime();
+  mnt("sysfs", "/sys", NULL, "/sys/kernel");
+  mnt("devtmpfs", "/dev", NULL, "/dev/vda");
+  int con = open("/dev/console", O_RDWR);
+  if (con >= 0) { dup2(con, 0); dup2(con, 1); dup2(con, 2); if (con > 2) close(con); }
+  mkdir("/dev/pts", 0755);
+  mkdir("/dev/shm", 01777);
+  mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
+  mnt("tmpfs", "/run", "mode=755", NULL);
+  mnt("tmpfs", "/tmp", "mode=1777", NULL);
+  chmod("/tmp", 01777);
+  mkdir(CONFIG, 0755);
+  if (mount("/dev/vdb", CONFIG, "ext4", MS_RDONLY, NULL) < 0) {
+    say("firebuild-init: no config disk at /dev/vdb\n");
+    finish(125);
+  }
+  kv = nul_list(CONFIG "/run.nul", 0);
+  cmd = nul_list(CONFIG "/argv.nul", 0);
+  envp = nul_list(CONFIG "/env.nul", 2);
+  if (!kv || !envp) { say("firebuild-init: unreadable run configuration\n"); finish(125); }
+  /* Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot. */
+  write_file("/proc/sys/kernel/ctrl-alt-del", "0\n", 0644);
+
+  const char *host = get("FB_HOSTNAME");
+  sethostname(host, strlen(host));
+  char text[4096];
+  snprintf(text, sizeof text, "%s\n", host);
+  write_file("/etc/hostname", text, 0644);
+  snprintf(text, sizeof text, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t%s\n", host);
+  write_file("/etc/hosts", text, 0644);
+
+  if_up("lo");
+  const char *netmode = get("FB_NET");
+  if (access("/sys/class/net/eth0", F_OK) == 0) {
+    if (!strcmp(netmode, "static")) net_static(get("FB_IP"), get("FB_GW"));
+    else if (!strcmp(netmode, "dhcp")) {
+      if_up("eth0");
+      char *dh[] = {BUSYBOX, "udhcpc", "-i", "eth0", "-q", "-n", "-t", "10", "-s", "/.firebuild/udhcpc.sh", NULL};
+      spawn_wait(dh, 1);
+    }
+  }
+  const char *dns = get("FB_DNS");
+  if (*dns) {
+    char out[1024] = "", copy[512], *save = NULL;
+    strncpy(copy, dns, sizeof copy - 1);
+    for (char *ns = strtok_r(copy, " ", &save); ns; ns = strtok_r(NULL, " ", &save)) {
+      strncat(out, "nameserver ", sizeof out - strlen(out) - 1);
+      strncat(out, ns, sizeof out - strlen(out) - 1);
+      strncat(out, "\n", sizeof out - strlen(out) - 1);
+    }
+    write_file("/etc/resolv.conf", out, 0644);
+  }
+
+  /* The environment: image ENV, then --env-file files in order, then --env (merged by the host). */
+  mkdir("/etc/profile.d", 0755);
+  char *envsh = slurp(CONFIG "/env.sh", NULL);
+  if (envsh) { write_file("/etc/profile.d/run-env.sh", envsh, 0600); free(envsh); }
+
+  if (*get("FB_SSH_USER")) install_ssh_key(get("FB_SSH_USER"));
+
+  if (!strcmp(get("FB_INIT"), "image")) {
+    const char *inits[] = {"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"};
+    for (size_t i = 0; i < 3; i++) {
+      if (access(inits[i], X_OK) == 0) {
+        say("FIREBUILD-START pid=1 init=%s\n", inits[i]);
+        char *a[] = {(char *)inits[i], NULL};
+        execve(inits[i], a, envp);
+      }
+    }
+    say("firebuild-init: --init=image but the image has no /sbin/init\n");
+    finish(127);
+  }
+
+  /* USER: name or number, with an optional group; the user's supplementary groups from /etc/group. */
+  char userspec[512] = {0};
+  strncpy(userspec, get("FB_USER"), sizeof userspec - 1);
+  char *groupspec = strchr(userspec, ':');
+  if (groupspec) *groupspec++ = 0;
+  struct user u = {.name = "root", .uid = 0, .gid = 0, .home = "/root", .found = 1};
+  if (*userspec) {
+    u = lookup_user(userspec);
+    if (!u.found) {
+      say("firebuild-init: user %s not found in /etc/passwd\n", userspec);
+      finish(126);
+    }
+  }
+  gid_t groups[64];
+  int ngroups = user_groups(u.found == 1 ? u.name : "", u.gid, groups, 64);
+  if (groupspec && *groupspec) {
+    char *end;
+    unsigned long g = strtoul(groupspec, &end, 10);
+    if (*end) {
+      struct group *gr = NULL; /* no NSS in a static init: read /etc/group by hand */
+      (void)gr;
+      char *gt = slurp("/etc/group", NULL);
+      int ok = 0;
+      for (char *line = gt ? strtok(gt, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        char *c1 = strchr(line, ':');
+        if (!c1) continue;
+        *c1 = 0;
+        if (strcmp(line, groupspec)) continue;
+        char *c2 = strchr(c1 + 1, ':');
+        if (c2) { g = strtoul(c2 + 1, NULL, 10); ok = 1; }
+        break;
+      }
+      free(gt);
+      if (!ok) { say("firebuild-init: group %s not found in /etc/group\n", groupspec); finish(126); }
+    }
+    u.gid = (gid_t)g;
+    groups[0] = u.gid;
+    ngroups = 1;
+  }
+  if (!env_get("HOME")) {
+    size_t n = 0;
+    while (envp[n]) n++;
+    static char home[1100];
+    snprintf(home, sizeof home, "HOME=%s", *u.home ? u.home : "/");
+    envp[n] = home;
+    envp[n + 1] = NULL;
+  }
+
+  if (!cmd || !cmd[0]) { say("firebuild-init: no command\n"); finish(127); }
+  char *prog = resolve(cmd[0]);
+  if (!prog) {
+    say("firebuild-init: %s: executable file not found in $PATH (%s)\n", cmd[0], env_get("PATH") ? env_get("PATH") : "");
+    finish(127);
+  }
+  const char *workdir = get("FB_WORKDIR");
+  int stopsig = signal_number(get("FB_STOPSIGNAL"));
+
+  sigset_t all, old;
+  sigemptyset(&all);
+  sigaddset(&all, SIGCHLD);
+  sigaddset(&all, SIGTERM);
+  sigaddset(&all, SIGINT);
+  sigprocmask(SIG_BLOCK, &all, &old);
+
+  pid_t child = fork();
+  if (child == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    setsid();
+    int nul = open("/dev/null", O_RDONLY);
+    dup2(nul, 0);
+    if (chdir(*workdir ? workdir : "/") < 0) { if (chdir("/") < 0) _exit(126); }
+    if (setgroups((size_t)ngroups, groups) < 0 || setgid(u.gid) < 0 || setuid(u.uid) < 0) {
+      say("firebuild-init: cannot become user %s: %s\n", userspec, strerror(errno));
+      _exit(126);
+    }
+    /* The workdir again as the user, as `cd` would have done after su. */
+    if (*workdir && chdir(workdir) < 0) { /* stay where we are */ }
+    execve(prog, cmd, envp);
+    say("firebuild-init: cannot run %s: %s\n", prog, strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+  }
+  say("FIREBUILD-START pid=%d init-began=%.2f uptime=%.2f\n", child, began, uptime());
+
+  /* QEMU's graceful stop: the host writes FIREBUILD-STOP to the console; this reader turns it into SIGINT. */
+  pid_t reader = fork();
+  if (reader == 0) {
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    char line[256];
+    size_t n = 0;
+    char ch;
+    while (read(0, &ch, 1) == 1) {
+      if (ch == '\n' || ch == '\r' || n == sizeof line - 1) {
+        line[n] = 0;
+        if (strstr(line, "FIREBUILD-STOP")) { kill(1, SIGINT); _exit(0); }
+        n = 0;
+      } else line[n++] = ch;
+    }
+    _exit(0);
+  }
+
+  int code = 0;
+  for (;;) {
+    siginfo_t si;
+    int sig = sigwaitinfo(&all, &si);
+    if (sig == SIGTERM || sig == SIGINT) { kill(child, stopsig); continue; }
+    if (sig != SIGCHLD) continue;
+    int status, done = 0;
+    pid_t p;
+    while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (p == child) { code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); done = 1; }
+    }
+    if (done) break;
+  }
+  kill(reader, SIGKILL);
+  finish(code);
+  return 0;
+}
