@@ -9,8 +9,8 @@ import type { StorageProvider, StoredKernel } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
 import { pidAlive } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
-import { cniAdd, cniDel, loadCniNetwork } from '../net/cni.js';
-import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
+import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
+import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
 import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
 import { exists, writeFileAtomic } from '../util/fs.js';
 import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
@@ -195,11 +195,19 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
       state.network.cni = { network: cniNet.name, confDir: o.cni.confDir, binDir: o.cni.binDir, netns: nsName, ifname: CNI_IFNAME };
       await cache.write(state);
       const nsPath = await createNetns(nsName);
-      const result = await cniAdd(cniNet, o.cni.binDir, { containerId: id, netns: nsPath, ifname: CNI_IFNAME, ...(o.cni.ip ? { ip: o.cni.ip } : {}) });
+      const chain = await withTapPlugin(cniNet, o.cni.binDir);
+      const result = await cniAdd(chain.net, o.cni.binDir, { containerId: id, netns: nsPath, ifname: CNI_IFNAME, ...(o.cni.ip ? { ip: o.cni.ip } : {}) });
       await writeFileAtomic(path.join(dir, 'cni-result.json'), JSON.stringify(result) + '\n', 0o600);
       const ipc = result.ips![0]!;
-      const { mac } = await redirectTap(nsName, CNI_IFNAME, TAP_NAME);
-      tap = { name: TAP_NAME, mac };
+      if (chain.tapPlugin) {
+        const t = tapFromResult(result, nsPath, CNI_IFNAME);
+        if (!t) throw new UserError(`${TAP_PLUGIN} reported no tap in the VM's network namespace: check the plugin's version`);
+        tap = { name: t.tap, mac: t.mac ?? (await linkMac(nsName, CNI_IFNAME)) };
+      } else {
+        const { mac } = await redirectTap(nsName, CNI_IFNAME, TAP_NAME);
+        tap = { name: TAP_NAME, mac };
+      }
+      const mac = tap.mac;
       state.network.cni.mac = mac;
       state.network.ip = ipc.address.split('/')[0] as string;
       netCfg = { mode: 'static', ip: ipc.address, ...(ipc.gateway ? { gateway: ipc.gateway } : {}) };
@@ -348,7 +356,7 @@ export async function teardown(cache: RunCache, s: VmState, lockDir: string, log
     if (s.network.ports.length) await removePortForwards(lockDir, s.id).catch((e: Error) => problems.push(e.message));
     const result = await fsp.readFile(path.join(s.cacheDir, 'cni-result.json'), 'utf8').then((t) => JSON.parse(t) as unknown).catch(() => undefined);
     try {
-      const net = await loadCniNetwork(cni.confDir, cni.network);
+      const { net } = await withTapPlugin(await loadCniNetwork(cni.confDir, cni.network), cni.binDir);
       await cniDel(net, cni.binDir, { containerId: s.id, netns: path.join(NETNS_DIR, cni.netns), ifname: cni.ifname }, result);
     } catch (e) {
       problems.push((e as Error).message);

@@ -131,3 +131,28 @@ export async function cniDel(net: CniNetwork, binDir: string, rt: CniRuntime, pr
   }
   if (errors.length) throw new Error(errors.join('; '));
 }
+
+export const TAP_PLUGIN = 'tc-redirect-tap';
+
+/**
+ * When the plugin directory has tc-redirect-tap, it is chained after the network's own plugins (as
+ * Firecracker's Go SDK does) and makes the tap; otherwise firebuild does the same with tc (net/host.ts).
+ */
+export async function withTapPlugin(net: CniNetwork, binDir: string): Promise<{ net: CniNetwork; tapPlugin: boolean }> {
+  if (net.plugins.some((p) => p.type === TAP_PLUGIN)) return { net, tapPlugin: true };
+  try {
+    await fsp.access(path.join(binDir, TAP_PLUGIN));
+  } catch {
+    return { net, tapPlugin: false };
+  }
+  return { net: { ...net, plugins: [...net.plugins, { type: TAP_PLUGIN }] }, tapPlugin: true };
+}
+
+/** The tap tc-redirect-tap reported (an interface in the VM's netns other than the CNI one), and the CNI interface's MAC. */
+export function tapFromResult(result: CniResult, netns: string, ifname: string): { tap: string; mac?: string } | undefined {
+  const inNs = (result.interfaces ?? []).filter((i) => i.sandbox === netns);
+  const tap = inNs.find((i) => i.name !== ifname);
+  if (!tap) return undefined;
+  const mac = inNs.find((i) => i.name === ifname)?.mac;
+  return { tap: tap.name, ...(mac ? { mac } : {}) };
+}

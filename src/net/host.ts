@@ -37,9 +37,17 @@ export async function removeNetns(name: string): Promise<void> {
  * address off `ifname`: the guest owns the IP and uses `ifname`'s MAC, so the bridge's view is unchanged.
  * Returns that MAC.
  */
-export async function redirectTap(ns: string, ifname: string, tap = TAP_NAME): Promise<{ mac: string; mtu: number }> {
+async function linkInfo(ns: string, ifname: string): Promise<{ address: string; mtu: number }> {
   const link = JSON.parse((await exec('ip', ['-n', ns, '-j', 'link', 'show', ifname])).stdout) as { address: string; mtu: number }[];
-  const { address: mac, mtu } = link[0]!;
+  return link[0]!;
+}
+
+export async function linkMac(ns: string, ifname: string): Promise<string> {
+  return (await linkInfo(ns, ifname)).address;
+}
+
+export async function redirectTap(ns: string, ifname: string, tap = TAP_NAME): Promise<{ mac: string; mtu: number }> {
+  const { address: mac, mtu } = await linkInfo(ns, ifname);
   await exec('ip', ['-n', ns, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
   await exec('ip', ['-n', ns, 'link', 'set', tap, 'mtu', String(mtu), 'up']);
   for (const [from, to] of [[ifname, tap], [tap, ifname]] as const) {

@@ -107,6 +107,23 @@ describe('CNI networking (inside a test network namespace)', () => {
     expect(fs.readdirSync(runCache())).toEqual([]);
   });
 
+  test('with tc-redirect-tap in the plugin directory it is chained and makes the tap (test double: not packaged by Debian)', async () => {
+    const bin = path.join(work, 'bin-with-tap');
+    fs.mkdirSync(bin);
+    for (const p of ['bridge', 'host-local', 'firewall']) fs.symlinkSync(path.join('/usr/lib/cni', p), path.join(bin, p));
+    fs.copyFileSync(path.resolve('test/fixtures/cni/tc-redirect-tap'), path.join(bin, 'tc-redirect-tap'));
+    fs.chmodSync(path.join(bin, 'tc-redirect-tap'), 0o755);
+    const flags = cniFlags().map((f) => (f === '/usr/lib/cni' ? bin : f));
+    const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'tapped', ...flags, '--env', 'GREETING=tapped', '--daemonize'], { env, wrap: wrap() });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    const vm = JSON.parse(r.stdout) as { 'vmm-id': string; 'ip-address': string };
+    expect(inNs('curl', '-s', '--max-time', '30', '--retry', '10', '--retry-connrefused', `http://${vm['ip-address']}:8080/cgi-bin/index.cgi`)).toBe('tapped from tapped\n');
+    expect((await runCli(['kill', '--vmm-id', vm['vmm-id']], { env, wrap: wrap() })).code).toBe(0);
+    expect(lines(fs.readFileSync(path.join(bin, 'tc-redirect-tap.log'), 'utf8'))).toEqual([`ADD ${vm['vmm-id']}`, `DEL ${vm['vmm-id']}`]);
+    expect(netnsList()).not.toContain(`fb-${vm['vmm-id']}`);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
   test.each([
     ['CNI network name not found', ['--cni-network-name', 'nope', '--cni-conf-dir', () => confDir], /^error: CNI network nope not found in /],
     ['--ip-address outside the subnet', ['--ip-address', '10.9.9.9'], /^error: CNI ADD with plugin bridge failed: /],
