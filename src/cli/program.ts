@@ -4,6 +4,7 @@ import { doctor, missingRequired, OPTIONAL_PARTS } from '../commands/doctor.js';
 import { imageInspect, imageList, imageRemove } from '../commands/image.js';
 import { kernelImport, kernelList, kernelRemove } from '../commands/kernel.js';
 import { kernelBuild } from '../commands/kernel-build.js';
+import { pullImage, pushImage } from '../oci/artifact.js';
 import { profileCreate, profileInspect, profileList } from '../commands/profile.js';
 import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
 import { planCommand } from '../commands/plan.js';
@@ -146,6 +147,37 @@ export function buildProgram(io: CliIO): Command {
       const { storage } = await ctx(o);
       const img = await imageInspect(storage, tag);
       out(json({ tag: img.tag, path: img.dir, rootfs: img.rootfsPath, metadata: img.metadata }));
+    });
+  type RegistryCli = SettingsCliOpts & { username?: string; passwordStdin?: boolean; insecure?: boolean };
+  const registryOpts = (c: Command): Command => c
+    .option('--username <user>', 'registry user (default: the Docker config\'s credentials for that registry)')
+    .option('--password-stdin', 'read the registry password or token from stdin')
+    .option('--insecure', 'plain HTTP to the registry (always for localhost and 127.0.0.1)');
+  const registryCreds = async (o: RegistryCli): Promise<{ credentials?: { username: string; password: string }; insecure?: boolean }> => {
+    if (o.passwordStdin && !o.username) throw new UserError('--password-stdin needs --username');
+    if (o.username && !o.passwordStdin) throw new UserError('--username needs --password-stdin (passwords never go on the command line)');
+    let password = '';
+    if (o.passwordStdin) {
+      for await (const chunk of process.stdin) password += String(chunk);
+      password = password.replace(/\r?\n$/, '');
+      if (!password) throw new UserError('--password-stdin read an empty password');
+    }
+    return { ...(o.username ? { credentials: { username: o.username, password } } : {}), ...(o.insecure ? { insecure: true } : {}) };
+  };
+  withProfileOptions(registryOpts(image.command('push').description('push a stored image to an OCI registry as a firebuild artifact (rootfs.ext4 zstd + metadata.json)')
+    .argument('<tag>', 'org/name:version').argument('<ref>', 'registry/repository:tag')), io.env, { storage: true })
+    .action(async (tag: string, ref: string, o: RegistryCli) => {
+      const { storage } = await ctx(o);
+      out(json(await pushImage(storage, tag, ref, await registryCreds(o), logger.child('oci'))));
+    });
+  withProfileOptions(registryOpts(image.command('pull').description('pull a firebuild artifact from an OCI registry into the store, verifying every digest')
+    .argument('<ref>', 'registry/repository:tag or @sha256:digest')
+    .option('--tag <org/name:version>', 'store it under this tag (default: the tag it was pushed from)')
+    .option('--overwrite', 'replace an image with the same tag')), io.env, { storage: true })
+    .action(async (ref: string, o: RegistryCli & { tag?: string; overwrite?: boolean }) => {
+      const { storage } = await ctx(o);
+      const img = await pullImage(storage, ref, { ...(await registryCreds(o)), ...(o.tag ? { tag: o.tag } : {}), overwrite: o.overwrite ?? false }, logger.child('oci'));
+      out(json({ tag: img.tag, rootfs: img.rootfsPath, sha256: img.metadata.rootfs.sha256, source: img.metadata.source.ref }));
     });
   withProfileOptions(image.command('rm').description('remove a stored image').argument('<tag>', 'org/name:version'), io.env, { storage: true })
     .action(async (tag: string, o: SettingsCliOpts) => {

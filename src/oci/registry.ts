@@ -1,0 +1,183 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import type { ReadableStream } from 'node:stream/web';
+import { pipeline } from 'node:stream/promises';
+import { UserError } from '../util/errors.js';
+
+/**
+ * A small OCI distribution-spec client (push and pull of blobs and manifests, Basic and Bearer-token
+ * auth) on Node's fetch. No maintained npm library covers OCI artifacts with bearer auth, so this is
+ * the subset firebuild needs, tested against a real registry.
+ */
+export interface OciRef { registry: string; repository: string; reference: string }
+
+const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
+
+/** `registry/repository:tag` or `registry/repository@sha256:...`; the registry part is required. */
+export function parseRef(s: string): OciRef {
+  const bad = (why: string): never => {
+    throw new UserError(`invalid registry reference '${s}': ${why} (e.g. 127.0.0.1:5000/acme/app:1.0 or ghcr.io/acme/app:1.0)`);
+  };
+  const slash = s.indexOf('/');
+  if (slash < 0) bad('name the registry host first');
+  const registry = s.slice(0, slash);
+  if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(registry) || !(registry.includes('.') || registry.includes(':') || registry === 'localhost')) bad('the first part must be a registry host');
+  let rest = s.slice(slash + 1);
+  let reference = 'latest';
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    reference = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!DIGEST_RE.test(reference)) bad('a digest must be sha256:<64 hex>');
+  } else {
+    const colon = rest.lastIndexOf(':');
+    if (colon >= 0) {
+      reference = rest.slice(colon + 1);
+      rest = rest.slice(0, colon);
+      if (!TAG_RE.test(reference)) bad('invalid tag');
+    }
+  }
+  if (!REPO_RE.test(rest)) bad('invalid repository name (lower-case letters, digits, . _ - and /)');
+  return { registry, repository: rest, reference };
+}
+
+export interface Credentials { username: string; password: string }
+
+/** Credentials for a registry from the Docker config (`$DOCKER_CONFIG/config.json` or ~/.docker/config.json, `auths`). */
+export async function dockerConfigCredentials(registry: string, env: NodeJS.ProcessEnv = process.env): Promise<Credentials | undefined> {
+  const dir = env.DOCKER_CONFIG ?? path.join(env.HOME ?? os.homedir(), '.docker');
+  let cfg: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
+  try {
+    cfg = JSON.parse(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  for (const [key, v] of Object.entries(cfg.auths ?? {})) {
+    const host = key.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
+    if (host !== registry) continue;
+    if (v.auth) {
+      const dec = Buffer.from(v.auth, 'base64').toString('utf8');
+      const i = dec.indexOf(':');
+      if (i > 0) return { username: dec.slice(0, i), password: dec.slice(i + 1) };
+    }
+    if (v.username && v.password) return { username: v.username, password: v.password };
+  }
+  return undefined;
+}
+
+export class RegistryClient {
+  private token: string | undefined;
+  private readonly base: string;
+
+  constructor(readonly registry: string, private readonly creds?: Credentials, insecure = false) {
+    const local = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/.test(registry);
+    this.base = `${local || insecure ? 'http' : 'https'}://${registry}`;
+  }
+
+  private basic(): string | undefined {
+    return this.creds ? `Basic ${Buffer.from(`${this.creds.username}:${this.creds.password}`).toString('base64')}` : undefined;
+  }
+
+  /** Answer a 401 challenge: Basic with the credentials, or a Bearer token from the realm. */
+  private async authorize(challenge: string, scope: string): Promise<void> {
+    if (/^basic/i.test(challenge)) {
+      if (!this.creds) throw new UserError(`registry ${this.registry} needs credentials: pass --username and --password-stdin, or docker login ${this.registry}`);
+      this.token = this.basic();
+      return;
+    }
+    const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (!params.realm) throw new UserError(`registry ${this.registry} sent an unusable auth challenge: ${challenge}`);
+    const url = new URL(params.realm);
+    if (params.service) url.searchParams.set('service', params.service);
+    url.searchParams.set('scope', scope);
+    const res = await fetch(url, { headers: this.creds ? { Authorization: this.basic()! } : {} });
+    if (!res.ok) throw new UserError(`registry ${this.registry} refused the credentials (token service answered ${res.status}): check --username/--password-stdin or docker login`);
+    const j = (await res.json()) as { token?: string; access_token?: string };
+    this.token = `Bearer ${j.token ?? j.access_token}`;
+  }
+
+  /** A request with auth: one retry after answering a 401 challenge. */
+  async request(method: string, p: string, scope: string, init: { headers?: Record<string, string>; body?: Buffer | ReadableStream | Readable; duplex?: 'half' } = {}, redirectUrl?: string): Promise<Response> {
+    const url = redirectUrl ?? `${this.base}${p}`;
+    const go = (): Promise<Response> => fetch(url, { method, ...init, headers: { ...(init.headers ?? {}), ...(this.token ? { Authorization: this.token } : {}) } } as RequestInit).catch((err: Error) => {
+      throw new UserError(`cannot reach registry ${this.registry}: ${(err.cause as Error | undefined)?.message ?? err.message}`);
+    });
+    let res = await go();
+    if (res.status === 401 && !(init.body instanceof Readable)) {
+      await res.arrayBuffer().catch(() => undefined);
+      const hadToken = Boolean(this.token);
+      await this.authorize(res.headers.get('www-authenticate') ?? 'Basic', scope);
+      res = await go();
+      if (res.status === 401) throw new UserError(`registry ${this.registry} refused the credentials${hadToken ? '' : ` for ${scope}`}: check --username/--password-stdin or docker login`);
+    }
+    if (res.status === 403) throw new UserError(`registry ${this.registry} denied ${method} ${p}: the credentials lack permission for ${scope}`);
+    return res;
+  }
+
+  async blobExists(repo: string, digest: string): Promise<boolean> {
+    const res = await this.request('HEAD', `/v2/${repo}/blobs/${digest}`, `repository:${repo}:pull,push`);
+    return res.ok;
+  }
+
+  /** Monolithic upload of a file or buffer (skipped when the registry already has the blob). */
+  async pushBlob(repo: string, content: { file: string } | { data: Buffer }, digest: string, size: number): Promise<void> {
+    const scope = `repository:${repo}:pull,push`;
+    if (await this.blobExists(repo, digest)) return;
+    const start = await this.request('POST', `/v2/${repo}/blobs/uploads/`, scope, { headers: { 'Content-Length': '0' } });
+    if (start.status !== 202) throw new UserError(`registry ${this.registry} refused an upload to ${repo} (${start.status}): ${await errorText(start)}`);
+    const loc = new URL(start.headers.get('location') ?? '', this.base);
+    loc.searchParams.set('digest', digest);
+    const body = 'file' in content ? (Readable.toWeb(fs.createReadStream(content.file)) as unknown as ReadableStream) : content.data;
+    const put = await this.request('PUT', loc.pathname, scope, { headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) }, body, ...('file' in content ? { duplex: 'half' as const } : {}) }, loc.toString());
+    if (put.status !== 201) throw new UserError(`registry ${this.registry} did not accept blob ${digest} (${put.status}): ${await errorText(put)}`);
+  }
+
+  async putManifest(repo: string, reference: string, manifest: Buffer, mediaType: string): Promise<string> {
+    const res = await this.request('PUT', `/v2/${repo}/manifests/${reference}`, `repository:${repo}:pull,push`, { headers: { 'Content-Type': mediaType }, body: manifest });
+    if (res.status !== 201) throw new UserError(`registry ${this.registry} did not accept the manifest for ${repo}:${reference} (${res.status}): ${await errorText(res)}`);
+    return res.headers.get('docker-content-digest') ?? `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
+  }
+
+  async getManifest(repo: string, reference: string, accept: string[]): Promise<{ body: Buffer; digest: string; mediaType: string }> {
+    const res = await this.request('GET', `/v2/${repo}/manifests/${reference}`, `repository:${repo}:pull`, { headers: { Accept: accept.join(', ') } });
+    if (res.status === 404) throw new UserError(`${this.registry}/${repo}:${reference} not found in the registry`);
+    if (!res.ok) throw new UserError(`registry ${this.registry} answered ${res.status} for ${repo}:${reference}: ${await errorText(res)}`);
+    const body = Buffer.from(await res.arrayBuffer());
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    if (DIGEST_RE.test(reference) && reference !== digest) throw new UserError(`the manifest of ${repo}@${reference} has digest ${digest}: the registry served other content`);
+    return { body, digest, mediaType: res.headers.get('content-type') ?? '' };
+  }
+
+  /** Download a blob to a file, verifying its sha256 and size while streaming. */
+  async getBlob(repo: string, digest: string, size: number, dest: string): Promise<void> {
+    const res = await this.request('GET', `/v2/${repo}/blobs/${digest}`, `repository:${repo}:pull`);
+    if (!res.ok || !res.body) throw new UserError(`registry ${this.registry} answered ${res.status} for blob ${digest}`);
+    const hash = createHash('sha256');
+    let n = 0;
+    const src = Readable.fromWeb(res.body as ReadableStream);
+    src.on('data', (d: Buffer) => {
+      hash.update(d);
+      n += d.length;
+    });
+    await pipeline(src, fs.createWriteStream(dest, { mode: 0o600 }));
+    const got = `sha256:${hash.digest('hex')}`;
+    if (got !== digest || n !== size) throw new UserError(`blob ${digest} from ${this.registry} does not match its digest (got ${got}, ${n} bytes): refusing it`);
+  }
+}
+
+async function errorText(res: Response): Promise<string> {
+  const t = await res.text().catch(() => '');
+  try {
+    const j = JSON.parse(t) as { errors?: { code?: string; message?: string }[] };
+    if (j.errors?.length) return j.errors.map((e) => `${e.code}: ${e.message}`).join('; ');
+  } catch {
+    // plain text
+  }
+  return t.trim().slice(0, 200) || res.statusText;
+}
