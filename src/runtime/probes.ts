@@ -10,18 +10,31 @@ export interface Probes {
   timeoutMs: number;
 }
 
-function tryTcp(host: string, port: number): Promise<boolean> {
+/**
+ * A TCP port that accepts and keeps the connection. A forwarder in front of the guest (QEMU's user-mode
+ * networking) accepts at once and only then tries the guest, closing the connection when the guest
+ * refuses: so a connection counts when the peer sends something (an SSH banner) or still holds it open
+ * after a short grace period.
+ */
+function tryTcp(host: string, port: number, graceMs = 300): Promise<boolean> {
   return new Promise((resolve) => {
+    let settled = false;
+    const done = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      s.destroy();
+      resolve(ok);
+    };
     const s = net.connect({ host, port, timeout: 2000 });
     s.once('connect', () => {
-      s.destroy();
-      resolve(true);
+      s.setTimeout(0);
+      setTimeout(() => done(true), graceMs);
     });
-    s.once('error', () => resolve(false));
-    s.once('timeout', () => {
-      s.destroy();
-      resolve(false);
-    });
+    s.once('data', () => done(true));
+    s.once('end', () => done(false));
+    s.once('close', () => done(false));
+    s.once('error', () => done(false));
+    s.once('timeout', () => done(false));
   });
 }
 
