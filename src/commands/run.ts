@@ -50,6 +50,8 @@ export interface RunOptions {
   bootTimeoutMs: number;
   /** Where host-wide locks live (iptables changes). */
   lockDir?: string;
+  /** Called once the VM's id exists on the host, before anything is started (the smoke-test action saves it for its post step). */
+  onCreated?: (id: string) => void;
 }
 
 export const DEFAULT_LOCK_DIR = '/run/firebuild';
@@ -175,6 +177,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     serialLog: path.join(dir, 'serial.log'), cacheDir: dir,
   };
   await cache.write(state);
+  o.onCreated?.(id);
   const lockDir = o.lockDir ?? DEFAULT_LOCK_DIR;
   try {
     const cg = await createVmCgroup(id);

@@ -39,14 +39,20 @@ function tryTcp(host: string, port: number, graceMs = 300): Promise<boolean> {
 }
 
 async function tryHttp(url: string, status: number, body?: string): Promise<string | undefined> {
+  // A referenced timer, not AbortSignal.timeout (unreferenced): while a request waits on a forwarder
+  // that holds the connection, fetch keeps no handle referenced and Node would end the process.
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error('no answer within 5 s')), 5000);
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    const res = await fetch(url, { signal: ac.signal });
     const text = await res.text();
     if (res.status !== status) return `status ${res.status}, expected ${status}`;
     if (body !== undefined && !text.includes(body)) return `body lacks ${JSON.stringify(body)}`;
     return undefined;
   } catch (err) {
     return (err as Error).message;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

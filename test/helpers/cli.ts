@@ -81,3 +81,8 @@ export function useTempHome(): { dir: string; env: NodeJS.ProcessEnv } {
   });
   return home;
 }
+
+/** A command that must succeed and print one JSON object: on failure the error shows all it printed. */
+export function expectJsonResult(r: CliResult): void {
+  if (r.code !== 0 || !r.stdout.trimStart().startsWith('{')) throw new Error(`expected exit 0 and a JSON object, got ${JSON.stringify(r, null, 2)}`);
+}

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { lines, runCli, tempDir } from '../helpers/cli.js';
+import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
 
 /**
  * CNI networking on real parts: Debian's CNI plugins (bridge, host-local, firewall), a network namespace
@@ -69,7 +69,7 @@ describe('CNI networking (inside a test network namespace)', () => {
   test('a VM on a CNI bridge: IP from IPAM, port published by DNAT with host port != guest port, reachable; kill removes netns, rules, lease', async () => {
     const url = `http://${SUBNET}.1:18081/cgi-bin/index.cgi`;
     const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'cni1', ...cniFlags(), '--port', '18081:8080', '--env', 'GREETING=bridged', '--daemonize', '--wait-http', url], { env, wrap: wrap() });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number; 'ip-address': string };
     expect(vm['ip-address']).toMatch(new RegExp(`^${SUBNET.replace(/\./g, '\\.')}\\.\\d+$`));
     // Through the published port (DNAT 18081 -> 8080) and straight to the guest.
@@ -95,7 +95,7 @@ describe('CNI networking (inside a test network namespace)', () => {
 
   test('--ip-address gets exactly that address; a VM killed with SIGKILL is cleaned by purge', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', ...cniFlags(), '--ip-address', `${SUBNET}.50`, '--daemonize'], { env, wrap: wrap() });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number; 'ip-address': string };
     expect(vm['ip-address']).toBe(`${SUBNET}.50`);
     process.kill(vm.pid, 'SIGKILL');
@@ -115,7 +115,7 @@ describe('CNI networking (inside a test network namespace)', () => {
     fs.chmodSync(path.join(bin, 'tc-redirect-tap'), 0o755);
     const flags = cniFlags().map((f) => (f === '/usr/lib/cni' ? bin : f));
     const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'tapped', ...flags, '--env', 'GREETING=tapped', '--daemonize'], { env, wrap: wrap() });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; 'ip-address': string };
     expect(inNs('curl', '-s', '--max-time', '30', '--retry', '10', '--retry-connrefused', `http://${vm['ip-address']}:8080/cgi-bin/index.cgi`)).toBe('tapped from tapped\n');
     expect((await runCli(['kill', '--vmm-id', vm['vmm-id']], { env, wrap: wrap() })).code).toBe(0);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroup2Mount } from '../../src/runtime/cgroup.js';
-import { REPO, lines, runCli, tempDir } from '../helpers/cli.js';
+import { REPO, lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
 import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 
 /**
@@ -53,7 +53,7 @@ function jailOf(id: string): string {
 describe('Firecracker backend (test doubles for firecracker and the jailer)', () => {
   test('API mode: jailer argv, hard-linked files, every request valid against the schema, cgroup, graceful stop and full teardown', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--mem', '128', '--cpu', '2', '--daemonize'], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as Started;
     const id = vm['vmm-id'];
     const root = path.join(jailOf(id), 'root');
@@ -88,7 +88,7 @@ describe('Firecracker backend (test doubles for firecracker and the jailer)', ()
 
   test('config-file mode: the config file validates as FullVmConfiguration and the console reaches the serial log', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--firecracker-mode', 'config-file', '--daemonize'], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as Started;
     const id = vm['vmm-id'];
     const argv = JSON.parse(fs.readFileSync(path.join(jailOf(id), 'jailer-argv.json'), 'utf8')) as string[];

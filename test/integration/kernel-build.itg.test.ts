@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { lines, runCli, tempDir } from '../helpers/cli.js';
+import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
 
 /**
  * `firebuild kernel build` from Debian's linux-source-6.1 (x86_64 defconfig + kvm_guest + firebuild's
@@ -39,7 +39,7 @@ describe('firebuild kernel build', () => {
     await new Promise((r) => srv.close(r));
     const url = `http://127.0.0.1:${port}/cgi-bin/index.cgi`;
     const r = await runCli(['run', '--from', 'examples/hello:1', '--vmlinux-id', 'fc61', '--mem', '128', '--name', 'ownkernel', '--port', `127.0.0.1:${port}:8080`, '--env', 'GREETING=built', '--daemonize', '--wait-http', url], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     expect(await (await fetch(url)).text()).toBe('built from ownkernel\n');
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string };
     expect((await runCli(['kill', '--vmm-id', vm['vmm-id']], { env })).code).toBe(0);

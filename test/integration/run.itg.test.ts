@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { lines, runCli, tempDir } from '../helpers/cli.js';
+import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
 
 /**
  * The runtime end to end on real parts: an image built from examples/hello boots under QEMU (TCG here)
@@ -47,7 +47,7 @@ describe('firebuild run', () => {
     const port = await freePort();
     const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'hello1', '--network', 'user', '--port', `127.0.0.1:${port}:8080`, '--env', 'GREETING=hi', '--daemonize', '--wait-http', `http://127.0.0.1:${port}/cgi-bin/index.cgi`], { env });
     // The whole result on failure: a run that says nothing must show its log.
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     expect(errorLines(r.stderr)).toEqual([]);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number; 'ip-address': string; 'cache-dir': string; 'serial-log': string };
     expect(vm).toMatchObject({ 'ip-address': '10.0.2.15', 'cache-dir': path.join(runCache(), vm['vmm-id']) });
@@ -74,7 +74,7 @@ describe('firebuild run', () => {
 
   test('a VM killed with SIGKILL is cleaned by purge', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', '--name', 'victim', '--network', 'none', '--daemonize'], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number };
     process.kill(vm.pid, 'SIGKILL');
     for (let i = 0; i < 50 && alive(vm.pid); i++) await new Promise((res) => setTimeout(res, 100));
@@ -99,7 +99,7 @@ describe('firebuild run', () => {
 describe('stopping and handing over', () => {
   test('kill stops the guest gracefully: the entrypoint gets its stop signal and its exit code is reported', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--daemonize', '--', 'sh', '-c', 'trap "echo got-term; exit 3" TERM; while :; do sleep 1; done'], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string; pid: number };
     const k = await runCli(['kill', '--vmm-id', vm['vmm-id']], { env });
     expect(k.code).toBe(0);

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { runCli, tempDir } from '../helpers/cli.js';
+import { runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
 
 /**
  * SSH into VMs booted from the shipped Debian base OS (baseos/debian: systemd, OpenSSH, user `debian`
@@ -46,7 +46,7 @@ describe('SSH into a VM', () => {
   test("firebuild's init installs the key for --ssh-user and starts the image's sshd", async () => {
     const port = await freePort();
     const r = await runCli(['run', '--from', 'tests/debian-ssh:1', '--name', 'sshvm', '--ssh-user', 'debian', '--identity-file', `${key}.pub`, '--port', `127.0.0.1:${port}:22`, '--daemonize', '--wait-tcp', String(port), '--', 'sleep', '3600'], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string };
     expect(ssh(port, 'id -un; hostname; stat -c %a ~/.ssh/authorized_keys').split('\n').filter(Boolean)).toEqual(['debian', 'sshvm', '600']);
     expect((await runCli(['kill', '--vmm-id', vm['vmm-id']], { env })).code).toBe(0);
@@ -55,7 +55,7 @@ describe('SSH into a VM', () => {
   test('--init image: systemd is PID 1 after the setup and starts sshd; the key is in place', async () => {
     const port = await freePort();
     const r = await runCli(['run', '--from', 'tests/debian-ssh:1', '--name', 'systemd', '--init', 'image', '--ssh-user', 'debian', '--identity-file', `${key}.pub`, '--port', `127.0.0.1:${port}:22`, '--daemonize', '--wait-tcp', String(port), '--wait-timeout', '180'], { env });
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\{/) });
+    expectJsonResult(r);
     const vm = JSON.parse(r.stdout) as { 'vmm-id': string };
     let out = '';
     for (let i = 0; i < 20 && !out; i++) {
