@@ -5,11 +5,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob
 count=0
+# The bundles are ES modules (the package is "type": "module"); some dependencies (ssh2, under dockerode)
+# still read CommonJS's __dirname/__filename, which ncc does not define in ES output: define them first.
+shim() {
+  local f=$1
+  { printf '%s\n' "import { fileURLToPath as __fbFileURLToPath } from 'node:url'; import { dirname as __fbDirname } from 'node:path'; const __filename = __fbFileURLToPath(import.meta.url); const __dirname = __fbDirname(__filename);"; cat "$f"; } > "$f.tmp"
+  mv "$f.tmp" "$f"
+}
 for main in src/actions/*/main.ts; do
   name=$(basename "$(dirname "$main")")
+  rm -rf "dist/$name"
   npx ncc build "$main" -o "dist/$name" --minify --license licenses.txt --quiet
+  shim "dist/$name/index.js"
   if [ -f "src/actions/$name/post.ts" ]; then
     npx ncc build "src/actions/$name/post.ts" -o "dist/$name/post" --minify --quiet
+    shim "dist/$name/post/index.js"
   fi
   count=$((count + 1))
 done

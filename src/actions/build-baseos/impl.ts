@@ -1,0 +1,19 @@
+import { boolInput, input, listInput } from '../common.js';
+import { ENGINES, type BuildInputs } from '../build-rootfs/impl.js';
+
+/** build-baseos: the same build as build-rootfs, stored as a baseos image; the tag may come from FROM. */
+export function getInputs(): BuildInputs {
+  return {
+    dockerfile: input('dockerfile', { required: true }),
+    context: input('context'),
+    tag: input('tag'),
+    buildArgs: listInput('build-args'),
+    target: input('target'),
+    engine: input('engine', { choices: ENGINES, default: 'docker' }),
+    dockerImage: '',
+    dockerImageBase: '',
+    size: input('size'),
+    freeSpace: input('free-space', { default: '256M' }),
+    overwrite: boolInput('overwrite'),
+  };
+}

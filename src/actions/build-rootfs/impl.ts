@@ -1,0 +1,70 @@
+import * as core from '@actions/core';
+import { buildWithDocker } from '../../commands/build.js';
+import { defaultCacheDir } from '../../profile/profile.js';
+import { openStorage, resolveSettings } from '../../profile/settings.js';
+import { parseSize } from '../../util/size.js';
+import { ActionsLogger, boolInput, input, listInput, summaryTable } from '../common.js';
+
+/** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
+export interface BuildInputs {
+  dockerfile: string;
+  context: string;
+  tag: string;
+  buildArgs: string[];
+  target: string;
+  engine: string;
+  dockerImage: string;
+  dockerImageBase: string;
+  size: string;
+  freeSpace: string;
+  overwrite: boolean;
+}
+
+export const ENGINES = ['docker'] as const;
+
+export function getInputs(): BuildInputs {
+  const dockerImage = input('docker-image');
+  return {
+    dockerfile: input('dockerfile', { required: !dockerImage }),
+    context: input('context'),
+    tag: input('tag', { required: true }),
+    buildArgs: listInput('build-args'),
+    target: input('target'),
+    engine: input('engine', { choices: ENGINES, default: 'docker' }),
+    dockerImage,
+    dockerImageBase: input('docker-image-base'),
+    size: input('size'),
+    freeSpace: input('free-space', { default: '256M' }),
+    overwrite: boolInput('overwrite'),
+  };
+}
+
+export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<void> {
+  const log = new ActionsLogger(type);
+  const storage = openStorage(resolveSettings({}, undefined));
+  const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildWithDocker({
+    type,
+    engine: 'docker',
+    ...(i.dockerfile ? { dockerfile: i.dockerfile } : {}),
+    ...(i.context ? { context: i.context } : {}),
+    buildArgs: i.buildArgs,
+    ...(i.target ? { target: i.target } : {}),
+    ...(i.tag ? { tag: i.tag } : {}),
+    ...(i.dockerImage ? { dockerImage: i.dockerImage } : {}),
+    ...(i.dockerImageBase ? { dockerImageBase: i.dockerImageBase } : {}),
+    ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}),
+    freeBytes: parseSize(i.freeSpace, 'free-space'),
+    journal: false,
+    overwrite: i.overwrite,
+    cacheDir: defaultCacheDir(),
+  }, storage, log));
+  const m = r.image.metadata;
+  core.setOutput('tag', r.image.tag);
+  core.setOutput('rootfs', r.image.rootfsPath);
+  core.setOutput('sha256', m.rootfs.sha256);
+  core.setOutput('size', String(m.rootfs.apparentSize));
+  core.setOutput('metadata', r.image.metadataPath);
+  await core.summary.addHeading(`firebuild ${type}: ${r.image.tag}`, 3).addRaw(summaryTable([
+    ['tag', `\`${r.image.tag}\``], ['source', m.source.ref], ['builder', r.builder], ['sha256', `\`${m.rootfs.sha256}\``], ['size', `${m.rootfs.apparentSize} bytes`],
+  ])).write();
+}

@@ -1,0 +1,87 @@
+import * as core from '@actions/core';
+import { UserError } from '../util/errors.js';
+import type { Fields, Logger, Progress } from '../util/logger.js';
+
+/**
+ * What every action shares: a Logger backed by @actions/core (debug lines, warnings and errors as
+ * annotations), input readers that validate once, and the top level that turns errors into one
+ * annotation (at the Dockerfile's file and line when the error has them) and a failed step.
+ */
+function fmt(message: string, fields?: Fields): string {
+  const f = Object.entries(fields ?? {}).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  return f.length ? `${message} ${f.join(' ')}` : message;
+}
+
+export class ActionsLogger implements Logger {
+  constructor(private readonly module = '') {}
+  private m(s: string): string {
+    return this.module ? `[${this.module}] ${s}` : s;
+  }
+  trace(message: string, fields?: Fields): void {
+    core.debug(this.m(fmt(message, fields)));
+  }
+  debug(message: string, fields?: Fields): void {
+    core.debug(this.m(fmt(message, fields)));
+  }
+  info(message: string, fields?: Fields): void {
+    core.info(this.m(fmt(message, fields)));
+  }
+  warn(message: string, fields?: Fields): void {
+    core.warning(this.m(fmt(message, fields)));
+  }
+  error(message: string, fields?: Fields): void {
+    core.error(this.m(fmt(message, fields)));
+  }
+  child(module: string): Logger {
+    return new ActionsLogger(module);
+  }
+  progress(label: string): Progress {
+    const started = Date.now();
+    core.info(this.m(`${label}...`));
+    return { update: () => undefined, done: (msg) => core.info(this.m(`${msg ?? label} (${Math.round((Date.now() - started) / 100) / 10} s)`)) };
+  }
+}
+
+/** A declared input, trimmed; required ones fail with one line naming the input. */
+export function input(name: string, opts: { required?: boolean; choices?: readonly string[]; default?: string } = {}): string {
+  const v = core.getInput(name) || opts.default || '';
+  if (opts.required && !v) throw new UserError(`input '${name}' is required: set it under with: in the workflow`);
+  if (v && opts.choices && !opts.choices.includes(v)) throw new UserError(`input '${name}' is '${v}': use one of ${opts.choices.join(', ')}`);
+  return v;
+}
+
+/** Lines (or comma-separated items) of a list input, empty entries dropped. */
+export function listInput(name: string): string[] {
+  return core.getInput(name).split(/\r?\n|,(?=[A-Za-z_][A-Za-z0-9_.-]*=|[^=]*$)/).map((s) => s.trim()).filter(Boolean);
+}
+
+export function boolInput(name: string, def = false): boolean {
+  const v = core.getInput(name).trim().toLowerCase();
+  if (!v) return def;
+  if (['true', 'yes', '1'].includes(v)) return true;
+  if (['false', 'no', '0'].includes(v)) return false;
+  throw new UserError(`input '${name}' is '${v}': use true or false`);
+}
+
+/** Run an action body: errors become one annotation and a failed step (exit code 1, as the runner expects). */
+export async function runAction(body: () => Promise<void>): Promise<void> {
+  // As bin/firebuild.js: the event loop stays referenced until the body settles (see there why).
+  const keepAlive = setInterval(() => undefined, 1 << 30);
+  try {
+    await body();
+  } catch (err) {
+    const e = err as Error & { file?: string; line?: number };
+    const props = e instanceof UserError && e.file ? { file: e.file, ...(e.line ? { startLine: e.line } : {}) } : {};
+    if (!(e instanceof UserError)) core.debug(String(e.stack ?? e));
+    // One annotation: core.setFailed would add a second one.
+    core.error(e.message, props);
+    process.exitCode = 1;
+  } finally {
+    clearInterval(keepAlive);
+  }
+}
+
+/** A Markdown table for the job summary. */
+export function summaryTable(rows: [string, string][]): string {
+  return ['| | |', '| --- | --- |', ...rows.map(([k, v]) => `| ${k} | ${v.replace(/\|/g, '\\|')} |`)].join('\n') + '\n';
+}

@@ -1,0 +1,117 @@
+import * as core from '@actions/core';
+import * as fsp from 'node:fs/promises';
+import { killVm, runVm } from '../../commands/run.js';
+import { openStorage, resolveSettings } from '../../profile/settings.js';
+import { runProbes } from '../../runtime/probes.js';
+import { RunCache } from '../../runtime/state.js';
+import { UserError } from '../../util/errors.js';
+import { pidAlive } from '../../util/fs.js';
+import { ActionsLogger, input, listInput, summaryTable } from '../common.js';
+
+/**
+ * The smoke-test action: boot a stored image, run the probes (TCP ports, HTTP checks, or the command's
+ * exit code), output the VM's IP and serial log. The VM keeps running for later steps; the post step
+ * (post.ts) always tears it down, also after a failure or a cancel.
+ */
+export const NETWORKS = ['user', 'none'] as const;
+export const ACCELS = ['auto', 'kvm', 'tcg'] as const;
+export const STATE_VMM_ID = 'vmm-id';
+
+export interface SmokeInputs {
+  tag: string;
+  vmlinuxId: string;
+  mem: number;
+  cpu: number;
+  network: 'user' | 'none';
+  ports: string[];
+  env: string[];
+  waitTcp: number[];
+  waitHttp: string[];
+  waitHttpStatus: number;
+  waitHttpBody: string;
+  expectExitCode: number | undefined;
+  timeoutMs: number;
+  accel: string;
+}
+
+function int(name: string, v: string, min: number, max: number): number {
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new UserError(`input '${name}' is '${v}': give a whole number from ${min} to ${max}`);
+  return Number(v);
+}
+
+export function getInputs(): SmokeInputs {
+  const exit = input('expect-exit-code');
+  return {
+    tag: input('tag', { required: true }),
+    vmlinuxId: input('vmlinux-id'),
+    mem: int('mem', input('mem', { default: '256' }), 64, 1 << 20),
+    cpu: int('cpu', input('cpu', { default: '1' }), 1, 64),
+    network: input('network', { choices: NETWORKS, default: 'user' }) as 'user' | 'none',
+    ports: listInput('ports'),
+    env: listInput('env'),
+    waitTcp: listInput('wait-tcp').map((p) => int('wait-tcp', p, 1, 65535)),
+    waitHttp: listInput('wait-http'),
+    waitHttpStatus: int('wait-http-status', input('wait-http-status', { default: '200' }), 100, 599),
+    waitHttpBody: input('wait-http-body'),
+    expectExitCode: exit ? int('expect-exit-code', exit, 0, 255) : undefined,
+    timeoutMs: int('timeout', input('timeout', { default: '120' }), 1, 3600) * 1000,
+    accel: input('accel', { choices: ACCELS, default: 'auto' }),
+  };
+}
+
+export async function run(): Promise<void> {
+  const i = getInputs();
+  const log = new ActionsLogger('smoke-test');
+  const settings = resolveSettings({}, undefined);
+  const storage = openStorage(settings);
+  const cache = new RunCache(settings.runCache);
+  const state = await core.group(`Boot ${i.tag}`, () => runVm({
+    from: i.tag, ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), memMib: i.mem, cpus: i.cpu, env: i.env, envFiles: [],
+    network: i.network, ports: i.ports, accel: i.accel, backend: 'auto', bootTimeoutMs: i.timeoutMs,
+    // Saved before the VM starts: the post step tears it down even if the boot, the probes or the job fail or are cancelled.
+    onCreated: (id) => core.saveState(STATE_VMM_ID, id),
+  }, storage, cache, log));
+  core.setOutput('vmm-id', state.id);
+  core.setOutput('ip-address', state.network.ip ?? '');
+  core.setOutput('serial-log', state.serialLog);
+  const checks: [string, string][] = [];
+  await core.group('Probes', async () => {
+    if (i.waitTcp.length || i.waitHttp.length) {
+      await runProbes({
+        tcp: i.waitTcp.map((port) => ({ host: '127.0.0.1', port })),
+        http: i.waitHttp.map((url) => ({ url, status: i.waitHttpStatus, ...(i.waitHttpBody ? { body: i.waitHttpBody } : {}) })),
+        timeoutMs: i.timeoutMs,
+      }, state.serialLog);
+      checks.push(...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']), ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]));
+    }
+    if (i.expectExitCode !== undefined) {
+      const deadline = Date.now() + i.timeoutMs;
+      while (pidAlive(state.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+      const text = await fsp.readFile(state.serialLog, 'utf8').catch(() => '');
+      const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+      const tail = text.trim().split(/\r?\n/).slice(-5).join(' | ');
+      if (!code) throw new UserError(`the command did not exit within ${i.timeoutMs / 1000} s: console tail: ${tail}`);
+      if (Number(code[1]) !== i.expectExitCode) throw new UserError(`the command exited with code ${code[1]}, expected ${i.expectExitCode}: console tail: ${tail}`);
+      checks.push(['exit code', code[1] as string]);
+    }
+  });
+  log.info('smoke test passed', { tag: i.tag, id: state.id });
+  await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
+    ['VM', `\`${state.id}\``], ['IP', state.network.ip ?? '-'], ['accel', state.accel], ...checks,
+  ])).write();
+}
+
+/** The post step: tear the VM down; never fail the job (a problem is a warning). */
+export async function post(): Promise<void> {
+  const id = core.getState(STATE_VMM_ID);
+  if (!id) return;
+  try {
+    const settings = resolveSettings({}, undefined);
+    const cache = new RunCache(settings.runCache);
+    if (!(await cache.list()).some((v) => v.id === id)) return;
+    await killVm(cache, id, 10_000, new ActionsLogger('smoke-test'));
+    core.info(`VM ${id} removed`);
+  } catch (err) {
+    core.warning(`could not remove VM ${id}: ${(err as Error).message}: run firebuild purge on the runner`);
+  }
+}

@@ -1,0 +1,66 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { REPO, tempDir } from './cli.js';
+
+/**
+ * Runs a bundled action as the GitHub runner does: `node dist/<action>/index.js` with `INPUT_*`
+ * variables and real GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_STATE and RUNNER_TEMP files; saved
+ * state reaches the post step as `STATE_*` variables, as the runner passes it.
+ */
+export interface ActionRun {
+  code: number;
+  stdout: string;
+  outputs: Record<string, string>;
+  state: Record<string, string>;
+  summary: string;
+}
+
+export function parseFileCommands(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const re = /^([^<\n]+)<<(ghadelimiter_[0-9a-f-]+)\r?\n([\s\S]*?)\r?\n\2\r?$/gm;
+  for (const m of text.matchAll(re)) out[m[1] as string] = m[3] as string;
+  return out;
+}
+
+export interface RunnerFiles { dir: string; output: string; summary: string; state: string }
+
+export async function runnerFiles(): Promise<RunnerFiles> {
+  const dir = await tempDir('firebuild-runner-');
+  const f = { dir, output: path.join(dir, 'output'), summary: path.join(dir, 'summary.md'), state: path.join(dir, 'state') };
+  for (const p of [f.output, f.summary, f.state]) fs.writeFileSync(p, '');
+  return f;
+}
+
+export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}): { child: ChildProcess; done: Promise<ActionRun> } {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
+  for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
+  const child = spawn(process.execPath, [path.join(REPO, 'dist', entry)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stdout += d));
+  const done = new Promise<ActionRun>((resolve) => child.on('close', (code) => resolve({
+    code: code ?? -1,
+    stdout,
+    outputs: parseFileCommands(fs.readFileSync(files.output, 'utf8')),
+    state: parseFileCommands(fs.readFileSync(files.state, 'utf8')),
+    summary: fs.readFileSync(files.summary, 'utf8'),
+  })));
+  return { child, done };
+}
+
+export async function runAction(entry: string, inputs: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}, files?: RunnerFiles): Promise<ActionRun> {
+  return startAction(entry, inputs, files ?? (await runnerFiles()), extraEnv).done;
+}
+
+/** The post step with the main step's saved state. */
+export async function runPost(entry: string, state: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}): Promise<ActionRun> {
+  const env: NodeJS.ProcessEnv = { ...extraEnv };
+  for (const [k, v] of Object.entries(state)) env[`STATE_${k}`] = v;
+  return runAction(entry, {}, env);
+}
+
+/** `::error ...::message` lines of a step's output. */
+export function annotations(stdout: string, kind = 'error'): string[] {
+  return stdout.split('\n').filter((l) => l.startsWith(`::${kind}`)).map((l) => l.trim());
+}

@@ -1,0 +1,115 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { runCli, tempDir } from '../helpers/cli.js';
+import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
+
+/**
+ * The bundled actions (dist/) run as the runner runs them — INPUT_* variables, real GITHUB_OUTPUT,
+ * GITHUB_STEP_SUMMARY, GITHUB_STATE and RUNNER_TEMP files, saved state passed to the post step as
+ * STATE_* — against the real Docker engine, QEMU (TCG) and the registry on 127.0.0.1:5000.
+ */
+let work: string;
+let env: NodeJS.ProcessEnv;
+const runCache = (): string => path.join(work, 'home', 'run');
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  const p = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+beforeAll(async () => {
+  work = await tempDir();
+  env = { FIREBUILD_HOME: path.join(work, 'home') };
+  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
+  expect((await runCli(['kernel', 'import', '--id', 'debian-cloud', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))], { env })).code).toBe(0);
+});
+afterAll(async () => {
+  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env });
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('the bundled actions, run as the runner runs them', () => {
+  test('build-rootfs, then smoke-test (and its post step), then publish: the README example from source to a probed VM to an OCI artifact that pulls back identical', async () => {
+    const build = await runAction('build-rootfs/index.js', { dockerfile: path.resolve('examples/hello/Dockerfile'), tag: 'examples/hello:ci', 'free-space': '32M' }, env);
+    expect({ code: build.code, errors: annotations(build.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(build.outputs).toMatchObject({ tag: 'examples/hello:ci', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), rootfs: expect.stringContaining('rootfs.ext4'), metadata: expect.stringContaining('metadata.json') });
+    expect(Number(build.outputs.size)).toBeGreaterThan(0);
+    expect(build.summary).toContain('firebuild rootfs: examples/hello:ci');
+
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}/cgi-bin/index.cgi`;
+    const smoke = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, env: 'GREETING=from-ci', 'wait-http': url, 'wait-http-body': 'from-ci' }, env);
+    expect({ code: smoke.code, errors: annotations(smoke.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(smoke.outputs).toMatchObject({ 'vmm-id': expect.stringMatching(/^[a-z0-9]{20}$/), 'ip-address': '10.0.2.15', 'serial-log': expect.stringContaining('serial.log') });
+    expect(smoke.state['vmm-id']).toBe(smoke.outputs['vmm-id']);
+    expect(smoke.summary).toContain(`GET ${url}`);
+    expect(await (await fetch(url)).text()).toMatch(/^from-ci from /);
+
+    const registryRef = `127.0.0.1:5000/fbtest/actions-${process.pid}:1`;
+    const pub = await runAction('publish/index.js', { tag: 'examples/hello:ci', 'oci-ref': registryRef }, env);
+    expect({ code: pub.code, errors: annotations(pub.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(pub.outputs).toMatchObject({ digest: expect.stringMatching(/^sha256:/), sha256: build.outputs.sha256 });
+
+    // The post step tears the VM down.
+    const post = await runPost('smoke-test/post/index.js', smoke.state, env);
+    expect(post.code).toBe(0);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+
+    // The artifact pulls into an empty store with the same sha256.
+    const empty = { FIREBUILD_HOME: path.join(work, 'empty') };
+    const pulled = await runCli(['image', 'pull', registryRef], { env: empty });
+    expect(pulled.code).toBe(0);
+    expect(JSON.parse(pulled.stdout)).toMatchObject({ tag: 'examples/hello:ci', sha256: build.outputs.sha256 });
+  });
+
+  test('the post step leaves no VM behind after the main step was killed mid-boot', async () => {
+    const files = await runnerFiles();
+    const main = startAction('smoke-test/index.js', { tag: 'examples/hello:ci', network: 'none', timeout: '120' }, files, env);
+    // Kill the main step as a cancelled job would, once it has saved the VM's id.
+    for (let i = 0; i < 200 && !fs.readFileSync(files.state, 'utf8').includes('vmm-id'); i++) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 1500));
+    main.child.kill('SIGKILL');
+    const killed = await main.done;
+    if (!killed.state['vmm-id']) throw new Error(`the main step saved no VM id: ${killed.stdout}`);
+    expect(killed.state['vmm-id']).toMatch(/^[a-z0-9]{20}$/);
+    const state = JSON.parse(fs.readFileSync(path.join(runCache(), killed.state['vmm-id']!, 'state.json'), 'utf8')) as { pid: number };
+    const post = await runPost('smoke-test/post/index.js', killed.state, env);
+    expect(post.code).toBe(0);
+    expect(annotations(post.stdout)).toEqual([]); // a warning (forced stop of a half-booted VM) is fine, an error is not
+    expect(state.pid === 0 || !alive(state.pid)).toBe(true);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test.each([
+    ['missing required input', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile' }, /^::error::input 'tag' is required/],
+    ['unknown engine', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile', tag: 'a/b:1', engine: 'kaniko' }, /^::error::input 'engine' is 'kaniko': use one of docker/],
+    ['unknown accel', 'smoke-test/index.js', { tag: 'examples/hello:ci', accel: 'hvf' }, /^::error::input 'accel' is 'hvf': use one of auto, kvm, tcg/],
+    ['a failing Dockerfile step, annotated at its file and line', 'build-rootfs/index.js', { dockerfile: 'FROM debian:bookworm-slim\nRUN exit 3\n', tag: 'a/fail:1' }, /^::error file=.*,line=2::.*exit code 3/],
+    ['registry auth failure', 'publish/index.js', { tag: 'examples/hello:ci', 'oci-ref': '127.0.0.1:9/x/y:1' }, /^::error::cannot reach registry 127\.0\.0\.1:9/],
+  ])('bad input: %s is one annotation and a failed step', async (_n, entry, inputs, want) => {
+    const r = await runAction(entry, inputs as Record<string, string>, env);
+    expect(r.code).toBe(1);
+    expect(annotations(r.stdout)).toEqual([expect.stringMatching(want)]);
+    expect(fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []).toEqual([]);
+  });
+
+  test('a probe that never passes fails with the console tail; the post step removes the VM', async () => {
+    const port = await freePort();
+    const r = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, 'wait-http': `http://127.0.0.1:${port}/nothing-here`, timeout: '15' }, env);
+    expect(r.code).toBe(1);
+    expect(annotations(r.stdout)).toEqual([expect.stringMatching(/^::error::probe GET http:\/\/127\.0\.0\.1:\d+\/nothing-here failed within 15 s \(status 404, expected 200\): console tail: /)]);
+    expect((await runPost('smoke-test/post/index.js', r.state, env)).code).toBe(0);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+});

@@ -1,0 +1,40 @@
+import { describe, expect, test } from '@jest/globals';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { REPO } from '../helpers/cli.js';
+
+/**
+ * Every action.yml and its code agree (as codeql-action checks): each input the code reads is declared,
+ * each declared input is read, and runs.main/post point at the bundled files for node24.
+ */
+const ACTIONS: Record<string, string[]> = {
+  'build-rootfs': ['src/actions/build-rootfs/impl.ts'],
+  'build-baseos': ['src/actions/build-baseos/impl.ts'],
+  'smoke-test': ['src/actions/smoke-test/impl.ts'],
+  publish: ['src/actions/publish/impl.ts'],
+};
+
+function inputsRead(files: string[]): string[] {
+  const names = new Set<string>();
+  for (const f of files) {
+    const src = fs.readFileSync(path.join(REPO, f), 'utf8');
+    for (const m of src.matchAll(/\b(?:input|listInput|boolInput)\('([a-z0-9-]+)'/g)) names.add(m[1] as string);
+  }
+  return [...names].sort();
+}
+
+describe('action.yml files', () => {
+  test.each(Object.entries(ACTIONS))('%s: declared inputs are exactly the inputs read', (name, files) => {
+    const yml = parseYaml(fs.readFileSync(path.join(REPO, name, 'action.yml'), 'utf8')) as { inputs: Record<string, unknown>; runs: { using: string; main: string; post?: string } };
+    expect(Object.keys(yml.inputs).sort()).toEqual(inputsRead(files));
+    expect(yml.runs.using).toBe('node24');
+    expect(yml.runs.main).toBe(`../dist/${name}/index.js`);
+    expect(fs.existsSync(path.join(REPO, name, yml.runs.main))).toBe(true);
+    if (yml.runs.post) expect(fs.existsSync(path.join(REPO, name, yml.runs.post))).toBe(true);
+  });
+
+  test('the checker itself sees a read that is not declared', () => {
+    expect(inputsRead(['src/actions/publish/impl.ts'])).toContain('oci-ref');
+  });
+});
