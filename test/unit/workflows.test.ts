@@ -1,0 +1,55 @@
+import { describe, expect, test } from '@jest/globals';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { NoOperationTraceWriter, convertWorkflowTemplate, parseWorkflow } from '@actions/workflow-parser';
+import { convertActionTemplate, parseAction } from '@actions/workflow-parser/actions/index';
+import { parse as parseYaml } from 'yaml';
+import { REPO } from '../helpers/cli.js';
+
+/** The ready-made workflows and every action.yml, checked by GitHub's own workflow parser. */
+const WORKFLOWS = fs.readdirSync(path.join(REPO, 'workflows')).filter((f) => f.endsWith('.yml'));
+const ACTION_DIRS = ['build-rootfs', 'build-baseos', 'smoke-test', 'publish'];
+
+describe('workflows/', () => {
+  test.each(WORKFLOWS)('%s parses and converts without errors', async (file) => {
+    const content = fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8');
+    const parsed = parseWorkflow({ name: file, content }, new NoOperationTraceWriter());
+    expect(parsed.context.errors.getErrors().map((e) => e.message)).toEqual([]);
+    const template = await convertWorkflowTemplate(parsed.context, parsed.value!);
+    expect((template.errors ?? []).map((e) => e.Message)).toEqual([]);
+    expect(template.jobs.length).toBeGreaterThan(0);
+  });
+
+  test('pull-request workflows follow the security model: pull_request only, read-only token, no secrets', () => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', 'pr-smoke.yml'), 'utf8')) as { on: Record<string, unknown>; permissions: Record<string, string> };
+    const text = fs.readFileSync(path.join(REPO, 'workflows', 'pr-smoke.yml'), 'utf8');
+    expect(Object.keys(wf.on)).toEqual(['pull_request']);
+    expect(wf.permissions).toEqual({ contents: 'read' });
+    expect(text).not.toMatch(/\$\{\{\s*secrets\./);
+  });
+
+  test('the workflows use only inputs the actions declare', () => {
+    for (const file of WORKFLOWS) {
+      const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { jobs: Record<string, { steps: { uses?: string; with?: Record<string, string> }[] }> };
+      for (const job of Object.values(wf.jobs)) {
+        for (const step of job.steps) {
+          const m = /^firebuild\/firebuild\/([a-z-]+)@/.exec(step.uses ?? '');
+          if (!m) continue;
+          const action = parseYaml(fs.readFileSync(path.join(REPO, m[1] as string, 'action.yml'), 'utf8')) as { inputs: Record<string, { required?: boolean }> };
+          for (const k of Object.keys(step.with ?? {})) expect([file, m[1], k, k in action.inputs]).toEqual([file, m[1], k, true]);
+          for (const [k, v] of Object.entries(action.inputs)) if (v.required) expect([file, m[1], k, k in (step.with ?? {})]).toEqual([file, m[1], k, true]);
+        }
+      }
+    }
+  });
+});
+
+describe('action.yml files', () => {
+  test.each(ACTION_DIRS)('%s/action.yml parses as an action', (dir) => {
+    const content = fs.readFileSync(path.join(REPO, dir, 'action.yml'), 'utf8');
+    const parsed = parseAction({ name: `${dir}/action.yml`, content }, new NoOperationTraceWriter());
+    expect(parsed.context.errors.getErrors().map((e) => e.message)).toEqual([]);
+    const template = convertActionTemplate(parsed.context, parsed.value!);
+    expect(template.runs).toMatchObject({ using: 'node24' });
+  });
+});
