@@ -30,7 +30,7 @@ fb image ls
 
 echo "== boot it as a microVM (QEMU; TCG where KVM is unusable) and smoke-test it over a published port"
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-vm=$(fb run --from examples/hello:1 --name quickstart --port "127.0.0.1:$port:8080" --env GREETING=hi --daemonize \
+vm=$(fb run --from examples/hello:1 --vmlinux-id debian-cloud --name quickstart --port "127.0.0.1:$port:8080" --env GREETING=hi --daemonize \
   --wait-http "http://127.0.0.1:$port/cgi-bin/index.cgi" --wait-http-body "hi from quickstart")
 echo "$vm"
 id=$(printf '%s' "$vm" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)["vmm-id"]))')
