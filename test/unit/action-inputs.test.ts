@@ -9,6 +9,7 @@ import { REPO } from '../helpers/cli.js';
  * each declared input is read, and runs.main/post point at the bundled files for node24.
  */
 const ACTIONS: Record<string, string[]> = {
+  '.': ['src/actions/build-rootfs/impl.ts'],
   'build-rootfs': ['src/actions/build-rootfs/impl.ts'],
   'build-baseos': ['src/actions/build-baseos/impl.ts'],
   'smoke-test': ['src/actions/smoke-test/impl.ts'],
@@ -29,7 +30,7 @@ describe('action.yml files', () => {
     const yml = parseYaml(fs.readFileSync(path.join(REPO, name, 'action.yml'), 'utf8')) as { inputs: Record<string, unknown>; runs: { using: string; main: string; post?: string } };
     expect(Object.keys(yml.inputs).sort()).toEqual(inputsRead(files));
     expect(yml.runs.using).toBe('node24');
-    expect(yml.runs.main).toBe(`../dist/${name}/index.js`);
+    expect(yml.runs.main).toBe(name === '.' ? 'dist/build-rootfs/index.js' : `../dist/${name}/index.js`);
     expect(fs.existsSync(path.join(REPO, name, yml.runs.main))).toBe(true);
     if (yml.runs.post) expect(fs.existsSync(path.join(REPO, name, yml.runs.post))).toBe(true);
   });

@@ -8,7 +8,7 @@ import { REPO } from '../helpers/cli.js';
 
 /** The ready-made workflows and every action.yml, checked by GitHub's own workflow parser. */
 const WORKFLOWS = fs.readdirSync(path.join(REPO, 'workflows')).filter((f) => f.endsWith('.yml'));
-const ACTION_DIRS = ['build-rootfs', 'build-baseos', 'smoke-test', 'publish'];
+const ACTION_DIRS = ['.', 'build-rootfs', 'build-baseos', 'smoke-test', 'publish'];
 
 describe('workflows/', () => {
   test.each(WORKFLOWS)('%s parses and converts without errors', async (file) => {
