@@ -62,6 +62,8 @@ fi
 umask 077
 cat /.firebuild/config/env.sh > /etc/profile.d/run-env.sh 2>/dev/null
 umask 022
+# HOME comes from the image's ENV, else from /etc/passwd below (as Docker), never the kernel's HOME=/.
+unset HOME
 set -a
 . /.firebuild/config/env.sh
 set +a
@@ -106,16 +108,18 @@ if [ -n "$FB_USER" ]; then
   esac
   # /etc/passwd read with builtins: a name must be listed, a number names its first user.
   found=
-  while IFS=: read -r pw_name _ pw_uid _; do
+  while IFS=: read -r pw_name _ pw_uid _ _ pw_home _; do
     if [ "$pw_name" = "$runas" ] || { [ -z "$runas" ] && [ "$pw_uid" = "$u" ]; }; then found=$pw_name; break; fi
   done </etc/passwd
   runas=$found
+  [ -n "$found" ] && [ -z "${HOME:-}" ] && export HOME="${pw_home:-/}"
   if [ -z "$runas" ]; then
     echo "firebuild-init: user $u not found in /etc/passwd" >/dev/console
     echo "FIREBUILD-EXIT code=126" >/dev/console; halt
   fi
   [ "$runas" = root ] && runas=
 fi
+[ -n "${HOME:-}" ] || export HOME=/root
 
 # --init=image: the setup above is done; the image's own init system takes over as PID 1.
 if [ "$FB_INIT" = image ]; then

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { cniBinDir, inspectView, killVm, purgeVms, runVm, type NetworkMode, type RunOptions } from '../commands/run.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { RunCache } from '../runtime/state.js';
-import { runProbes } from '../runtime/probes.js';
+import { runProbes, waitExitCode } from '../runtime/probes.js';
 import { pidAlive } from '../util/fs.js';
 import * as fsp from 'node:fs/promises';
 import { parseSize } from '../util/size.js';
@@ -311,7 +311,7 @@ export function buildProgram(io: CliIO): Command {
     sshUser?: string; identityFile?: string; network?: string; port?: string[]; accel: string; daemonize?: boolean; bootTimeout: string;
     backend: string; firecrackerMode: string; jailerUid: string; jailerGid: string; cniNetworkName?: string; cniConfDir: string; cniBinDir?: string;
     ipAddress?: string; init: string;
-    waitTcp?: string[]; waitHttp?: string[]; waitHttpStatus: string; waitHttpBody?: string; waitTimeout: string;
+    waitTcp?: string[]; waitHttp?: string[]; waitHttpStatus: string; waitHttpBody?: string; waitTimeout: string; waitExitCode?: string;
   };
   const intFlag = (v: string, flag: string): number => {
     if (!/^\d{1,10}$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give a number`);
@@ -354,6 +354,7 @@ export function buildProgram(io: CliIO): Command {
       .option('--wait-http <url>', 'probe: an HTTP GET must answer --wait-http-status, repeatable', collect)
       .option('--wait-http-status <code>', 'expected HTTP status', '200')
       .option('--wait-http-body <text>', 'expected substring of the HTTP body')
+      .option('--wait-exit-code <n>', 'probe: the command must exit with this code before --wait-timeout (then the VM is removed)')
       .option('--wait-timeout <seconds>', 'deadline for the probes', '60'),
     io.env,
     { runtime: true },
@@ -386,6 +387,17 @@ export function buildProgram(io: CliIO): Command {
         await killVm(cache, state.id, 5000, log);
         throw err;
       }
+    }
+    if (o.waitExitCode !== undefined) {
+      const want = intFlag(o.waitExitCode, '--wait-exit-code');
+      try {
+        await waitExitCode(state.serialLog, state.pid, want, probes.timeoutMs);
+        log.info('exit code probe passed', { 'exit-code': want });
+      } finally {
+        await killVm(cache, state.id, 5000, log);
+      }
+      if (o.daemonize) out(json({ 'vmm-id': state.id, name: state.name, 'exit-code': want }));
+      return;
     }
     if (o.daemonize) {
       out(json({ 'vmm-id': state.id, name: state.name, pid: state.pid, 'ip-address': state.network.ip ?? null, 'cache-dir': state.cacheDir, 'serial-log': state.serialLog }));

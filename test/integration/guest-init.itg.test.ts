@@ -105,6 +105,19 @@ describe.each(kinds)('firebuild init (%s)', (kind) => {
     expect(console).toMatch(/reboot: Power down/);
   });
 
+  test('USER by number runs as that user, with its home and groups from /etc/passwd and /etc/group', async () => {
+    const img = await build('numeric', [
+      'FROM debian:bookworm-slim',
+      'RUN groupadd -g 2345 extra && useradd -u 1234 -m -G extra numeric',
+      'USER 1234',
+      'CMD ["sh", "-c", "echo RESULT $(id -un) $(id -u) home=$HOME groups=$(id -Gn)"]',
+      '',
+    ].join('\n'));
+    const console = await boot(kind, 'numeric', img);
+    expect(console).toContain('RESULT numeric 1234 home=/home/numeric groups=numeric extra');
+    expect(console).toMatch(/^FIREBUILD-EXIT code=0\r?$/m);
+  });
+
   test('works in an image with no shell at all; a command after -- replaces CMD', async () => {
     // The only file: a static busybox, called as itself (no /bin/sh, no libc).
     const img = await build('noshell', 'FROM scratch\nCOPY busybox /busybox\nENTRYPOINT ["/busybox"]\nCMD ["echo", "from CMD"]\n', { busybox: fs.readFileSync('/bin/busybox') });

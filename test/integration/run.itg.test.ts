@@ -96,6 +96,18 @@ describe('firebuild run', () => {
   });
 });
 
+describe('the exit-code probe', () => {
+  test('--wait-exit-code passes when the command exits with that code, fails with the console tail otherwise; the VM is gone either way', async () => {
+    const ok = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--wait-exit-code', '7', '--wait-timeout', '120', '--', 'sh', '-c', 'echo probing; exit 7'], { env });
+    expect({ code: ok.code, errors: errorLines(ok.stderr) }).toEqual({ code: 0, errors: [] });
+    expect(ok.stderr).toMatch(/exit code probe passed exit-code=7/);
+    const bad = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--wait-exit-code', '0', '--wait-timeout', '120', '--', 'sh', '-c', 'echo about to fail; exit 3'], { env });
+    expect(bad.code).toBe(2);
+    expect(errorLines(bad.stderr)).toEqual([expect.stringMatching(/^error: the command exited with code 3, expected 0: console tail: .*about to fail/)]);
+    expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+});
+
 describe('stopping and handing over', () => {
   test('kill stops the guest gracefully: the entrypoint gets its stop signal and its exit code is reported', async () => {
     const r = await runCli(['run', '--from', 'examples/hello:1', '--network', 'none', '--daemonize', '--', 'sh', '-c', 'trap "echo got-term; exit 3" TERM; while :; do sleep 1; done'], { env });

@@ -1,11 +1,9 @@
 import * as core from '@actions/core';
-import * as fsp from 'node:fs/promises';
 import { killVm, runVm } from '../../commands/run.js';
 import { openStorage, resolveSettings } from '../../profile/settings.js';
-import { runProbes } from '../../runtime/probes.js';
+import { runProbes, waitExitCode } from '../../runtime/probes.js';
 import { RunCache } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
-import { pidAlive } from '../../util/fs.js';
 import { ActionsLogger, input, listInput, summaryTable } from '../common.js';
 
 /**
@@ -85,14 +83,8 @@ export async function run(): Promise<void> {
       checks.push(...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']), ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]));
     }
     if (i.expectExitCode !== undefined) {
-      const deadline = Date.now() + i.timeoutMs;
-      while (pidAlive(state.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
-      const text = await fsp.readFile(state.serialLog, 'utf8').catch(() => '');
-      const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
-      const tail = text.trim().split(/\r?\n/).slice(-5).join(' | ');
-      if (!code) throw new UserError(`the command did not exit within ${i.timeoutMs / 1000} s: console tail: ${tail}`);
-      if (Number(code[1]) !== i.expectExitCode) throw new UserError(`the command exited with code ${code[1]}, expected ${i.expectExitCode}: console tail: ${tail}`);
-      checks.push(['exit code', code[1] as string]);
+      await waitExitCode(state.serialLog, state.pid, i.expectExitCode, i.timeoutMs);
+      checks.push(['exit code', String(i.expectExitCode)]);
     }
   });
   log.info('smoke test passed', { tag: i.tag, id: state.id });
