@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { runCli, tempDir } from '../helpers/cli.js';
@@ -71,6 +73,64 @@ describe('the bundled actions, run as the runner runs them', () => {
     const pulled = await runCli(['image', 'pull', registryRef], { env: empty });
     expect(pulled.code).toBe(0);
     expect(JSON.parse(pulled.stdout)).toMatchObject({ tag: 'examples/hello:ci', sha256: build.outputs.sha256 });
+  });
+
+  test('publish to a GitHub release: packaged assets with SHA256SUMS; a name collision is refused, overwrite replaces (a local server stands in for the GitHub API)', async () => {
+    type Req = { method: string; url: string; auth?: string; type?: string; body: Buffer };
+    const reqs: Req[] = [];
+    const assets = new Map<number, { id: number; name: string; body: Buffer }>();
+    let release: Record<string, unknown> | undefined;
+    let nextId = 10;
+    const srv = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        reqs.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, type: req.headers['content-type'], body });
+        const send = (code: number, j?: unknown): void => { res.writeHead(code, { 'content-type': 'application/json' }); res.end(j === undefined ? '' : JSON.stringify(j)); };
+        const base = `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`;
+        const url = new URL(req.url!, base);
+        if (req.method === 'GET' && url.pathname === '/repos/acme/app/releases/tags/v1') return release ? send(200, { ...release, assets: [...assets.values()].map((a) => ({ id: a.id, name: a.name })) }) : send(404, { message: 'Not Found' });
+        if (req.method === 'POST' && url.pathname === '/repos/acme/app/releases') {
+          release = { id: 1, tag_name: JSON.parse(body.toString()).tag_name, html_url: `${base}/acme/app/releases/tag/v1`, upload_url: `${base}/uploads/repos/acme/app/releases/1/assets{?name,label}`, assets: [] };
+          return send(201, release);
+        }
+        if (req.method === 'POST' && url.pathname === '/uploads/repos/acme/app/releases/1/assets') {
+          const a = { id: nextId++, name: url.searchParams.get('name')!, body };
+          assets.set(a.id, a);
+          return send(201, { id: a.id, name: a.name, size: body.length, browser_download_url: `${base}/acme/app/releases/download/v1/${a.name}` });
+        }
+        const del = /^\/repos\/acme\/app\/releases\/assets\/(\d+)$/.exec(url.pathname);
+        if (req.method === 'DELETE' && del) { assets.delete(Number(del[1])); return send(204); }
+        send(404, { message: `not mocked: ${req.method} ${url.pathname}` });
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    try {
+      const api = { ...env, GITHUB_API_URL: `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}`, GITHUB_REPOSITORY: 'acme/app' };
+      const inputs = { tag: 'examples/hello:ci', targets: 'release', 'github-token': 'ghs_testtoken', 'release-tag': 'v1' };
+      const r = await runAction('publish/index.js', inputs, api);
+      expect({ code: r.code, errors: annotations(r.stdout) }).toEqual({ code: 0, errors: [] });
+      expect(r.outputs['release-url']).toMatch(/\/acme\/app\/releases\/tag\/v1$/);
+      const uploaded = [...assets.values()];
+      expect(uploaded.map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']);
+      const sums = Object.fromEntries(uploaded[2]!.body.toString().trim().split('\n').map((l) => l.split('  ').reverse()));
+      for (const a of uploaded.slice(0, 2)) expect(sums[a.name]).toBe(createHash('sha256').update(a.body).digest('hex'));
+      const stored = JSON.parse((await runCli(['image', 'inspect', 'examples/hello:ci'], { env })).stdout) as { metadata: { rootfs: { sha256: string } } };
+      expect(sums['rootfs.ext4']).toBe(stored.metadata.rootfs.sha256);
+      expect(reqs.every((q) => q.auth === 'token ghs_testtoken')).toBe(true);
+      expect(reqs.filter((q) => q.url.startsWith('/uploads/')).map((q) => q.type)).toEqual(['application/octet-stream', 'application/octet-stream', 'application/octet-stream']);
+
+      const again = await runAction('publish/index.js', inputs, api);
+      expect(again.code).toBe(1);
+      expect(annotations(again.stdout)).toEqual(['::error::release v1 already has rootfs.ext4.zst, metadata.json, SHA256SUMS: set overwrite: true to replace them']);
+      const replaced = await runAction('publish/index.js', { ...inputs, overwrite: 'true' }, api);
+      expect(replaced.code).toBe(0);
+      expect(reqs.filter((q) => q.method === 'DELETE')).toHaveLength(3);
+      expect([...assets.values()].map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']);
+    } finally {
+      srv.close();
+    }
   });
 
   test('the post step leaves no VM behind after the main step was killed mid-boot', async () => {

@@ -1,43 +1,78 @@
 import * as core from '@actions/core';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { pushImage } from '../../oci/artifact.js';
 import { openStorage, resolveSettings } from '../../profile/settings.js';
-import { ActionsLogger, boolInput, input, summaryTable } from '../common.js';
+import { packageImage } from '../../store/package.js';
+import { UserError } from '../../util/errors.js';
+import { ActionsLogger, boolInput, input, listInput, summaryTable } from '../common.js';
+import { publishRelease } from './release.js';
 
 /**
- * The publish action, OCI target: the stored image as a firebuild OCI artifact (see docs/registry.md),
- * credentials from inputs (the password is masked in logs) or the runner's Docker config.
+ * The publish action: a stored image to an OCI registry as a firebuild artifact (docs/registry.md)
+ * and/or to a GitHub release as assets (rootfs.ext4.zst, metadata.json, SHA256SUMS). Registry
+ * credentials from inputs (masked) or the runner's Docker config; the release through the GitHub API
+ * with `github-token`.
  */
+export const TARGETS = ['oci', 'release'] as const;
+
 export interface PublishInputs {
   tag: string;
+  targets: string[];
   ociRef: string;
   username: string;
   password: string;
   insecure: boolean;
+  githubToken: string;
+  releaseTag: string;
+  overwrite: boolean;
 }
 
 export function getInputs(): PublishInputs {
+  const targets = listInput('targets');
+  const t = targets.length ? targets : ['oci'];
+  for (const x of t) if (!(TARGETS as readonly string[]).includes(x)) throw new UserError(`input 'targets' has '${x}': use oci and/or release`);
   const i = {
     tag: input('tag', { required: true }),
-    ociRef: input('oci-ref', { required: true }),
+    targets: t,
+    ociRef: input('oci-ref', { required: t.includes('oci') }),
     username: input('registry-username'),
     password: input('registry-password'),
     insecure: boolInput('insecure'),
+    githubToken: input('github-token'),
+    releaseTag: input('release-tag', { default: process.env.GITHUB_REF_NAME ?? '' }),
+    overwrite: boolInput('overwrite'),
   };
   if (i.password) core.setSecret(i.password);
+  if (i.githubToken) core.setSecret(i.githubToken);
+  if (t.includes('release') && !i.releaseTag) throw new UserError("input 'release-tag' is required for the release target outside a tag push");
   return i;
 }
 
 export async function run(): Promise<void> {
   const i = getInputs();
   const storage = openStorage(resolveSettings({}, undefined));
-  const r = await core.group(`Push ${i.tag} to ${i.ociRef}`, () => pushImage(storage, i.tag, i.ociRef, {
-    ...(i.username ? { credentials: { username: i.username, password: i.password } } : {}),
-    insecure: i.insecure,
-  }, new ActionsLogger('publish')));
-  core.setOutput('digest', r.digest);
-  core.setOutput('ref', `${i.ociRef.replace(/[:@][^/]*$/, '')}@${r.digest}`);
-  core.setOutput('sha256', r.rootfsSha256);
-  await core.summary.addHeading(`firebuild publish: ${i.tag}`, 3).addRaw(summaryTable([
-    ['OCI artifact', `\`${i.ociRef}\``], ['digest', `\`${r.digest}\``], ['rootfs sha256', `\`${r.rootfsSha256}\``], ['compressed size', `${r.compressedSize} bytes`],
-  ])).write();
+  const rows: [string, string][] = [];
+  if (i.targets.includes('oci')) {
+    const r = await core.group(`Push ${i.tag} to ${i.ociRef}`, () => pushImage(storage, i.tag, i.ociRef, {
+      ...(i.username ? { credentials: { username: i.username, password: i.password } } : {}),
+      insecure: i.insecure,
+    }, new ActionsLogger('publish')));
+    core.setOutput('digest', r.digest);
+    core.setOutput('ref', `${i.ociRef.replace(/[:@][^/]*$/, '')}@${r.digest}`);
+    core.setOutput('sha256', r.rootfsSha256);
+    rows.push(['OCI artifact', `\`${i.ociRef}\``], ['digest', `\`${r.digest}\``], ['rootfs sha256', `\`${r.rootfsSha256}\``], ['compressed size', `${r.compressedSize} bytes`]);
+  }
+  if (i.targets.includes('release')) {
+    const dir = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), `firebuild-publish-${process.pid}`);
+    const pkg = await core.group(`Package ${i.tag}`, () => packageImage(storage, i.tag, dir));
+    const r = await core.group(`Release ${i.releaseTag}`, () => publishRelease({
+      token: i.githubToken, repository: process.env.GITHUB_REPOSITORY ?? '', tag: i.releaseTag, files: pkg.files, overwrite: i.overwrite,
+      ...(process.env.GITHUB_API_URL ? { apiUrl: process.env.GITHUB_API_URL } : {}),
+    }));
+    core.setOutput('release-url', r.url);
+    core.setOutput('sha256', pkg.sums['rootfs.ext4'] as string);
+    rows.push(['release', r.url], ...r.assets.map((a): [string, string] => ['asset', a]));
+  }
+  await core.summary.addHeading(`firebuild publish: ${i.tag}`, 3).addRaw(summaryTable(rows)).write();
 }
