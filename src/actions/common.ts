@@ -85,3 +85,15 @@ export async function runAction(body: () => Promise<void>): Promise<void> {
 export function summaryTable(rows: [string, string][]): string {
   return ['| | |', '| --- | --- |', ...rows.map(([k, v]) => `| ${k} | ${v.replace(/\|/g, '\\|')} |`)].join('\n') + '\n';
 }
+
+/** Upload files as an Actions artifact (the runner's results service; ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL). */
+export async function uploadArtifact(name: string, files: string[], rootDir: string): Promise<{ id?: number; size?: number }> {
+  const { DefaultArtifactClient } = await import('@actions/artifact');
+  try {
+    return await new DefaultArtifactClient().uploadArtifact(name, files, rootDir);
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/already exists|Conflict|409/i.test(msg)) throw new UserError(`an artifact named ${name} already exists in this run: choose another artifact-name`);
+    throw new UserError(`uploading the artifact ${name} failed: ${msg}`);
+  }
+}

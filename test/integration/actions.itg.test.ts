@@ -5,6 +5,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { runCli, tempDir } from '../helpers/cli.js';
+import { startResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
 
 /**
@@ -133,6 +134,26 @@ describe('the bundled actions, run as the runner runs them', () => {
     }
   });
 
+  test('publish as an Actions artifact: the packaged files reach the results service; the same name twice is one annotation (a local stand-in for the service)', async () => {
+    const svc = await startResultsService();
+    try {
+      const e = { ...env, ...svc.env };
+      const r = await runAction('publish/index.js', { tag: 'examples/hello:ci', targets: 'artifact' }, e);
+      expect({ code: r.code, errors: annotations(r.stdout) }).toEqual({ code: 0, errors: [] });
+      const a = svc.artifacts.get('firebuild-examples-hello-ci');
+      expect(a?.finalized?.hash).toBe(`sha256:${createHash('sha256').update(a!.body).digest('hex')}`);
+      expect(Number(a?.finalized?.size)).toBe(a!.body.length);
+      expect(a!.body.subarray(0, 2).toString()).toBe('PK'); // a zip holding the three files
+      for (const f of ['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']) expect([f, a!.body.includes(Buffer.from(f))]).toEqual([f, true]);
+      expect(r.outputs['artifact-id']).toBe('7');
+      const again = await runAction('publish/index.js', { tag: 'examples/hello:ci', targets: 'artifact' }, e);
+      expect(again.code).toBe(1);
+      expect(annotations(again.stdout)).toEqual(['::error::an artifact named firebuild-examples-hello-ci already exists in this run: choose another artifact-name']);
+    } finally {
+      svc.close();
+    }
+  });
+
   test('the post step leaves no VM behind after the main step was killed mid-boot', async () => {
     const files = await runnerFiles();
     const main = startAction('smoke-test/index.js', { tag: 'examples/hello:ci', network: 'none', timeout: '120' }, files, env);
@@ -164,11 +185,16 @@ describe('the bundled actions, run as the runner runs them', () => {
     expect(fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []).toEqual([]);
   });
 
-  test('a probe that never passes fails with the console tail; the post step removes the VM', async () => {
+  test('a probe that never passes fails with the console tail and uploads the serial log as an artifact; the post step removes the VM', async () => {
     const port = await freePort();
-    const r = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, 'wait-http': `http://127.0.0.1:${port}/nothing-here`, timeout: '15' }, env);
+    const svc = await startResultsService();
+    const r = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, 'wait-http': `http://127.0.0.1:${port}/nothing-here`, timeout: '15' }, { ...env, ...svc.env });
+    svc.close();
     expect(r.code).toBe(1);
     expect(annotations(r.stdout)).toEqual([expect.stringMatching(/^::error::probe GET http:\/\/127\.0\.0\.1:\d+\/nothing-here failed within 15 s \(status 404, expected 200\): console tail: /)]);
+    const log = svc.artifacts.get(`firebuild-serial-${r.state['vmm-id']}`);
+    expect(log?.finalized).toBeDefined();
+    expect(log!.body.includes(Buffer.from('serial.log'))).toBe(true);
     expect((await runPost('smoke-test/post/index.js', r.state, env)).code).toBe(0);
     expect(fs.readdirSync(runCache())).toEqual([]);
   });

@@ -4,7 +4,8 @@ import { openStorage, resolveSettings } from '../../profile/settings.js';
 import { runProbes, waitExitCode } from '../../runtime/probes.js';
 import { RunCache } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
-import { ActionsLogger, input, listInput, summaryTable } from '../common.js';
+import * as path from 'node:path';
+import { ActionsLogger, input, listInput, summaryTable, uploadArtifact } from '../common.js';
 
 /**
  * The smoke-test action: boot a stored image, run the probes (TCP ports, HTTP checks, or the command's
@@ -57,6 +58,17 @@ export function getInputs(): SmokeInputs {
   };
 }
 
+/** When the smoke test fails, the VM's serial log goes up as an artifact (where the runner offers artifacts). */
+async function uploadSerialLog(id: string, serialLog: string): Promise<void> {
+  if (!process.env.ACTIONS_RUNTIME_TOKEN || !process.env.ACTIONS_RESULTS_URL) return;
+  try {
+    const r = await uploadArtifact(`firebuild-serial-${id}`, [serialLog], path.dirname(serialLog));
+    core.info(`serial log uploaded as artifact firebuild-serial-${id} (${r.size ?? 0} bytes)`);
+  } catch (err) {
+    core.warning(`could not upload the serial log: ${(err as Error).message}`);
+  }
+}
+
 export async function run(): Promise<void> {
   const i = getInputs();
   const log = new ActionsLogger('smoke-test');
@@ -74,6 +86,14 @@ export async function run(): Promise<void> {
   core.setOutput('serial-log', state.serialLog);
   const checks: [string, string][] = [];
   await core.group('Probes', async () => {
+    try {
+      await probe();
+    } catch (err) {
+      await uploadSerialLog(state.id, state.serialLog);
+      throw err;
+    }
+  });
+  async function probe(): Promise<void> {
     if (i.waitTcp.length || i.waitHttp.length) {
       await runProbes({
         tcp: i.waitTcp.map((port) => ({ host: '127.0.0.1', port })),
@@ -86,7 +106,7 @@ export async function run(): Promise<void> {
       await waitExitCode(state.serialLog, state.pid, i.expectExitCode, i.timeoutMs);
       checks.push(['exit code', String(i.expectExitCode)]);
     }
-  });
+  }
   log.info('smoke test passed', { tag: i.tag, id: state.id });
   await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
     ['VM', `\`${state.id}\``], ['IP', state.network.ip ?? '-'], ['accel', state.accel], ...checks,
