@@ -17,6 +17,7 @@ import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/f
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
 import { qemuArgv, resolveAccel, type Accel } from '../vmm/qemu.js';
+import { waitForConsole } from '../runtime/console.js';
 
 /** The CNI interface inside the VM's namespace (redirected to the tap the VMM opens). */
 export const CNI_IFNAME = 'eth0';
@@ -296,23 +297,6 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     await teardown(cache, state, lockDir, log);
     throw err;
   }
-}
-
-/** Wait for a console line; a deadline or the VM's exit is an error carrying the console tail. */
-export async function waitForConsole(serialLog: string, re: RegExp, pid: number, timeoutMs: number): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = await fsp.readFile(serialLog, 'utf8').catch(() => '');
-    if (re.test(text)) return text;
-    if (!pidAlive(pid)) throw new UserError(`the VM exited before its init started: console tail: ${consoleTail(text)}`);
-    if (Date.now() > deadline) throw new UserError(`the VM did not start its init within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-export function consoleTail(text: string, n = 5): string {
-  const lines = text.trim().split(/\r?\n/).filter(Boolean).slice(-n);
-  return lines.length ? lines.join(' | ') : '(empty)';
 }
 
 async function waitGone(pid: number, ms: number): Promise<boolean> {

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,6 +7,7 @@ import { parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import { sha256File } from '../util/fs.js';
+import { packageImage } from '../store/package.js';
 import type { Logger } from '../util/logger.js';
 import { RegistryClient, dockerConfigCredentials, parseRef, type Credentials } from './registry.js';
 
@@ -39,12 +39,14 @@ export async function pushImage(storage: StorageProvider, tag: string, refText: 
   const reg = await client(ref.registry, o);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-push-'));
   try {
-    const zst = path.join(tmp, 'rootfs.ext4.zst');
     log.info('compressing the rootfs', { tag, size: image.metadata.rootfs.apparentSize });
-    await exec('zstd', ['-q', '-T0', '-3', '-o', zst, image.rootfsPath]);
-    const rootfs = { digest: `sha256:${await sha256File(zst)}`, size: (await fsp.stat(zst)).size };
-    const metaBytes = Buffer.from(JSON.stringify(image.metadata, null, 2) + '\n');
-    const meta = { digest: `sha256:${createHash('sha256').update(metaBytes).digest('hex')}`, size: metaBytes.length };
+    // The same files a release gets (store/package.ts): rootfs.ext4.zst and metadata.json, with their digests.
+    const pkg = await packageImage(storage, tag, tmp);
+    const zst = path.join(tmp, 'rootfs.ext4.zst');
+    const metaFile = path.join(tmp, 'metadata.json');
+    const rootfs = { digest: `sha256:${pkg.sums['rootfs.ext4.zst']}`, size: (await fsp.stat(zst)).size };
+    const metaBytes = await fsp.readFile(metaFile);
+    const meta = { digest: `sha256:${pkg.sums['metadata.json']}`, size: metaBytes.length };
     const manifest = {
       schemaVersion: 2,
       mediaType: MANIFEST_MEDIA_TYPE,

@@ -1,7 +1,8 @@
 import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import { UserError } from '../util/errors.js';
-import { consoleTail } from '../commands/run.js';
+import { fetchWithTimeout } from '../util/fetch.js';
+import { consoleTail } from './console.js';
 import { pidAlive } from '../util/fs.js';
 
 /** Smoke probes: a TCP port that accepts, an HTTP GET with status and body, each before a deadline. */
@@ -40,20 +41,14 @@ function tryTcp(host: string, port: number, graceMs = 300): Promise<boolean> {
 }
 
 async function tryHttp(url: string, status: number, body?: string): Promise<string | undefined> {
-  // A referenced timer, not AbortSignal.timeout (unreferenced): while a request waits on a forwarder
-  // that holds the connection, fetch keeps no handle referenced and Node would end the process.
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(new Error('no answer within 5 s')), 5000);
   try {
-    const res = await fetch(url, { signal: ac.signal });
-    const text = await res.text();
+    const res = await fetchWithTimeout(url, {}, 5000, async (r) => ({ status: r.status, text: await r.text() }));
+    const text = res.text;
     if (res.status !== status) return `status ${res.status}, expected ${status}`;
     if (body !== undefined && !text.includes(body)) return `body lacks ${JSON.stringify(body)}`;
     return undefined;
   } catch (err) {
     return (err as Error).message;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

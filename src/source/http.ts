@@ -1,20 +1,16 @@
 import { createHash } from 'node:crypto';
 import { UserError } from '../util/errors.js';
+import { fetchWithTimeout } from '../util/fetch.js';
 
 /** HTTP(S) access for Dockerfile sources, http contexts and ADD URLs: errors say what failed and where. */
 export async function httpFetch(url: string, method: 'GET' | 'HEAD' = 'GET', timeoutMs = 60_000): Promise<Response> {
   let res: Response;
-  // A referenced timer (AbortSignal.timeout's is not), cleared once the headers are in.
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
   try {
-    res = await fetch(url, { method, redirect: 'follow', signal: ac.signal });
+    res = await fetchWithTimeout(url, { method, redirect: 'follow' }, timeoutMs);
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     const why = cause?.code ?? cause?.message ?? (err as Error).message;
     throw new UserError(`cannot reach ${new URL(url).host} for ${url} (${why}): check the URL and that the server is up`, { cause: err });
-  } finally {
-    clearTimeout(timer);
   }
   if (!res.ok) {
     await res.body?.cancel().catch(() => undefined);

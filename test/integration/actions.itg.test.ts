@@ -5,6 +5,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { runCli, tempDir } from '../helpers/cli.js';
+import { alive, freePort, importDebianCloud, killAll } from '../helpers/vm.js';
 import { startResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
 
@@ -16,29 +17,13 @@ import { annotations, runAction, runnerFiles, runPost, startAction } from '../he
 let work: string;
 let env: NodeJS.ProcessEnv;
 const runCache = (): string => path.join(work, 'home', 'run');
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  const p = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
 beforeAll(async () => {
   work = await tempDir();
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
-  expect((await runCli(['kernel', 'import', '--id', 'debian-cloud', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))], { env })).code).toBe(0);
+  expect(await importDebianCloud(env)).toBe(0);
 });
 afterAll(async () => {
-  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env });
+  await killAll(runCache(), env);
   fs.rmSync(work, { recursive: true, force: true });
 });
 

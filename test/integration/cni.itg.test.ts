@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
+import { alive, importDebianCloud, killAll } from '../helpers/vm.js';
 
 /**
  * CNI networking on real parts: Debian's CNI plugins (bridge, host-local, firewall), a network namespace
@@ -29,14 +30,6 @@ const dnatRules = (): string[] => {
     return [];
   }
 };
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 const cniFlags = (): string[] => ['--cni-network-name', 'fbtest', '--cni-conf-dir', confDir, '--cni-bin-dir', '/usr/lib/cni'];
 
 beforeAll(async () => {
@@ -56,11 +49,10 @@ beforeAll(async () => {
   }));
   env = { FIREBUILD_HOME: path.join(work, 'home') };
   expect((await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env })).code).toBe(0);
-  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
-  expect((await runCli(['kernel', 'import', '--id', 'debian-cloud', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))], { env })).code).toBe(0);
+  expect(await importDebianCloud(env)).toBe(0);
 });
 afterAll(async () => {
-  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env, wrap: wrap() });
+  await killAll(runCache(), env, { shutdownTimeout: 2, wrap: wrap() });
   execFileSync('ip', ['netns', 'del', ns]);
   fs.rmSync(work, { recursive: true, force: true });
 });

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroup2Mount } from '../../src/runtime/cgroup.js';
 import { REPO, lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
+import { alive, importDebianCloud, killAll } from '../helpers/vm.js';
 import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 
 /**
@@ -18,14 +19,6 @@ let jails: string;
 let env: NodeJS.ProcessEnv;
 let cgroupRoot: string | undefined;
 const runCache = (): string => path.join(work, 'home', 'run');
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 const fcFlags = (): string[] => ['--backend', 'firecracker', '--binary-firecracker', FC, '--binary-jailer', JAILER, '--chroot-base', jails];
 type Started = { 'vmm-id': string; pid: number; 'serial-log': string };
 
@@ -36,13 +29,12 @@ beforeAll(async () => {
   env = { FIREBUILD_HOME: path.join(work, 'home') };
   const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
   expect(b.code).toBe(0);
-  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
-  expect((await runCli(['kernel', 'import', '--id', 'k', path.join('/boot', vmlinuz)], { env })).code).toBe(0);
+  expect(await importDebianCloud(env, 'k', false)).toBe(0);
   const m = await cgroup2Mount();
   cgroupRoot = m ? path.join(m, 'firebuild') : undefined;
 });
 afterAll(async () => {
-  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '1'], { env });
+  await killAll(runCache(), env, { shutdownTimeout: 1 });
   fs.rmSync(work, { recursive: true, force: true });
 });
 

@@ -9,6 +9,7 @@ import type { ImageMetadata } from '../../src/store/metadata.js';
 import { MemoryLogger } from '../../src/util/logger.js';
 import { qemuArgv, resolveAccel } from '../../src/vmm/qemu.js';
 import { runCli, tempDir } from '../helpers/cli.js';
+import { debianCloudKernel } from '../helpers/vm.js';
 
 /**
  * The guest init in real VMs: images built by firebuild from Dockerfiles, a per-VM copy with the init
@@ -59,11 +60,11 @@ async function boot(kind: InitKind, name: string, img: { rootfs: string; meta: I
     workdir: img.meta.config.workingDir,
     stopSignal: img.meta.config.stopSignal,
   }, config, log);
-  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
+  const k = debianCloudKernel();
   const serialLog = path.join(dir, 'serial.log');
   const argv = qemuArgv({
-    kernel: path.join('/boot', vmlinuz),
-    initrd: path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img')),
+    kernel: k.kernel,
+    initrd: k.initrd,
     append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet`,
     rootfs: copy,
     disks: [config],

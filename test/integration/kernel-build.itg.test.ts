@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
+import { killAll } from '../helpers/vm.js';
 
 /**
  * `firebuild kernel build` from Debian's linux-source-6.1 (x86_64 defconfig + kvm_guest + firebuild's
@@ -21,7 +22,7 @@ beforeAll(async () => {
   env = { FIREBUILD_HOME: path.join(work, 'home') };
 });
 afterAll(async () => {
-  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env });
+  await killAll(runCache(), env);
   fs.rmSync(work, { recursive: true, force: true });
 });
 

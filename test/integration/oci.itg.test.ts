@@ -3,11 +3,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { ARTIFACT_TYPE, METADATA_MEDIA_TYPE, ROOTFS_MEDIA_TYPE } from '../../src/oci/artifact.js';
 import { RegistryClient } from '../../src/oci/registry.js';
 import { lines, runCli, tempDir } from '../helpers/cli.js';
+import { freePort } from '../helpers/vm.js';
 
 /**
  * `image push` / `image pull` against real registries on 127.0.0.1: the shared one on :5000 (no auth)
@@ -22,13 +22,6 @@ let authPort = 0;
 const repo = `fbtest/hello-${process.pid}`;
 const errorLines = (s: string): string[] => lines(s).filter((l) => l.startsWith('error:'));
 const storeOf = (name: string): NodeJS.ProcessEnv => ({ FIREBUILD_HOME: path.join(work, name) });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  const p = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
-  await new Promise((r) => s.close(r));
-  return p;
-}
 
 beforeAll(async () => {
   work = await tempDir();

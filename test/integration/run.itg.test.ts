@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
+import { alive, freePort, importDebianCloud, killAll } from '../helpers/vm.js';
 
 /**
  * The runtime end to end on real parts: an image built from examples/hello boots under QEMU (TCG here)
@@ -12,33 +13,16 @@ let work: string;
 let env: NodeJS.ProcessEnv;
 const runCache = (): string => path.join(work, 'home', 'run');
 const errorLines = (s: string): string[] => lines(s).filter((l) => l.startsWith('error:'));
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  const port = await new Promise<number>((resolve) => srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port)));
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 beforeAll(async () => {
   work = await tempDir();
   env = { FIREBUILD_HOME: path.join(work, 'home') };
   const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
   expect(b.code).toBe(0);
-  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
-  const k = await runCli(['kernel', 'import', '--id', 'debian-cloud', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))], { env });
-  expect(k.code).toBe(0);
+  expect(await importDebianCloud(env)).toBe(0);
 });
 afterAll(async () => {
   // Never leave a VM behind, whatever failed.
-  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env });
+  await killAll(runCache(), env);
   fs.rmSync(work, { recursive: true, force: true });
 });
 

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
+import { freePort, importDebianCloud, killAll } from '../helpers/vm.js';
 
 /**
  * SSH into VMs booted from the shipped Debian base OS (baseos/debian: systemd, OpenSSH, user `debian`
@@ -16,13 +16,6 @@ let env: NodeJS.ProcessEnv;
 let key: string;
 const runCache = (): string => path.join(work, 'home', 'run');
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  const p = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
 function ssh(port: number, command: string): string {
   return execFileSync('ssh', ['-i', key, '-p', String(port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', '-o', 'LogLevel=ERROR', 'debian@127.0.0.1', command], { encoding: 'utf8', timeout: 60_000 });
 }
@@ -34,11 +27,10 @@ beforeAll(async () => {
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
   const b = await runCli(['baseos', '--dockerfile', path.resolve('baseos/debian/Dockerfile'), '--tag', 'tests/debian-ssh:1', '--free-space', '64M'], { env });
   expect(b.code).toBe(0);
-  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop() as string;
-  expect((await runCli(['kernel', 'import', '--id', 'debian-cloud', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))], { env })).code).toBe(0);
+  expect(await importDebianCloud(env)).toBe(0);
 }, 20 * 60_000);
 afterAll(async () => {
-  for (const id of fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []) await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', '2'], { env });
+  await killAll(runCache(), env);
   fs.rmSync(work, { recursive: true, force: true });
 });
 

@@ -1,0 +1,16 @@
+/**
+ * fetch with a deadline on the response headers (and on whatever `use` does with the response, such
+ * as reading its body), kept by a referenced timer: AbortSignal.timeout's timer
+ * is unreferenced, and while fetch waits on a socket it holds no referenced handle either, so Node could
+ * end the process mid-request (see bin/firebuild.js).
+ */
+export async function fetchWithTimeout<T = Response>(url: string, init: RequestInit, timeoutMs: number, use?: (res: Response) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+  try {
+    const res = await fetch(url, { ...init, signal: ac.signal });
+    return use ? await use(res) : (res as T);
+  } finally {
+    clearTimeout(timer);
+  }
+}

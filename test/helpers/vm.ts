@@ -1,0 +1,36 @@
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { pidAlive } from '../../src/util/fs.js';
+import { runCli } from './cli.js';
+
+/** What the tests that boot VMs share: the host's Debian cloud kernel, free ports, and cleanup. */
+export const alive = pidAlive;
+
+/** Debian's cloud kernel and its initrd from /boot (installed by scripts/install-deps.sh). */
+export function debianCloudKernel(): { kernel: string; initrd: string } {
+  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop();
+  if (!vmlinuz) throw new Error('no Debian cloud kernel in /boot: run scripts/install-deps.sh');
+  return { kernel: path.join('/boot', vmlinuz), initrd: path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img')) };
+}
+
+/** `firebuild kernel import` of that kernel (with its initrd unless `withInitrd` is false); returns the CLI's exit code. */
+export async function importDebianCloud(env: NodeJS.ProcessEnv, id = 'debian-cloud', withInitrd = true): Promise<number> {
+  const k = debianCloudKernel();
+  return (await runCli(['kernel', 'import', '--id', id, k.kernel, ...(withInitrd ? ['--initrd', k.initrd] : [])], { env })).code;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  const p = await new Promise<number>((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+/** Never leave a VM behind, whatever failed: kill every VM in the run cache. */
+export async function killAll(runCache: string, env: NodeJS.ProcessEnv, opts: { shutdownTimeout?: number; wrap?: string[] } = {}): Promise<void> {
+  for (const id of fs.existsSync(runCache) ? fs.readdirSync(runCache) : []) {
+    await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', String(opts.shutdownTimeout ?? 2)], { env, ...(opts.wrap ? { wrap: opts.wrap } : {}) });
+  }
+}
