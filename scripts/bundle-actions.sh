@@ -7,6 +7,8 @@ shopt -s nullglob
 count=0
 # The bundles are ES modules (the package is "type": "module"); some dependencies (ssh2, under dockerode)
 # still read CommonJS's __dirname/__filename, which ncc does not define in ES output: define them first.
+# No --license: ncc picks the license text of one of several copies of a package (isarray, ...) in no
+# fixed order, which made dist/ differ from build to build; licenses stay in node_modules/*/LICENSE.
 shim() {
   local f=$1
   { printf '%s\n' "import { fileURLToPath as __fbFileURLToPath } from 'node:url'; import { dirname as __fbDirname } from 'node:path'; const __filename = __fbFileURLToPath(import.meta.url); const __dirname = __fbDirname(__filename);"; cat "$f"; } > "$f.tmp"
@@ -15,7 +17,7 @@ shim() {
 for main in src/actions/*/main.ts; do
   name=$(basename "$(dirname "$main")")
   rm -rf "dist/$name"
-  npx ncc build "$main" -o "dist/$name" --minify --license licenses.txt --quiet
+  npx ncc build "$main" -o "dist/$name" --minify --quiet
   shim "dist/$name/index.js"
   if [ -f "src/actions/$name/post.ts" ]; then
     npx ncc build "src/actions/$name/post.ts" -o "dist/$name/post" --minify --quiet
