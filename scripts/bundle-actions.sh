@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bundles every GitHub Action entry point src/actions/<name>/main.ts (and post.ts) with @vercel/ncc into
+# Bundles every GitHub Action entry point (or those named as arguments) src/actions/<name>/main.ts (and post.ts) with @vercel/ncc into
 # dist/<name>/index.js (and dist/<name>/post/index.js). dist/ is checked in; CI verifies it is current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,10 @@ shim() {
   { printf '%s\n' "import { fileURLToPath as __fbFileURLToPath } from 'node:url'; import { dirname as __fbDirname } from 'node:path'; const __filename = __fbFileURLToPath(import.meta.url); const __dirname = __fbDirname(__filename);"; cat "$f"; } > "$f.tmp"
   mv "$f.tmp" "$f"
 }
-for main in src/actions/*/main.ts; do
+# Arguments name actions to rebundle (default: all).
+if [ $# -gt 0 ]; then mains=(); for a in "$@"; do mains+=("src/actions/$a/main.ts"); done; else mains=(src/actions/*/main.ts); fi
+for main in "${mains[@]}"; do
+  [ -f "$main" ] || { echo "no action $main" >&2; exit 1; }
   name=$(basename "$(dirname "$main")")
   rm -rf "dist/$name"
   npx ncc build "$main" -o "dist/$name" --minify --quiet

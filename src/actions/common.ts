@@ -1,4 +1,6 @@
 import * as core from '@actions/core';
+import { defaultProfileConfDir } from '../profile/profile.js';
+import { loadSettings, type Settings } from '../profile/settings.js';
 import { UserError } from '../util/errors.js';
 import type { Fields, Logger, Progress } from '../util/logger.js';
 
@@ -95,5 +97,39 @@ export async function uploadArtifact(name: string, files: string[], rootDir: str
     const msg = (err as Error).message;
     if (/already exists|Conflict|409/i.test(msg)) throw new UserError(`an artifact named ${name} already exists in this run: choose another artifact-name`);
     throw new UserError(`uploading the artifact ${name} failed: ${msg}`);
+  }
+}
+
+/** The settings every action uses: the profile the setup action made (FIREBUILD_PROFILE), else the defaults. */
+export async function actionSettings(env: NodeJS.ProcessEnv = process.env): Promise<Settings> {
+  return loadSettings({ ...(env.FIREBUILD_PROFILE ? { profile: env.FIREBUILD_PROFILE } : {}), profileConfDir: defaultProfileConfDir(env), flags: {} });
+}
+
+/**
+ * The Actions cache (@actions/cache) for one directory under one key: restore tells whether the exact
+ * key was found; save never fails the step (another job may be saving the same key), it warns.
+ */
+export async function cacheRestore(dir: string, key: string): Promise<boolean> {
+  const cache = await import('@actions/cache');
+  if (!cache.isFeatureAvailable()) {
+    core.info(`the Actions cache is not available here: not restoring ${key}`);
+    return false;
+  }
+  try {
+    return (await cache.restoreCache([dir], key)) === key;
+  } catch (err) {
+    core.warning(`restoring ${key} from the Actions cache failed: ${(err as Error).message}`);
+    return false;
+  }
+}
+
+export async function cacheSave(dir: string, key: string): Promise<boolean> {
+  const cache = await import('@actions/cache');
+  if (!cache.isFeatureAvailable()) return false;
+  try {
+    return (await cache.saveCache([dir], key)) !== -1;
+  } catch (err) {
+    core.warning(`saving ${key} to the Actions cache failed: ${(err as Error).message}`);
+    return false;
   }
 }

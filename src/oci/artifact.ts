@@ -5,9 +5,7 @@ import { ImageMetadataSchema, describeZodError, type ImageMetadata } from '../st
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
-import { sha256File } from '../util/fs.js';
-import { packageImage } from '../store/package.js';
+import { packageImage, storeCompressedImage } from '../store/package.js';
 import type { Logger } from '../util/logger.js';
 import { RegistryClient, dockerConfigCredentials, parseRef, type Credentials } from './registry.js';
 
@@ -105,20 +103,7 @@ export async function pullImage(storage: StorageProvider, refText: string, o: Re
     const zst = path.join(tmp, 'rootfs.ext4.zst');
     log.info('pulling', { ref: refText, rootfs: rootfsLayer.digest, size: rootfsLayer.size });
     await reg.getBlob(ref.repository, rootfsLayer.digest, rootfsLayer.size, zst);
-    const stored = await storage.writeImage(tag, async (staging) => {
-      await exec('zstd', ['-q', '-d', '-f', '-o', staging.rootfsPath, zst]);
-      const got = await sha256File(staging.rootfsPath);
-      if (got !== meta.rootfs.sha256) throw new UserError(`the rootfs of ${refText} has sha256 ${got}, its metadata says ${meta.rootfs.sha256}: refusing it`);
-      return {
-        type: meta.type,
-        source: { kind: 'registry', ref: `${refText}@${m.digest}` },
-        parents: meta.parents,
-        config: meta.config,
-        ...(meta.build ? { build: meta.build } : {}),
-        created: meta.created,
-        ...(meta.rootfs.contentSize !== undefined ? { contentSize: meta.rootfs.contentSize } : {}),
-      };
-    }, { overwrite: o.overwrite ?? false });
+    const stored = await storeCompressedImage(storage, tag, zst, meta, { kind: 'registry', ref: `${refText}@${m.digest}` }, o.overwrite ?? false);
     log.info('pulled', { ref: refText, tag, sha256: stored.metadata.rootfs.sha256 });
     return stored;
   } finally {

@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import { sha256File } from '../util/fs.js';
-import type { StorageProvider } from './provider.js';
+import { ImageMetadataSchema, KernelMetadataSchema, describeZodError, type ImageMetadata } from './metadata.js';
+import type { StorageProvider, StoredImage, StoredKernel } from './provider.js';
+import { parseTag } from './tag.js';
 
 /**
  * A stored image as release files: `rootfs.ext4.zst` (zstd), `metadata.json` and `SHA256SUMS` (the
@@ -31,4 +34,81 @@ export async function packageImage(storage: StorageProvider, tag: string, outDir
   const sumsFile = path.join(outDir, 'SHA256SUMS');
   await fsp.writeFile(sumsFile, Object.entries(sums).map(([n, d]) => `${d}  ${n}\n`).join(''));
   return { dir: outDir, files: [zst, meta, sumsFile], sums };
+}
+
+/**
+ * Store an image from its compressed rootfs and parsed metadata (a pull, a cache restore): the rootfs
+ * is decompressed into the store's staging area and must hash to the metadata's sha256, else nothing
+ * lands under the tag.
+ */
+export async function storeCompressedImage(storage: StorageProvider, tag: string, zst: string, meta: ImageMetadata, source: ImageMetadata['source'], overwrite: boolean): Promise<StoredImage> {
+  return storage.writeImage(tag, async (staging) => {
+    await exec('zstd', ['-q', '-d', '-f', '-o', staging.rootfsPath, zst]);
+    const got = await sha256File(staging.rootfsPath);
+    if (got !== meta.rootfs.sha256) throw new UserError(`the rootfs of ${source.ref} has sha256 ${got}, its metadata says ${meta.rootfs.sha256}: refusing it`);
+    return {
+      type: meta.type,
+      source,
+      parents: meta.parents,
+      config: meta.config,
+      ...(meta.build ? { build: meta.build } : {}),
+      created: meta.created,
+      ...(meta.rootfs.contentSize !== undefined ? { contentSize: meta.rootfs.contentSize } : {}),
+    };
+  }, { overwrite });
+}
+
+/** The `sha256sum -c` lines of a SHA256SUMS file, as name → digest. */
+function readSums(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(line.trim());
+    if (m) out[m[2] as string] = m[1] as string;
+  }
+  return out;
+}
+
+/** The reverse of packageImage: check SHA256SUMS over every file, then store the image under `tag` (default: its own). */
+export async function importPackagedImage(storage: StorageProvider, dir: string, o: { tag?: string; overwrite?: boolean; sourceRef: string }): Promise<StoredImage> {
+  const sumsText = await fsp.readFile(path.join(dir, 'SHA256SUMS'), 'utf8').catch(() => undefined);
+  if (sumsText === undefined) throw new UserError(`${dir} holds no SHA256SUMS: not a packaged firebuild image`);
+  const sums = readSums(sumsText);
+  for (const f of ['metadata.json', 'rootfs.ext4.zst']) {
+    const file = path.join(dir, f);
+    const got = await sha256File(file).catch(() => undefined);
+    if (!got || got !== sums[f]) throw new UserError(`${file} ${got ? `has sha256 ${got}, SHA256SUMS says ${sums[f] ?? 'nothing'}` : 'is missing'}: the package is corrupt`);
+  }
+  const parsed = ImageMetadataSchema.safeParse(JSON.parse(await fsp.readFile(path.join(dir, 'metadata.json'), 'utf8')));
+  if (!parsed.success) throw new UserError(`${dir}/metadata.json is invalid: ${describeZodError(parsed.error)}`);
+  const meta = parsed.data;
+  if (sums['rootfs.ext4'] && sums['rootfs.ext4'] !== meta.rootfs.sha256) throw new UserError(`${dir}: SHA256SUMS and metadata.json disagree on rootfs.ext4: the package is corrupt`);
+  const tag = o.tag ?? meta.tag;
+  parseTag(tag);
+  return storeCompressedImage(storage, tag, path.join(dir, 'rootfs.ext4.zst'), meta, { ...meta.source, ref: o.sourceRef }, o.overwrite ?? false);
+}
+
+/** A stored kernel as files (vmlinux, initrd, metadata.json), for caches. */
+export async function packageKernel(storage: StorageProvider, id: string, outDir: string): Promise<void> {
+  const k = await storage.getKernel(id);
+  await fsp.mkdir(outDir, { recursive: true });
+  await fsp.copyFile(k.vmlinuxPath, path.join(outDir, 'vmlinux'));
+  if (k.initrdPath) await fsp.copyFile(k.initrdPath, path.join(outDir, 'initrd'));
+  await fsp.writeFile(path.join(outDir, 'metadata.json'), JSON.stringify(k.metadata, null, 2) + '\n');
+}
+
+/** The reverse of packageKernel: every file must match the digests in its metadata. */
+export async function importPackagedKernel(storage: StorageProvider, dir: string, id: string, overwrite: boolean): Promise<StoredKernel> {
+  const text = await fsp.readFile(path.join(dir, 'metadata.json'), 'utf8').catch(() => undefined);
+  const parsed = text === undefined ? undefined : KernelMetadataSchema.safeParse(JSON.parse(text));
+  if (!parsed?.success) throw new UserError(`${dir} holds no valid kernel metadata.json: not a packaged kernel`);
+  const meta = parsed.data;
+  const files: [string, { sha256: string } | undefined][] = [['vmlinux', meta.vmlinux], ['initrd', meta.initrd]];
+  for (const [f, want] of files) {
+    if (!want) continue;
+    const got = await sha256File(path.join(dir, f)).catch(() => undefined);
+    if (got !== want.sha256) throw new UserError(`${path.join(dir, f)} ${got ? `has sha256 ${got}, its metadata says ${want.sha256}` : 'is missing'}: the package is corrupt`);
+  }
+  return storage.importKernel(id, path.join(dir, 'vmlinux'), {
+    overwrite, source: meta.source, ...(meta.initrd ? { initrd: path.join(dir, 'initrd') } : {}), ...(meta.cmdline ? { cmdline: meta.cmdline } : {}),
+  });
 }

@@ -13,6 +13,8 @@ export interface ActionRun {
   stdout: string;
   outputs: Record<string, string>;
   state: Record<string, string>;
+  /** Variables exported for later steps (GITHUB_ENV). */
+  exported: Record<string, string>;
   summary: string;
 }
 
@@ -23,17 +25,17 @@ export function parseFileCommands(text: string): Record<string, string> {
   return out;
 }
 
-export interface RunnerFiles { dir: string; output: string; summary: string; state: string }
+export interface RunnerFiles { dir: string; output: string; summary: string; state: string; env: string; path: string }
 
 export async function runnerFiles(): Promise<RunnerFiles> {
   const dir = await tempDir('firebuild-runner-');
-  const f = { dir, output: path.join(dir, 'output'), summary: path.join(dir, 'summary.md'), state: path.join(dir, 'state') };
-  for (const p of [f.output, f.summary, f.state]) fs.writeFileSync(p, '');
+  const f = { dir, output: path.join(dir, 'output'), summary: path.join(dir, 'summary.md'), state: path.join(dir, 'state'), env: path.join(dir, 'env'), path: path.join(dir, 'path') };
+  for (const p of [f.output, f.summary, f.state, f.env, f.path]) fs.writeFileSync(p, '');
   return f;
 }
 
 export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}): { child: ChildProcess; done: Promise<ActionRun> } {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, GITHUB_ENV: files.env, GITHUB_PATH: files.path, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
   const child = spawn(process.execPath, [path.join(REPO, 'dist', entry)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -44,6 +46,7 @@ export function startAction(entry: string, inputs: Record<string, string>, files
     stdout,
     outputs: parseFileCommands(fs.readFileSync(files.output, 'utf8')),
     state: parseFileCommands(fs.readFileSync(files.state, 'utf8')),
+    exported: parseFileCommands(fs.readFileSync(files.env, 'utf8')),
     summary: fs.readFileSync(files.summary, 'utf8'),
   })));
   return { child, done };

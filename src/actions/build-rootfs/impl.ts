@@ -1,9 +1,9 @@
 import * as core from '@actions/core';
 import { buildWithDocker } from '../../commands/build.js';
 import { defaultCacheDir } from '../../profile/profile.js';
-import { openStorage, resolveSettings } from '../../profile/settings.js';
+import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, boolInput, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, input, listInput, summaryTable } from '../common.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
 export interface BuildInputs {
@@ -41,7 +41,7 @@ export function getInputs(): BuildInputs {
 
 export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<void> {
   const log = new ActionsLogger(type);
-  const storage = openStorage(resolveSettings({}, undefined));
+  const storage = openStorage(await actionSettings());
   const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildWithDocker({
     type,
     engine: 'docker',

@@ -2,10 +2,10 @@ import * as core from '@actions/core';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pushImage } from '../../oci/artifact.js';
-import { openStorage, resolveSettings } from '../../profile/settings.js';
+import { openStorage } from '../../profile/settings.js';
 import { packageImage } from '../../store/package.js';
 import { UserError } from '../../util/errors.js';
-import { ActionsLogger, boolInput, input, listInput, summaryTable, uploadArtifact } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, input, listInput, summaryTable, uploadArtifact } from '../common.js';
 import { publishRelease } from './release.js';
 
 /**
@@ -53,7 +53,7 @@ export function getInputs(): PublishInputs {
 
 export async function run(): Promise<void> {
   const i = getInputs();
-  const storage = openStorage(resolveSettings({}, undefined));
+  const storage = openStorage(await actionSettings());
   const rows: [string, string][] = [];
   if (i.targets.includes('oci')) {
     const r = await core.group(`Push ${i.tag} to ${i.ociRef}`, () => pushImage(storage, i.tag, i.ociRef, {

@@ -1,0 +1,3 @@
+import { post } from './impl.js';
+
+await post();

@@ -1,0 +1,201 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type * as net from 'node:net';
+import * as path from 'node:path';
+import { REPO, runCli, tempDir } from '../helpers/cli.js';
+import { startResultsService, type ResultsService } from '../helpers/results-service.js';
+import { annotations, runAction, runPost, type ActionRun } from '../helpers/runner.js';
+import { debianCloudKernel, killAll } from '../helpers/vm.js';
+import { detectKvm } from '../../src/vmm/kvm.js';
+
+/**
+ * The bundled setup action, run as the runner runs it. Real parts: the doctor's checks on this host,
+ * @actions/tool-cache downloading a release tarball from a local HTTP server (the Firecracker and jailer
+ * test doubles packed in the release's layout; no Firecracker can run here), the kernel build from
+ * Debian's linux-source, the Docker engine for base images, and @actions/cache archiving with the
+ * system's tar and zstd. The Actions cache service is the local stand-in (test/helpers/results-service).
+ */
+const KERNEL_CACHE = process.env.FIREBUILD_TEST_KERNEL_CACHE ?? '/var/cache/firebuild-test/kernel';
+const FC_VERSION = 'v1.10.1';
+let work: string;
+let results: ResultsService;
+let tarball: Buffer;
+let downloads = 0;
+let server: http.Server;
+let fcUrl: string;
+
+function homeEnv(name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    FIREBUILD_HOME: path.join(work, name),
+    FIREBUILD_PROFILE_CONF_DIR: path.join(work, name, 'profiles'),
+    FIREBUILD_CHROOT_BASE: path.join(work, name, 'jailer'),
+    RUNNER_TOOL_CACHE: path.join(work, 'toolcache'),
+    GITHUB_WORKSPACE: work,
+    ...results.env,
+    ...extra,
+  };
+}
+
+/** A step that passed: exit 0, no error or warning annotations. */
+function ok(r: ActionRun): void {
+  expect({ code: r.code, errors: annotations(r.stdout), warnings: annotations(r.stdout, 'warning') }).toEqual({ code: 0, errors: [], warnings: [] });
+}
+
+const message = (annotation: string): string => annotation.replace(/^::\w+[^:]*::/, '');
+
+beforeAll(async () => {
+  work = await tempDir('firebuild-setup-');
+  results = await startResultsService();
+  // A Firecracker release tarball in the release's layout, holding the test doubles.
+  const rel = path.join(work, 'release', `release-${FC_VERSION}-x86_64`);
+  fs.mkdirSync(rel, { recursive: true });
+  fs.copyFileSync(path.join(REPO, 'test/fixtures/firecracker/firecracker'), path.join(rel, `firecracker-${FC_VERSION}-x86_64`));
+  fs.copyFileSync(path.join(REPO, 'test/fixtures/firecracker/jailer'), path.join(rel, `jailer-${FC_VERSION}-x86_64`));
+  execFileSync('tar', ['-czf', path.join(work, 'fc.tgz'), '-C', path.join(work, 'release'), `release-${FC_VERSION}-x86_64`]);
+  tarball = fs.readFileSync(path.join(work, 'fc.tgz'));
+  server = http.createServer((req, res) => {
+    if (req.url === `/releases/${FC_VERSION}/firecracker-${FC_VERSION}-x86_64.tgz`) {
+      downloads++;
+      res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': String(tarball.length) });
+      return res.end(tarball);
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  fcUrl = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/releases/{version}/firecracker-{version}-{arch}.tgz`;
+});
+
+afterAll(async () => {
+  results.close();
+  server.close();
+  for (const d of fs.readdirSync(work)) if (fs.existsSync(path.join(work, d, 'run'))) await killAll(path.join(work, d, 'run'), { FIREBUILD_HOME: path.join(work, d) });
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('the setup action', () => {
+  test('bad input is one annotation and a failed step; nothing is written', async () => {
+    const kvm = await detectKvm();
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ accel: 'bogus' }, /^input 'accel' is 'bogus': use one of kvm, tcg, auto$/],
+      [{ vmm: 'vmware' }, /^input 'vmm' is 'vmware': use one of auto, qemu, firecracker$/],
+      [{ accel: 'tcg', vmm: 'firecracker' }, /needs KVM and accel is 'tcg'/],
+      [{ accel: 'tcg', vmm: 'qemu', baseos: 'no-equals-sign' }, /^input 'baseos' line 'no-equals-sign' is malformed: write TAG=DOCKERFILE/],
+      [{ accel: 'tcg', vmm: 'qemu', 'kernel-path': '/boot/x', 'kernel-version': '6.1' }, /exclude each other/],
+      [{ accel: 'tcg', vmm: 'qemu', 'firecracker-sha256': 'abc' }, /is not a sha256/],
+      // No kernel in an empty store, none to import or build.
+      [{ accel: 'tcg', vmm: 'qemu' }, /^no kernel default on this runner: set kernel-path .* or kernel-version/],
+      // Firecracker is neither in the tool cache nor on PATH, and no checksum is given: no download.
+      [{ accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl }, /^firecracker v1\.10\.1 is not installed and no checksum is pinned for its download: set firecracker-sha256/],
+      // A checksum that does not match the download: refused, nothing cached.
+      [{ accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': '0'.repeat(64) }, /has sha256 [0-9a-f]{64}, firecracker-sha256 pins 0{64}: refusing it/],
+    ];
+    // The default accel is kvm: on this machine (no usable KVM) that is the runner check's failure.
+    if (!kvm.usable) cases.push([{}, /^KVM is not usable on this runner: .*Run on a KVM-capable runner \(see runner-setup\/\), or set accel: tcg and vmm: qemu/]);
+    for (const [inputs, want] of cases) {
+      const env = homeEnv('bad');
+      const r = await runAction('setup/index.js', inputs, env);
+      const errs = annotations(r.stdout);
+      expect({ inputs, code: r.code, count: errs.length }).toEqual({ inputs, code: 1, count: 1 });
+      expect(message(errs[0]!)).toMatch(want);
+      expect(r.exported).toEqual({});
+      expect(fs.existsSync(path.join(env.FIREBUILD_PROFILE_CONF_DIR!, 'ci.json'))).toBe(false);
+    }
+    expect(fs.existsSync(path.join(work, 'toolcache', 'firecracker'))).toBe(false);
+  });
+
+  test('Firecracker and the jailer: downloaded once, checksum-verified, kept in the tool cache; the profile names them', async () => {
+    const sha = createHash('sha256').update(tarball).digest('hex');
+    const k = debianCloudKernel();
+    const inputs = { accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': sha, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd };
+    const before = downloads;
+    const first = await runAction('setup/index.js', inputs, homeEnv('fc'));
+    ok(first);
+    expect(downloads).toBe(before + 1);
+    const toolDir = path.join(work, 'toolcache', 'firecracker', '1.10.1', process.arch);
+    expect(first.outputs).toMatchObject({ vmm: 'qemu', firecracker: path.join(toolDir, 'firecracker'), jailer: path.join(toolDir, 'jailer'), profile: 'ci', 'kernel-id': 'default', 'kernel-source': 'imported' });
+    expect(execFileSync(first.outputs.firecracker!, ['--version']).toString()).toContain(FC_VERSION);
+    expect(first.exported).toMatchObject({ FIREBUILD_PROFILE: 'ci', FIREBUILD_ACCEL: 'tcg' });
+    const profile = JSON.parse(fs.readFileSync(path.join(homeEnv('fc').FIREBUILD_PROFILE_CONF_DIR!, 'ci.json'), 'utf8')) as Record<string, unknown>;
+    expect(profile).toMatchObject({ 'binary-firecracker': first.outputs.firecracker, 'binary-jailer': first.outputs.jailer });
+    expect(first.summary).toContain('firebuild setup');
+    expect(first.summary).toContain(`${FC_VERSION} (download)`);
+    // The CLI takes the profile the action wrote.
+    const shown = await runCli(['profile-inspect', '--profile', 'ci'], { env: homeEnv('fc') });
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain(first.outputs.firecracker);
+
+    // A second job on the runner: the tool cache has it, no download.
+    const second = await runAction('setup/index.js', inputs, homeEnv('fc2'));
+    ok(second);
+    expect(downloads).toBe(before + 1);
+    expect(second.summary).toContain(`${FC_VERSION} (tool-cache)`);
+  });
+
+  test('a kernel built from linux-source is saved to the Actions cache by the post step and restored by the next job (no build), with the same digest', async () => {
+    // The kernel build tree is shared with kernel-build.itg (a no-op make when it was built before).
+    const extra = { FIREBUILD_CACHE_DIR: KERNEL_CACHE };
+    const inputs = { accel: 'tcg', vmm: 'qemu', 'kernel-version': '6.1', 'kernel-id': 'k61' };
+    const first = await runAction('setup/index.js', inputs, homeEnv('k1', extra));
+    ok(first);
+    expect(first.outputs).toMatchObject({ 'kernel-id': 'k61', 'kernel-source': 'built', 'cache-hit': 'false' });
+    const post = await runPost('setup/post/index.js', first.state, homeEnv('k1', extra));
+    ok(post);
+    const saved = [...results.caches.values()].filter((e) => e.key.startsWith('firebuild-kernel-1-x86_64-'));
+    expect(saved).toHaveLength(1);
+    expect(saved[0]!.finalized).toBe(true);
+    expect(saved[0]!.body.length).toBeGreaterThan(1 << 20);
+
+    // A fresh runner: an empty store and an empty build cache; the kernel comes from the Actions cache.
+    const second = await runAction('setup/index.js', inputs, homeEnv('k2', { FIREBUILD_CACHE_DIR: path.join(work, 'k2-cache') }));
+    ok(second);
+    expect(second.outputs).toMatchObject({ 'kernel-source': 'cache', 'cache-hit': 'true' });
+    expect(fs.existsSync(path.join(work, 'k2-cache', 'kernel-build'))).toBe(false);
+    const sha = (name: string): string => (JSON.parse(fs.readFileSync(path.join(work, name, 'kernels', 'k61', 'metadata.json'), 'utf8')) as { vmlinux: { sha256: string } }).vmlinux.sha256;
+    expect(sha('k2')).toBe(sha('k1'));
+    // Nothing to save after a hit.
+    expect(JSON.parse(second.state['cache-saves'] ?? '[]')).toEqual([]);
+  }, 60 * 60_000);
+
+  test('base images: built and saved on a miss, restored (same sha256) on a hit, rebuilt when the Dockerfile changes; later steps boot with the profile', async () => {
+    const dir = path.join(work, 'baseos');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'motd'), 'built by firebuild setup\n');
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nCOPY motd /etc/motd\nCMD ["/bin/cat", "/etc/motd"]\n`);
+    const k = debianCloudKernel();
+    const tag = `fbtest/setup-base:${process.pid}`;
+    const inputs = { accel: 'tcg', vmm: 'qemu', baseos: `${tag}=${path.join(dir, 'Dockerfile')}`, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd };
+    const first = await runAction('setup/index.js', inputs, homeEnv('b1'));
+    ok(first);
+    expect(first.outputs).toMatchObject({ 'base-images': tag, 'cache-hit': 'false' });
+    expect(first.summary).toContain(`base image ${tag} | built`);
+    ok(await runPost('setup/post/index.js', first.state, homeEnv('b1')));
+    const shaOf = async (home: string): Promise<string> => {
+      const r = await runCli(['image', 'inspect', tag], { env: homeEnv(home) });
+      expect(r.code).toBe(0);
+      return (JSON.parse(r.stdout) as { metadata: { rootfs: { sha256: string } } }).metadata.rootfs.sha256;
+    };
+
+    const second = await runAction('setup/index.js', inputs, homeEnv('b2'));
+    ok(second);
+    expect(second.outputs).toMatchObject({ 'cache-hit': 'true' });
+    expect(second.summary).toContain(`base image ${tag} | restored from the cache`);
+    expect(await shaOf('b2')).toBe(await shaOf('b1'));
+
+    // The restored base image boots through smoke-test, which takes the profile setup exported.
+    const smoke = await runAction('smoke-test/index.js', { tag, 'expect-exit-code': '0', timeout: '180', mem: '256' }, homeEnv('b2', second.exported));
+    ok(smoke);
+    expect(fs.readFileSync(smoke.outputs['serial-log']!, 'utf8')).toContain('built by firebuild setup');
+    ok(await runPost('smoke-test/post/index.js', smoke.state, homeEnv('b2', second.exported)));
+
+    // A changed input is a new key: built again.
+    fs.writeFileSync(path.join(dir, 'motd'), 'changed\n');
+    const third = await runAction('setup/index.js', inputs, homeEnv('b3'));
+    ok(third);
+    expect(third.outputs).toMatchObject({ 'cache-hit': 'false' });
+    expect(third.summary).toContain(`base image ${tag} | built`);
+  }, 20 * 60_000);
+});
