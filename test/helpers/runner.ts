@@ -34,10 +34,12 @@ export async function runnerFiles(): Promise<RunnerFiles> {
   return f;
 }
 
-export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}): { child: ChildProcess; done: Promise<ActionRun> } {
+/** `wrap` replaces `node` on the command line (e.g. a namespace helper, then node with options). */
+export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}, wrap: string[] = []): { child: ChildProcess; done: Promise<ActionRun> } {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, GITHUB_ENV: files.env, GITHUB_PATH: files.path, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
-  const child = spawn(process.execPath, [path.join(REPO, 'dist', entry)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [...(wrap.length ? wrap : [process.execPath]), path.join(REPO, 'dist', entry)];
+  const child = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stdout += d));
@@ -52,8 +54,8 @@ export function startAction(entry: string, inputs: Record<string, string>, files
   return { child, done };
 }
 
-export async function runAction(entry: string, inputs: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}, files?: RunnerFiles): Promise<ActionRun> {
-  return startAction(entry, inputs, files ?? (await runnerFiles()), extraEnv).done;
+export async function runAction(entry: string, inputs: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}, files?: RunnerFiles, wrap: string[] = []): Promise<ActionRun> {
+  return startAction(entry, inputs, files ?? (await runnerFiles()), extraEnv, wrap).done;
 }
 
 /** The post step with the main step's saved state. */

@@ -1,4 +1,6 @@
+import type { Subject } from '@actions/attest';
 import * as core from '@actions/core';
+import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pushImage } from '../../oci/artifact.js';
@@ -15,6 +17,7 @@ import { publishRelease } from './release.js';
  * with `github-token`.
  */
 export const TARGETS = ['oci', 'release', 'artifact'] as const;
+export const ATTEST_CHOICES = ['auto', 'true', 'false'] as const;
 
 export interface PublishInputs {
   tag: string;
@@ -27,6 +30,8 @@ export interface PublishInputs {
   releaseTag: string;
   overwrite: boolean;
   artifactName: string;
+  /** auto: when the workflow grants id-token (the runner then sets ACTIONS_ID_TOKEN_REQUEST_URL) and a token is given. */
+  attest: (typeof ATTEST_CHOICES)[number];
 }
 
 export function getInputs(): PublishInputs {
@@ -44,10 +49,13 @@ export function getInputs(): PublishInputs {
     releaseTag: input('release-tag', { default: process.env.GITHUB_REF_NAME ?? '' }),
     overwrite: boolInput('overwrite'),
     artifactName: input('artifact-name'),
+    attest: input('attest', { choices: ATTEST_CHOICES, default: 'auto' }) as PublishInputs['attest'],
   };
   if (i.password) core.setSecret(i.password);
   if (i.githubToken) core.setSecret(i.githubToken);
   if (t.includes('release') && !i.releaseTag) throw new UserError("input 'release-tag' is required for the release target outside a tag push");
+  if (i.attest === 'true' && !process.env.ACTIONS_ID_TOKEN_REQUEST_URL) throw new UserError("attest is 'true' but the job has no OIDC token: grant 'permissions: id-token: write' and 'attestations: write' to the job");
+  if (i.attest === 'true' && !i.githubToken) throw new UserError("attest is 'true' and needs input 'github-token' (with attestations: write) to store the attestation");
   return i;
 }
 
@@ -55,6 +63,7 @@ export async function run(): Promise<void> {
   const i = getInputs();
   const storage = openStorage(await actionSettings());
   const rows: [string, string][] = [];
+  const subjects: Subject[] = [];
   if (i.targets.includes('oci')) {
     const r = await core.group(`Push ${i.tag} to ${i.ociRef}`, () => pushImage(storage, i.tag, i.ociRef, {
       ...(i.username ? { credentials: { username: i.username, password: i.password } } : {}),
@@ -64,11 +73,16 @@ export async function run(): Promise<void> {
     core.setOutput('ref', `${i.ociRef.replace(/[:@][^/]*$/, '')}@${r.digest}`);
     core.setOutput('sha256', r.rootfsSha256);
     rows.push(['OCI artifact', `\`${i.ociRef}\``], ['digest', `\`${r.digest}\``], ['rootfs sha256', `\`${r.rootfsSha256}\``], ['compressed size', `${r.compressedSize} bytes`]);
+    subjects.push({ name: i.ociRef.replace(/[:@][^/]*$/, ''), digest: { sha256: r.digest.replace(/^sha256:/, '') } }, { name: 'rootfs.ext4', digest: { sha256: r.rootfsSha256 } });
   }
   const needsPackage = i.targets.includes('release') || i.targets.includes('artifact');
   const dir = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), `firebuild-publish-${process.pid}`);
   const pkg = needsPackage ? await core.group(`Package ${i.tag}`, () => packageImage(storage, i.tag, dir)) : undefined;
-  if (pkg) core.setOutput('sha256', pkg.sums['rootfs.ext4'] as string);
+  if (pkg) {
+    core.setOutput('sha256', pkg.sums['rootfs.ext4'] as string);
+    if (!subjects.some((x) => x.name === 'rootfs.ext4')) subjects.push({ name: 'rootfs.ext4', digest: { sha256: pkg.sums['rootfs.ext4'] as string } });
+    subjects.push({ name: 'rootfs.ext4.zst', digest: { sha256: pkg.sums['rootfs.ext4.zst'] as string } });
+  }
   if (pkg && i.targets.includes('artifact')) {
     const name = i.artifactName || `firebuild-${i.tag.replace(/[/:]/g, '-')}`;
     const r = await core.group(`Artifact ${name}`, () => uploadArtifact(name, pkg.files, pkg.dir));
@@ -83,5 +97,35 @@ export async function run(): Promise<void> {
     core.setOutput('release-url', r.url);
     rows.push(['release', r.url], ...r.assets.map((a): [string, string] => ['asset', a]));
   }
+  if (i.attest === 'true' || (i.attest === 'auto' && process.env.ACTIONS_ID_TOKEN_REQUEST_URL && i.githubToken)) {
+    const a = await core.group('Build provenance', () => attest(subjects, i.githubToken));
+    core.setOutput('attestation-id', a.id ?? '');
+    core.setOutput('attestation-bundle', a.bundlePath);
+    rows.push(['provenance', `SLSA v1, ${subjects.length} subjects${a.url ? `: ${a.url}` : ''}`]);
+  } else if (i.attest === 'auto') {
+    rows.push(['provenance', 'not attested: grant id-token: write and attestations: write and give github-token']);
+  }
   await core.summary.addHeading(`firebuild publish: ${i.tag}`, 3).addRaw(summaryTable(rows)).write();
+}
+
+/**
+ * SLSA build provenance for the published files through @actions/attest: the runner's OIDC token, a
+ * Sigstore signing certificate (GitHub's instance for private repositories, the public-good one for
+ * public repositories), and the attestations API of the repository. The bundle is kept in RUNNER_TEMP.
+ */
+async function attest(subjects: Subject[], token: string): Promise<{ id?: string; url?: string; bundlePath: string }> {
+  const { attestProvenance } = await import('@actions/attest');
+  let a: Awaited<ReturnType<typeof attestProvenance>>;
+  try {
+    a = await attestProvenance({ subjects, token });
+  } catch (err) {
+    const msg = (err as Error).message;
+    const hint = /403|Resource not accessible|permission/i.test(msg) ? ": grant the job 'permissions: attestations: write' (and id-token: write)" : '';
+    throw new UserError(`build provenance failed: ${msg.split('\n')[0]}${hint}`);
+  }
+  const bundlePath = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), `firebuild-provenance-${process.pid}.sigstore.json`);
+  await fsp.writeFile(bundlePath, JSON.stringify(a.bundle) + '\n', { mode: 0o644 });
+  const repo = process.env.GITHUB_REPOSITORY;
+  const url = a.attestationID && repo ? `${process.env.GITHUB_SERVER_URL ?? 'https://github.com'}/${repo}/attestations/${a.attestationID}` : undefined;
+  return { ...(a.attestationID ? { id: a.attestationID } : {}), ...(url ? { url } : {}), bundlePath };
 }
