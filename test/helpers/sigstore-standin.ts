@@ -152,7 +152,7 @@ export async function startSigstoreStandin(dir: string): Promise<SigstoreStandin
     NODE_EXTRA_CA_CERTS: path.join(dir, 'ca.pem'),
   };
   s.env.FIREBUILD_TEST_HOSTS = path.join(dir, 'hosts');
-  s.wrap = ['unshare', '--mount', '--propagation', 'private', '--', process.execPath, '--require', path.join(path.dirname(fileURLToPath(import.meta.url)), 'mount-hosts.cjs')];
+  s.wrap = ['unshare', '--mount', '--propagation', 'private', '--', process.execPath, '--import', path.join(path.dirname(fileURLToPath(import.meta.url)), 'mount-hosts.mjs')];
   s.close = () => {
     tls.close();
     api.close();

@@ -14,7 +14,13 @@ const ACTIONS: Record<string, string[]> = {
   'build-baseos': ['src/actions/build-baseos/impl.ts'],
   'smoke-test': ['src/actions/smoke-test/impl.ts'],
   publish: ['src/actions/publish/impl.ts'],
+  setup: ['src/actions/setup/impl.ts'],
 };
+
+test('every action folder is checked', () => {
+  const dirs = fs.readdirSync(REPO).filter((d) => d !== 'node_modules' && fs.existsSync(path.join(REPO, d, 'action.yml')));
+  expect(dirs.sort()).toEqual(Object.keys(ACTIONS).filter((d) => d !== '.').sort());
+});
 
 function inputsRead(files: string[]): string[] {
   const names = new Set<string>();

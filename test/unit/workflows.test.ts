@@ -8,7 +8,7 @@ import { REPO } from '../helpers/cli.js';
 
 /** The ready-made workflows and every action.yml, checked by GitHub's own workflow parser. */
 const WORKFLOWS = fs.readdirSync(path.join(REPO, 'workflows')).filter((f) => f.endsWith('.yml'));
-const ACTION_DIRS = ['.', 'build-rootfs', 'build-baseos', 'smoke-test', 'publish'];
+const ACTION_DIRS = ['.', ...fs.readdirSync(REPO).filter((d) => fs.existsSync(path.join(REPO, d, 'action.yml')) && d !== 'node_modules')];
 
 describe('workflows/', () => {
   test.each(WORKFLOWS)('%s parses and converts without errors', async (file) => {
@@ -26,6 +26,14 @@ describe('workflows/', () => {
     expect(Object.keys(wf.on)).toEqual(['pull_request']);
     expect(wf.permissions).toEqual({ contents: 'read' });
     expect(text).not.toMatch(/\$\{\{\s*secrets\./);
+  });
+
+  test('the release workflow grants what provenance needs and asks publish to attest', () => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', 'release.yml'), 'utf8')) as { permissions: Record<string, string>; jobs: Record<string, { steps: { uses?: string; with?: Record<string, string> }[] }> };
+    expect(wf.permissions).toMatchObject({ 'id-token': 'write', attestations: 'write' });
+    const steps = Object.values(wf.jobs).flatMap((j) => j.steps);
+    expect(steps.map((st) => /firebuild\/firebuild\/([a-z-]+)@/.exec(st.uses ?? '')?.[1]).filter(Boolean)).toEqual(['setup', 'build-rootfs', 'smoke-test', 'publish']);
+    expect(steps.find((st) => st.uses?.includes('/publish@'))?.with).toMatchObject({ attest: 'true', targets: 'oci,release,artifact' });
   });
 
   test('the workflows use only inputs the actions declare', () => {
