@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import * as path from 'node:path';
@@ -9,6 +10,8 @@ import { REPO, runCli, tempDir } from '../helpers/cli.js';
 import { startResultsService, type ResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runPost, type ActionRun } from '../helpers/runner.js';
 import { debianCloudKernel, killAll } from '../helpers/vm.js';
+import { DirectoryStorage } from '../../src/store/directory.js';
+import { importPackagedImage, importPackagedKernel, packageImage, packageKernel } from '../../src/store/package.js';
 import { detectKvm } from '../../src/vmm/kvm.js';
 
 /**
@@ -148,6 +151,8 @@ describe('the setup action', () => {
     expect(saved).toHaveLength(1);
     expect(saved[0]!.finalized).toBe(true);
     expect(saved[0]!.body.length).toBeGreaterThan(1 << 20);
+    // The packaged files existed only while the post step saved them.
+    expect(fs.existsSync(path.join(os.tmpdir(), 'firebuild-actions-cache', saved[0]!.key))).toBe(false);
 
     // A fresh runner: an empty store and an empty build cache; the kernel comes from the Actions cache.
     const second = await runAction('setup/index.js', inputs, homeEnv('k2', { FIREBUILD_CACHE_DIR: path.join(work, 'k2-cache') }));
@@ -198,4 +203,29 @@ describe('the setup action', () => {
     expect(third.outputs).toMatchObject({ 'cache-hit': 'false' });
     expect(third.summary).toContain(`base image ${tag} | built`);
   }, 20 * 60_000);
+
+  test('what the cache restores is checked by its digests: a corrupt package or kernel is refused and nothing lands in the store', async () => {
+    const root = path.join(work, 'digests');
+    const store = new DirectoryStorage({ rootfsRoot: path.join(root, 'rootfs'), kernelRoot: path.join(root, 'kernels'), createRoots: true });
+    execFileSync(process.execPath, [path.join(REPO, 'test/helpers/store-writer.mjs'), path.join(root, 'rootfs'), 'fbtest/pkg:1', 'write', 'q']);
+    await packageImage(store, 'fbtest/pkg:1', path.join(root, 'pkg'));
+    const k = debianCloudKernel();
+    await store.importKernel('k', k.kernel);
+    await packageKernel(store, 'k', path.join(root, 'kpkg'));
+    // Intact packages go back in under other names.
+    expect((await importPackagedImage(store, path.join(root, 'pkg'), { tag: 'fbtest/pkg:2', sourceRef: 'test' })).tag).toBe('fbtest/pkg:2');
+    expect((await importPackagedKernel(store, path.join(root, 'kpkg'), 'k2', false)).id).toBe('k2');
+    // One flipped byte each.
+    const flip = (f: string): void => {
+      const b = fs.readFileSync(f);
+      b.writeUInt8(b.readUInt8(b.length >> 1) ^ 0xff, b.length >> 1);
+      fs.writeFileSync(f, b);
+    };
+    flip(path.join(root, 'pkg', 'rootfs.ext4.zst'));
+    await expect(importPackagedImage(store, path.join(root, 'pkg'), { tag: 'fbtest/pkg:3', sourceRef: 'test' })).rejects.toThrow(/rootfs\.ext4\.zst has sha256 [0-9a-f]{64}, SHA256SUMS says [0-9a-f]{64}: the package is corrupt/);
+    flip(path.join(root, 'kpkg', 'vmlinux'));
+    await expect(importPackagedKernel(store, path.join(root, 'kpkg'), 'k3', false)).rejects.toThrow(/vmlinux has sha256 [0-9a-f]{64}, its metadata says [0-9a-f]{64}: the package is corrupt/);
+    expect(await store.hasImage('fbtest/pkg:3')).toBe(false);
+    expect((await store.listKernels()).map((x) => x.id).sort()).toEqual(['k', 'k2']);
+  });
 });

@@ -177,7 +177,26 @@ export async function baseosKey(dockerfile: string, tag: string, cacheVersion: s
   return `firebuild-baseos-${cacheVersion}-${tag.replace(/[^A-Za-z0-9._-]/g, '-')}-${digest(stable)}`;
 }
 
-interface CacheSave { dir: string; key: string }
+/**
+ * Restore a cache entry and store it: false on a miss, and also when the entry fails its digests (it is
+ * built again, with a warning). The restored files never outlive the call.
+ */
+async function restoreVerified(key: string, store: (dir: string) => Promise<unknown>): Promise<boolean> {
+  const dir = cacheEntryDir(key);
+  try {
+    if (!(await cacheRestore(dir, key))) return false;
+    await store(dir);
+    return true;
+  } catch (err) {
+    core.warning(`the cache entry ${key} is unusable (${(err as Error).message}): building it instead`);
+    return false;
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** What the post step saves: a kernel or a base image of the store, packaged then (nothing waits in /tmp between the steps). */
+interface CacheSave { kind: 'kernel' | 'baseos'; name: string; key: string; home: Record<string, string> }
 
 export async function run(): Promise<void> {
   const i = getInputs();
@@ -230,18 +249,12 @@ export async function run(): Promise<void> {
     } else if (i.kernelVersion) {
       if (!/^\d+\.\d+$/.test(i.kernelVersion)) throw new UserError(`input 'kernel-version' is '${i.kernelVersion}': give a kernel series such as 6.1`);
       const key = `firebuild-kernel-${i.cacheVersion}-${ARCH}-${digest(await linuxSourceIdentity(i.kernelVersion), await fsp.readFile(FRAGMENT, 'utf8'))}`;
-      const dir = cacheEntryDir(key);
-      if (i.cache && (await cacheRestore(dir, key))) {
-        await importPackagedKernel(storage, dir, i.kernelId, true);
-        await fsp.rm(dir, { recursive: true, force: true });
+      if (i.cache && (await restoreVerified(key, (dir) => importPackagedKernel(storage, dir, i.kernelId, true)))) {
         kernelFrom = 'cache';
       } else {
         await kernelBuild(storage, { id: i.kernelId, version: i.kernelVersion, cacheDir: defaultCacheDir(), overwrite: true }, log);
         kernelFrom = 'built';
-        if (i.cache) {
-          await packageKernel(storage, i.kernelId, dir);
-          saves.push({ dir, key });
-        }
+        if (i.cache) saves.push({ kind: 'kernel', name: i.kernelId, key, home: storeHome(settings) });
       }
     }
     const have = await storage.listKernels();
@@ -258,19 +271,13 @@ export async function run(): Promise<void> {
   for (const b of i.baseos) {
     await core.group(`Base image ${b.tag}`, async () => {
       const key = await baseosKey(b.dockerfile, b.tag, i.cacheVersion, log);
-      const dir = cacheEntryDir(key);
-      if (i.cache && (await cacheRestore(dir, key))) {
-        const img = await importPackagedImage(storage, dir, { tag: b.tag, overwrite: true, sourceRef: `actions-cache:${key}` });
-        await fsp.rm(dir, { recursive: true, force: true });
+      if (i.cache && (await restoreVerified(key, (dir) => importPackagedImage(storage, dir, { tag: b.tag, overwrite: true, sourceRef: `actions-cache:${key}` })))) {
         hits++;
-        rows.push([`base image ${b.tag}`, `restored from the cache, sha256 \`${img.metadata.rootfs.sha256.slice(0, 16)}…\``]);
+        rows.push([`base image ${b.tag}`, `restored from the cache, sha256 \`${(await storage.getImage(b.tag)).metadata.rootfs.sha256.slice(0, 16)}…\``]);
         return;
       }
       const r = await buildWithDocker({ type: 'baseos', engine: 'docker', dockerfile: b.dockerfile, tag: b.tag, journal: false, overwrite: true, cacheDir: defaultCacheDir() }, storage, log);
-      if (i.cache) {
-        await packageImage(storage, r.image.tag, dir);
-        saves.push({ dir, key });
-      }
+      if (i.cache) saves.push({ kind: 'baseos', name: r.image.tag, key, home: storeHome(settings) });
       rows.push([`base image ${b.tag}`, `built, sha256 \`${r.image.metadata.rootfs.sha256.slice(0, 16)}…\``]);
     });
     images.push(b.tag);
@@ -297,7 +304,12 @@ export async function run(): Promise<void> {
   await core.summary.addHeading('firebuild setup', 3).addRaw(summaryTable(rows)).write();
 }
 
-/** The post step: save what this job built to the Actions cache; never fails the job. */
+/** The store's settings as the post step needs them (it runs without the job's later environment). */
+function storeHome(settings: Settings): Record<string, string> {
+  return settings.storageProperties;
+}
+
+/** The post step: package what this job built and save it to the Actions cache; never fails the job. */
 export async function post(): Promise<void> {
   let saves: CacheSave[];
   try {
@@ -306,12 +318,17 @@ export async function post(): Promise<void> {
     return;
   }
   for (const s of saves) {
+    const dir = cacheEntryDir(s.key);
     try {
-      if (await cacheSave(s.dir, s.key)) core.info(`saved ${s.key} to the Actions cache`);
+      const flags = { storageProviderPropertyString: Object.entries(s.home).map(([k, v]) => `${k}=${v}`) };
+      const storage = openStorage(resolveSettings(flags, undefined));
+      if (s.kind === 'kernel') await packageKernel(storage, s.name, dir);
+      else await packageImage(storage, s.name, dir);
+      if (await cacheSave(dir, s.key)) core.info(`saved ${s.key} to the Actions cache`);
     } catch (err) {
       core.warning(`could not save ${s.key}: ${(err as Error).message}`);
     } finally {
-      await fsp.rm(s.dir, { recursive: true, force: true }).catch(() => undefined);
+      await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 }
