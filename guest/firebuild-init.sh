@@ -20,9 +20,6 @@ read -r fb_began _ </proc/uptime 2>/dev/null || fb_began=?
 [ -b /dev/vda ] || mnt devtmpfs devtmpfs /dev
 [ -d /dev/pts ] && [ -d /dev/shm ] || mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts 2>/dev/null
-mnt tmpfs tmpfs /run
-mnt tmpfs tmpfs /tmp
-chmod 1777 /tmp
 [ -d /.firebuild/config ] || mkdir -p /.firebuild/config
 if ! mount -t ext4 -o ro /dev/vdb /.firebuild/config 2>/dev/null; then
   echo "firebuild-init: no config disk at /dev/vdb" >/dev/console
@@ -30,9 +27,15 @@ if ! mount -t ext4 -o ro /dev/vdb /.firebuild/config 2>/dev/null; then
   sync; poweroff -f; reboot -f
 fi
 # run.sh sets: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
-# FB_HALT, and the command with `set --`.
+# FB_HALT FB_BUILD, and the command with `set --`.
 . /.firebuild/config/run.sh
 export FB_WORKDIR
+# A build step (FB_BUILD=1) writes to the image's own /tmp and /run, as a Dockerfile's RUN does.
+if [ "$FB_BUILD" != 1 ]; then
+  mnt tmpfs tmpfs /run
+  mnt tmpfs tmpfs /tmp
+  chmod 1777 /tmp
+fi
 # Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot.
 echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
 halt() { sync; if [ "$FB_HALT" = reboot ]; then reboot -f; else poweroff -f; fi; }
@@ -58,10 +61,12 @@ if [ -n "$FB_DNS" ]; then
 fi
 
 # The environment: image ENV, then --env-file files in order, then --env (the seed's order).
-[ -d /etc/profile.d ] || mkdir -p /etc/profile.d
-umask 077
-cat /.firebuild/config/env.sh > /etc/profile.d/run-env.sh 2>/dev/null
-umask 022
+if [ "$FB_BUILD" != 1 ]; then
+  [ -d /etc/profile.d ] || mkdir -p /etc/profile.d
+  umask 077
+  cat /.firebuild/config/env.sh > /etc/profile.d/run-env.sh 2>/dev/null
+  umask 022
+fi
 # HOME comes from the image's ENV, else from /etc/passwd below (as Docker), never the kernel's HOME=/.
 unset HOME
 set -a

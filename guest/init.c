@@ -6,7 +6,7 @@
  *
  * It reads the run configuration from the config disk (/dev/vdb, ext4, read-only): run.nul (KEY\0VALUE\0
  * pairs: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
- * FB_HALT), argv.nul (the command), env.nul (the environment), env.sh (installed as
+ * FB_HALT FB_BUILD), argv.nul (the command), env.nul (the environment), env.sh (installed as
  * /etc/profile.d/run-env.sh, 0600), authorized_keys. It prints, on the console:
  *   FIREBUILD-START pid=<n> init-began=<s> uptime=<s>   once the command runs
  *   FIREBUILD-EXIT code=<n>                            when it has ended, before powering off
@@ -312,9 +312,6 @@ int main(void) {
   mkdir("/dev/pts", 0755);
   mkdir("/dev/shm", 01777);
   mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
-  mnt("tmpfs", "/run", "mode=755", NULL);
-  mnt("tmpfs", "/tmp", "mode=1777", NULL);
-  chmod("/tmp", 01777);
   mkdir(CONFIG, 0755);
   if (mount("/dev/vdb", CONFIG, "ext4", MS_RDONLY, NULL) < 0) {
     say("firebuild-init: no config disk at /dev/vdb\n");
@@ -324,6 +321,13 @@ int main(void) {
   cmd = nul_list(CONFIG "/argv.nul", 0);
   envp = nul_list(CONFIG "/env.nul", 2);
   if (!kv || !envp) { say("firebuild-init: unreadable run configuration\n"); finish(125); }
+  /* A build step (FB_BUILD=1) writes to the image's own /tmp and /run, as a Dockerfile's RUN does. */
+  int build = !strcmp(get("FB_BUILD"), "1");
+  if (!build) {
+    mnt("tmpfs", "/run", "mode=755", NULL);
+    mnt("tmpfs", "/tmp", "mode=1777", NULL);
+    chmod("/tmp", 01777);
+  }
   /* Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot. */
   write_file("/proc/sys/kernel/ctrl-alt-del", "0\n", 0644);
 
@@ -358,9 +362,8 @@ int main(void) {
   }
 
   /* The environment: image ENV, then --env-file files in order, then --env (merged by the host). */
-  mkdir("/etc/profile.d", 0755);
-  char *envsh = slurp(CONFIG "/env.sh", NULL);
-  if (envsh) { write_file("/etc/profile.d/run-env.sh", envsh, 0600); free(envsh); }
+  char *envsh = build ? NULL : slurp(CONFIG "/env.sh", NULL);
+  if (envsh) { mkdir("/etc/profile.d", 0755); write_file("/etc/profile.d/run-env.sh", envsh, 0600); free(envsh); }
 
   if (*get("FB_SSH_USER")) install_ssh_key(get("FB_SSH_USER"));
 

@@ -9,6 +9,7 @@ import { profileCreate, profileInspect, profileList } from '../commands/profile.
 import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
 import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
+import { buildWithVm } from '../build/vm-engine.js';
 import * as path from 'node:path';
 import { cniBinDir, inspectView, killVm, purgeVms, runVm, type NetworkMode, type RunOptions } from '../commands/run.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
@@ -245,6 +246,7 @@ export function buildProgram(io: CliIO): Command {
   type BuildCli = SettingsCliOpts & {
     dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
+    stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; accel?: string;
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
     cmd
@@ -253,7 +255,7 @@ export function buildProgram(io: CliIO): Command {
       .option('--build-arg <name=value>', 'build argument, repeatable', collect)
       .option('--dockerfile-stage <name>', 'the stage to build (default: the last)')
       .option('--tag <org/name:version>', what === 'baseos' ? 'tag of the stored image (default: derived from FROM, alpine:3.12 -> _/alpine:3.12)' : 'tag of the stored image')
-      .addOption(new Option('--engine <engine>', 'build engine').choices(['docker']).default('docker'))
+      .addOption(new Option('--engine <engine>', what === 'rootfs' ? 'build engine: docker (the Docker engine), or vm (firebuild\'s own: RUN steps inside a microVM booted from the base image)' : 'build engine').choices(what === 'rootfs' ? ['docker', 'vm'] : ['docker']).default('docker'))
       .option('--size <size>', 'exact size of the ext4 file (e.g. 2G); default: content plus --free-space')
       .option('--free-space <size>', 'free space kept in the image after shrinking', '256M')
       .option('--journal', 'give the file system a journal (off by default: every VM boots a throwaway copy)')
@@ -262,7 +264,12 @@ export function buildProgram(io: CliIO): Command {
       cmd
         .option('--docker-image <image>', 'convert an existing Docker image (pulled with your Docker credentials when absent)')
         .option('--docker-image-base <image>', 'record this image as the parent of --docker-image')
-        .option('--plan', 'print the resolved build plan as JSON and stop');
+        .option('--plan', 'print the resolved build plan as JSON and stop')
+        .option('--step-timeout <seconds>', 'vm engine: the longest a RUN step may take', '1800')
+        .option('--no-cache', 'vm engine: run every step, ignoring (and not refilling) the step cache')
+        .option('--vmlinux-id <id>', 'vm engine: the kernel that boots the build VMs (default: the only stored kernel)')
+        .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512')
+        .addOption(new Option('--accel <accel>', 'vm engine: QEMU accelerator (auto: KVM when usable, else TCG)').choices(['auto', 'kvm', 'tcg']).default('auto'));
     }
     return withProfileOptions(cmd, io.env, { storage: true });
   };
@@ -279,6 +286,28 @@ export function buildProgram(io: CliIO): Command {
       return out(json(plan));
     }
     const { storage } = await ctx(o);
+    if (o.engine === 'vm') {
+      if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
+      if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
+      if (!/^\d+$/.test(o.mem ?? '') || Number(o.mem) < 64) throw new UserError(`malformed --mem '${o.mem}': give MiB, at least 64`);
+      const v = await buildWithVm({
+        dockerfile: o.dockerfile,
+        ...(o.context ? { context: o.context } : {}),
+        buildArgs: o.buildArg ?? [],
+        ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+        tag: o.tag ?? '',
+        ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
+        freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
+        overwrite: o.overwrite ?? false,
+        cacheDir: defaultCacheDir(io.env),
+        ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}),
+        memMib: Number(o.mem),
+        accel: o.accel ?? 'auto',
+        stepTimeoutMs: Number(o.stepTimeout) * 1000,
+        noCache: o.cache === false,
+      }, storage, logger.child('vm-build'));
+      return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: v.executed, cached: v.cached, timings: v.timings }));
+    }
     const r = await buildWithDocker({
       type,
       engine: 'docker',

@@ -94,7 +94,7 @@ async function portFree(p: PortSpec): Promise<boolean> {
   });
 }
 
-async function pickKernel(storage: StorageProvider, id: string | undefined): Promise<StoredKernel> {
+export async function pickKernel(storage: StorageProvider, id: string | undefined): Promise<StoredKernel> {
   if (id) return storage.getKernel(id);
   const ks = (await storage.listKernels()).filter((k) => !k.error);
   if (ks.length === 1) return storage.getKernel(ks[0]!.id);

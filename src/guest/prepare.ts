@@ -19,6 +19,15 @@ const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
  */
 export async function prepareRootfs(stored: string, copy: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   await exec('cp', ['--sparse=always', '--reflink=auto', stored, copy]);
+  await injectGuest(copy, env);
+}
+
+/** The guest side's files, as injectGuest places them: removed again after a build step. */
+const GUEST_FILES = ['/.firebuild/bin/sh', '/.firebuild/bin/busybox', '/.firebuild/init', '/.firebuild/udhcpc.sh'];
+const GUEST_DIRS = ['/.firebuild/bin', '/.firebuild/config', '/.firebuild'];
+
+/** Place the firebuild init and its static busybox in an image through debugfs (no mount). */
+export async function injectGuest(copy: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const busybox = await staticBusybox();
   const init = await guestInit(env);
   const script = [
@@ -38,6 +47,11 @@ export async function prepareRootfs(stored: string, copy: string, env: NodeJS.Pr
   if (/Could not allocate|No free space/i.test(r.stderr + r.stdout)) {
     throw new UserError('the image has no room for the firebuild init: rebuild it with more --free-space');
   }
+}
+
+/** Take injectGuest's files out again (a built image carries nothing of firebuild's). */
+export async function removeGuest(image: string): Promise<void> {
+  await exec('debugfs', ['-w', '-f', '-', image], { input: [...GUEST_FILES.map((f) => `rm ${f}`), ...GUEST_DIRS.map((d) => `rmdir ${d}`)].join('\n') + '\n' });
 }
 
 /** The read-only config disk: an ext4 file holding run.sh, env.sh and authorized_keys (mode 0600). */

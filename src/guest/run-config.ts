@@ -21,6 +21,8 @@ export interface RunConfig {
   init?: 'firebuild' | 'image';
   /** How the init ends the VM: `poweroff` (QEMU) or `reboot` (Firecracker exits on the guest's reboot). */
   halt?: 'poweroff' | 'reboot';
+  /** A build step: no tmpfs on /tmp and /run, no /etc/profile.d/run-env.sh (the image keeps what RUN writes). */
+  build?: boolean;
 }
 
 export function shellQuote(s: string): string {
@@ -42,6 +44,7 @@ export function renderRunSh(c: RunConfig): string {
     v('FB_SSH_USER', c.sshUser ?? ''),
     v('FB_INIT', c.init ?? 'firebuild'),
     v('FB_HALT', c.halt ?? 'poweroff'),
+    v('FB_BUILD', c.build ? '1' : ''),
     `set -- ${c.command.map(shellQuote).join(' ')}\n`,
   ].join('');
 }
@@ -72,6 +75,7 @@ export function renderRunNul(c: RunConfig): { run: Buffer; argv: Buffer; env: Bu
     ['FB_SSH_USER', c.sshUser ?? ''],
     ['FB_INIT', c.init ?? 'firebuild'],
     ['FB_HALT', c.halt ?? 'poweroff'],
+    ['FB_BUILD', c.build ? '1' : ''],
   ];
   const nul = (xs: string[]): Buffer => Buffer.from(xs.map((x) => `${x.replace(/\0/g, '')}\0`).join(''));
   return {

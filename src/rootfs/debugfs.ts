@@ -29,7 +29,7 @@ export interface TreeEntry {
 const TYPES: Record<number, EntryType> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink', 0o020000: 'char', 0o060000: 'block', 0o010000: 'fifo', 0o140000: 'socket' };
 
 /** Run debugfs with a batch of commands; returns the output of each command in order. */
-async function batch(image: string, commands: string[]): Promise<string[]> {
+export async function batch(image: string, commands: string[]): Promise<string[]> {
   const outputs: string[] = [];
   for (let i = 0; i < commands.length; i += 2000) {
     const chunk = commands.slice(i, i + 2000);
@@ -40,7 +40,7 @@ async function batch(image: string, commands: string[]): Promise<string[]> {
   return outputs;
 }
 
-function quote(p: string): string {
+export function quote(p: string): string {
   return `"${p.replace(/(["\\])/g, '\\$1')}"`;
 }
 

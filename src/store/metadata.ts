@@ -55,6 +55,8 @@ export const ImageMetadataSchema = z.object({
       buildArgs: stringMap.optional(),
       durationMs: z.number().optional(),
       dockerImageId: z.string().optional(),
+      /** vm engine: the key of the final step's result and the image's size settings (an unchanged rebuild keeps the image). */
+      cacheKey: z.string().optional(),
     })
     .optional(),
   rootfs: z.object({

@@ -1,0 +1,472 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pickKernel, USER_NET } from '../commands/run.js';
+import { parseBuildArgs } from '../commands/plan.js';
+import { buildPlan } from '../dockerfile/plan.js';
+import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
+import { injectGuest, INIT_PATH, makeConfigDisk, removeGuest } from '../guest/prepare.js';
+import { kernelIpArg, type RunConfig } from '../guest/run-config.js';
+import { batch, quote } from '../rootfs/debugfs.js';
+import { Ext4Tools } from '../rootfs/ext4.js';
+import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
+import { newVmmId } from '../runtime/state.js';
+import { resolveSource } from '../source/resolve.js';
+import type { ImageConfig } from '../store/metadata.js';
+import type { StorageProvider, StoredImage, StoredKernel } from '../store/provider.js';
+import { formatTag, parseTag } from '../store/tag.js';
+import { UserError } from '../util/errors.js';
+import { exec } from '../util/exec.js';
+import { sparseDigest } from '../util/fs.js';
+import type { Logger } from '../util/logger.js';
+import { resolveAccel, qemuArgv } from '../vmm/qemu.js';
+import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
+
+/**
+ * firebuild's own build engine (`rootfs --engine vm`): no Docker engine, and no step of the Dockerfile
+ * runs on the host. Each stage starts from a copy of its base (a stored firebuild image, or an earlier
+ * stage) grown to the build size. RUN boots that copy as a microVM (QEMU here; user-mode networking),
+ * with the step's command, environment, USER and WORKDIR on the config disk, the output streamed live;
+ * the guest is shut down cleanly and the image checked (`e2fsck -fn`). COPY, ADD and WORKDIR are applied
+ * to the image offline through debugfs. Every file-system step's result is cached under a key chained
+ * from its parent's key and its inputs (the instruction after expansion, resource digests, USER, WORKDIR),
+ * so an unchanged rebuild boots nothing and a change at step k rebuilds from k.
+ */
+export interface VmBuildOptions {
+  dockerfile: string;
+  context?: string;
+  buildArgs?: string[];
+  target?: string;
+  tag: string;
+  /** The build disk (and at least the final image's) size; default: the base plus 1 GiB. */
+  sizeBytes?: number;
+  freeBytes?: number;
+  overwrite?: boolean;
+  cacheDir: string;
+  vmlinuxId?: string;
+  memMib?: number;
+  accel?: string;
+  stepTimeoutMs?: number;
+  noCache?: boolean;
+  /** The step cache's cap; least recently used entries go first. */
+  cacheMaxBytes?: number;
+}
+
+export interface VmBuildResult {
+  image: StoredImage;
+  /** Steps executed (not from the cache) and reused. */
+  executed: number;
+  cached: number;
+  timings: { bootMs: number; stepsMs: number; convertMs: number; totalMs: number };
+}
+
+const FS_STEPS = new Set(['RUN', 'COPY', 'ADD', 'WORKDIR']);
+const GUEST_WRITTEN = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf'];
+export const DEFAULT_STEP_TIMEOUT_MS = 30 * 60_000;
+export const DEFAULT_CACHE_MAX_BYTES = 20 * 1024 ** 3;
+
+function sha(...parts: string[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p).update('\0');
+  return h.digest('hex');
+}
+
+/** What a step's result depends on besides its parent: the instruction after expansion, never where it is written. */
+function stepInputs(step: Step, state: { user: string; workdir: string }, fromKey?: string): string {
+  const { file: _f, line: _l, original: _o, ...rest } = step;
+  return JSON.stringify({ ...rest, user: state.user, workdir: state.workdir, ...(fromKey ? { fromKey } : {}) });
+}
+
+/** The step cache: `<cacheDir>/vm-steps/<key>.ext4` with `<key>.json` (its sha256); LRU by the json's mtime. */
+class StepCache {
+  readonly dir: string;
+  constructor(cacheDir: string, private readonly maxBytes: number, private readonly log: Logger) {
+    this.dir = path.join(cacheDir, 'vm-steps');
+  }
+  private files(key: string): { img: string; meta: string } {
+    return { img: path.join(this.dir, `${key}.ext4`), meta: path.join(this.dir, `${key}.json`) };
+  }
+  async has(key: string): Promise<boolean> {
+    return fs.existsSync(this.files(key).meta);
+  }
+  /** Copy the entry to `dest`; false (and the entry removed) when it is missing or fails its digest. */
+  async restore(key: string, dest: string): Promise<boolean> {
+    const f = this.files(key);
+    try {
+      const meta = JSON.parse(await fsp.readFile(f.meta, 'utf8')) as { sha256: string };
+      await exec('cp', ['--sparse=always', '--reflink=auto', f.img, dest]);
+      const got = await sparseDigest(dest);
+      if (got !== meta.sha256) throw new Error(`sha256 ${got}, expected ${meta.sha256}`);
+      const now = new Date();
+      await fsp.utimes(f.meta, now, now);
+      return true;
+    } catch (err) {
+      this.log.warn('a step cache entry is corrupt: rebuilding it', { key: key.slice(0, 16), reason: (err as Error).message });
+      await fsp.rm(f.img, { force: true });
+      await fsp.rm(f.meta, { force: true });
+      return false;
+    }
+  }
+  async save(key: string, image: string): Promise<void> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const f = this.files(key);
+    const tmp = `${f.img}.tmp-${process.pid}`;
+    await exec('cp', ['--sparse=always', '--reflink=auto', image, tmp]);
+    const digest = await sparseDigest(tmp);
+    await fsp.rename(tmp, f.img);
+    await fsp.writeFile(f.meta, JSON.stringify({ sha256: digest, created: new Date().toISOString() }) + '\n');
+    await this.evict();
+  }
+  private async evict(): Promise<void> {
+    const metas = (await fsp.readdir(this.dir)).filter((n) => n.endsWith('.json'));
+    const entries = await Promise.all(metas.map(async (m) => {
+      const key = m.slice(0, -5);
+      const f = this.files(key);
+      const [st, img] = await Promise.all([fsp.stat(f.meta), fsp.stat(f.img).catch(() => undefined)]);
+      return { key, used: st.mtimeMs, bytes: img ? img.blocks * 512 : 0 };
+    }));
+    let total = entries.reduce((a, e) => a + e.bytes, 0);
+    for (const e of entries.sort((a, b) => a.used - b.used)) {
+      if (total <= this.maxBytes) break;
+      const f = this.files(e.key);
+      await fsp.rm(f.img, { force: true });
+      await fsp.rm(f.meta, { force: true });
+      total -= e.bytes;
+      this.log.debug('step cache: evicted', { key: e.key.slice(0, 16) });
+    }
+  }
+}
+
+/** Grow an ext4 image file to `bytes` (never shrinks here). */
+async function growTo(image: string, bytes: number): Promise<void> {
+  const st = await fsp.stat(image);
+  if (st.size >= bytes) return;
+  await exec('e2fsck', ['-fy', image], { allowFailure: true });
+  await fsp.truncate(image, bytes);
+  await exec('resize2fs', [image]);
+}
+
+interface Saved { path: string; data?: string; mode?: string; uid?: string; gid?: string }
+
+/** The files the init writes into the image (hostname, hosts, resolv.conf): saved before a RUN, put back after, as Docker's bind mounts leave the image untouched. */
+async function saveGuestWritten(image: string, scratch: string): Promise<Saved[]> {
+  const out = await batch(image, GUEST_WRITTEN.map((p) => `stat ${quote(p)}`));
+  const saved: Saved[] = [];
+  for (const [i, p] of GUEST_WRITTEN.entries()) {
+    const s = out[i] ?? '';
+    if (!/Type: regular/.test(s)) {
+      saved.push({ path: p });
+      continue;
+    }
+    const host = path.join(scratch, `saved-${i}`);
+    await exec('debugfs', ['-R', `dump ${quote(p)} ${host}`, image]);
+    const mode = /Mode:\s+(\d+)/.exec(s)?.[1] ?? '0644';
+    const uid = /User:\s+(\d+)/.exec(s)?.[1] ?? '0';
+    const gid = /Group:\s+(\d+)/.exec(s)?.[1] ?? '0';
+    saved.push({ path: p, data: host, mode, uid, gid });
+  }
+  return saved;
+}
+
+async function restoreGuestWritten(image: string, saved: Saved[]): Promise<void> {
+  const cmds: string[] = [];
+  for (const s of saved) {
+    cmds.push(`rm ${quote(s.path)}`);
+    if (s.data) cmds.push(`write ${quote(s.data)} ${quote(s.path)}`, `sif ${quote(s.path)} mode 0100${s.mode!.slice(-3)}`, `sif ${quote(s.path)} uid ${s.uid}`, `sif ${quote(s.path)} gid ${s.gid}`);
+  }
+  await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
+}
+
+interface BootContext {
+  kernel: StoredKernel;
+  accel: 'kvm' | 'tcg';
+  memMib: number;
+  stepTimeoutMs: number;
+  log: Logger;
+  scratch: string;
+  bootMs: number;
+}
+
+/** RUN: boot the image with the step's command; returns once the guest has powered off. */
+async function runStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext): Promise<void> {
+  const where = { file: step.file, line: step.line };
+  const label = `RUN at ${path.basename(step.file)}:${step.line}`;
+  const saved = await saveGuestWritten(image, b.scratch);
+  await injectGuest(image);
+  const config = path.join(b.scratch, 'config.ext4');
+  const serial = path.join(b.scratch, 'serial.log');
+  await fsp.rm(serial, { force: true });
+  let net: RunConfig['net'] = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
+  let ipArg = '';
+  if (!b.kernel.initrdPath) {
+    ipArg = kernelIpArg(USER_NET.ip, USER_NET.gateway);
+    net = { ...net, mode: 'kernel' };
+  }
+  const cfg: RunConfig = {
+    hostname: 'buildkitsandbox', net, dns: [USER_NET.dns], env: step.env ?? [], command: step.command ?? [],
+    user: state.user, workdir: state.workdir, stopSignal: 'TERM', halt: 'poweroff', build: true,
+  };
+  await makeConfigDisk(cfg, config, b.log);
+  const argv = qemuArgv({
+    kernel: b.kernel.vmlinuxPath, ...(b.kernel.initrdPath ? { initrd: b.kernel.initrdPath } : {}),
+    append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet pci=off ${ipArg} ${b.kernel.metadata.cmdline ?? ''}`.trim(),
+    rootfs: image, disks: [config], memMib: b.memMib, cpus: Math.max(1, Math.min(2, os.cpus().length)), accel: b.accel, serialLog: serial,
+    userNet: { hostfwd: [] },
+  });
+  const cg = await createVmCgroup(newVmmId());
+  const [cmd, args] = inCgroupArgv(cg, 'qemu-system-x86_64', argv);
+  const started = Date.now();
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+  // Stream the command's output (the console between the init's START and EXIT lines) as it comes.
+  let offset = 0;
+  let partial = '';
+  let running = false;
+  const tail: string[] = [];
+  let exitCode: number | undefined;
+  const pump = async (): Promise<void> => {
+    const fh = await fsp.open(serial, 'r').catch(() => undefined);
+    if (!fh) return;
+    try {
+      const { size } = await fh.stat();
+      if (size <= offset) return;
+      const buf = Buffer.alloc(size - offset);
+      await fh.read(buf, 0, buf.length, offset);
+      offset = size;
+      const lines = (partial + buf.toString('utf8')).split(/\r?\n/);
+      partial = lines.pop() ?? '';
+      for (const l of lines) {
+        if (/FIREBUILD-START/.test(l)) {
+          running = true;
+          b.bootMs += Date.now() - started;
+          continue;
+        }
+        const m = /FIREBUILD-EXIT code=(\d+)/.exec(l);
+        if (m) {
+          exitCode = Number(m[1]);
+          running = false;
+          continue;
+        }
+        if (running || /^firebuild-init:/.test(l)) {
+          b.log.info(`${label}: ${l}`);
+          tail.push(l);
+          if (tail.length > 20) tail.shift();
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+  };
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, b.stepTimeoutMs);
+  const poll = setInterval(() => void pump(), 200);
+  try {
+    const code = await exited;
+    await pump();
+    if (partial && running) tail.push(partial);
+    if (timedOut) throw new UserError(`${label} did not finish within ${Math.round(b.stepTimeoutMs / 1000)} s: raise --step-timeout or fix the step${tail.length ? `; last output: ${tail.slice(-3).join(' | ')}` : ''}`, where);
+    if (exitCode === undefined) throw new UserError(`${label}: the build VM stopped without reporting an exit code (QEMU exit ${code}${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''})`, where);
+    if (exitCode !== 0) {
+      const full = tail.join('\n');
+      const hint = /No space left on device/i.test(full) ? ' (the build disk is full: grow it with --size)' : /Temporary failure in name resolution|Network is unreachable|Could not resolve|Connection refused/i.test(full) ? ' (the network is unreachable inside the build VM)' : '';
+      throw new UserError(`${label} failed with exit code ${exitCode}${hint}: ${tail.slice(-5).join(' | ') || 'no output'}`, where);
+    }
+  } finally {
+    clearTimeout(timer);
+    clearInterval(poll);
+    if (child.exitCode === null) child.kill('SIGKILL');
+    if (cg) await reapCgroup(cg).catch(() => undefined);
+    await fsp.rm(config, { force: true });
+  }
+  await removeGuest(image);
+  await restoreGuestWritten(image, saved);
+  await new Ext4Tools(b.log).check(image).catch((err: Error) => {
+    throw new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
+  });
+}
+
+/** Resolve a WORKDIR value against the current one. */
+function joinWorkdir(current: string, value: string): string {
+  return path.posix.resolve(current || '/', value);
+}
+
+export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, log: Logger): Promise<VmBuildResult> {
+  const started = Date.now();
+  const tag = formatTag(parseTag(o.tag));
+  const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
+  const baseImages = new Map<string, StoredImage>();
+  const plan: Plan = await buildPlan(src.text, {
+    buildArgs: parseBuildArgs(o.buildArgs),
+    ...(o.target !== undefined ? { target: o.target } : {}),
+    context: src.context,
+    source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
+    baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => {
+      const img = await findBase(storage, ref);
+      if (!img) return undefined;
+      baseImages.set(ref, img);
+      return img.metadata.config;
+    },
+  });
+  const kernel = await pickKernel(storage, o.vmlinuxId);
+  const { accel, warning } = await resolveAccel(o.accel ?? 'auto');
+  if (warning) log.warn(warning);
+  const cache = new StepCache(o.cacheDir, o.cacheMaxBytes ?? DEFAULT_CACHE_MAX_BYTES, log);
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-vmbuild-'));
+  const b: BootContext = { kernel, accel, memMib: o.memMib ?? 512, stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, scratch: work, bootMs: 0 };
+  let executed = 0;
+  let cached = 0;
+  let stepsMs = 0;
+  // Every step's key, before anything runs: an unchanged rebuild of the same tag keeps the stored image.
+  const planned = new Map<number, PlannedStage>();
+  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, baseImages, storage));
+  const targetStage = plan.stages[plan.stages.length - 1];
+  if (!targetStage) throw new UserError('the Dockerfile has no stage to build');
+  const finalKey = sha('image', planned.get(targetStage.index)!.finalKey, String(o.freeBytes ?? 64 * 1024 ** 2), String(o.sizeBytes ?? ''));
+  if (await storage.hasImage(tag)) {
+    const existing = await storage.getImage(tag);
+    if (!o.noCache && existing.metadata.build?.cacheKey === finalKey) {
+      log.info('up to date: every step is unchanged', { tag });
+      return { image: existing, executed: 0, cached: plan.stages.reduce((a, s) => a + s.steps.filter((x) => FS_STEPS.has(x.keyword)).length, 0), timings: { bootMs: 0, stepsMs: 0, convertMs: 0, totalMs: Date.now() - started } };
+    }
+    if (!o.overwrite) throw new UserError(`image ${tag} already exists (built from other inputs): choose another tag or pass --overwrite`);
+  }
+  try {
+    const results = new Map<number, { image: string; key: string }>();
+    let last: { stage: Stage; image: string; key: string; parents: string[] } | undefined;
+    for (const stage of plan.stages) {
+      const image = path.join(work, `stage-${stage.index}.ext4`);
+      const p = planned.get(stage.index)!;
+      const { keys, states, parents } = p;
+      const baseFile = p.base.kind === 'stage' ? results.get(p.base.stage)!.image : p.base.file;
+      let start = 0;
+      if (!o.noCache) {
+        for (let k = stage.steps.length - 1; k >= 0; k--) {
+          if (!FS_STEPS.has(stage.steps[k]!.keyword) || !(await cache.has(keys[k]!))) continue;
+          if (await cache.restore(keys[k]!, image)) {
+            start = k + 1;
+            cached += stage.steps.slice(0, k + 1).filter((s) => FS_STEPS.has(s.keyword)).length;
+            log.info('steps restored from the cache', { stage: stage.name ?? stage.index, through: `${path.basename(stage.steps[k]!.file)}:${stage.steps[k]!.line}` });
+          }
+          break;
+        }
+      }
+      if (start === 0) {
+        await exec('cp', ['--sparse=always', '--reflink=auto', baseFile, image]);
+        await growTo(image, o.sizeBytes ?? (await fsp.stat(baseFile)).size + 1024 ** 3);
+      }
+      for (let k = start; k < stage.steps.length; k++) {
+        const step = stage.steps[k]!;
+        if (!FS_STEPS.has(step.keyword)) continue;
+        const st = states[k]!;
+        const t0 = Date.now();
+        const stepWhere = { file: step.file, line: step.line };
+        log.info(`step ${path.basename(step.file)}:${step.line}`, { instruction: step.original.split('\n')[0]!.slice(0, 120) });
+        if (step.keyword === 'RUN') {
+          await runStep(image, step, st, b);
+        } else if (step.keyword === 'WORKDIR') {
+          await applyWorkdir(image, st.workdir, userOwner(st.user, await imageAccounts(image), stepWhere), stepWhere);
+        } else {
+          const accounts = await imageAccounts(image);
+          const owner = chownOwner(step.chown, accounts, stepWhere);
+          const fromStage = step.from && 'stage' in step.from ? results.get(step.from.stage)?.image : undefined;
+          if (step.from && !fromStage) throw new UserError(`${step.keyword} --from an image is not supported by the vm engine yet: copy from a stage`, stepWhere);
+          const scratch = path.join(work, `copy-${stage.index}-${k}`);
+          await fsp.mkdir(scratch);
+          const dest = step.dest!.startsWith('/') ? step.dest! : path.posix.join(st.workdir, step.dest!) + (step.dest!.endsWith('/') ? '/' : '');
+          await applyCopy(image, { step, dest, context: src.context, ...(fromStage ? { fromImage: fromStage } : {}), owner, scratch });
+          await fsp.rm(scratch, { recursive: true, force: true });
+        }
+        stepsMs += Date.now() - t0;
+        executed++;
+        if (!o.noCache) await cache.save(keys[k]!, image);
+      }
+      results.set(stage.index, { image, key: p.finalKey });
+      last = { stage, image, key: p.finalKey, parents };
+    }
+    if (!last) throw new UserError('the Dockerfile has no stage to build');
+    const t1 = Date.now();
+    const target = last;
+    const stored = await storage.writeImage(tag, async (staging) => {
+      await exec('cp', ['--sparse=always', '--reflink=auto', target.image, staging.rootfsPath]);
+      const tools = new Ext4Tools(log);
+      await tools.check(staging.rootfsPath);
+      await tools.shrink(staging.rootfsPath, { freeBytes: o.freeBytes ?? 64 * 1024 ** 2 });
+      await tools.check(staging.rootfsPath);
+      return {
+        type: 'rootfs',
+        source: { kind: 'dockerfile', ref: src.ref, ...(src.commit ? { commit: src.commit } : {}), ...(target.stage.name ? { stage: target.stage.name } : {}) },
+        parents: target.parents,
+        config: target.stage.config,
+        build: { engine: 'vm', planDigest: plan.digest, buildArgs: plan.buildArgs, durationMs: Date.now() - started, cacheKey: finalKey },
+      };
+    }, { overwrite: o.overwrite ?? false });
+    const convertMs = Date.now() - t1;
+    log.info('built with the vm engine', { tag, executed, cached, seconds: Math.round((Date.now() - started) / 100) / 10 });
+    return { image: stored, executed, cached, timings: { bootMs: b.bootMs, stepsMs, convertMs, totalMs: Date.now() - started } };
+  } finally {
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
+interface PlannedStage {
+  base: { kind: 'file'; file: string } | { kind: 'stage'; stage: number };
+  parents: string[];
+  keys: string[];
+  states: { user: string; workdir: string }[];
+  finalKey: string;
+}
+
+/** A stage's base and the key of every step (chained from the base's digest or the base stage's final key). */
+async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, baseImages: Map<string, StoredImage>, storage: StorageProvider): Promise<PlannedStage> {
+  const where = { file: stage.file, line: stage.line };
+  let key: string;
+  let baseCfg: ImageConfig | undefined;
+  let base: PlannedStage['base'];
+  const parents: string[] = [];
+  if (stage.base.kind === 'stage') {
+    const prev = planned.get(stage.base.stage);
+    if (!prev) throw new UserError(`stage ${stage.base.stage} was not built before stage ${stage.index}`, where);
+    key = prev.finalKey;
+    base = { kind: 'stage', stage: stage.base.stage };
+    const baseIndex = stage.base.stage;
+    baseCfg = plan.stages.find((s) => s.index === baseIndex)?.config;
+  } else if (stage.base.kind === 'image') {
+    const img = baseImages.get(stage.base.ref) ?? (await findBase(storage, stage.base.ref));
+    if (!img) throw new UserError(`base image ${stage.base.ref} not found: the vm engine takes a stored firebuild image (firebuild image ls; build one with firebuild baseos, or firebuild image pull one)`, where);
+    key = sha('image', img.metadata.rootfs.sha256);
+    base = { kind: 'file', file: img.rootfsPath };
+    baseCfg = img.metadata.config;
+    parents.push(img.tag);
+  } else {
+    throw new UserError('FROM scratch is not supported by the vm engine yet: use --engine docker', where);
+  }
+  const state = { user: baseCfg?.user ?? '', workdir: baseCfg?.workingDir || '/' };
+  const keys: string[] = [];
+  const states: { user: string; workdir: string }[] = [];
+  for (const step of stage.steps) {
+    if (step.keyword === 'USER') state.user = step.value ?? '';
+    if (step.keyword === 'WORKDIR') state.workdir = joinWorkdir(state.workdir, step.value ?? '/');
+    const from = step.from && 'stage' in step.from ? planned.get(step.from.stage)?.finalKey : undefined;
+    key = sha(key, stepInputs(step, state, from));
+    keys.push(key);
+    states.push({ ...state });
+  }
+  return { base, parents, keys, states, finalKey: key };
+}
+
+async function findBase(storage: StorageProvider, ref: string): Promise<StoredImage | undefined> {
+  try {
+    const t = formatTag(parseTag(ref));
+    return (await storage.hasImage(t)) ? await storage.getImage(t) : undefined;
+  } catch {
+    return undefined;
+  }
+}
