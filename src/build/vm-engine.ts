@@ -319,8 +319,6 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   const { accel, warning } = await resolveAccel(o.accel ?? 'auto');
   if (warning) log.warn(warning);
   const cache = new StepCache(o.cacheDir, o.cacheMaxBytes ?? DEFAULT_CACHE_MAX_BYTES, log);
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-vmbuild-'));
-  const b: BootContext = { kernel, accel, memMib: o.memMib ?? 512, stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, scratch: work, bootMs: 0 };
   let executed = 0;
   let cached = 0;
   let stepsMs = 0;
@@ -338,6 +336,8 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     }
     if (!o.overwrite) throw new UserError(`image ${tag} already exists (built from other inputs): choose another tag or pass --overwrite`);
   }
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-vmbuild-'));
+  const b: BootContext = { kernel, accel, memMib: o.memMib ?? 512, stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, scratch: work, bootMs: 0 };
   try {
     const results = new Map<number, { image: string; key: string }>();
     let last: { stage: Stage; image: string; key: string; parents: string[] } | undefined;

@@ -1,0 +1,206 @@
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
+import { ext4Tree, type Tree } from '../helpers/trees.js';
+import { importDebianCloud } from '../helpers/vm.js';
+
+/**
+ * `rootfs --engine vm`: RUN steps execute inside a microVM booted (QEMU, TCG here) from the stage's
+ * image, COPY/ADD/WORKDIR are applied offline; no step touches the host. The reference for the file
+ * trees is the Docker engine's build of the same Dockerfile (`--engine docker`, the classic builder on
+ * this machine) from the same stored base image.
+ */
+let work: string;
+let env: NodeJS.ProcessEnv;
+const BASE = 'fbtest/vmbase:1';
+
+function writeCtx(name: string, files: Record<string, string>): string {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [f, text] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+    fs.writeFileSync(path.join(dir, f), text);
+  }
+  return dir;
+}
+
+const vmBuild = (dir: string, tag: string, extra: string[] = []): ReturnType<typeof runCli> =>
+  runCli(['rootfs', '--engine', 'vm', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', tag, '--accel', 'tcg', ...extra], { env });
+
+function leftovers(): string[] {
+  return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('firebuild-vmbuild-'));
+}
+
+beforeAll(async () => {
+  work = await tempDir('firebuild-vmengine-');
+  env = { FIREBUILD_HOME: path.join(work, 'home') };
+  expect(await importDebianCloud(env)).toBe(0);
+  const base = writeCtx('base', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n` });
+  const r = await runCli(['baseos', '--dockerfile', path.join(base, 'Dockerfile'), '--tag', BASE, '--free-space', '64M'], { env });
+  expectJsonResult(r);
+}, 10 * 60_000);
+
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+/** Paths Docker itself fills per container or build (bind-mounted hosts, hostname, resolv.conf). */
+const BUILD_DEPENDENT = ['/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/.dockerenv'];
+
+function comparable(t: Tree): Tree {
+  const out: Tree = {};
+  for (const [p, n] of Object.entries(t)) {
+    if (BUILD_DEPENDENT.includes(p)) continue;
+    // Directory sizes depend on the history of the directory's entries, not on the tree.
+    out[p] = n.type === 'dir' ? { ...n, size: undefined } : n;
+  }
+  return out;
+}
+
+describe('rootfs --engine vm', () => {
+  test('RUN, COPY (--chown by name), ADD of a local tar, WORKDIR, USER, ENV, ARG, multi-stage COPY --from: the same tree as the Docker engine builds', async () => {
+    const dir = writeCtx('app', {
+      'a.txt': 'file a\n',
+      'd/sub/x': 'x\n',
+      'd/y': 'y\n',
+      'ignored.log': 'no\n',
+      '.dockerignore': '*.log\n',
+      Dockerfile: [
+        `FROM ${BASE} AS builder`,
+        'RUN mkdir -p /out && echo built > /out/artifact && chmod 0750 /out/artifact',
+        `FROM ${BASE}`,
+        'ARG GREETING=hello',
+        'ENV APP_HOME=/srv/app',
+        'RUN echo "$GREETING" > /greeting && useradd --uid 1234 --create-home app && echo tmp > /tmp/kept',
+        'COPY a.txt /srv/',
+        'COPY --chown=app:app d /srv/d',
+        'COPY --from=builder /out/artifact /opt/artifact',
+        'ADD files.tar /opt/unpacked/',
+        'WORKDIR $APP_HOME/work',
+        'RUN touch made-here && ls -a > listing.txt && echo "$APP_HOME $GREETING" > env.txt',
+        'USER app',
+        'RUN id -un > /srv/d/whoami && echo "$HOME" > /srv/d/home',
+        'CMD ["cat", "/greeting"]',
+        '',
+      ].join('\n'),
+    });
+    fs.mkdirSync(path.join(work, 'tarsrc', 't'), { recursive: true });
+    fs.writeFileSync(path.join(work, 'tarsrc', 't', 'one'), 'one\n');
+    execFileSync('tar', ['-cf', path.join(dir, 'files.tar'), '--owner=0', '--group=0', '-C', path.join(work, 'tarsrc'), 't']);
+    const vm = await vmBuild(dir, 'fbtest/vm-app:1', ['--build-arg', 'GREETING=hi']);
+    expectJsonResult(vm);
+    const v = JSON.parse(vm.stdout) as { rootfs: string; executed: number; cached: number; builder: string };
+    expect(v).toMatchObject({ builder: 'vm', executed: 9, cached: 0 });
+    const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-app:1', '--build-arg', 'GREETING=hi'], { env });
+    expectJsonResult(dk);
+    const vt = comparable(await ext4Tree(v.rootfs));
+    const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
+    const differing = [...new Set([...Object.keys(vt), ...Object.keys(dt)])].filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]));
+    expect(differing.map((p) => ({ p, vm: vt[p], docker: dt[p] }))).toEqual([]);
+    // And what the steps made is there, with Docker's owners.
+    expect(vt['/srv/d/sub/x']).toMatchObject({ uid: 1234, gid: 1234, type: 'file' });
+    expect(vt['/srv/a.txt']).toMatchObject({ uid: 0, gid: 0, mode: '644' });
+    expect(vt['/srv/ignored.log']).toBeUndefined();
+    expect(vt['/tmp/kept']).toMatchObject({ type: 'file' });
+    expect(vt['/opt/unpacked/t/one']).toMatchObject({ type: 'file', uid: 0 });
+    expect(vt['/srv/d/whoami']).toMatchObject({ uid: 1234 });
+    expect(vt['/.firebuild']).toBeUndefined();
+    expect(leftovers()).toEqual([]);
+  }, 20 * 60_000);
+
+  test('a failing RUN at line 7 fails with that line, its exit code and the output tail; nothing is stored or left behind', async () => {
+    const dir = writeCtx('fail', {
+      Dockerfile: [`FROM ${BASE}`, 'RUN echo one', '# two', '# three', '# four', '# five', 'RUN echo "about to fail" && ls /nonexistent-dir', 'RUN echo never', ''].join('\n'),
+    });
+    const r = await vmBuild(dir, 'fbtest/vm-fail:1');
+    expect(r.code).not.toBe(0);
+    const errLine = r.stderr.trim().split('\n').pop()!;
+    expect(errLine).toMatch(/Dockerfile:7: RUN at Dockerfile:7 failed with exit code 2: .*about to fail.*No such file or directory/);
+    expect(r.stderr).toContain('RUN at Dockerfile:7: about to fail');
+    expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-fail');
+    expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
+  test('a pull-request Dockerfile cannot touch the host: its RUN writes and reads inside the VM only', async () => {
+    const marker = '/host-marker';
+    fs.rmSync(marker, { force: true });
+    const dir = writeCtx('pr', { Dockerfile: `FROM ${BASE}\nRUN echo pwned > /host-marker && cat /etc/hostname > /stolen-hostname && (cat /proc/1/cmdline | tr '\\0' ' ' > /pid1)\n` });
+    const r = await vmBuild(dir, 'fbtest/vm-pr:1');
+    expectJsonResult(r);
+    expect(fs.existsSync(marker)).toBe(false);
+    const tree = await ext4Tree((JSON.parse(r.stdout) as { rootfs: string }).rootfs);
+    expect(tree['/host-marker']).toMatchObject({ type: 'file' });
+    const { Ext4Reader } = await import('../../src/rootfs/debugfs.js');
+    const reader = new Ext4Reader((JSON.parse(r.stdout) as { rootfs: string }).rootfs);
+    const stolen = (await reader.readFile('/stolen-hostname')).toString().trim();
+    expect(stolen).toBe('buildkitsandbox');
+    expect(stolen).not.toBe(os.hostname());
+    // PID 1 of the RUN's world is firebuild's init in the guest, not anything of the host.
+    expect((await reader.readFile('/pid1')).toString()).toContain('/.firebuild/init');
+  }, 10 * 60_000);
+
+  test('the step cache: an unchanged rebuild runs nothing; a change at step k rebuilds from k; a corrupt entry is detected and rebuilt', async () => {
+    const dir = writeCtx('cache', {
+      'data.txt': 'v1\n',
+      Dockerfile: [`FROM ${BASE}`, 'RUN echo first > /first', 'COPY data.txt /data.txt', 'RUN cat /data.txt > /copied', ''].join('\n'),
+    });
+    const first = await vmBuild(dir, 'fbtest/vm-cache:1');
+    expectJsonResult(first);
+    expect(JSON.parse(first.stdout)).toMatchObject({ executed: 3, cached: 0 });
+    // Unchanged, same tag: up to date, the same image.
+    const again = await vmBuild(dir, 'fbtest/vm-cache:1');
+    expectJsonResult(again);
+    expect(JSON.parse(again.stdout)).toMatchObject({ executed: 0, sha256: JSON.parse(first.stdout).sha256 });
+    // Unchanged, another tag: every step from the cache, no VM booted.
+    const other = await vmBuild(dir, 'fbtest/vm-cache:2');
+    expectJsonResult(other);
+    expect(JSON.parse(other.stdout)).toMatchObject({ executed: 0, cached: 3 });
+    expect(JSON.parse(other.stdout).timings.bootMs).toBe(0);
+    // Step 3 (the COPY) changes: steps 1 and 2 come from the cache, 3 and 4 run.
+    fs.writeFileSync(path.join(dir, 'data.txt'), 'v2\n');
+    const changed = await vmBuild(dir, 'fbtest/vm-cache:3');
+    expectJsonResult(changed);
+    expect(JSON.parse(changed.stdout)).toMatchObject({ executed: 2, cached: 1 });
+    // Corrupt every cache entry: detected by its digest, rebuilt, same result as a clean build.
+    const steps = path.join(work, 'home', 'cache', 'vm-steps');
+    for (const f of fs.readdirSync(steps).filter((n) => n.endsWith('.ext4'))) {
+      const fd = fs.openSync(path.join(steps, f), 'r+');
+      fs.writeSync(fd, Buffer.from('corrupt!'), 0, 8, 4096 * 2);
+      fs.closeSync(fd);
+    }
+    const rebuilt = await vmBuild(dir, 'fbtest/vm-cache:4');
+    expectJsonResult(rebuilt);
+    expect(JSON.parse(rebuilt.stdout)).toMatchObject({ executed: 3, cached: 0 });
+    expect(rebuilt.stderr).toMatch(/a step cache entry is corrupt: rebuilding it/);
+  }, 20 * 60_000);
+
+  test('bad input: base image not found, a step that outlives --step-timeout, a full build disk: one line each, nothing left behind', async () => {
+    const missing = writeCtx('missing', { Dockerfile: 'FROM fbtest/no-such-base:9\nRUN true\n' });
+    const r1 = await vmBuild(missing, 'fbtest/vm-bad:1');
+    expect(r1.code).not.toBe(0);
+    expect(r1.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:1: base image fbtest\/no-such-base:9 not found: the vm engine takes a stored firebuild image/);
+
+    const slow = writeCtx('slow', { Dockerfile: `FROM ${BASE}\nRUN echo sleeping && sleep 600\n` });
+    const r2 = await vmBuild(slow, 'fbtest/vm-bad:2', ['--step-timeout', '20']);
+    expect(r2.code).not.toBe(0);
+    expect(r2.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 did not finish within 20 s: raise --step-timeout/);
+
+    const full = writeCtx('full', { Dockerfile: `FROM ${BASE}\nRUN dd if=/dev/zero of=/big bs=1M count=400\n` });
+    const r3 = await vmBuild(full, 'fbtest/vm-bad:3', ['--size', '300M']);
+    expect(r3.code).not.toBe(0);
+    expect(r3.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 failed with exit code 1 \(the build disk is full: grow it with --size\)/);
+
+    expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-bad');
+    expect(leftovers()).toEqual([]);
+    expect(fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('firebuild-vmbuild-');
+      } catch {
+        return false;
+      }
+    })).toBe(false);
+  }, 10 * 60_000);
+});
