@@ -190,6 +190,20 @@ interface BootContext {
   bootMs: number;
 }
 
+/**
+ * A RUN's argv. Heredocs follow BuildKit: `RUN <<EOF` alone runs the document as the shell's script;
+ * `RUN cmd <<EOF` hands the shell the command line with the documents after it, so the shell feeds them.
+ */
+export function runArgv(step: Step): string[] {
+  const command = step.command ?? [];
+  if (!step.heredocs?.length || step.form !== 'shell') return command;
+  const shell = step.shell ?? ['/bin/sh', '-c'];
+  const line = command[command.length - 1] ?? '';
+  const only = /^<<-?(["']?)([A-Za-z_][A-Za-z0-9_]*)\1$/.exec(line.trim());
+  if (only && step.heredocs.length === 1) return [...shell, step.heredocs[0]!.content];
+  return [...shell, [line, ...step.heredocs.map((h) => `${h.content}${h.content.endsWith('\n') ? '' : '\n'}${h.name}`)].join('\n')];
+}
+
 /** RUN: boot the image with the step's command; returns once the guest has powered off. */
 async function runStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext): Promise<void> {
   const where = { file: step.file, line: step.line };
@@ -206,7 +220,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     net = { ...net, mode: 'kernel' };
   }
   const cfg: RunConfig = {
-    hostname: 'buildkitsandbox', net, dns: [USER_NET.dns], env: step.env ?? [], command: step.command ?? [],
+    hostname: 'buildkitsandbox', net, dns: [USER_NET.dns], env: step.env ?? [], command: runArgv(step),
     user: state.user, workdir: state.workdir, stopSignal: 'TERM', halt: 'poweroff', build: true,
   };
   await makeConfigDisk(cfg, config, b.log);

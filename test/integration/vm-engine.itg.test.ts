@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
@@ -110,6 +112,82 @@ describe('rootfs --engine vm', () => {
     expect(vt['/.firebuild']).toBeUndefined();
     expect(leftovers()).toEqual([]);
   }, 20 * 60_000);
+
+  test('ARG/ENV scoping, SHELL, USER switching, WORKDIR chains, ADD of a URL, COPY --from an index: the same tree as the Docker engine builds', async () => {
+    const srv = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'last-modified': 'Tue, 01 Sep 2026 10:00:00 GMT' });
+      res.end(`served ${req.url}\n`);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/payload.txt`;
+    try {
+      const dir = writeCtx('conf2', {
+        Dockerfile: [
+          `ARG BASE=${BASE}`,
+          'FROM $BASE',
+          'RUN echo zero > /from-zero',
+          'FROM $BASE',
+          'ARG VERSION=1.0',
+          'ENV APP_VERSION=v$VERSION',
+          'ARG LATE',
+          'RUN echo "version=$VERSION app=$APP_VERSION late=${LATE:-unset}" > /args.txt',
+          'SHELL ["/bin/bash", "-c"]',
+          'RUN echo "$((6*7)) ${BASH_VERSION%%.*}" > /bash.txt',
+          'RUN useradd --uid 2000 --create-home worker && mkdir -p /data && chown worker /data',
+          'USER worker',
+          'RUN whoami > /data/who1 && id -u > /data/uid1',
+          'USER root',
+          'RUN whoami > /data/who2 && chmod 0640 /data/who2',
+          'WORKDIR /a',
+          'WORKDIR b',
+          'WORKDIR ../c',
+          'RUN pwd > /pwd.txt',
+          `ADD ${url} /downloads/`,
+          'COPY --from=0 /from-zero /copied-from-zero',
+          '',
+        ].join('\n'),
+      });
+      const vm = await vmBuild(dir, 'fbtest/vm-conf2:1', ['--build-arg', 'LATE=given']);
+      expectJsonResult(vm);
+      const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-conf2:1', '--build-arg', 'LATE=given'], { env });
+      expectJsonResult(dk);
+      const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs));
+      const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
+      const differing = [...new Set([...Object.keys(vt), ...Object.keys(dt)])].filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]));
+      expect(differing.map((p) => ({ p, vm: vt[p], docker: dt[p] }))).toEqual([]);
+      expect(vt['/downloads/payload.txt']).toMatchObject({ mode: '600', uid: 0 });
+      expect(vt['/a/c']).toMatchObject({ type: 'dir' });
+      expect(vt['/data/uid1']).toMatchObject({ uid: 2000 });
+      // ARG values reach RUN but not the image's environment; ENV does.
+      const meta = JSON.parse((await runCli(['image', 'inspect', 'fbtest/vm-conf2:1'], { env })).stdout) as { metadata: { config: { env: string[] } } };
+      expect(meta.metadata.config.env).toContain('APP_VERSION=v1.0');
+      expect(meta.metadata.config.env.some((e) => e.startsWith('VERSION=') || e.startsWith('LATE='))).toBe(false);
+    } finally {
+      srv.close();
+    }
+  }, 20 * 60_000);
+
+  test('heredoc RUN (BuildKit syntax the classic builder lacks): compared with the tree Docker documents', async () => {
+    const dir = writeCtx('heredoc', {
+      Dockerfile: [`FROM ${BASE}`, 'SHELL ["/bin/bash", "-c"]', 'RUN <<EOT', 'echo "heredoc $((1+2))" > /hd', 'EOT', 'RUN cat > /hd2 <<EOT', 'second', 'EOT', ''].join('\n'),
+    });
+    const vm = await vmBuild(dir, 'fbtest/vm-heredoc:1');
+    expectJsonResult(vm);
+    const { Ext4Reader } = await import('../../src/rootfs/debugfs.js');
+    const reader = new Ext4Reader((JSON.parse(vm.stdout) as { rootfs: string }).rootfs);
+    expect((await reader.readFile('/hd')).toString()).toBe('heredoc 3\n');
+    expect((await reader.readFile('/hd2')).toString()).toBe('second\n');
+  }, 10 * 60_000);
+
+  test('the network unreachable inside the build VM: the RUN fails with its line and says so', async () => {
+    const dir = writeCtx('nonet', { Dockerfile: `FROM ${BASE}
+RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
+` });
+    const r = await vmBuild(dir, 'fbtest/vm-nonet:1');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 failed with exit code 1 \(the network is unreachable inside the build VM\): .*Connection refused/);
+    expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
 
   test('a failing RUN at line 7 fails with that line, its exit code and the output tail; nothing is stored or left behind', async () => {
     const dir = writeCtx('fail', {
