@@ -4,7 +4,11 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type Docker from 'dockerode';
 import { pickKernel, USER_NET } from '../commands/run.js';
+import { DockerEngine } from './docker-engine.js';
+import { fromDockerConfig } from './image-config.js';
+import { convertTarStream } from '../rootfs/convert.js';
 import { parseBuildArgs } from '../commands/plan.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
@@ -317,6 +321,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   const tag = formatTag(parseTag(o.tag));
   const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
   const baseImages = new Map<string, StoredImage>();
+  const dockerImages = new Map<string, Docker.ImageInspectInfo>();
   const plan: Plan = await buildPlan(src.text, {
     buildArgs: parseBuildArgs(o.buildArgs),
     ...(o.target !== undefined ? { target: o.target } : {}),
@@ -324,9 +329,14 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
     baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => {
       const img = await findBase(storage, ref);
-      if (!img) return undefined;
-      baseImages.set(ref, img);
-      return img.metadata.config;
+      if (img) {
+        baseImages.set(ref, img);
+        return img.metadata.config;
+      }
+      const d = await dockerBase(ref, log);
+      if (!d) return undefined;
+      dockerImages.set(ref, d);
+      return fromDockerConfig(d.Config as never);
     },
   });
   const kernel = await pickKernel(storage, o.vmlinuxId);
@@ -338,7 +348,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   let stepsMs = 0;
   // Every step's key, before anything runs: an unchanged rebuild of the same tag keeps the stored image.
   const planned = new Map<number, PlannedStage>();
-  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, baseImages, storage));
+  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, baseImages, dockerImages, storage));
   const targetStage = plan.stages[plan.stages.length - 1];
   if (!targetStage) throw new UserError('the Dockerfile has no stage to build');
   const finalKey = sha('image', planned.get(targetStage.index)!.finalKey, String(o.freeBytes ?? 64 * 1024 ** 2), String(o.sizeBytes ?? ''));
@@ -359,7 +369,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
       const image = path.join(work, `stage-${stage.index}.ext4`);
       const p = planned.get(stage.index)!;
       const { keys, states, parents } = p;
-      const baseFile = p.base.kind === 'stage' ? results.get(p.base.stage)!.image : p.base.file;
+      const baseFile = p.base.kind === 'stage' ? results.get(p.base.stage)!.image : p.base.kind === 'file' ? p.base.file : '';
       let start = 0;
       if (!o.noCache) {
         for (let k = stage.steps.length - 1; k >= 0; k--) {
@@ -373,8 +383,19 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
         }
       }
       if (start === 0) {
-        await exec('cp', ['--sparse=always', '--reflink=auto', baseFile, image]);
-        await growTo(image, o.sizeBytes ?? (await fsp.stat(baseFile)).size + 1024 ** 3);
+        if (p.base.kind === 'docker') {
+          // A base only the local Docker engine has: its export, converted (nothing of it runs).
+          const exp = await new DockerEngine(log.child('docker')).exportImage(p.base.id);
+          const scratch = path.join(work, `docker-base-${stage.index}`);
+          await fsp.mkdir(scratch);
+          const [conv, done] = await Promise.allSettled([convertTarStream(exp.stream, { workDir: scratch, image, what: `the export of ${p.base.ref}`, freeBytes: 0, log }), exp.done()]);
+          await fsp.rm(scratch, { recursive: true, force: true });
+          if (done.status === 'rejected') throw done.reason;
+          if (conv.status === 'rejected') throw conv.reason;
+        } else {
+          await exec('cp', ['--sparse=always', '--reflink=auto', baseFile, image]);
+        }
+        await growTo(image, o.sizeBytes ?? (await fsp.stat(image)).size + 1024 ** 3);
       }
       for (let k = start; k < stage.steps.length; k++) {
         const step = stage.steps[k]!;
@@ -431,7 +452,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
 }
 
 interface PlannedStage {
-  base: { kind: 'file'; file: string } | { kind: 'stage'; stage: number };
+  base: { kind: 'file'; file: string } | { kind: 'stage'; stage: number } | { kind: 'docker'; ref: string; id: string };
   parents: string[];
   keys: string[];
   states: { user: string; workdir: string }[];
@@ -439,7 +460,7 @@ interface PlannedStage {
 }
 
 /** A stage's base and the key of every step (chained from the base's digest or the base stage's final key). */
-async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, baseImages: Map<string, StoredImage>, storage: StorageProvider): Promise<PlannedStage> {
+async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, baseImages: Map<string, StoredImage>, dockerImages: Map<string, Docker.ImageInspectInfo>, storage: StorageProvider): Promise<PlannedStage> {
   const where = { file: stage.file, line: stage.line };
   let key: string;
   let baseCfg: ImageConfig | undefined;
@@ -454,11 +475,20 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
     baseCfg = plan.stages.find((s) => s.index === baseIndex)?.config;
   } else if (stage.base.kind === 'image') {
     const img = baseImages.get(stage.base.ref) ?? (await findBase(storage, stage.base.ref));
-    if (!img) throw new UserError(`base image ${stage.base.ref} not found: the vm engine takes a stored firebuild image (firebuild image ls; build one with firebuild baseos, or firebuild image pull one)`, where);
-    key = sha('image', img.metadata.rootfs.sha256);
-    base = { kind: 'file', file: img.rootfsPath };
-    baseCfg = img.metadata.config;
-    parents.push(img.tag);
+    const docker = img ? undefined : dockerImages.get(stage.base.ref);
+    if (img) {
+      key = sha('image', img.metadata.rootfs.sha256);
+      base = { kind: 'file', file: img.rootfsPath };
+      baseCfg = img.metadata.config;
+      parents.push(img.tag);
+    } else if (docker) {
+      key = sha('docker', docker.Id);
+      base = { kind: 'docker', ref: stage.base.ref, id: docker.Id };
+      baseCfg = fromDockerConfig(docker.Config as never);
+      parents.push(stage.base.ref);
+    } else {
+      throw new UserError(`base image ${stage.base.ref} not found: not a stored firebuild image (firebuild image ls; build one with firebuild baseos or firebuild image pull one) and not in the local Docker engine`, where);
+    }
   } else {
     throw new UserError('FROM scratch is not supported by the vm engine yet: use --engine docker', where);
   }
@@ -474,6 +504,17 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
     states.push({ ...state });
   }
   return { base, parents, keys, states, finalKey: key };
+}
+
+/** The local Docker engine's image, when an engine answers and has it (nothing is pulled: the registry path is for OCI clients). */
+async function dockerBase(ref: string, log: Logger): Promise<Docker.ImageInspectInfo | undefined> {
+  try {
+    const engine = new DockerEngine(log.child('docker'));
+    await engine.ensureReachable();
+    return await engine.imageInspect(ref);
+  } catch {
+    return undefined;
+  }
 }
 
 async function findBase(storage: StorageProvider, ref: string): Promise<StoredImage | undefined> {

@@ -167,6 +167,19 @@ describe('rootfs --engine vm', () => {
     }
   }, 20 * 60_000);
 
+  test('a base only the local Docker engine has: converted, then built on; the same tree as the Docker engine builds', async () => {
+    const dir = writeCtx('dockerbase', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN echo from-docker-base > /marker && mkdir -p /var/lib/app\n` });
+    const vm = await vmBuild(dir, 'fbtest/vm-dockerbase:1');
+    expectJsonResult(vm);
+    const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-dockerbase:1'], { env });
+    expectJsonResult(dk);
+    const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs));
+    const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
+    const differing = [...new Set([...Object.keys(vt), ...Object.keys(dt)])].filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]));
+    expect(differing.map((p) => ({ p, vm: vt[p], docker: dt[p] }))).toEqual([]);
+    expect(vt['/marker']).toMatchObject({ type: 'file' });
+  }, 10 * 60_000);
+
   test('heredoc RUN (BuildKit syntax the classic builder lacks): compared with the tree Docker documents', async () => {
     const dir = writeCtx('heredoc', {
       Dockerfile: [`FROM ${BASE}`, 'SHELL ["/bin/bash", "-c"]', 'RUN <<EOT', 'echo "heredoc $((1+2))" > /hd', 'EOT', 'RUN cat > /hd2 <<EOT', 'second', 'EOT', ''].join('\n'),
