@@ -46,10 +46,16 @@ describe('run configuration for the compiled init', () => {
     const kv = Object.fromEntries(pairs.flatMap((v, i) => (i % 2 ? [] : [[v, pairs[i + 1]]])));
     expect(kv).toEqual({
       FB_HOSTNAME: 'h1', FB_NET: 'kernel', FB_IP: '10.0.2.15/24', FB_GW: '10.0.2.2', FB_DNS: '10.0.2.3 1.1.1.1', FB_USER: 'app:staff',
-      FB_WORKDIR: '/srv', FB_STOPSIGNAL: 'QUIT', FB_SSH_USER: '', FB_INIT: 'firebuild', FB_HALT: 'reboot',
+      FB_WORKDIR: '/srv', FB_STOPSIGNAL: 'QUIT', FB_SSH_USER: '', FB_INIT: 'firebuild', FB_HALT: 'reboot', FB_BUILD: '',
     });
     expect(split(nul.argv)).toEqual(['sh', '-c', 'echo "$A"; exit 3']);
     expect(split(nul.env)).toEqual(['A=x y', "B=it's \"q\" $HOME"]);
+  });
+
+  test('a build step sets FB_BUILD=1 (the init keeps /tmp and /run in the image)', () => {
+    const nul = renderRunNul({ hostname: 'b', net: { mode: 'none' }, env: [], command: ['true'], user: '', workdir: '/', stopSignal: '', build: true });
+    const pairs = nul.run.toString().split('\0');
+    expect(pairs[pairs.indexOf('FB_BUILD') + 1]).toBe('1');
   });
 
   test("the kernel's ip= argument: address, gateway, netmask from the prefix", () => {
