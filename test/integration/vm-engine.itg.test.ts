@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
 import { ext4Tree, type Tree } from '../helpers/trees.js';
 import { importDebianCloud } from '../helpers/vm.js';
+import { annotations, runAction } from '../helpers/runner.js';
 
 /**
  * `rootfs --engine vm`: RUN steps execute inside a microVM booted (QEMU, TCG here) from the stage's
@@ -200,6 +201,15 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(r.code).not.toBe(0);
     expect(r.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 failed with exit code 1 \(the network is unreachable inside the build VM\): .*Connection refused/);
     expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
+  test('the build-rootfs action with engine: vm, run as the runner runs it', async () => {
+    const dir = writeCtx('action', { Dockerfile: `FROM ${BASE}\nRUN echo from-the-action > /action\n` });
+    const r = await runAction('build-rootfs/index.js', { dockerfile: path.join(dir, 'Dockerfile'), tag: 'fbtest/vm-action:1', engine: 'vm' }, { ...env, FIREBUILD_ACCEL: 'tcg' });
+    expect({ code: r.code, errors: annotations(r.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(r.outputs).toMatchObject({ tag: 'fbtest/vm-action:1', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(r.summary).toContain('| builder | vm |');
+    expect(r.summary).toContain('| steps run | 1 |');
   }, 10 * 60_000);
 
   test('a failing RUN at line 7 fails with that line, its exit code and the output tail; nothing is stored or left behind', async () => {
