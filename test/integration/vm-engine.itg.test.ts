@@ -63,6 +63,13 @@ function comparable(t: Tree): Tree {
   return out;
 }
 
+/** Every path whose entry differs between the vm engine's tree and the Docker engine's. */
+function treeDiff(vt: Tree, dt: Tree): { p: string; vm: Tree[string] | undefined; docker: Tree[string] | undefined }[] {
+  return [...new Set([...Object.keys(vt), ...Object.keys(dt)])]
+    .filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]))
+    .map((p) => ({ p, vm: vt[p], docker: dt[p] }));
+}
+
 describe('rootfs --engine vm', () => {
   test('RUN, COPY (--chown by name), ADD of a local tar, WORKDIR, USER, ENV, ARG, multi-stage COPY --from: the same tree as the Docker engine builds', async () => {
     const dir = writeCtx('app', {
@@ -101,8 +108,7 @@ describe('rootfs --engine vm', () => {
     expectJsonResult(dk);
     const vt = comparable(await ext4Tree(v.rootfs));
     const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
-    const differing = [...new Set([...Object.keys(vt), ...Object.keys(dt)])].filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]));
-    expect(differing.map((p) => ({ p, vm: vt[p], docker: dt[p] }))).toEqual([]);
+    expect(treeDiff(vt, dt)).toEqual([]);
     // And what the steps made is there, with Docker's owners.
     expect(vt['/srv/d/sub/x']).toMatchObject({ uid: 1234, gid: 1234, type: 'file' });
     expect(vt['/srv/a.txt']).toMatchObject({ uid: 0, gid: 0, mode: '644' });
@@ -154,8 +160,7 @@ describe('rootfs --engine vm', () => {
       expectJsonResult(dk);
       const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs));
       const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
-      const differing = [...new Set([...Object.keys(vt), ...Object.keys(dt)])].filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]));
-      expect(differing.map((p) => ({ p, vm: vt[p], docker: dt[p] }))).toEqual([]);
+      expect(treeDiff(vt, dt)).toEqual([]);
       expect(vt['/downloads/payload.txt']).toMatchObject({ mode: '600', uid: 0 });
       expect(vt['/a/c']).toMatchObject({ type: 'dir' });
       expect(vt['/data/uid1']).toMatchObject({ uid: 2000 });
@@ -176,8 +181,7 @@ describe('rootfs --engine vm', () => {
     expectJsonResult(dk);
     const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs));
     const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
-    const differing = [...new Set([...Object.keys(vt), ...Object.keys(dt)])].filter((p) => JSON.stringify(vt[p]) !== JSON.stringify(dt[p]));
-    expect(differing.map((p) => ({ p, vm: vt[p], docker: dt[p] }))).toEqual([]);
+    expect(treeDiff(vt, dt)).toEqual([]);
     expect(vt['/marker']).toMatchObject({ type: 'file' });
   }, 10 * 60_000);
 
