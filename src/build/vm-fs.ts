@@ -212,17 +212,20 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       }
     } else if (c.context.kind === 'local' && r.path !== undefined) {
       const abs = path.join(c.context.root, r.path);
-      const st = await fsp.stat(abs);
+      // The plan checked this; checked again here, as the file is read now: never a host file outside the context.
+      const [real, root] = await Promise.all([fsp.realpath(abs), fsp.realpath(c.context.root)]);
+      if (real !== root && !real.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${real}, outside the build context`, where);
+      const st = await fsp.stat(real);
       if (r.extract) {
         const out = path.join(c.scratch, `x${n}`);
         await fsp.mkdir(out, { recursive: true });
-        await tarExtract({ file: abs, cwd: out, preservePaths: false, preserveOwner: false });
+        await tarExtract({ file: real, cwd: out, preservePaths: false, preserveOwner: false });
         await placeTree(out, dest, () => false, out, mode, placements);
       } else if (st.isDirectory()) {
         placements.push({ dest, type: 'dir', mode: 0o755 });
-        await placeTree(abs, dest, (rel) => c.context.ignored(rel), c.context.root, mode, placements);
+        await placeTree(real, dest, (rel) => c.context.ignored(rel), root, mode, placements);
       } else {
-        single(abs, path.posix.basename(r.path), st.mode & 0o7777);
+        single(real, path.posix.basename(r.path), st.mode & 0o7777);
       }
     } else if (r.url) {
       const res = await httpFetch(r.url);
