@@ -9,6 +9,8 @@ import { pickKernel, USER_NET } from '../commands/run.js';
 import { DockerEngine } from './docker-engine.js';
 import { fromDockerConfig } from './image-config.js';
 import { convertTarStream } from '../rootfs/convert.js';
+import { registryImageToExt4, resolveRegistryImage, type RegistryImage } from '../oci/image-pull.js';
+import { parseRef } from '../oci/registry.js';
 import { parseBuildArgs } from '../commands/plan.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
@@ -322,6 +324,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
   const baseImages = new Map<string, StoredImage>();
   const dockerImages = new Map<string, Docker.ImageInspectInfo>();
+  const registryImages = new Map<string, RegistryImage>();
   const plan: Plan = await buildPlan(src.text, {
     buildArgs: parseBuildArgs(o.buildArgs),
     ...(o.target !== undefined ? { target: o.target } : {}),
@@ -334,9 +337,14 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
         return img.metadata.config;
       }
       const d = await dockerBase(ref, log);
-      if (!d) return undefined;
-      dockerImages.set(ref, d);
-      return fromDockerConfig(d.Config as never);
+      if (d) {
+        dockerImages.set(ref, d);
+        return fromDockerConfig(d.Config as never);
+      }
+      const r = await registryBase(ref, log);
+      if (!r) return undefined;
+      registryImages.set(ref, r);
+      return r.config;
     },
   });
   const kernel = await pickKernel(storage, o.vmlinuxId);
@@ -348,7 +356,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   let stepsMs = 0;
   // Every step's key, before anything runs: an unchanged rebuild of the same tag keeps the stored image.
   const planned = new Map<number, PlannedStage>();
-  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, baseImages, dockerImages, storage));
+  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, baseImages, dockerImages, registryImages, storage));
   const targetStage = plan.stages[plan.stages.length - 1];
   if (!targetStage) throw new UserError('the Dockerfile has no stage to build');
   const finalKey = sha('image', planned.get(targetStage.index)!.finalKey, String(o.freeBytes ?? 64 * 1024 ** 2), String(o.sizeBytes ?? ''));
@@ -392,6 +400,11 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
           await fsp.rm(scratch, { recursive: true, force: true });
           if (done.status === 'rejected') throw done.reason;
           if (conv.status === 'rejected') throw conv.reason;
+        } else if (p.base.kind === 'registry') {
+          const scratch = path.join(work, `registry-base-${stage.index}`);
+          await fsp.mkdir(scratch);
+          await registryImageToExt4(p.base.image, scratch, image, log);
+          await fsp.rm(scratch, { recursive: true, force: true });
         } else {
           await exec('cp', ['--sparse=always', '--reflink=auto', baseFile, image]);
         }
@@ -452,7 +465,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
 }
 
 interface PlannedStage {
-  base: { kind: 'file'; file: string } | { kind: 'stage'; stage: number } | { kind: 'docker'; ref: string; id: string };
+  base: { kind: 'file'; file: string } | { kind: 'stage'; stage: number } | { kind: 'docker'; ref: string; id: string } | { kind: 'registry'; image: RegistryImage };
   parents: string[];
   keys: string[];
   states: { user: string; workdir: string }[];
@@ -460,7 +473,7 @@ interface PlannedStage {
 }
 
 /** A stage's base and the key of every step (chained from the base's digest or the base stage's final key). */
-async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, baseImages: Map<string, StoredImage>, dockerImages: Map<string, Docker.ImageInspectInfo>, storage: StorageProvider): Promise<PlannedStage> {
+async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, baseImages: Map<string, StoredImage>, dockerImages: Map<string, Docker.ImageInspectInfo>, registryImages: Map<string, RegistryImage>, storage: StorageProvider): Promise<PlannedStage> {
   const where = { file: stage.file, line: stage.line };
   let key: string;
   let baseCfg: ImageConfig | undefined;
@@ -476,6 +489,7 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
   } else if (stage.base.kind === 'image') {
     const img = baseImages.get(stage.base.ref) ?? (await findBase(storage, stage.base.ref));
     const docker = img ? undefined : dockerImages.get(stage.base.ref);
+    const reg = img || docker ? undefined : registryImages.get(stage.base.ref);
     if (img) {
       key = sha('image', img.metadata.rootfs.sha256);
       base = { kind: 'file', file: img.rootfsPath };
@@ -486,8 +500,13 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
       base = { kind: 'docker', ref: stage.base.ref, id: docker.Id };
       baseCfg = fromDockerConfig(docker.Config as never);
       parents.push(stage.base.ref);
+    } else if (reg) {
+      key = sha('registry', reg.digest);
+      base = { kind: 'registry', image: reg };
+      baseCfg = reg.config;
+      parents.push(`${stage.base.ref}@${reg.digest}`);
     } else {
-      throw new UserError(`base image ${stage.base.ref} not found: not a stored firebuild image (firebuild image ls; build one with firebuild baseos or firebuild image pull one) and not in the local Docker engine`, where);
+      throw new UserError(`base image ${stage.base.ref} not found: not a stored firebuild image (firebuild image ls; build one with firebuild baseos or firebuild image pull one), not in the local Docker engine, and not pullable from a registry (name one: registry-host/repository:tag)`, where);
     }
   } else {
     throw new UserError('FROM scratch is not supported by the vm engine yet: use --engine docker', where);
@@ -504,6 +523,23 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
     states.push({ ...state });
   }
   return { base, parents, keys, states, finalKey: key };
+}
+
+/** An image in an OCI registry, for references that name a registry host (nothing is downloaded but its manifest and config). */
+async function registryBase(ref: string, log: Logger): Promise<RegistryImage | undefined> {
+  let parsed = true;
+  try {
+    parseRef(ref);
+  } catch {
+    parsed = false;
+  }
+  if (!parsed) return undefined;
+  try {
+    return await resolveRegistryImage(ref);
+  } catch (err) {
+    log.debug('registry base unavailable', { ref, reason: (err as Error).message });
+    return undefined;
+  }
 }
 
 /** The local Docker engine's image, when an engine answers and has it (nothing is pulled: the registry path is for OCI clients). */

@@ -6,7 +6,7 @@ import type * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
-import { ext4Tree, type Tree } from '../helpers/trees.js';
+import { DOCKER, ext4Tree, type Tree } from '../helpers/trees.js';
 import { importDebianCloud } from '../helpers/vm.js';
 import { annotations, runAction } from '../helpers/runner.js';
 
@@ -185,6 +185,30 @@ describe('rootfs --engine vm', () => {
     expect(vt['/marker']).toMatchObject({ type: 'file' });
   }, 10 * 60_000);
 
+  test('a base pulled from an OCI registry: layers applied with whiteouts and opaque directories; the same tree as the Docker engine builds', async () => {
+    const ref = `127.0.0.1:5000/fbtest/vmbase-wh:${process.pid}`;
+    const layered = writeCtx('layered', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN echo lower > /etc/lower && mkdir -p /opt/o && echo a > /opt/o/a\nRUN rm /etc/issue.net /etc/lower && rm -rf /opt/o && mkdir /opt/o && echo b > /opt/o/b\n` });
+    execFileSync(DOCKER, ['build', '-q', '-t', ref, layered], { env: { ...process.env, DOCKER_BUILDKIT: '0' }, stdio: 'pipe' });
+    execFileSync(DOCKER, ['push', ref], { stdio: 'pipe' });
+    // Not in the store; the engine has it too, so take it out of the engine's way: the vm engine must pull.
+    execFileSync(DOCKER, ['rmi', ref], { stdio: 'pipe' });
+    const dir = writeCtx('fromregistry', { Dockerfile: `FROM ${ref}\nRUN echo on-top > /top\n` });
+    const vm = await vmBuild(dir, 'fbtest/vm-registry:1');
+    expectJsonResult(vm);
+    execFileSync(DOCKER, ['pull', '-q', ref], { stdio: 'pipe' });
+    const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-registry:1'], { env });
+    expectJsonResult(dk);
+    const vt = Object.fromEntries(Object.entries(comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs))).filter(([p]) => p !== '/dev/console'));
+    // The Docker engine's side comes through `docker export`, which adds the container's init layer
+    // (/etc/mtab, and /dev/console as an empty file where the image has a device node): not the image's.
+    const dt = Object.fromEntries(Object.entries(comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs))).filter(([p]) => p !== '/etc/mtab' && p !== '/dev/console'));
+    expect(treeDiff(vt, dt)).toEqual([]);
+    expect(vt['/etc/issue.net']).toBeUndefined();
+    expect(vt['/etc/lower']).toBeUndefined();
+    expect(Object.keys(vt).filter((p) => p.startsWith('/opt/o/'))).toEqual(['/opt/o/b']);
+    expect(vt['/top']).toMatchObject({ type: 'file' });
+  }, 10 * 60_000);
+
   test('heredoc RUN (BuildKit syntax the classic builder lacks): compared with the tree Docker documents', async () => {
     const dir = writeCtx('heredoc', {
       Dockerfile: [`FROM ${BASE}`, 'SHELL ["/bin/bash", "-c"]', 'RUN <<EOT', 'echo "heredoc $((1+2))" > /hd', 'EOT', 'RUN cat > /hd2 <<EOT', 'second', 'EOT', ''].join('\n'),
@@ -286,7 +310,7 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     const missing = writeCtx('missing', { Dockerfile: 'FROM fbtest/no-such-base:9\nRUN true\n' });
     const r1 = await vmBuild(missing, 'fbtest/vm-bad:1');
     expect(r1.code).not.toBe(0);
-    expect(r1.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:1: base image fbtest\/no-such-base:9 not found: not a stored firebuild image .* and not in the local Docker engine$/);
+    expect(r1.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:1: base image fbtest\/no-such-base:9 not found: not a stored firebuild image .*, not in the local Docker engine, and not pullable from a registry/);
 
     const slow = writeCtx('slow', { Dockerfile: `FROM ${BASE}\nRUN echo sleeping && sleep 600\n` });
     const r2 = await vmBuild(slow, 'fbtest/vm-bad:2', ['--step-timeout', '20']);
