@@ -45,12 +45,11 @@ const median = (xs) => {
   return Math.round(s[Math.floor(s.length / 2)]);
 };
 
-const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop();
-if (!vmlinuz) throw new Error('no Debian cloud kernel in /boot: run scripts/install-deps.sh');
-fb(['kernel', 'import', '--id', 'bench', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))]);
-
 const figures = { vm: { cold: [], rebuild: [], rebuildNewTag: [], split: [] }, firebuildDocker: { cold: [], rebuild: [] }, dockerBuild: { cold: [], rebuild: [] } };
 try {
+  const vmlinuz = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*cloud/.test(f)).sort().pop();
+  if (!vmlinuz) throw new Error('no Debian cloud kernel in /boot: run scripts/install-deps.sh');
+  fb(['kernel', 'import', '--id', 'bench', path.join('/boot', vmlinuz), '--initrd', path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img'))]);
   for (let i = 0; i < runs; i++) {
     // vm engine: cold = empty step cache and no image; rebuild = unchanged, same tag; new tag = every step from the cache.
     const cache = path.join(work, `cache-${i}`);

@@ -11,7 +11,7 @@ import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
 import { buildWithVm } from '../build/vm-engine.js';
 import * as path from 'node:path';
-import { cniBinDir, inspectView, killVm, purgeVms, runVm, type NetworkMode, type RunOptions } from '../commands/run.js';
+import { DEFAULT_LOCK_DIR, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, type NetworkMode, type RunOptions } from '../commands/run.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { RunCache } from '../runtime/state.js';
 import { runProbes, waitExitCode } from '../runtime/probes.js';
@@ -447,7 +447,8 @@ export function buildProgram(io: CliIO): Command {
       if (!pidAlive(state.pid)) break;
       await new Promise((r) => setTimeout(r, 250));
     }
-    await new RunCache(settings.runCache).remove(state.id).catch(() => undefined);
+    // The VM ended: everything it had on the host goes (cgroup, netns, CNI, port rules, jail, run cache), as kill does.
+    await teardown(cache, state, DEFAULT_LOCK_DIR, log).catch(() => undefined);
     const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
     // The image's own init powers off without firebuild's exit line.
     if (!code && o.init === 'image') return;
