@@ -103,7 +103,7 @@ class StepCache {
     const f = this.files(key);
     try {
       const meta = JSON.parse(await fsp.readFile(f.meta, 'utf8')) as { sha256: string };
-      await exec('cp', ['--sparse=always', '--reflink=auto', f.img, dest]);
+      await copySparse(f.img, dest);
       const got = await sparseDigest(dest);
       if (got !== meta.sha256) throw new Error(`sha256 ${got}, expected ${meta.sha256}`);
       const now = new Date();
@@ -120,7 +120,7 @@ class StepCache {
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const f = this.files(key);
     const tmp = `${f.img}.tmp-${process.pid}`;
-    await exec('cp', ['--sparse=always', '--reflink=auto', image, tmp]);
+    await copySparse(image, tmp);
     const digest = await sparseDigest(tmp);
     await fsp.rename(tmp, f.img);
     await fsp.writeFile(f.meta, JSON.stringify({ sha256: digest, created: new Date().toISOString() }) + '\n');
@@ -322,30 +322,13 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   const started = Date.now();
   const tag = formatTag(parseTag(o.tag));
   const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
-  const baseImages = new Map<string, StoredImage>();
-  const dockerImages = new Map<string, Docker.ImageInspectInfo>();
-  const registryImages = new Map<string, RegistryImage>();
+  const images = new ImageResolver(storage, log);
   const plan: Plan = await buildPlan(src.text, {
     buildArgs: parseBuildArgs(o.buildArgs),
     ...(o.target !== undefined ? { target: o.target } : {}),
     context: src.context,
     source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
-    baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => {
-      const img = await findBase(storage, ref);
-      if (img) {
-        baseImages.set(ref, img);
-        return img.metadata.config;
-      }
-      const d = await dockerBase(ref, log);
-      if (d) {
-        dockerImages.set(ref, d);
-        return fromDockerConfig(d.Config as never);
-      }
-      const r = await registryBase(ref, log);
-      if (!r) return undefined;
-      registryImages.set(ref, r);
-      return r.config;
-    },
+    baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => (await images.resolve(ref))?.config,
   });
   const kernel = await pickKernel(storage, o.vmlinuxId);
   const { accel, warning } = await resolveAccel(o.accel ?? 'auto');
@@ -356,7 +339,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   let stepsMs = 0;
   // Every step's key, before anything runs: an unchanged rebuild of the same tag keeps the stored image.
   const planned = new Map<number, PlannedStage>();
-  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, baseImages, dockerImages, registryImages, storage));
+  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, images));
   const targetStage = plan.stages[plan.stages.length - 1];
   if (!targetStage) throw new UserError('the Dockerfile has no stage to build');
   const finalKey = sha('image', planned.get(targetStage.index)!.finalKey, String(o.freeBytes ?? 64 * 1024 ** 2), String(o.sizeBytes ?? ''));
@@ -372,12 +355,12 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   const b: BootContext = { kernel, accel, memMib: o.memMib ?? 512, stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, scratch: work, bootMs: 0 };
   try {
     const results = new Map<number, { image: string; key: string }>();
+    const externals = new Map<string, string>();
     let last: { stage: Stage; image: string; key: string; parents: string[] } | undefined;
     for (const stage of plan.stages) {
       const image = path.join(work, `stage-${stage.index}.ext4`);
       const p = planned.get(stage.index)!;
       const { keys, states, parents } = p;
-      const baseFile = p.base.kind === 'stage' ? results.get(p.base.stage)!.image : p.base.kind === 'file' ? p.base.file : '';
       let start = 0;
       if (!o.noCache) {
         for (let k = stage.steps.length - 1; k >= 0; k--) {
@@ -391,23 +374,9 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
         }
       }
       if (start === 0) {
-        if (p.base.kind === 'docker') {
-          // A base only the local Docker engine has: its export, converted (nothing of it runs).
-          const exp = await new DockerEngine(log.child('docker')).exportImage(p.base.id);
-          const scratch = path.join(work, `docker-base-${stage.index}`);
-          await fsp.mkdir(scratch);
-          const [conv, done] = await Promise.allSettled([convertTarStream(exp.stream, { workDir: scratch, image, what: `the export of ${p.base.ref}`, freeBytes: 0, log }), exp.done()]);
-          await fsp.rm(scratch, { recursive: true, force: true });
-          if (done.status === 'rejected') throw done.reason;
-          if (conv.status === 'rejected') throw conv.reason;
-        } else if (p.base.kind === 'registry') {
-          const scratch = path.join(work, `registry-base-${stage.index}`);
-          await fsp.mkdir(scratch);
-          await registryImageToExt4(p.base.image, scratch, image, log);
-          await fsp.rm(scratch, { recursive: true, force: true });
-        } else {
-          await exec('cp', ['--sparse=always', '--reflink=auto', baseFile, image]);
-        }
+        if (p.base.kind === 'stage') await copySparse(results.get(p.base.stage)!.image, image);
+        else if (p.base.kind === 'scratch') await emptyImage(image, path.join(work, `scratch-${stage.index}`), log);
+        else await materialize(p.base.image, image, path.join(work, `base-${stage.index}`), log);
         await growTo(image, o.sizeBytes ?? (await fsp.stat(image)).size + 1024 ** 3);
       }
       for (let k = start; k < stage.steps.length; k++) {
@@ -424,12 +393,13 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
         } else {
           const accounts = await imageAccounts(image);
           const owner = chownOwner(step.chown, accounts, stepWhere);
-          const fromStage = step.from && 'stage' in step.from ? results.get(step.from.stage)?.image : undefined;
-          if (step.from && !fromStage) throw new UserError(`${step.keyword} --from an image is not supported by the vm engine yet: copy from a stage`, stepWhere);
+          let fromImage: string | undefined;
+          if (step.from && 'stage' in step.from) fromImage = results.get(step.from.stage)?.image;
+          else if (step.from) fromImage = await external(step.from.image, images, work, externals, log, stepWhere);
           const scratch = path.join(work, `copy-${stage.index}-${k}`);
           await fsp.mkdir(scratch);
           const dest = step.dest!.startsWith('/') ? step.dest! : path.posix.join(st.workdir, step.dest!) + (step.dest!.endsWith('/') ? '/' : '');
-          await applyCopy(image, { step, dest, context: src.context, ...(fromStage ? { fromImage: fromStage } : {}), owner, scratch });
+          await applyCopy(image, { step, dest, context: src.context, ...(fromImage ? { fromImage } : {}), owner, chowned: step.chown !== undefined && step.chown !== '', scratch });
           await fsp.rm(scratch, { recursive: true, force: true });
         }
         stepsMs += Date.now() - t0;
@@ -443,7 +413,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     const t1 = Date.now();
     const target = last;
     const stored = await storage.writeImage(tag, async (staging) => {
-      await exec('cp', ['--sparse=always', '--reflink=auto', target.image, staging.rootfsPath]);
+      await copySparse(target.image, staging.rootfsPath);
       const tools = new Ext4Tools(log);
       await tools.check(staging.rootfsPath);
       await tools.shrink(staging.rootfsPath, { freeBytes: o.freeBytes ?? 64 * 1024 ** 2 });
@@ -464,8 +434,101 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   }
 }
 
+/** Where an image's file system comes from: a stored firebuild image, the local Docker engine, or a registry. */
+type ImageSource = { kind: 'file'; file: string } | { kind: 'docker'; ref: string; id: string } | { kind: 'registry'; image: RegistryImage };
+
+interface ResolvedImage {
+  source: ImageSource;
+  /** What the step keys chain from: the content's digest. */
+  key: string;
+  config: ImageConfig;
+  /** The parent recorded in metadata. */
+  parent: string;
+}
+
+/**
+ * Finds an image by reference, once per reference: a stored firebuild image, else the local Docker
+ * engine's image (when an engine answers), else, for a reference that names a registry host, the
+ * registry's (only its manifest and config are fetched here).
+ */
+class ImageResolver {
+  private readonly seen = new Map<string, Promise<ResolvedImage | undefined>>();
+  constructor(private readonly storage: StorageProvider, private readonly log: Logger) {}
+
+  resolve(ref: string): Promise<ResolvedImage | undefined> {
+    let r = this.seen.get(ref);
+    if (!r) {
+      r = this.find(ref);
+      this.seen.set(ref, r);
+    }
+    return r;
+  }
+
+  private async find(ref: string): Promise<ResolvedImage | undefined> {
+    const img = await findBase(this.storage, ref);
+    if (img) return { source: { kind: 'file', file: img.rootfsPath }, key: sha('image', img.metadata.rootfs.sha256), config: img.metadata.config, parent: img.tag };
+    const d = await dockerBase(ref, this.log);
+    if (d) return { source: { kind: 'docker', ref, id: d.Id }, key: sha('docker', d.Id), config: fromDockerConfig(d.Config as never), parent: ref };
+    const reg = await registryBase(ref, this.log);
+    if (reg) return { source: { kind: 'registry', image: reg }, key: sha('registry', reg.digest), config: reg.config, parent: `${ref}@${reg.digest}` };
+    return undefined;
+  }
+}
+
+function notFound(ref: string): string {
+  return `image ${ref} not found: not a stored firebuild image (firebuild image ls; build one with firebuild baseos or firebuild image pull one), not in the local Docker engine, and not pullable from a registry (name one: registry-host/repository:tag)`;
+}
+
+/** An image's file system as an ext4 file at `dest` (stored images are copied; nothing of the image runs). */
+async function materialize(src: ImageSource, dest: string, scratch: string, log: Logger): Promise<void> {
+  if (src.kind === 'file') return copySparse(src.file, dest);
+  await fsp.mkdir(scratch);
+  try {
+    if (src.kind === 'registry') {
+      await registryImageToExt4(src.image, scratch, dest, log);
+      return;
+    }
+    // A base only the local Docker engine has: its export, converted.
+    const exp = await new DockerEngine(log.child('docker')).exportImage(src.id);
+    const [conv, done] = await Promise.allSettled([convertTarStream(exp.stream, { workDir: scratch, image: dest, what: `the export of ${src.ref}`, freeBytes: 0, log }), exp.done()]);
+    if (done.status === 'rejected') throw done.reason;
+    if (conv.status === 'rejected') throw conv.reason;
+  } finally {
+    await fsp.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** `COPY --from=<image>`: the image's file system, read in place when stored, else made once per build in the work directory. */
+async function external(ref: string, images: ImageResolver, work: string, made: Map<string, string>, log: Logger, where: { file: string; line: number }): Promise<string> {
+  const r = await images.resolve(ref);
+  if (!r) throw new UserError(`COPY --from=${ref}: ${notFound(ref)}`, where);
+  if (r.source.kind === 'file') return r.source.file;
+  let file = made.get(ref);
+  if (!file) {
+    file = path.join(work, `external-${made.size}.ext4`);
+    await materialize(r.source, file, path.join(work, `external-${made.size}`), log);
+    made.set(ref, file);
+  }
+  return file;
+}
+
+/** FROM scratch: an empty file system (only lost+found, which no tree comparison counts). */
+async function emptyImage(image: string, scratch: string, log: Logger): Promise<void> {
+  await fsp.mkdir(scratch);
+  try {
+    await new Ext4Tools(log).mkfs({ root: scratch, image, sizeBytes: 64 * 1024 ** 2 });
+  } finally {
+    await fsp.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** A sparse copy of an image file (a reflink where the file system has them). */
+async function copySparse(src: string, dest: string): Promise<void> {
+  await exec('cp', ['--sparse=always', '--reflink=auto', src, dest]);
+}
+
 interface PlannedStage {
-  base: { kind: 'file'; file: string } | { kind: 'stage'; stage: number } | { kind: 'docker'; ref: string; id: string } | { kind: 'registry'; image: RegistryImage };
+  base: { kind: 'image'; image: ImageSource } | { kind: 'stage'; stage: number } | { kind: 'scratch' };
   parents: string[];
   keys: string[];
   states: { user: string; workdir: string }[];
@@ -473,7 +536,7 @@ interface PlannedStage {
 }
 
 /** A stage's base and the key of every step (chained from the base's digest or the base stage's final key). */
-async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, baseImages: Map<string, StoredImage>, dockerImages: Map<string, Docker.ImageInspectInfo>, registryImages: Map<string, RegistryImage>, storage: StorageProvider): Promise<PlannedStage> {
+async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, images: ImageResolver): Promise<PlannedStage> {
   const where = { file: stage.file, line: stage.line };
   let key: string;
   let baseCfg: ImageConfig | undefined;
@@ -487,29 +550,15 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
     const baseIndex = stage.base.stage;
     baseCfg = plan.stages.find((s) => s.index === baseIndex)?.config;
   } else if (stage.base.kind === 'image') {
-    const img = baseImages.get(stage.base.ref) ?? (await findBase(storage, stage.base.ref));
-    const docker = img ? undefined : dockerImages.get(stage.base.ref);
-    const reg = img || docker ? undefined : registryImages.get(stage.base.ref);
-    if (img) {
-      key = sha('image', img.metadata.rootfs.sha256);
-      base = { kind: 'file', file: img.rootfsPath };
-      baseCfg = img.metadata.config;
-      parents.push(img.tag);
-    } else if (docker) {
-      key = sha('docker', docker.Id);
-      base = { kind: 'docker', ref: stage.base.ref, id: docker.Id };
-      baseCfg = fromDockerConfig(docker.Config as never);
-      parents.push(stage.base.ref);
-    } else if (reg) {
-      key = sha('registry', reg.digest);
-      base = { kind: 'registry', image: reg };
-      baseCfg = reg.config;
-      parents.push(`${stage.base.ref}@${reg.digest}`);
-    } else {
-      throw new UserError(`base image ${stage.base.ref} not found: not a stored firebuild image (firebuild image ls; build one with firebuild baseos or firebuild image pull one), not in the local Docker engine, and not pullable from a registry (name one: registry-host/repository:tag)`, where);
-    }
+    const r = await images.resolve(stage.base.ref);
+    if (!r) throw new UserError(`base ${notFound(stage.base.ref)}`, where);
+    key = r.key;
+    base = { kind: 'image', image: r.source };
+    baseCfg = r.config;
+    parents.push(r.parent);
   } else {
-    throw new UserError('FROM scratch is not supported by the vm engine yet: use --engine docker', where);
+    key = sha('scratch');
+    base = { kind: 'scratch' };
   }
   const state = { user: baseCfg?.user ?? '', workdir: baseCfg?.workingDir || '/' };
   const keys: string[] = [];
@@ -517,14 +566,19 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
   for (const step of stage.steps) {
     if (step.keyword === 'USER') state.user = step.value ?? '';
     if (step.keyword === 'WORKDIR') state.workdir = joinWorkdir(state.workdir, step.value ?? '/');
-    const from = step.from && 'stage' in step.from ? planned.get(step.from.stage)?.finalKey : undefined;
+    let from: string | undefined;
+    if (step.from && 'stage' in step.from) from = planned.get(step.from.stage)?.finalKey;
+    else if (step.from) {
+      const ext = await images.resolve(step.from.image);
+      if (!ext) throw new UserError(`COPY --from=${step.from.image}: ${notFound(step.from.image)}`, { file: step.file, line: step.line });
+      from = ext.key;
+    }
     key = sha(key, stepInputs(step, state, from));
     keys.push(key);
     states.push({ ...state });
   }
   return { base, parents, keys, states, finalKey: key };
 }
-
 /** An image in an OCI registry, for references that name a registry host (nothing is downloaded but its manifest and config). */
 async function registryBase(ref: string, log: Logger): Promise<RegistryImage | undefined> {
   let parsed = true;

@@ -1,10 +1,13 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { extract as tarExtract } from 'tar';
+import type { Readable } from 'node:stream';
 import type { BuildContext } from '../dockerfile/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
-import { batch, quote } from '../rootfs/debugfs.js';
+import { extractTarStream } from '../rootfs/convert.js';
+import { batch, Ext4Reader, quote } from '../rootfs/debugfs.js';
 import { httpFetch } from '../source/http.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
@@ -130,7 +133,22 @@ export async function applyWorkdir(image: string, dir: string, owner: Owner, whe
   if (cmds.length) await write(image, cmds, where, 'WORKDIR');
 }
 
-interface Placement { dest: string; type: 'file' | 'dir' | 'symlink'; host?: string; mode: number; linkTarget?: string }
+type PlacedType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+
+/** One entry to write into the image. `owner` is the entry's own (kept from a stage, an image or a tar archive); without it, the step's. */
+interface Placement {
+  dest: string;
+  type: PlacedType;
+  host?: string;
+  mode: number;
+  linkTarget?: string;
+  /** For hard links: the destination path of the first name of the inode. */
+  linkTo?: string;
+  rdev?: [number, number];
+  owner?: Owner;
+  /** Extended attributes: name and a host file holding the raw value. */
+  xattrs?: [string, string][];
+}
 
 /** Walk a host directory: every entry under it, parents first, honouring an ignore predicate on context-relative paths. */
 async function walk(root: string, rel: string, ignored: (rel: string) => boolean, out: { rel: string; abs: string }[], base = root): Promise<void> {
@@ -144,15 +162,101 @@ async function walk(root: string, rel: string, ignored: (rel: string) => boolean
   }
 }
 
-async function placeTree(hostDir: string, dest: string, ignored: (rel: string) => boolean, ctxBase: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
+/** Linux's dev_t split (glibc's gnu_dev_major/minor). */
+function devNumbers(rdev: number): [number, number] {
+  const big = BigInt(rdev);
+  const major = Number(((big >> 8n) & 0xfffn) | ((big >> 32n) & ~0xfffn));
+  const minor = Number((big & 0xffn) | ((big >> 12n) & ~0xffn));
+  return [major, minor];
+}
+
+interface TreeOptions {
+  ignored?: (rel: string) => boolean;
+  forcedMode?: number;
+  /** Keep each entry's owner, hard links, device nodes and FIFOs (tar archives); else files get the step's owner. */
+  keep?: boolean;
+}
+
+/** A host directory's entries as placements under `dest`. */
+async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out: Placement[]): Promise<void> {
   const entries: { rel: string; abs: string }[] = [];
-  await walk(hostDir, '', (r) => ignored(path.relative(ctxBase, path.join(hostDir, r))), entries, hostDir);
+  await walk(hostDir, '', o.ignored ?? (() => false), entries, hostDir);
+  const firstName = new Map<string, string>();
   for (const e of entries) {
     const st = await fsp.lstat(e.abs);
     const d = path.posix.join(dest, e.rel.split(path.sep).join('/'));
-    if (st.isDirectory()) out.push({ dest: d, type: 'dir', mode: forcedMode ?? st.mode & 0o7777 });
-    else if (st.isSymbolicLink()) out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(e.abs) });
-    else if (st.isFile()) out.push({ dest: d, type: 'file', host: e.abs, mode: forcedMode ?? st.mode & 0o7777 });
+    const owner = o.keep ? { owner: { uid: st.uid, gid: st.gid } } : {};
+    const perm = o.forcedMode ?? st.mode & 0o7777;
+    if (st.isDirectory()) out.push({ dest: d, type: 'dir', mode: perm, ...owner });
+    else if (st.isSymbolicLink()) out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(e.abs), ...owner });
+    else if (st.isFile()) {
+      const inode = `${st.dev}:${st.ino}`;
+      const first = o.keep && st.nlink > 1 ? firstName.get(inode) : undefined;
+      if (first) out.push({ dest: d, type: 'hardlink', mode: perm, linkTo: first });
+      else {
+        if (o.keep && st.nlink > 1) firstName.set(inode, d);
+        out.push({ dest: d, type: 'file', host: e.abs, mode: perm, ...owner });
+      }
+    } else if (o.keep && (st.isCharacterDevice() || st.isBlockDevice())) out.push({ dest: d, type: st.isCharacterDevice() ? 'char' : 'block', mode: perm, rdev: devNumbers(st.rdev), ...owner });
+    else if (o.keep && st.isFIFO()) out.push({ dest: d, type: 'fifo', mode: perm, ...owner });
+  }
+}
+
+/**
+ * What `COPY --from` takes out of another image (a stage's, or an external image's), read with debugfs:
+ * contents, owners, modes, hard links, device nodes, FIFOs, symlinks and extended attributes, as Docker
+ * keeps them. A directory source gives its contents under `dest`; a file source gives one entry.
+ */
+async function placeImageTree(from: string, src: string, dest: string, single: boolean, scratch: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
+  const reader = new Ext4Reader(from);
+  const isDir = !single;
+  const entries = isDir ? await reader.list(src) : (await reader.list(path.posix.dirname(src), { recursive: false })).filter((e) => e.path === src);
+  const content = path.join(scratch, 'from');
+  await fsp.mkdir(content, { recursive: true });
+  if (isDir) await exec('debugfs', ['-R', `rdump ${quote(src)} ${content}`, from]);
+  else await exec('debugfs', ['-R', `dump ${quote(src)} ${path.join(content, 'file')}`, from]);
+  const hostOf = (p: string): string => (isDir ? path.join(content, path.posix.basename(src), path.posix.relative(src, p)) : path.join(content, 'file'));
+  const destOf = (p: string): string => (isDir ? path.posix.join(dest, path.posix.relative(src, p)) : dest);
+  const withXattrs = entries.filter((e) => e.type !== 'symlink');
+  const lists = await batch(from, withXattrs.map((e) => `ea_list ${quote(e.path)}`));
+  const gets: string[] = [];
+  const xattrs = new Map<string, [string, string][]>();
+  withXattrs.forEach((e, i) => {
+    for (const m of (lists[i] ?? '').matchAll(/^\s+(\S+) \(\d+\) = /gm)) {
+      const file = path.join(scratch, `xattr-${gets.length}`);
+      gets.push(`ea_get -f ${quote(file)} ${quote(e.path)} ${quote(m[1]!)}`);
+      xattrs.set(e.path, [...(xattrs.get(e.path) ?? []), [m[1]!, file]]);
+    }
+  });
+  if (gets.length) await batch(from, gets);
+  const links = entries.filter((e) => e.type === 'symlink');
+  const targets = await batch(from, links.map((e) => `stat ${quote(e.path)}`));
+  const linkTarget = new Map(links.map((e, i) => [e.path, /Fast link dest: "(.*)"/.exec(targets[i] ?? '')?.[1]]));
+  const devs = entries.filter((e) => e.type === 'char' || e.type === 'block');
+  const devOut = await batch(from, devs.map((e) => `stat ${quote(e.path)}`));
+  const rdev = new Map(devs.map((e, i) => {
+    const m = /Device major\/minor number: (\d+):(\d+)/.exec(devOut[i] ?? '');
+    return [e.path, [Number(m?.[1] ?? 0), Number(m?.[2] ?? 0)] as [number, number]];
+  }));
+  const firstName = new Map<number, string>();
+  for (const e of entries) {
+    const d = destOf(e.path);
+    const owner = { uid: e.uid, gid: e.gid };
+    const perm = forcedMode ?? e.mode;
+    const xa = xattrs.get(e.path) ? { xattrs: xattrs.get(e.path)! } : {};
+    if (e.type === 'dir') out.push({ dest: d, type: 'dir', mode: perm, owner, ...xa });
+    else if (e.type === 'symlink') {
+      const target = linkTarget.get(e.path) ?? (await fsp.readlink(hostOf(e.path)));
+      out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: target, owner });
+    } else if (e.type === 'file') {
+      const first = firstName.get(e.ino);
+      if (first) out.push({ dest: d, type: 'hardlink', mode: perm, linkTo: first });
+      else {
+        firstName.set(e.ino, d);
+        out.push({ dest: d, type: 'file', host: hostOf(e.path), mode: perm, owner, ...xa });
+      }
+    } else if (e.type === 'char' || e.type === 'block') out.push({ dest: d, type: e.type, mode: perm, rdev: rdev.get(e.path)!, owner });
+    else if (e.type === 'fifo') out.push({ dest: d, type: 'fifo', mode: perm, owner });
   }
 }
 
@@ -161,9 +265,12 @@ export interface CopyInputs {
   /** Absolute destination (relative ones already joined to WORKDIR). */
   dest: string;
   context: BuildContext;
-  /** For COPY --from=<stage>: that stage's image. */
+  /** For COPY --from: the source stage's or image's ext4 file. */
   fromImage?: string;
+  /** The owner of what the step creates: `--chown`, else 0:0. */
   owner: Owner;
+  /** `--chown` was given: it also replaces the owners kept from a stage, an image or a tar archive (BuildKit >= 0.23). */
+  chowned: boolean;
   scratch: string;
 }
 
@@ -195,20 +302,16 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       single(stagingFile, r.source, 0o644);
     } else if (r.kind === 'stage' || r.kind === 'image') {
       if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
-      const out = path.join(c.scratch, `from${n}`);
-      await fsp.mkdir(out, { recursive: true });
-      const src = r.path ?? r.source;
-      const st = await statPaths(c.fromImage, [src]);
-      const kind = st.get(src);
-      if (kind === 'missing') throw new UserError(`${what} --from: ${src} does not exist in the source stage`, where);
+      const src = path.posix.resolve('/', r.path ?? r.source);
+      const kind = (await statPaths(c.fromImage, [src])).get(src);
+      if (kind === 'missing') throw new UserError(`${what} --from: ${src} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
+      const sub = path.join(c.scratch, `from${n}`);
+      await fsp.mkdir(sub, { recursive: true });
       if (kind === 'dir') {
-        await exec('debugfs', ['-R', `rdump ${quote(src)} ${out}`, c.fromImage]);
-        await placeTree(path.join(out, path.posix.basename(src)), dest, () => false, out, mode, placements);
-        if (!placements.some((p) => p.dest === dest)) placements.unshift({ dest, type: 'dir', mode: 0o755 });
+        placements.push({ dest, type: 'dir', mode: 0o755 });
+        await placeImageTree(c.fromImage, src, dest, false, sub, mode, placements);
       } else {
-        await exec('debugfs', ['-R', `dump -p ${quote(src)} ${stagingFile}`, c.fromImage]);
-        const s = await fsp.stat(stagingFile);
-        single(stagingFile, path.posix.basename(src), s.mode & 0o7777);
+        await placeImageTree(c.fromImage, src, destIsDir ? path.posix.join(dest, path.posix.basename(src)) : dest, true, sub, mode, placements);
       }
     } else if (c.context.kind === 'local' && r.path !== undefined) {
       const abs = path.join(c.context.root, r.path);
@@ -219,11 +322,12 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       if (r.extract) {
         const out = path.join(c.scratch, `x${n}`);
         await fsp.mkdir(out, { recursive: true });
-        await tarExtract({ file: real, cwd: out, preservePaths: false, preserveOwner: false });
-        await placeTree(out, dest, () => false, out, mode, placements);
+        await extractArchive(real, out, `the archive ${r.source}`);
+        // The archive's owners, modes, hard links and device nodes are kept, as Docker's ADD keeps them.
+        await placeHostTree(out, dest, { ...(mode !== undefined ? { forcedMode: mode } : {}), keep: true }, placements);
       } else if (st.isDirectory()) {
         placements.push({ dest, type: 'dir', mode: 0o755 });
-        await placeTree(real, dest, (rel) => c.context.ignored(rel), root, mode, placements);
+        await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}) }, placements);
       } else {
         single(real, path.posix.basename(r.path), st.mode & 0o7777);
       }
@@ -235,34 +339,71 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       throw new UserError(`${what} source ${r.source} of kind ${r.kind} is not supported by the vm engine yet: use --engine docker`, where);
     }
   }
-  // Directories the placements need, then the placements; existing directories stay as they are.
+  await writePlacements(image, placements, c, where);
+  return placements.length;
+}
+
+/** The debugfs commands that make the placements: missing parent directories first (the step's owner), existing directories kept. */
+async function writePlacements(image: string, placements: Placement[], c: CopyInputs, where: Where): Promise<void> {
+  const what = c.step.keyword;
+  // Parents that no placement makes itself (placed directories keep their own owner and mode; placements come parents first).
+  const placedDirs = new Set(placements.filter((p) => p.type === 'dir').map((p) => p.dest));
   const need = new Set<string>();
-  for (const p of placements) for (const a of ancestors(p.dest)) need.add(a);
-  const all = [...need, ...placements.map((p) => p.dest)];
-  const kinds = await statPaths(image, all);
+  for (const p of placements) for (const a of ancestors(p.dest)) if (!placedDirs.has(a)) need.add(a);
+  const kinds = await statPaths(image, [...need, ...placements.map((p) => p.dest)]);
   const cmds: string[] = [];
-  const own = (p: string): string[] => [`sif ${quote(p)} uid ${c.owner.uid}`, `sif ${quote(p)} gid ${c.owner.gid}`];
+  const own = (p: string, o?: Owner): string[] => {
+    const w = c.chowned || !o ? c.owner : o;
+    return [`sif ${quote(p)} uid ${w.uid}`, `sif ${quote(p)} gid ${w.gid}`];
+  };
+  const setMode = (p: string, type: number, perm: number): string => `sif ${quote(p)} mode 0${(type | perm).toString(8)}`;
   for (const d of [...need].sort((a, b) => a.split('/').length - b.split('/').length)) {
     if (kinds.get(d) !== 'missing') continue;
     cmds.push(`mkdir ${quote(d)}`, `sif ${quote(d)} mode 040755`, ...own(d));
     kinds.set(d, 'dir');
   }
+  const linkCount = new Map<string, number>();
+  const xattrCmds: string[] = [];
   for (const p of placements) {
     const k = kinds.get(p.dest);
+    for (const [name, file] of p.xattrs ?? []) xattrCmds.push(`ea_set -f ${quote(file)} ${quote(p.dest)} ${quote(name)}`);
     if (p.type === 'dir') {
       if (k === 'dir') continue;
       if (k !== 'missing') cmds.push(`rm ${quote(p.dest)}`);
-      cmds.push(`mkdir ${quote(p.dest)}`, `sif ${quote(p.dest)} mode 0${(0o40000 | p.mode).toString(8)}`, ...own(p.dest));
+      cmds.push(`mkdir ${quote(p.dest)}`, setMode(p.dest, 0o40000, p.mode), ...own(p.dest, p.owner));
       kinds.set(p.dest, 'dir');
       continue;
     }
     if (k === 'dir') throw new UserError(`${what}: cannot replace the directory ${p.dest} with a file`, where);
     if (k === 'file' || k === 'symlink' || k === 'other') cmds.push(`rm ${quote(p.dest)}`);
-    if (p.type === 'symlink') cmds.push(`symlink ${quote(p.dest)} ${quote(p.linkTarget ?? '')}`, ...own(p.dest));
-    else cmds.push(`write ${quote(p.host!)} ${quote(p.dest)}`, `sif ${quote(p.dest)} mode 0${(0o100000 | p.mode).toString(8)}`, ...own(p.dest));
-    kinds.set(p.dest, p.type);
+    if (p.type === 'symlink') cmds.push(`symlink ${quote(p.dest)} ${quote(p.linkTarget ?? '')}`, ...own(p.dest, p.owner));
+    else if (p.type === 'hardlink') {
+      cmds.push(`ln ${quote(p.linkTo!)} ${quote(p.dest)}`);
+      linkCount.set(p.linkTo!, (linkCount.get(p.linkTo!) ?? 1) + 1);
+    } else if (p.type === 'file') cmds.push(`write ${quote(p.host!)} ${quote(p.dest)}`, setMode(p.dest, 0o100000, p.mode), ...own(p.dest, p.owner));
+    else {
+      // debugfs's mknod takes a name in the current directory, not a path.
+      const spec = p.type === 'fifo' ? 'p' : `${p.type === 'char' ? 'c' : 'b'} ${p.rdev![0]} ${p.rdev![1]}`;
+      const type = p.type === 'fifo' ? 0o10000 : p.type === 'char' ? 0o20000 : 0o60000;
+      cmds.push(`cd ${quote(path.posix.dirname(p.dest))}`, `mknod ${quote(path.posix.basename(p.dest))} ${spec}`, 'cd /', setMode(p.dest, type, p.mode), ...own(p.dest, p.owner));
+    }
+    kinds.set(p.dest, p.type === 'hardlink' ? 'file' : p.type === 'file' || p.type === 'symlink' ? p.type : 'other');
   }
-  await write(image, cmds, where, what);
-  return placements.length;
+  // debugfs's ln adds a name, not a link: the inode's count is set once every name exists.
+  for (const [first, count] of linkCount) cmds.push(`sif ${quote(first)} links_count ${count}`);
+  await write(image, [...cmds, ...xattrCmds], where, what);
 }
 
+/** A local archive (tar, optionally gzip, bzip2, xz or zstd compressed), checked entry by entry, extracted by GNU tar keeping owners. */
+async function extractArchive(file: string, dir: string, what: string): Promise<void> {
+  const head = Buffer.alloc(6);
+  const fh = await fsp.open(file, 'r');
+  try {
+    await fh.read(head, 0, 6, 0);
+  } finally {
+    await fh.close();
+  }
+  const filter = head[0] === 0x1f && head[1] === 0x8b ? 'gzip' : head.toString('latin1', 0, 3) === 'BZh' ? 'bzip2' : head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ? 'xz' : head.readUInt32LE(0) === 0xfd2fb528 ? 'zstd' : undefined;
+  const source: Readable = filter ? spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'ignore'] }).stdout! : fs.createReadStream(file);
+  await extractTarStream(source, dir, what);
+}

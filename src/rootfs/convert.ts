@@ -48,7 +48,7 @@ export async function convertTarStream(source: Readable, o: ConvertOptions): Pro
   const tree = path.join(o.workDir, 'tree');
   await fsp.mkdir(tree, { recursive: true, mode: 0o755 });
   const t0 = Date.now();
-  const stats = await extract(source, tree, o.what);
+  const stats = await extractTarStream(source, tree, o.what);
   const extractMs = Date.now() - t0;
   const contentAllocated = await allocatedBytes(tree);
 
@@ -74,8 +74,8 @@ export async function convertTarStream(source: Readable, o: ConvertOptions): Pro
   return { stats, contentAllocated, imageBytes: st.size, imageAllocated: st.blocks * 512, minBytes, timings: { extractMs, mkfsMs, shrinkMs, checkMs } };
 }
 
-/** Tee the stream into the guard and into GNU tar; the first problem stops both. */
-function extract(source: Readable, dir: string, what: string): Promise<TarStats> {
+/** Tee the stream into the guard and into GNU tar (owners, modes, hard links, devices, xattrs kept); the first problem stops both. */
+export function extractTarStream(source: Readable, dir: string, what: string): Promise<TarStats> {
   const guard = new TarGuard(what);
   const tar = spawn('tar', [
     '--extract', '--file=-', `--directory=${dir}`,

@@ -47,10 +47,10 @@ export function quote(p: string): string {
 export class Ext4Reader {
   constructor(readonly image: string) {}
 
-  /** Every entry but `/` and `lost+found`, sorted by path. */
-  async list(): Promise<TreeEntry[]> {
+  /** Every entry under `under` (default `/`; not `under` itself, nor the root's `lost+found`), sorted by path; `recursive: false` for one level. */
+  async list(under = '/', o: { recursive?: boolean } = {}): Promise<TreeEntry[]> {
     const out: TreeEntry[] = [];
-    let dirs = ['/'];
+    let dirs = [under === '/' ? '/' : under.replace(/\/+$/, '')];
     while (dirs.length > 0) {
       const outputs = await batch(this.image, dirs.map((d) => `ls -p ${quote(d)}`));
       const next: string[] = [];
@@ -64,7 +64,7 @@ export class Ext4Reader {
           const type = TYPES[modeFull & 0o170000] ?? 'file';
           const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
           out.push({ path: p, type, mode: modeFull & 0o7777, uid: Number(m[3]), gid: Number(m[4]), size: Number(m[6] || 0), ino: Number(m[1]) });
-          if (type === 'dir') next.push(p);
+          if (type === 'dir' && o.recursive !== false) next.push(p);
         }
       });
       dirs = next;

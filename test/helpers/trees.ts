@@ -19,6 +19,8 @@ export interface Node {
   rdev?: string;
   /** Paths sharing this entry's inode (hard links), sorted; only when more than one. */
   links?: string[];
+  /** Extended attributes (name to value as debugfs prints it); only from ext4Tree with `xattrs`. */
+  xattrs?: Record<string, string>;
 }
 export type Tree = Record<string, Node>;
 
@@ -61,8 +63,8 @@ export async function tarTree(stream: Readable): Promise<Tree> {
 }
 
 /** A tree from an ext4 image, read with debugfs (no mount). */
-export async function ext4Tree(image: string): Promise<Tree> {
-  const entries = await new Ext4Reader(image).tree({ hashes: true, xattrs: false });
+export async function ext4Tree(image: string, o: { xattrs?: boolean } = {}): Promise<Tree> {
+  const entries = await new Ext4Reader(image).tree({ hashes: true, xattrs: o.xattrs ?? false });
   const tree: Tree = {};
   const byIno = new Map<number, string[]>();
   for (const e of entries) {
@@ -74,6 +76,7 @@ export async function ext4Tree(image: string): Promise<Tree> {
     }
     if (e.type === 'symlink') n.link = e.linkTarget ?? '';
     if (e.rdev) n.rdev = e.rdev;
+    if (e.xattrs) n.xattrs = e.xattrs;
     tree[e.path] = n;
   }
   for (const paths of byIno.values()) if (paths.length > 1) for (const p of paths) (tree[p] as Node).links = [...paths].sort();

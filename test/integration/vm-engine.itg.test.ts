@@ -9,6 +9,7 @@ import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
 import { DOCKER, ext4Tree, type Tree } from '../helpers/trees.js';
 import { importDebianCloud } from '../helpers/vm.js';
 import { annotations, runAction } from '../helpers/runner.js';
+import { serveDir } from '../helpers/servers.js';
 
 /**
  * `rootfs --engine vm`: RUN steps execute inside a microVM booted (QEMU, TCG here) from the stage's
@@ -19,6 +20,7 @@ import { annotations, runAction } from '../helpers/runner.js';
 let work: string;
 let env: NodeJS.ProcessEnv;
 const BASE = 'fbtest/vmbase:1';
+const CAP_NET_RAW = '0100000200200000000000000000000000000000';
 
 function writeCtx(name: string, files: Record<string, string>): string {
   const dir = path.join(work, name);
@@ -172,6 +174,124 @@ describe('rootfs --engine vm', () => {
       srv.close();
     }
   }, 20 * 60_000);
+
+  test("the Docker-engine issue's cases (COPY --chown by name and number, ADD of a tar.gz keeping its owners and of a URL, COPY --from keeping owners, hard links, devices, FIFOs and capabilities, symlinks, hard links, setuid, setcap, mknod): the same tree as the Docker engine builds", async () => {
+    const site = path.join(work, 'site-d');
+    fs.mkdirSync(site, { recursive: true });
+    execFileSync('sh', ['-c', `mkdir -p r && echo remote > r/remote.txt && tar -czf ${site}/remote.tar.gz -C r remote.txt`], { cwd: work });
+    const web = await serveDir(site);
+    try {
+      const dir = writeCtx('dockercases', {
+        'by-name.txt': 'owned by app\n',
+        'by-number.txt': 'owned by 1234\n',
+        'tree/a.txt': 'a\n',
+        'tree/sub/b.txt': 'b\n',
+        'tree/scratch.tmp': 'ignored\n',
+        'secret.txt': 'never in the image\n',
+        '.dockerignore': 'secret.txt\ntree/*.tmp\n',
+        Dockerfile: [
+          `FROM ${BASE} AS build`,
+          'RUN mkdir -p /out/sub && echo built > /out/built.txt && ln /out/built.txt /out/built-hard.txt && echo s > /out/sub/s && chown -R 777:888 /out/sub && mknod /out/null c 1 3 && mkfifo /out/fifo && ln -s /etc/passwd /out/abs && cp /bin/true /out/cap && setcap cap_net_raw+ep /out/cap',
+          `FROM ${BASE}`,
+          'RUN useradd --create-home --uid 1500 app && groupadd --gid 1600 crew',
+          'COPY --chown=app:app by-name.txt /home/app/',
+          'COPY --chown=1234:1600 by-number.txt /srv/',
+          'ADD bundle.tar.gz /opt/bundle/',
+          `ADD ${web.url}/remote.tar.gz /opt/remote.tar.gz`,
+          'COPY --from=build /out/ /opt/from-build/',
+          'COPY --from=build /out/sub/s /opt/single',
+          'COPY tree/ /srv/tree/',
+          'RUN ln -s /srv/tree/a.txt /srv/link-abs && ln -s tree/a.txt /srv/link-rel && ln /srv/by-number.txt /srv/hard.txt',
+          'RUN cp /bin/true /usr/local/bin/suid-true && chmod 4755 /usr/local/bin/suid-true',
+          'RUN cp /bin/true /usr/local/bin/ping-like && setcap cap_net_raw+ep /usr/local/bin/ping-like',
+          'RUN mknod /srv/null-dev c 1 3 && mkfifo /srv/fifo',
+          'WORKDIR /srv/work',
+          'USER app',
+          'ENV GREETING=hello',
+          'EXPOSE 8080',
+          'CMD ["cat", "/home/app/by-name.txt"]',
+          '',
+        ].join('\n'),
+      });
+      // A tar.gz whose entries carry their own owners, a setuid bit and a hard link.
+      execFileSync('sh', ['-c', 'rm -rf b && mkdir -p b/t && echo inside > b/t/inside && ln b/t/inside b/t/inside-hard && cp /bin/true b/t/suid && chmod 4755 b/t/suid && tar -czf "$0/bundle.tar.gz" --owner=1234 --group=2345 -C b t && rm -r b', dir], { cwd: work });
+      const vm = await vmBuild(dir, 'fbtest/vm-dockercases:1');
+      expectJsonResult(vm);
+      const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-dockercases:1'], { env });
+      expectJsonResult(dk);
+      const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs, { xattrs: true }));
+      const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs, { xattrs: true }));
+      expect(treeDiff(vt, dt)).toEqual([]);
+      expect(vt['/home/app/by-name.txt']).toMatchObject({ uid: 1500, gid: 1500 });
+      expect(vt['/srv/by-number.txt']).toMatchObject({ uid: 1234, gid: 1600, links: ['/srv/by-number.txt', '/srv/hard.txt'] });
+      expect(vt['/opt/bundle/t/inside']).toMatchObject({ uid: 1234, gid: 2345, links: ['/opt/bundle/t/inside', '/opt/bundle/t/inside-hard'] });
+      expect(vt['/opt/bundle/t/suid']).toMatchObject({ mode: '4755', uid: 1234 });
+      expect(vt['/opt/remote.tar.gz']?.type).toBe('file');
+      expect(vt['/opt/from-build/built-hard.txt']?.links).toEqual(['/opt/from-build/built-hard.txt', '/opt/from-build/built.txt']);
+      expect(vt['/opt/from-build/sub/s']).toMatchObject({ uid: 777, gid: 888 });
+      expect(vt['/opt/single']).toMatchObject({ uid: 777, gid: 888 });
+      expect(vt['/opt/from-build/null']).toMatchObject({ type: 'char', rdev: '1:3' });
+      expect(vt['/opt/from-build/fifo']).toMatchObject({ type: 'fifo' });
+      expect(vt['/opt/from-build/abs']).toMatchObject({ type: 'symlink', link: '/etc/passwd' });
+      expect(vt['/opt/from-build/cap']?.xattrs?.['security.capability']).toBe(CAP_NET_RAW);
+      expect(vt['/usr/local/bin/ping-like']?.xattrs?.['security.capability']).toBe(CAP_NET_RAW);
+      expect(vt['/usr/local/bin/suid-true']?.mode).toBe('4755');
+      expect(vt['/srv/null-dev']).toMatchObject({ type: 'char', rdev: '1:3' });
+      expect(vt['/srv/tree/scratch.tmp']).toBeUndefined();
+      expect(vt['/secret.txt']).toBeUndefined();
+      execFileSync('e2fsck', ['-fn', (JSON.parse(vm.stdout) as { rootfs: string }).rootfs], { stdio: 'pipe' });
+    } finally {
+      await web.close();
+    }
+  }, 20 * 60_000);
+
+  test('FROM scratch, and COPY --from an external image (one the Docker engine has, and a stored firebuild image): the same tree as the Docker engine builds', async () => {
+    const ext = `${process.env.FIREBUILD_REGISTRY_ADDR ?? '127.0.0.1:5000'}/debian:bookworm-slim`;
+    const dir = writeCtx('scratch', {
+      'hello.txt': 'hello from scratch\n',
+      Dockerfile: ['FROM scratch', 'COPY hello.txt /hello.txt', `COPY --from=${ext} /etc/debian_version /etc/`, `COPY --from=${ext} /usr/share/doc/bash/ /doc/bash/`, 'CMD ["/hello"]', ''].join('\n'),
+    });
+    const vm = await vmBuild(dir, 'fbtest/vm-scratch:1');
+    expectJsonResult(vm);
+    const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-scratch:1'], { env });
+    expectJsonResult(dk);
+    const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs));
+    // docker export adds the container's init layer (/etc/mtab, /dev, /proc, /sys, /.dockerenv): not the image's.
+    const INIT_LAYER = /^\/(etc\/mtab|dev|proc|sys)(\/|$)/;
+    const dt = Object.fromEntries(Object.entries(comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs))).filter(([p]) => !INIT_LAYER.test(p)));
+    expect(treeDiff(Object.fromEntries(Object.entries(vt).filter(([p]) => !INIT_LAYER.test(p))), dt)).toEqual([]);
+    expect(Object.keys(vt).sort()).toEqual(expect.arrayContaining(['/hello.txt', '/etc/debian_version', '/doc/bash/copyright']));
+    expect(Object.keys(vt).filter((p) => p.startsWith('/usr'))).toEqual([]);
+    // A stored firebuild image as the source: read in place.
+    const fromStored = writeCtx('fromstored', { Dockerfile: ['FROM scratch', `COPY --from=${BASE} /etc/os-release /os-release`, ''].join('\n') });
+    const st = await vmBuild(fromStored, 'fbtest/vm-fromstored:1');
+    expectJsonResult(st);
+    const { Ext4Reader } = await import('../../src/rootfs/debugfs.js');
+    const base = JSON.parse((await runCli(['image', 'inspect', BASE], { env })).stdout) as { rootfs: string };
+    expect((await new Ext4Reader((JSON.parse(st.stdout) as { rootfs: string }).rootfs).readFile('/os-release')).toString()).toBe((await new Ext4Reader(base.rootfs).readFile('/etc/os-release')).toString());
+    // An external image found nowhere: one line at its COPY.
+    const missing = writeCtx('fromnowhere', { Dockerfile: ['FROM scratch', 'COPY --from=fbtest/nowhere:1 /x /x', ''].join('\n') });
+    const r = await vmBuild(missing, 'fbtest/vm-fromnowhere:1');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:2: COPY --from=fbtest\/nowhere:1: image fbtest\/nowhere:1 not found/);
+    expect(leftovers()).toEqual([]);
+  }, 20 * 60_000);
+
+  test('BuildKit semantics the classic builder lacks: ADD --chown applies to the archive\'s entries, COPY --chmod; compared with the tree Docker documents', async () => {
+    const dir = writeCtx('buildkit-only', {
+      'run.sh': '#!/bin/sh\necho run\n',
+      Dockerfile: [`FROM ${BASE}`, 'ADD --chown=5:6 owned.tar.gz /opt/owned/', 'COPY --chmod=0750 run.sh /usr/local/bin/run.sh', 'COPY --chown=7:8 --chmod=0600 run.sh /root/run.sh', ''].join('\n'),
+    });
+    execFileSync('sh', ['-c', 'rm -rf b && mkdir -p b/t && echo x > b/t/x && tar -czf "$0/owned.tar.gz" --owner=1234 --group=2345 -C b t && rm -r b', dir], { cwd: work });
+    const vm = await vmBuild(dir, 'fbtest/vm-buildkit-only:1');
+    expectJsonResult(vm);
+    const t = await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs);
+    expect(t['/opt/owned']).toMatchObject({ type: 'dir', uid: 5, gid: 6, mode: '755' });
+    expect(t['/opt/owned/t']).toMatchObject({ type: 'dir', uid: 5, gid: 6 });
+    expect(t['/opt/owned/t/x']).toMatchObject({ type: 'file', uid: 5, gid: 6, mode: '644' });
+    expect(t['/usr/local/bin/run.sh']).toMatchObject({ mode: '750', uid: 0, gid: 0 });
+    expect(t['/root/run.sh']).toMatchObject({ mode: '600', uid: 7, gid: 8 });
+  }, 10 * 60_000);
 
   test('a base only the local Docker engine has: converted, then built on; the same tree as the Docker engine builds', async () => {
     const dir = writeCtx('dockerbase', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN echo from-docker-base > /marker && mkdir -p /var/lib/app\n` });
