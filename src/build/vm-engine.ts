@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
-import { pickKernel, USER_NET } from '../commands/run.js';
+import { DEFAULT_LOCK_DIR, pickKernel, runVm, teardown, type NetworkMode, type RunOptions } from '../commands/run.js';
 import { DockerEngine } from './docker-engine.js';
 import { fromDockerConfig } from './image-config.js';
 import { convertTarStream } from '../rootfs/convert.js';
@@ -14,21 +13,18 @@ import { parseRef } from '../oci/registry.js';
 import { parseBuildArgs } from '../commands/plan.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
-import { injectGuest, INIT_PATH, makeConfigDisk, removeGuest } from '../guest/prepare.js';
-import { kernelIpArg, type RunConfig } from '../guest/run-config.js';
+import { injectGuest, removeGuest } from '../guest/prepare.js';
 import { batch, quote } from '../rootfs/debugfs.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
-import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
-import { newVmmId } from '../runtime/state.js';
+import { RunCache } from '../runtime/state.js';
 import { resolveSource } from '../source/resolve.js';
 import type { ImageConfig } from '../store/metadata.js';
-import type { StorageProvider, StoredImage, StoredKernel } from '../store/provider.js';
+import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
-import { sparseDigest } from '../util/fs.js';
+import { pidAlive, sparseDigest } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
-import { resolveAccel, qemuArgv } from '../vmm/qemu.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
 
 /**
@@ -59,6 +55,8 @@ export interface VmBuildOptions {
   noCache?: boolean;
   /** The step cache's cap; least recently used entries go first. */
   cacheMaxBytes?: number;
+  /** How build VMs boot (default: QEMU with user-mode networking, its run cache under cacheDir). */
+  vm?: BuildVmSettings;
 }
 
 export interface VmBuildResult {
@@ -186,13 +184,27 @@ async function restoreGuestWritten(image: string, saved: Saved[]): Promise<void>
   await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
 }
 
+/** How build VMs boot: the runtime's settings (backend, network, Firecracker, run cache), shared with `firebuild run`. */
+export interface BuildVmSettings {
+  backend: RunOptions['backend'];
+  /** `user` (QEMU's user-mode networking), `cni` (the CNI build network, e.g. machine-builds) or `none`. */
+  network: NetworkMode;
+  cni?: RunOptions['cni'];
+  firecracker?: RunOptions['firecracker'];
+  /** The run cache: build VMs show in `firebuild ls` while they run, and `purge` removes what a killed build left. */
+  runCache: string;
+  lockDir?: string;
+}
+
 interface BootContext {
-  kernel: StoredKernel;
-  accel: 'kvm' | 'tcg';
+  vm: BuildVmSettings;
+  storage: StorageProvider;
+  vmlinuxId?: string;
+  accel: string;
   memMib: number;
   stepTimeoutMs: number;
   log: Logger;
-  scratch: string;
+  tag: string;
   bootMs: number;
 }
 
@@ -214,35 +226,23 @@ export function runArgv(step: Step): string[] {
 async function runStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext): Promise<void> {
   const where = { file: step.file, line: step.line };
   const label = `RUN at ${path.basename(step.file)}:${step.line}`;
-  const saved = await saveGuestWritten(image, b.scratch);
+  const scratch = path.join(path.dirname(image), `run-${step.line}`);
+  await fsp.mkdir(scratch, { recursive: true });
+  const saved = await saveGuestWritten(image, scratch);
   await injectGuest(image);
-  const config = path.join(b.scratch, 'config.ext4');
-  const serial = path.join(b.scratch, 'serial.log');
-  await fsp.rm(serial, { force: true });
-  let net: RunConfig['net'] = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
-  let ipArg = '';
-  if (!b.kernel.initrdPath) {
-    ipArg = kernelIpArg(USER_NET.ip, USER_NET.gateway);
-    net = { ...net, mode: 'kernel' };
-  }
-  const cfg: RunConfig = {
-    hostname: 'buildkitsandbox', net, dns: [USER_NET.dns], env: step.env ?? [], command: runArgv(step),
-    user: state.user, workdir: state.workdir, stopSignal: 'TERM', halt: 'poweroff', build: true,
-  };
-  await makeConfigDisk(cfg, config, b.log);
-  const argv = qemuArgv({
-    kernel: b.kernel.vmlinuxPath, ...(b.kernel.initrdPath ? { initrd: b.kernel.initrdPath } : {}),
-    append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet pci=off ${ipArg} ${b.kernel.metadata.cmdline ?? ''}`.trim(),
-    rootfs: image, disks: [config], memMib: b.memMib, cpus: Math.max(1, Math.min(2, os.cpus().length)), accel: b.accel, serialLog: serial,
-    userNet: { hostfwd: [] },
-  });
-  const cg = await createVmCgroup(newVmmId());
-  const [cmd, args] = inCgroupArgv(cg, 'qemu-system-x86_64', argv);
+  const cache = new RunCache(b.vm.runCache);
+  const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
   const started = Date.now();
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
+  const vm = await runVm({
+    from: b.tag, memMib: b.memMib, cpus: Math.max(1, Math.min(2, os.cpus().length)), env: [], envFiles: [], ports: [],
+    network: b.vm.network, ...(b.vm.cni ? { cni: b.vm.cni } : {}), ...(b.vm.firecracker ? { firecracker: b.vm.firecracker } : {}),
+    backend: b.vm.backend, accel: b.accel, ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}), bootTimeoutMs: b.stepTimeoutMs, lockDir,
+    build: {
+      rootfs: image, label: `build of ${b.tag} (${label})`,
+      config: { hostname: 'buildkitsandbox', env: step.env ?? [], command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true },
+    },
+  }, b.storage, cache, b.log.child('vm'));
+  b.bootMs += Date.now() - started;
   // Stream the command's output (the console between the init's START and EXIT lines) as it comes.
   let offset = 0;
   let partial = '';
@@ -250,7 +250,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   const tail: string[] = [];
   let exitCode: number | undefined;
   const pump = async (): Promise<void> => {
-    const fh = await fsp.open(serial, 'r').catch(() => undefined);
+    const fh = await fsp.open(vm.serialLog, 'r').catch(() => undefined);
     if (!fh) return;
     try {
       const { size } = await fh.stat();
@@ -263,7 +263,6 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
       for (const l of lines) {
         if (/FIREBUILD-START/.test(l)) {
           running = true;
-          b.bootMs += Date.now() - started;
           continue;
         }
         const m = /FIREBUILD-EXIT code=(\d+)/.exec(l);
@@ -282,35 +281,45 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
       await fh.close();
     }
   };
+  const deadline = started + b.stepTimeoutMs;
   let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, b.stepTimeoutMs);
-  const poll = setInterval(() => void pump(), 200);
   try {
-    const code = await exited;
+    while (pidAlive(vm.pid)) {
+      await pump();
+      if (Date.now() > deadline) {
+        timedOut = true;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
     await pump();
     if (partial && running) tail.push(partial);
     if (timedOut) throw new UserError(`${label} did not finish within ${Math.round(b.stepTimeoutMs / 1000)} s: raise --step-timeout or fix the step${tail.length ? `; last output: ${tail.slice(-3).join(' | ')}` : ''}`, where);
-    if (exitCode === undefined) throw new UserError(`${label}: the build VM stopped without reporting an exit code (QEMU exit ${code}${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''})`, where);
+    if (exitCode === undefined) throw new UserError(`${label}: the build VM stopped without reporting an exit code (console: ${tail.slice(-3).join(' | ') || 'empty'})`, where);
     if (exitCode !== 0) {
       const full = tail.join('\n');
       const hint = /No space left on device/i.test(full) ? ' (the build disk is full: grow it with --size)' : /Temporary failure in name resolution|Network is unreachable|Could not resolve|Connection refused/i.test(full) ? ' (the network is unreachable inside the build VM)' : '';
       throw new UserError(`${label} failed with exit code ${exitCode}${hint}: ${tail.slice(-5).join(' | ') || 'no output'}`, where);
     }
+    // Firecracker's jail holds the disk as a hard link, or as a copy where the jail is on another file system: take the copy back.
+    if (vm.jailDir) await takeBackJailed(vm.jailDir, image);
   } finally {
-    clearTimeout(timer);
-    clearInterval(poll);
-    if (child.exitCode === null) child.kill('SIGKILL');
-    if (cg) await reapCgroup(cg).catch(() => undefined);
-    await fsp.rm(config, { force: true });
+    await teardown(cache, vm, lockDir, b.log);
   }
   await removeGuest(image);
   await restoreGuestWritten(image, saved);
+  await fsp.rm(scratch, { recursive: true, force: true });
   await new Ext4Tools(b.log).check(image).catch((err: Error) => {
     throw new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
   });
+}
+
+async function takeBackJailed(jailDir: string, image: string): Promise<void> {
+  const jailed = path.join(jailDir, 'root', 'rootfs.ext4');
+  const [a, b] = await Promise.all([fsp.stat(jailed).catch(() => undefined), fsp.stat(image)]);
+  if (!a) throw new UserError(`the build VM's disk is gone from its jail (${jailed})`);
+  if (a.ino !== b.ino || a.dev !== b.dev) await copySparse(jailed, image);
+  await fsp.chown(image, 0, 0);
 }
 
 /** Resolve a WORKDIR value against the current one. */
@@ -330,9 +339,8 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
     baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => (await images.resolve(ref))?.config,
   });
-  const kernel = await pickKernel(storage, o.vmlinuxId);
-  const { accel, warning } = await resolveAccel(o.accel ?? 'auto');
-  if (warning) log.warn(warning);
+  // A kernel must be there before anything runs (a build with no RUN boots nothing, but fails the same way everywhere).
+  await pickKernel(storage, o.vmlinuxId);
   const cache = new StepCache(o.cacheDir, o.cacheMaxBytes ?? DEFAULT_CACHE_MAX_BYTES, log);
   let executed = 0;
   let cached = 0;
@@ -352,7 +360,11 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     if (!o.overwrite) throw new UserError(`image ${tag} already exists (built from other inputs): choose another tag or pass --overwrite`);
   }
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-vmbuild-'));
-  const b: BootContext = { kernel, accel, memMib: o.memMib ?? 512, stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, scratch: work, bootMs: 0 };
+  const b: BootContext = {
+    vm: o.vm ?? { backend: 'qemu', network: 'user', runCache: path.join(o.cacheDir, 'build-vms') },
+    storage, ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), accel: o.accel ?? 'auto', memMib: o.memMib ?? 512,
+    stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, tag, bootMs: 0,
+  };
   try {
     const results = new Map<number, { image: string; key: string }>();
     const externals = new Map<string, string>();

@@ -73,6 +73,43 @@ function settingsFlags(o: SettingsCliOpts): SettingsFlags {
   return f;
 }
 
+/** How a VM boots and reaches a network: shared by `run` and by `rootfs --engine vm` (its build VMs). */
+function withVmOptions(cmd: Command, forBuild: boolean): Command {
+  const p = forBuild ? 'vm engine: ' : '';
+  return cmd
+    .addOption(new Option('--network <mode>', `${p}networking without CNI (default: user for QEMU, none for Firecracker)`).choices(['user', 'none']))
+    .option('--cni-network-name <name>', forBuild ? 'vm engine: attach the build VMs to this CNI network (the build network, e.g. machine-builds)' : 'attach the VM to this CNI network (a netns per VM, tap redirected to the CNI interface)')
+    .option('--cni-conf-dir <dir>', 'where CNI network configuration lists live', '/etc/cni/conf.d')
+    .option('--cni-bin-dir <dir>', 'where CNI plugins live (default: /opt/cni/bin, else /usr/lib/cni)')
+    .addOption(new Option('--backend <vmm>', `${p}the VMM (auto: Firecracker when its binaries are configured, else QEMU)`).choices(['auto', 'qemu', 'firecracker']).default('auto'))
+    .addOption(new Option('--accel <accel>', `${p}QEMU accelerator (auto: KVM when usable, else TCG; env FIREBUILD_ACCEL)`).choices(['auto', 'kvm', 'tcg']).default('auto'))
+    .addOption(new Option('--firecracker-mode <mode>', `${p}configure Firecracker over its API socket or with --config-file`).choices(['api', 'config-file']).default('api'))
+    .option('--jailer-uid <uid>', `${p}the uid Firecracker runs as in the jail`, '65534')
+    .option('--jailer-gid <gid>', `${p}the gid Firecracker runs as in the jail`, '65534');
+}
+
+interface VmCliOpts { network?: string; cniNetworkName?: string; cniConfDir: string; cniBinDir?: string; backend: string; accel: string; firecrackerMode: string; jailerUid: string; jailerGid: string }
+
+function intFlag(v: string, flag: string): number {
+  if (!/^\d{1,10}$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give a number`);
+  return Number(v);
+}
+
+/** The network, CNI and Firecracker settings of withVmOptions' flags and the profile. */
+async function vmSettings(o: VmCliOpts, settings: Settings): Promise<Pick<RunOptions, 'network' | 'backend' | 'firecracker'> & { cni?: RunOptions['cni'] }> {
+  if (o.cniNetworkName && o.network) throw new UserError('--network and --cni-network-name exclude each other: keep one');
+  const network: NetworkMode = o.cniNetworkName ? 'cni' : ((o.network as NetworkMode | undefined) ?? (o.backend === 'firecracker' ? 'none' : 'user'));
+  return {
+    network,
+    backend: o.backend as RunOptions['backend'],
+    ...(o.cniNetworkName ? { cni: { network: o.cniNetworkName, confDir: path.resolve(o.cniConfDir), binDir: await cniBinDir(o.cniBinDir) } } : {}),
+    firecracker: {
+      ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
+      chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
+    },
+  };
+}
+
 export function buildProgram(io: CliIO): Command {
   const program = new Command('firebuild');
   const out = (s: string): void => io.stdout.write(s);
@@ -243,10 +280,10 @@ export function buildProgram(io: CliIO): Command {
     });
 
   // Builds ------------------------------------------------------------------------------------------
-  type BuildCli = SettingsCliOpts & {
+  type BuildCli = SettingsCliOpts & VmCliOpts & {
     dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
-    stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; accel?: string;
+    stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string;
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
     cmd
@@ -268,8 +305,8 @@ export function buildProgram(io: CliIO): Command {
         .option('--step-timeout <seconds>', 'vm engine: the longest a RUN step may take', '1800')
         .option('--no-cache', 'vm engine: run every step, ignoring (and not refilling) the step cache')
         .option('--vmlinux-id <id>', 'vm engine: the kernel that boots the build VMs (default: the only stored kernel)')
-        .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512')
-        .addOption(new Option('--accel <accel>', 'vm engine: QEMU accelerator (auto: KVM when usable, else TCG)').choices(['auto', 'kvm', 'tcg']).default('auto'));
+        .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512');
+      withVmOptions(cmd, true);
     }
     return withProfileOptions(cmd, io.env, { storage: true });
   };
@@ -285,7 +322,7 @@ export function buildProgram(io: CliIO): Command {
       }, logger.child('plan'));
       return out(json(plan));
     }
-    const { storage } = await ctx(o);
+    const { settings, storage } = await ctx(o);
     if (o.engine === 'vm') {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
       if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
@@ -305,6 +342,7 @@ export function buildProgram(io: CliIO): Command {
         accel: o.accel ?? 'auto',
         stepTimeoutMs: Number(o.stepTimeout) * 1000,
         noCache: o.cache === false,
+        vm: { ...(await vmSettings(o, settings)), runCache: settings.runCache },
       }, storage, logger.child('vm-build'));
       return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: v.executed, cached: v.cached, timings: v.timings }));
     }
@@ -335,23 +373,18 @@ export function buildProgram(io: CliIO): Command {
     .action(async (o: BuildCli) => runBuild('rootfs', o));
 
   // VMs -------------------------------------------------------------------------------------------
-  type RunCli = SettingsCliOpts & {
+  type RunCli = SettingsCliOpts & VmCliOpts & {
     from: string; name?: string; vmlinuxId?: string; mem: string; cpu: string; hostname?: string; env?: string[]; envFile?: string[];
-    sshUser?: string; identityFile?: string; network?: string; port?: string[]; accel: string; daemonize?: boolean; bootTimeout: string;
-    backend: string; firecrackerMode: string; jailerUid: string; jailerGid: string; cniNetworkName?: string; cniConfDir: string; cniBinDir?: string;
+    sshUser?: string; identityFile?: string; port?: string[]; daemonize?: boolean; bootTimeout: string;
     ipAddress?: string; init: string;
     waitTcp?: string[]; waitHttp?: string[]; waitHttpStatus: string; waitHttpBody?: string; waitTimeout: string; waitExitCode?: string;
-  };
-  const intFlag = (v: string, flag: string): number => {
-    if (!/^\d{1,10}$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give a number`);
-    return Number(v);
   };
   const seconds = (v: string, flag: string): number => {
     if (!/^\d+(\.\d+)?$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give seconds, e.g. 60`);
     return Number(v) * 1000;
   };
   withProfileOptions(
-    program
+    withVmOptions(program
       .command('run')
       .description('boot a stored image as a microVM (QEMU microvm, or Firecracker under the jailer)')
       .requiredOption('--from <org/name:version>', 'the image to boot')
@@ -365,17 +398,8 @@ export function buildProgram(io: CliIO): Command {
       .option('--env-file <file>', 'KEY=value file, repeatable, applied in order', collect)
       .option('--ssh-user <user>', 'install the --identity-file key for this user and start sshd')
       .option('--identity-file <file.pub>', 'SSH public key for --ssh-user')
-      .addOption(new Option('--network <mode>', 'networking without CNI (default: user for QEMU, none for Firecracker)').choices(['user', 'none']))
-      .option('--cni-network-name <name>', 'attach the VM to this CNI network (a netns per VM, tap redirected to the CNI interface)')
-      .option('--cni-conf-dir <dir>', 'where CNI network configuration lists live', '/etc/cni/conf.d')
-      .option('--cni-bin-dir <dir>', 'where CNI plugins live (default: /opt/cni/bin, else /usr/lib/cni)')
       .option('--ip-address <ip>', 'request this IP from the CNI network\'s IPAM')
       .option('--port <[hostip:]hostport:guestport[/proto]>', 'publish a guest port, repeatable (user networking: host side 127.0.0.1 by default; CNI: iptables DNAT, every local address by default)', collect)
-      .addOption(new Option('--backend <vmm>', 'the VMM (auto: Firecracker when its binaries are configured, else QEMU)').choices(['auto', 'qemu', 'firecracker']).default('auto'))
-      .addOption(new Option('--accel <accel>', 'QEMU accelerator (auto: KVM when usable, else TCG; env FIREBUILD_ACCEL)').choices(['auto', 'kvm', 'tcg']).default('auto'))
-      .addOption(new Option('--firecracker-mode <mode>', 'configure Firecracker over its API socket or with --config-file').choices(['api', 'config-file']).default('api'))
-      .option('--jailer-uid <uid>', 'the uid Firecracker runs as in the jail', '65534')
-      .option('--jailer-gid <gid>', 'the gid Firecracker runs as in the jail', '65534')
       .addOption(new Option('--init <init>', "PID 1: firebuild's init runs the command; image hands over to the image's /sbin/init after the setup").choices(['firebuild', 'image']).default('firebuild'))
       .option('--daemonize', 'return once the VM is up, printing one JSON object')
       .option('--boot-timeout <seconds>', 'deadline for the init to start the command', '120')
@@ -384,28 +408,22 @@ export function buildProgram(io: CliIO): Command {
       .option('--wait-http-status <code>', 'expected HTTP status', '200')
       .option('--wait-http-body <text>', 'expected substring of the HTTP body')
       .option('--wait-exit-code <n>', 'probe: the command must exit with this code before --wait-timeout (then the VM is removed)')
-      .option('--wait-timeout <seconds>', 'deadline for the probes', '60'),
+      .option('--wait-timeout <seconds>', 'deadline for the probes', '60'), false),
     io.env,
     { runtime: true },
   ).action(async (command: string[], o: RunCli) => {
     const { settings, storage } = await ctx(o);
     const cache = new RunCache(settings.runCache);
     const log = logger.child('run');
-    if (o.cniNetworkName && o.network) throw new UserError('--network and --cni-network-name exclude each other: keep one');
     if (o.ipAddress && !o.cniNetworkName) throw new UserError('--ip-address needs --cni-network-name');
-    const network: NetworkMode = o.cniNetworkName ? 'cni' : ((o.network as NetworkMode | undefined) ?? (o.backend === 'firecracker' ? 'none' : 'user'));
+    const vm = await vmSettings(o, settings);
     const state = await runVm({
       from: o.from, ...(o.name ? { name: o.name } : {}), ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}),
       memMib: Number(o.mem), cpus: Number(o.cpu), ...(o.hostname ? { hostname: o.hostname } : {}),
       env: o.env ?? [], envFiles: o.envFile ?? [], ...(o.sshUser ? { sshUser: o.sshUser } : {}), ...(o.identityFile ? { identityFile: o.identityFile } : {}),
-      network, ports: o.port ?? [], accel: o.accel, ...(command.length ? { command } : {}),
-      bootTimeoutMs: seconds(o.bootTimeout, '--boot-timeout'),
-      backend: o.backend as RunOptions['backend'], init: o.init as 'firebuild' | 'image',
-      ...(o.cniNetworkName ? { cni: { network: o.cniNetworkName, confDir: path.resolve(o.cniConfDir), binDir: await cniBinDir(o.cniBinDir), ...(o.ipAddress ? { ip: o.ipAddress } : {}) } } : {}),
-      firecracker: {
-        ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
-        chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
-      },
+      ports: o.port ?? [], accel: o.accel, ...(command.length ? { command } : {}),
+      bootTimeoutMs: seconds(o.bootTimeout, '--boot-timeout'), init: o.init as 'firebuild' | 'image',
+      ...vm, ...(vm.cni ? { cni: { ...vm.cni, ...(o.ipAddress ? { ip: o.ipAddress } : {}) } } : {}),
     }, storage, cache, log);
     const probes = { tcp: (o.waitTcp ?? []).map((p) => ({ host: '127.0.0.1', port: Number(p) })), http: (o.waitHttp ?? []).map((url) => ({ url, status: Number(o.waitHttpStatus), ...(o.waitHttpBody ? { body: o.waitHttpBody } : {}) })), timeoutMs: seconds(o.waitTimeout, '--wait-timeout') };
     if (probes.tcp.length || probes.http.length) {

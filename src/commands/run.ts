@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { effectiveCommand, kernelIpArg, mergeEnv, type RunConfig } from '../guest/run-config.js';
 import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../guest/prepare.js';
 import { RunCache, newVmmId, validateName, type VmState } from '../runtime/state.js';
+import type { ImageConfig } from '../store/metadata.js';
 import type { StorageProvider, StoredKernel } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
 import { pidAlive } from '../util/fs.js';
@@ -53,6 +54,12 @@ export interface RunOptions {
   lockDir?: string;
   /** Called once the VM's id exists on the host, before anything is started (the smoke-test action saves it for its post step). */
   onCreated?: (id: string) => void;
+  /**
+   * A build step of the vm engine: boot `rootfs` itself (the build's image, already holding the init),
+   * not a copy of a stored image, with this command, environment, USER and WORKDIR; `label` names it in
+   * `ls`. The network and the halt come from the run's own settings.
+   */
+  build?: { rootfs: string; config: Omit<RunConfig, 'net' | 'dns' | 'halt'>; label: string };
 }
 
 export const DEFAULT_LOCK_DIR = '/run/firebuild';
@@ -116,13 +123,30 @@ export function chooseBackend(o: Pick<RunOptions, 'backend' | 'firecracker'>): B
   return o.firecracker?.binary && o.firecracker.jailer ? 'firecracker' : 'qemu';
 }
 
+/** The guest's run configuration for a stored image: its config, then env files, then --env, then the command after --. */
+function runConfigFor(c: ImageConfig, o: RunOptions, hostname: string, net: RunConfig['net'], dns: string[], backend: BackendName, envFromFiles: string[][], flagEnv: string[]): RunConfig {
+  return {
+    hostname,
+    net,
+    ...(dns.length ? { dns } : {}),
+    env: mergeEnv(c.env, ...envFromFiles, flagEnv),
+    command: effectiveCommand(c, o.command),
+    user: c.user,
+    workdir: c.workingDir,
+    stopSignal: c.stopSignal,
+    ...(o.sshUser ? { sshUser: o.sshUser } : {}),
+    init: o.init ?? 'firebuild',
+    halt: backend === 'firecracker' ? 'reboot' : 'poweroff',
+  };
+}
+
 /**
  * Boot a stored image as a microVM in the background; returns once the init has started the command.
  * The state is written before anything is created on the host, so a failure at any step (or a later
  * `purge`) tears down exactly what exists: cgroup, netns, CNI attachment, iptables rules, jail, run cache.
  */
 export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunCache, log: Logger): Promise<VmState> {
-  const image = await storage.getImage(o.from);
+  const image = o.build ? undefined : await storage.getImage(o.from);
   const kernel = await pickKernel(storage, o.vmlinuxId);
   const backend = chooseBackend(o);
   const id = newVmmId();
@@ -172,7 +196,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
   const dir = await cache.create(id);
   const hostname = o.hostname ?? name;
   const state: VmState = {
-    schemaVersion: 1, id, name, image: image.tag, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
+    schemaVersion: 1, id, name, image: image?.tag ?? o.build!.label, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
     started: new Date().toISOString(), hostname,
     network: { mode: o.network, ports },
     serialLog: path.join(dir, 'serial.log'), cacheDir: dir,
@@ -226,21 +250,15 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
       ipArg = kernelIpArg(netCfg.ip, netCfg.gateway);
       netCfg = { ...netCfg, mode: 'kernel' };
     }
-    const rootfs = path.join(dir, 'rootfs.ext4');
-    await prepareRootfs(image.rootfsPath, rootfs);
-    const cfg: RunConfig = {
-      hostname,
-      net: netCfg,
-      ...(dns.length ? { dns } : {}),
-      env: mergeEnv(image.metadata.config.env, ...envFromFiles, flagEnv),
-      command: effectiveCommand(image.metadata.config, o.command),
-      user: image.metadata.config.user,
-      workdir: image.metadata.config.workingDir,
-      stopSignal: image.metadata.config.stopSignal,
-      ...(o.sshUser ? { sshUser: o.sshUser } : {}),
-      init: o.init ?? 'firebuild',
-      halt: backend === 'firecracker' ? 'reboot' : 'poweroff',
-    };
+    let rootfs = path.join(dir, 'rootfs.ext4');
+    let cfg: RunConfig;
+    if (o.build) {
+      rootfs = o.build.rootfs;
+      cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
+    } else {
+      await prepareRootfs(image!.rootfsPath, rootfs);
+      cfg = runConfigFor(image!.metadata.config, o, hostname, netCfg, dns, backend, envFromFiles, flagEnv);
+    }
     if (cfg.command.length === 0 && cfg.init !== 'image') throw new UserError(`image ${o.from} has no ENTRYPOINT or CMD: give a command after --`);
     const config = path.join(dir, 'config.ext4');
     await makeConfigDisk(cfg, config, log, authorizedKeys);
@@ -285,12 +303,12 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
         ...(nsName ? { netns: path.join(NETNS_DIR, nsName) } : {}),
         ...(tap ? { tap } : {}),
         ...(state.cgroup ? { cgroup: state.cgroup } : {}),
-        metadata: { firebuild: { id, name, image: image.tag, hostname } },
+        metadata: { firebuild: { id, name, image: state.image, hostname } },
       });
       Object.assign(state, { pid: started.pid, jailDir: started.jailDir, apiSock: started.apiSock, serialLog: started.serialLog });
     }
     await cache.write(state);
-    log.info('VM starting', { id, name, backend, accel: state.accel, image: image.tag });
+    log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
     await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, state.pid, o.bootTimeoutMs);
     return state;
   } catch (err) {

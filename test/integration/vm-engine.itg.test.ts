@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
+import { REPO, expectJsonResult, lines, runCli, tempDir } from '../helpers/cli.js';
+import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 import { DOCKER, ext4Tree, type Tree } from '../helpers/trees.js';
 import { importDebianCloud } from '../helpers/vm.js';
 import { annotations, runAction } from '../helpers/runner.js';
@@ -349,6 +350,85 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(r.code).not.toBe(0);
     expect(r.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 failed with exit code 1 \(the network is unreachable inside the build VM\): .*Connection refused/);
     expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
+  test('Firecracker build VMs (test doubles for firecracker and the jailer): every API request valid against the schema, the disk taken back from a jail on another file system, a failing step reported, nothing left', async () => {
+    const FC = path.join(REPO, 'test', 'fixtures', 'firecracker', 'firecracker');
+    const JAILER = path.join(REPO, 'test', 'fixtures', 'firecracker', 'jailer');
+    // /dev/shm is another file system than the build's work directory: the jail gets a copy of the disk, not a hard link.
+    const jails = fs.mkdtempSync('/dev/shm/fbtest-jails-');
+    const fcFlags = ['--backend', 'firecracker', '--binary-firecracker', FC, '--binary-jailer', JAILER, '--chroot-base', jails];
+    try {
+      const dir = writeCtx('firecracker', { 'f.txt': 'f\n', Dockerfile: [`FROM ${BASE}`, 'RUN echo from-the-step > /x', 'COPY f.txt /f.txt', ''].join('\n') });
+      const r = await vmBuild(dir, 'fbtest/vm-firecracker:1', fcFlags);
+      expectJsonResult(r);
+      expect(JSON.parse(r.stdout)).toMatchObject({ builder: 'vm', executed: 2 });
+      const tree = await ext4Tree((JSON.parse(r.stdout) as { rootfs: string }).rootfs);
+      const { Ext4Reader } = await import('../../src/rootfs/debugfs.js');
+      // What the double wrote into the jailed disk reached the stored image: the step's argv, as the guest got it.
+      expect(JSON.parse((await new Ext4Reader((JSON.parse(r.stdout) as { rootfs: string }).rootfs).readFile('/.mock-firecracker-ran')).toString())).toEqual(['/bin/sh', '-c', 'echo from-the-step > /x']);
+      expect(tree['/f.txt']).toMatchObject({ type: 'file' });
+      expect(Object.keys(tree).filter((p) => p.startsWith('/.firebuild'))).toEqual([]);
+      const reqs = lines(fs.readFileSync(path.join(jails, 'api-requests.jsonl'), 'utf8')).map((l) => JSON.parse(l) as { method: string; path: string; body: Record<string, unknown> });
+      expect(reqs.map((q) => q.path)).toEqual(['/serial', '/machine-config', '/boot-source', '/drives/rootfs', '/drives/disk0', '/actions']);
+      for (const q of reqs) {
+        const def = bodyDefinition(q.method, q.path);
+        expect({ path: q.path, def, errors: def ? validate(def, q.body) : 'no such request' }).toEqual({ path: q.path, def, errors: null });
+      }
+      expect(reqs.find((q) => q.path === '/boot-source')?.body.boot_args).toMatch(/reboot=k .*init=\/\.firebuild\/init/);
+      expect(reqs.find((q) => q.path === '/drives/disk0')?.body).toMatchObject({ is_read_only: true, is_root_device: false });
+      // A step that fails in the guest: its line and code, nothing stored.
+      fs.writeFileSync(path.join(jails, 'build-exit-code'), '3\n');
+      const fail = writeCtx('firecracker-fail', { Dockerfile: [`FROM ${BASE}`, 'RUN exit 3', ''].join('\n') });
+      const f = await vmBuild(fail, 'fbtest/vm-firecracker-fail:1', fcFlags);
+      expect(f.code).not.toBe(0);
+      expect(f.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:2: RUN at Dockerfile:2 failed with exit code 3/);
+      expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-firecracker-fail');
+      // Nothing left: no jail, no run-cache entry, no work directory.
+      expect(fs.existsSync(path.join(jails, 'firecracker')) ? fs.readdirSync(path.join(jails, 'firecracker')) : []).toEqual([]);
+      expect(fs.existsSync(path.join(work, 'home', 'run')) ? fs.readdirSync(path.join(work, 'home', 'run')) : []).toEqual([]);
+      expect(leftovers()).toEqual([]);
+    } finally {
+      fs.rmSync(jails, { recursive: true, force: true });
+    }
+  }, 10 * 60_000);
+
+  test('the CNI build network (inside a test network namespace): RUN reaches a server on the build bridge; the netns, the lease and the VM are gone after', async () => {
+    const SUBNET = '192.168.126';
+    const ns = `fbb-${process.pid}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    const server = spawn('ip', ['netns', 'exec', ns, 'python3', '-m', 'http.server', '8099', '--bind', '0.0.0.0', '--directory', work], { stdio: 'ignore' });
+    try {
+      execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+      fs.writeFileSync(path.join(work, 'payload.txt'), 'served on the build bridge\n');
+      const confDir = path.join(work, 'cni-builds');
+      fs.mkdirSync(confDir, { recursive: true });
+      fs.writeFileSync(path.join(confDir, '10-machine-builds.conflist'), JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'machine-builds',
+        plugins: [
+          { type: 'bridge', bridge: 'fbbuild0', isGateway: true, ipMasq: false, ipam: { type: 'host-local', subnet: `${SUBNET}.0/24`, dataDir: path.join(work, 'ipam-builds') } },
+          { type: 'firewall' },
+        ],
+      }));
+      const dir = writeCtx('cni', {
+        Dockerfile: [`FROM ${BASE}`, `RUN bash -c 'exec 3<>/dev/tcp/${SUBNET}.1/8099 && printf "GET /payload.txt HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3' > /fetched && ip -4 -o addr show 2>/dev/null > /addr || cat /proc/net/fib_trie > /addr`, ''].join('\n'),
+      });
+      const before = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+      const r = await runCli(['rootfs', '--engine', 'vm', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/vm-cni:1', '--accel', 'tcg', '--cni-network-name', 'machine-builds', '--cni-conf-dir', confDir, '--cni-bin-dir', '/usr/lib/cni'], { env, wrap: ['nsenter', `--net=/run/netns/${ns}`, '--'] });
+      expectJsonResult(r);
+      const { Ext4Reader } = await import('../../src/rootfs/debugfs.js');
+      const reader = new Ext4Reader((JSON.parse(r.stdout) as { rootfs: string }).rootfs);
+      expect((await reader.readFile('/fetched')).toString()).toContain('served on the build bridge');
+      expect((await reader.readFile('/addr')).toString()).toContain(`${SUBNET}.`);
+      expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).toBe(before);
+      const leases = fs.readdirSync(path.join(work, 'ipam-builds', 'machine-builds')).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+      expect(leases).toEqual([]);
+      expect(leftovers()).toEqual([]);
+    } finally {
+      server.kill();
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
   }, 10 * 60_000);
 
   test('the build-rootfs action with engine: vm, run as the runner runs it', async () => {
