@@ -1,3 +1,5 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
 import * as core from '@actions/core';
 import { defaultProfileConfDir } from '../profile/profile.js';
 import { loadSettings, type Settings } from '../profile/settings.js';
@@ -109,18 +111,27 @@ export async function actionSettings(env: NodeJS.ProcessEnv = process.env): Prom
  * The Actions cache (@actions/cache) for one directory under one key: restore tells whether the exact
  * key was found; save never fails the step (another job may be saving the same key), it warns.
  */
-export async function cacheRestore(dir: string, key: string): Promise<boolean> {
+export async function cacheRestore(dir: string, key: string): Promise<boolean>;
+/** With restore keys: the key that matched (the newest entry under a prefix), or undefined. */
+export async function cacheRestore(dir: string, key: string, restoreKeys: string[]): Promise<string | undefined>;
+export async function cacheRestore(dir: string, key: string, restoreKeys?: string[]): Promise<boolean | string | undefined> {
   const cache = await import('@actions/cache');
   if (!cache.isFeatureAvailable()) {
     core.info(`the Actions cache is not available here: not restoring ${key}`);
-    return false;
+    return restoreKeys ? undefined : false;
   }
   try {
-    return (await cache.restoreCache([dir], key)) === key;
+    const hit = await cache.restoreCache([dir], key, restoreKeys);
+    return restoreKeys ? hit : hit === key;
   } catch (err) {
     core.warning(`restoring ${key} from the Actions cache failed: ${(err as Error).message}`);
-    return false;
+    return restoreKeys ? undefined : false;
   }
+}
+
+/** Where a cache entry's files sit while @actions/cache archives or restores them: the same path in every job (the cache version hashes the paths). */
+export function cacheEntryDir(key: string): string {
+  return path.join(os.tmpdir(), 'firebuild-actions-cache', key);
 }
 
 export async function cacheSave(dir: string, key: string): Promise<boolean> {

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,8 +22,9 @@ import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
-import { pidAlive, sparseDigest } from '../util/fs.js';
+import { pidAlive } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
+import { copySparse, StepCache } from './step-cache.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
 
 /**
@@ -65,6 +65,9 @@ export interface VmBuildResult {
   executed: number;
   cached: number;
   timings: { bootMs: number; stepsMs: number; convertMs: number; totalMs: number };
+  /** The step cache keys of every file-system step built (what carries a build to another runner), and the image's own key. */
+  stepKeys: string[];
+  cacheKey: string;
 }
 
 const FS_STEPS = new Set(['RUN', 'COPY', 'ADD', 'WORKDIR']);
@@ -82,66 +85,6 @@ function sha(...parts: string[]): string {
 function stepInputs(step: Step, state: { user: string; workdir: string }, fromKey?: string): string {
   const { file: _f, line: _l, original: _o, ...rest } = step;
   return JSON.stringify({ ...rest, user: state.user, workdir: state.workdir, ...(fromKey ? { fromKey } : {}) });
-}
-
-/** The step cache: `<cacheDir>/vm-steps/<key>.ext4` with `<key>.json` (its sha256); LRU by the json's mtime. */
-class StepCache {
-  readonly dir: string;
-  constructor(cacheDir: string, private readonly maxBytes: number, private readonly log: Logger) {
-    this.dir = path.join(cacheDir, 'vm-steps');
-  }
-  private files(key: string): { img: string; meta: string } {
-    return { img: path.join(this.dir, `${key}.ext4`), meta: path.join(this.dir, `${key}.json`) };
-  }
-  async has(key: string): Promise<boolean> {
-    return fs.existsSync(this.files(key).meta);
-  }
-  /** Copy the entry to `dest`; false (and the entry removed) when it is missing or fails its digest. */
-  async restore(key: string, dest: string): Promise<boolean> {
-    const f = this.files(key);
-    try {
-      const meta = JSON.parse(await fsp.readFile(f.meta, 'utf8')) as { sha256: string };
-      await copySparse(f.img, dest);
-      const got = await sparseDigest(dest);
-      if (got !== meta.sha256) throw new Error(`sha256 ${got}, expected ${meta.sha256}`);
-      const now = new Date();
-      await fsp.utimes(f.meta, now, now);
-      return true;
-    } catch (err) {
-      this.log.warn('a step cache entry is corrupt: rebuilding it', { key: key.slice(0, 16), reason: (err as Error).message });
-      await fsp.rm(f.img, { force: true });
-      await fsp.rm(f.meta, { force: true });
-      return false;
-    }
-  }
-  async save(key: string, image: string): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const f = this.files(key);
-    const tmp = `${f.img}.tmp-${process.pid}`;
-    await copySparse(image, tmp);
-    const digest = await sparseDigest(tmp);
-    await fsp.rename(tmp, f.img);
-    await fsp.writeFile(f.meta, JSON.stringify({ sha256: digest, created: new Date().toISOString() }) + '\n');
-    await this.evict();
-  }
-  private async evict(): Promise<void> {
-    const metas = (await fsp.readdir(this.dir)).filter((n) => n.endsWith('.json'));
-    const entries = await Promise.all(metas.map(async (m) => {
-      const key = m.slice(0, -5);
-      const f = this.files(key);
-      const [st, img] = await Promise.all([fsp.stat(f.meta), fsp.stat(f.img).catch(() => undefined)]);
-      return { key, used: st.mtimeMs, bytes: img ? img.blocks * 512 : 0 };
-    }));
-    let total = entries.reduce((a, e) => a + e.bytes, 0);
-    for (const e of entries.sort((a, b) => a.used - b.used)) {
-      if (total <= this.maxBytes) break;
-      const f = this.files(e.key);
-      await fsp.rm(f.img, { force: true });
-      await fsp.rm(f.meta, { force: true });
-      total -= e.bytes;
-      this.log.debug('step cache: evicted', { key: e.key.slice(0, 16) });
-    }
-  }
 }
 
 /** Grow an ext4 image file to `bytes` (never shrinks here). */
@@ -350,12 +293,13 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
   for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, images));
   const targetStage = plan.stages[plan.stages.length - 1];
   if (!targetStage) throw new UserError('the Dockerfile has no stage to build');
+  const stepKeys = plan.stages.flatMap((st) => st.steps.flatMap((x, k) => (FS_STEPS.has(x.keyword) ? [planned.get(st.index)!.keys[k]!] : [])));
   const finalKey = sha('image', planned.get(targetStage.index)!.finalKey, String(o.freeBytes ?? 64 * 1024 ** 2), String(o.sizeBytes ?? ''));
   if (await storage.hasImage(tag)) {
     const existing = await storage.getImage(tag);
     if (!o.noCache && existing.metadata.build?.cacheKey === finalKey) {
       log.info('up to date: every step is unchanged', { tag });
-      return { image: existing, executed: 0, cached: plan.stages.reduce((a, s) => a + s.steps.filter((x) => FS_STEPS.has(x.keyword)).length, 0), timings: { bootMs: 0, stepsMs: 0, convertMs: 0, totalMs: Date.now() - started } };
+      return { image: existing, executed: 0, cached: plan.stages.reduce((a, s) => a + s.steps.filter((x) => FS_STEPS.has(x.keyword)).length, 0), timings: { bootMs: 0, stepsMs: 0, convertMs: 0, totalMs: Date.now() - started }, stepKeys, cacheKey: finalKey };
     }
     if (!o.overwrite) throw new UserError(`image ${tag} already exists (built from other inputs): choose another tag or pass --overwrite`);
   }
@@ -440,7 +384,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     }, { overwrite: o.overwrite ?? false });
     const convertMs = Date.now() - t1;
     log.info('built with the vm engine', { tag, executed, cached, seconds: Math.round((Date.now() - started) / 100) / 10 });
-    return { image: stored, executed, cached, timings: { bootMs: b.bootMs, stepsMs, convertMs, totalMs: Date.now() - started } };
+    return { image: stored, executed, cached, timings: { bootMs: b.bootMs, stepsMs, convertMs, totalMs: Date.now() - started }, stepKeys, cacheKey: finalKey };
   } finally {
     await fsp.rm(work, { recursive: true, force: true });
   }
@@ -532,11 +476,6 @@ async function emptyImage(image: string, scratch: string, log: Logger): Promise<
   } finally {
     await fsp.rm(scratch, { recursive: true, force: true });
   }
-}
-
-/** A sparse copy of an image file (a reflink where the file system has them). */
-async function copySparse(src: string, dest: string): Promise<void> {
-  await exec('cp', ['--sparse=always', '--reflink=auto', src, dest]);
 }
 
 interface PlannedStage {

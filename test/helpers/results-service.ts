@@ -7,7 +7,7 @@ import type * as net from 'node:net';
  * run is refused as the service does), Azure block-blob `PUT ?comp=block` and `?comp=blocklist` on the
  * signed URL, and `FinalizeArtifact` with the content's size and sha256. And the requests @actions/cache
  * (cache service v2) makes, in Twirp JSON with proto field names as its client sends them:
- * `CacheService/GetCacheEntryDownloadURL` (exact key, then restore-key prefixes, same version),
+ * `CacheService/GetCacheEntryDownloadURL` (exact key, then restore-key prefixes matching the newest entry, same version),
  * `CreateCacheEntry` (an existing key+version is refused: entries are immutable), the blob upload,
  * `FinalizeCacheEntryUpload` (the size must match the upload), and a GET of the signed download URL.
  */
@@ -45,7 +45,8 @@ export async function startResultsService(): Promise<ResultsService> {
       if (req.method === 'POST' && url.pathname.endsWith('CacheService/GetCacheEntryDownloadURL')) {
         const q = JSON.parse(body.toString()) as { key: string; restore_keys?: string[]; version: string };
         const done = [...caches.values()].filter((e) => e.finalized && e.version === q.version);
-        const hit = done.find((e) => e.key === q.key) ?? (q.restore_keys ?? []).map((p) => done.find((e) => e.key.startsWith(p))).find(Boolean);
+        // A restore key matches the newest entry under its prefix, as GitHub's service does.
+        const hit = done.find((e) => e.key === q.key) ?? (q.restore_keys ?? []).map((p) => [...done].reverse().find((e) => e.key.startsWith(p))).find(Boolean);
         if (!hit) return json(200, { ok: false, signed_download_url: '', matched_key: '' });
         return json(200, { ok: true, signed_download_url: `${base}/devstoreaccount1/caches/${encodeURIComponent(cacheId(hit.key, hit.version))}?sig=test`, matched_key: hit.key });
       }

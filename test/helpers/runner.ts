@@ -1,3 +1,4 @@
+import { afterAll } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -27,8 +28,15 @@ export function parseFileCommands(text: string): Record<string, string> {
 
 export interface RunnerFiles { dir: string; output: string; summary: string; state: string; env: string; path: string }
 
+/** Every runner directory a test file made: what the steps left in RUNNER_TEMP stays readable until the file's tests end. */
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
 export async function runnerFiles(): Promise<RunnerFiles> {
   const dir = await tempDir('firebuild-runner-');
+  made.push(dir);
   const f = { dir, output: path.join(dir, 'output'), summary: path.join(dir, 'summary.md'), state: path.join(dir, 'state'), env: path.join(dir, 'env'), path: path.join(dir, 'path') };
   for (const p of [f.output, f.summary, f.state, f.env, f.path]) fs.writeFileSync(p, '');
   return f;

@@ -9,7 +9,8 @@ import { REPO, expectJsonResult, lines, runCli, tempDir } from '../helpers/cli.j
 import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 import { DOCKER, ext4Tree, type Tree } from '../helpers/trees.js';
 import { importDebianCloud } from '../helpers/vm.js';
-import { annotations, runAction } from '../helpers/runner.js';
+import { annotations, runAction, type ActionRun } from '../helpers/runner.js';
+import { startResultsService } from '../helpers/results-service.js';
 import { serveDir } from '../helpers/servers.js';
 
 /**
@@ -439,6 +440,56 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(r.summary).toContain('| builder | vm |');
     expect(r.summary).toContain('| steps run | 1 |');
   }, 10 * 60_000);
+
+  test('the build-rootfs action carries the step cache between jobs through the Actions cache: a fresh runner runs no step; a change saves a new entry', async () => {
+    const results = await startResultsService();
+    try {
+      const dir = writeCtx('actions-cache', { 'app.txt': 'v1\n', Dockerfile: [`FROM ${BASE}`, 'RUN echo cached-across-jobs > /step1', 'COPY app.txt /app.txt', 'RUN cat /app.txt > /step3', ''].join('\n') });
+      const job = (n: string, tag: string): Promise<ActionRun> => runAction('build-rootfs/index.js', { dockerfile: path.join(dir, 'Dockerfile'), tag, engine: 'vm' }, { ...env, ...results.env, FIREBUILD_ACCEL: 'tcg', FIREBUILD_CACHE_DIR: path.join(work, `job-cache-${n}`) });
+      const first = await job('1', 'fbtest/vm-actions-cache:1');
+      expect({ code: first.code, errors: annotations(first.stdout), warnings: annotations(first.stdout, 'warning') }).toEqual({ code: 0, errors: [], warnings: [] });
+      expect(first.outputs['step-cache-restored']).toBe('');
+      expect(first.outputs['step-cache-saved']).toMatch(/^firebuild-vmsteps-1-fbtest-vm-actions-cache-[0-9a-f]{20}$/);
+      expect(first.summary).toContain('| steps run | 3 |');
+      // The next job, on a fresh runner (an empty build cache): every step from the Actions cache, no VM booted.
+      const second = await job('2', 'fbtest/vm-actions-cache:2');
+      expect({ code: second.code, errors: annotations(second.stdout), warnings: annotations(second.stdout, 'warning') }).toEqual({ code: 0, errors: [], warnings: [] });
+      expect(second.outputs).toMatchObject({ 'step-cache-restored': first.outputs['step-cache-saved'], 'step-cache-saved': '' });
+      // The same file tree (the ext4 bytes differ: a file system records when it was made and resized).
+      expect(await ext4Tree(second.outputs.rootfs!)).toEqual(await ext4Tree(first.outputs.rootfs!));
+      expect(second.summary).toContain('| steps run | 0 |');
+      expect(second.summary).toContain('| steps from the cache | 3 |');
+      expect(fs.existsSync(path.join(os.tmpdir(), 'firebuild-actions-cache'))  ? fs.readdirSync(path.join(os.tmpdir(), 'firebuild-actions-cache')).filter((n) => n.includes('vmsteps')) : []).toEqual([]);
+      // The COPY's source changes: steps 1 restored, 2 and 3 run, and a new entry is saved.
+      fs.writeFileSync(path.join(dir, 'app.txt'), 'v2\n');
+      const third = await job('3', 'fbtest/vm-actions-cache:3');
+      expect(third.code).toBe(0);
+      expect(third.outputs['step-cache-restored']).toBe(first.outputs['step-cache-saved']);
+      expect(third.outputs['step-cache-saved']).toMatch(/^firebuild-vmsteps-1-fbtest-vm-actions-cache-/);
+      expect(third.outputs['step-cache-saved']).not.toBe(first.outputs['step-cache-saved']);
+      expect(third.summary).toContain('| steps run | 2 |');
+      expect([...results.caches.values()].filter((e) => e.key.startsWith('firebuild-vmsteps-')).length).toBe(2);
+    } finally {
+      results.close();
+    }
+  }, 15 * 60_000);
+
+  test('a step cache archive holding anything but entries (a path, a link) is refused and nothing of it is extracted', async () => {
+    const { StepCache } = await import('../../src/build/step-cache.js');
+    const { MemoryLogger } = await import('../../src/util/logger.js');
+    const cacheDir = path.join(work, 'evil-cache');
+    const steps = new StepCache(cacheDir, 1024 ** 3, new MemoryLogger());
+    const src = path.join(work, 'evil-src');
+    fs.mkdirSync(path.join(src, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'sub', 'x'), 'x');
+    fs.symlinkSync('/etc', path.join(src, `${'a'.repeat(64)}.ext4`));
+    for (const [name, members] of [['path', ['sub/x']], ['link', [`${'a'.repeat(64)}.ext4`]]] as const) {
+      const archive = path.join(work, `evil-${name}.tar.zst`);
+      execFileSync('tar', ['--zstd', '-cf', archive, '-C', src, ...members]);
+      await expect(steps.unpack(archive)).rejects.toThrow(/not a step cache entry: refusing it/);
+    }
+    expect(fs.existsSync(path.join(cacheDir, 'vm-steps')) ? fs.readdirSync(path.join(cacheDir, 'vm-steps')) : []).toEqual([]);
+  });
 
   test('a failing RUN at line 7 fails with that line, its exit code and the output tail; nothing is stored or left behind', async () => {
     const dir = writeCtx('fail', {

@@ -15,5 +15,8 @@ export function getInputs(): BuildInputs {
     size: input('size'),
     freeSpace: input('free-space', { default: '256M' }),
     overwrite: boolInput('overwrite'),
+    // The step cache belongs to the vm engine, which builds rootfs images only.
+    stepCache: false,
+    cacheVersion: '1',
   };
 }

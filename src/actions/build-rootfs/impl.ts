@@ -1,4 +1,8 @@
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
 import * as core from '@actions/core';
+import { DEFAULT_CACHE_MAX_BYTES } from '../../build/vm-engine.js';
+import { StepCache } from '../../build/step-cache.js';
 import { buildWithVm } from '../../build/vm-engine.js';
 import { buildWithDocker } from '../../commands/build.js';
 import type { StoredImage } from '../../store/provider.js';
@@ -6,7 +10,7 @@ import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, actionSettings, boolInput, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, cacheEntryDir, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
 export interface BuildInputs {
@@ -21,6 +25,9 @@ export interface BuildInputs {
   size: string;
   freeSpace: string;
   overwrite: boolean;
+  /** engine vm: carry the step cache between jobs through the Actions cache. */
+  stepCache: boolean;
+  cacheVersion: string;
 }
 
 export const ENGINES = ['docker'] as const;
@@ -41,7 +48,65 @@ export function getInputs(): BuildInputs {
     size: input('size'),
     freeSpace: input('free-space', { default: '256M' }),
     overwrite: boolInput('overwrite'),
+    stepCache: boolInput('step-cache', true),
+    cacheVersion: cacheVersionInput(),
   };
+}
+
+function cacheVersionInput(): string {
+  const v = input('cache-version', { default: '1' });
+  if (!/^[A-Za-z0-9._-]{1,32}$/.test(v)) throw new UserError(`input 'cache-version' is '${v}': use up to 32 letters, digits, '.', '_' or '-'`);
+  return v;
+}
+
+/** The Actions cache keys of a tag's step cache: one prefix per repository name (any version), the build's own key after it. */
+export function stepCacheKeys(tag: string, cacheVersion: string, cacheKey?: string): { prefix: string; key: string } {
+  const name = tag.replace(/:[^/:]*$/, '').replace(/[^A-Za-z0-9._-]/g, '-');
+  const prefix = `firebuild-vmsteps-${cacheVersion}-${name}-`;
+  return { prefix, key: prefix + (cacheKey ?? 'none').slice(0, 20) };
+}
+
+/**
+ * engine vm: before the build, the newest step cache saved for this image name (any version) comes back
+ * from the Actions cache into the build cache; after it, the entries of this build's steps are saved
+ * under the build's own key, unless that very entry was restored. Entries are still checked by their
+ * digests when used; a failed restore or save is a warning, never a failed build.
+ */
+async function withStepCache<T extends { stepKeys: string[]; cacheKey: string }>(i: BuildInputs, log: ActionsLogger, build: () => Promise<T>): Promise<{ result: T; restored: string; saved: string }> {
+  const steps = new StepCache(defaultCacheDir(), DEFAULT_CACHE_MAX_BYTES, log);
+  const { prefix } = stepCacheKeys(i.tag, i.cacheVersion);
+  let restored = '';
+  // One path for restore and save: @actions/cache's version hashes the paths.
+  const dir = cacheEntryDir(`${prefix}steps`);
+  if (i.stepCache) {
+    try {
+      const hit = await cacheRestore(dir, `${prefix}none`, [prefix]);
+      if (hit) {
+        const n = await steps.unpack(path.join(dir, 'steps.tar.zst'));
+        restored = hit;
+        core.info(`step cache: ${n} entries restored from ${hit}`);
+      }
+    } catch (err) {
+      core.warning(`the step cache from the Actions cache is unusable (${(err as Error).message}): building without it`);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  }
+  const result = await build();
+  let saved = '';
+  const { key } = stepCacheKeys(i.tag, i.cacheVersion, result.cacheKey);
+  if (i.stepCache && key !== restored) {
+    const out = dir;
+    try {
+      await fsp.mkdir(out, { recursive: true });
+      if ((await steps.pack(result.stepKeys, path.join(out, 'steps.tar.zst'))) > 0 && (await cacheSave(out, key))) saved = key;
+    } catch (err) {
+      core.warning(`saving the step cache failed (${(err as Error).message})`);
+    } finally {
+      await fsp.rm(out, { recursive: true, force: true });
+    }
+  }
+  return { result, restored, saved };
 }
 
 export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<void> {
@@ -49,11 +114,14 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
   const storage = openStorage(await actionSettings());
   if (i.engine === 'vm') {
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
-    const v = await core.group(`Build ${i.tag} with the vm engine`, () => buildWithVm({
+    const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildWithVm({
       dockerfile: i.dockerfile, ...(i.context ? { context: i.context } : {}), buildArgs: i.buildArgs, ...(i.target ? { target: i.target } : {}), tag: i.tag,
       ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}), freeBytes: parseSize(i.freeSpace, 'free-space'), overwrite: i.overwrite, cacheDir: defaultCacheDir(),
-    }, storage, log));
-    return report(type, v.image, 'vm', [['steps run', String(v.executed)], ['steps from the cache', String(v.cached)]]);
+      ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}),
+    }, storage, log)));
+    core.setOutput('step-cache-restored', restored);
+    core.setOutput('step-cache-saved', saved);
+    return report(type, v.image, 'vm', [['steps run', String(v.executed)], ['steps from the cache', String(v.cached)], ['step cache', restored ? `restored from \`${restored}\`` : 'nothing restored'], ...(saved ? [['step cache saved', `\`${saved}\``] as [string, string]] : [])]);
   }
   const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildWithDocker({
     type,

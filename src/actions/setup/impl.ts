@@ -16,7 +16,7 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { detectKvm } from '../../vmm/kvm.js';
-import { ActionsLogger, boolInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, boolInput, cacheEntryDir, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
 
 /**
  * The setup action: check the runner (the doctor's checks; one annotation when KVM or a part is
@@ -89,11 +89,6 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
 }
 
 const ARCH = os.arch() === 'arm64' ? 'aarch64' : 'x86_64';
-
-/** Where a cache entry's files sit while @actions/cache archives or restores them: the same path in every job (the cache version hashes the paths). */
-export function cacheEntryDir(key: string): string {
-  return path.join(os.tmpdir(), 'firebuild-actions-cache', key);
-}
 
 /** A cache key's digest part: sha256 over the parts, 20 hex digits. */
 function digest(...parts: string[]): string {

@@ -1,0 +1,120 @@
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
+import { exec } from '../util/exec.js';
+import { sparseDigest } from '../util/fs.js';
+import type { Logger } from '../util/logger.js';
+
+/** A sparse copy of an image file (a reflink where the file system has them). */
+export async function copySparse(src: string, dest: string): Promise<void> {
+  await exec('cp', ['--sparse=always', '--reflink=auto', src, dest]);
+}
+
+const ENTRY_NAME = /^[0-9a-f]{64}\.(ext4|json)$/;
+
+/** The step cache: `<cacheDir>/vm-steps/<key>.ext4` with `<key>.json` (its sha256); LRU by the json's mtime. */
+export class StepCache {
+  readonly dir: string;
+  constructor(cacheDir: string, private readonly maxBytes: number, private readonly log: Logger) {
+    this.dir = path.join(cacheDir, 'vm-steps');
+  }
+  private files(key: string): { img: string; meta: string } {
+    return { img: path.join(this.dir, `${key}.ext4`), meta: path.join(this.dir, `${key}.json`) };
+  }
+  async has(key: string): Promise<boolean> {
+    return fs.existsSync(this.files(key).meta);
+  }
+  /** Copy the entry to `dest`; false (and the entry removed) when it is missing or fails its digest. */
+  async restore(key: string, dest: string): Promise<boolean> {
+    const f = this.files(key);
+    try {
+      const meta = JSON.parse(await fsp.readFile(f.meta, 'utf8')) as { sha256: string };
+      await copySparse(f.img, dest);
+      const got = await sparseDigest(dest);
+      if (got !== meta.sha256) throw new Error(`sha256 ${got}, expected ${meta.sha256}`);
+      const now = new Date();
+      await fsp.utimes(f.meta, now, now);
+      return true;
+    } catch (err) {
+      this.log.warn('a step cache entry is corrupt: rebuilding it', { key: key.slice(0, 16), reason: (err as Error).message });
+      await fsp.rm(f.img, { force: true });
+      await fsp.rm(f.meta, { force: true });
+      return false;
+    }
+  }
+  async save(key: string, image: string): Promise<void> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const f = this.files(key);
+    const tmp = `${f.img}.tmp-${process.pid}`;
+    await copySparse(image, tmp);
+    const digest = await sparseDigest(tmp);
+    await fsp.rename(tmp, f.img);
+    await fsp.writeFile(f.meta, JSON.stringify({ sha256: digest, created: new Date().toISOString() }) + '\n');
+    await this.evict();
+  }
+  /** The keys among `keys` that have an entry. */
+  async present(keys: string[]): Promise<string[]> {
+    return keys.filter((k) => fs.existsSync(this.files(k).meta) && fs.existsSync(this.files(k).img));
+  }
+
+  /** The entries of `keys` as one archive (GNU tar keeping holes, zstd): what the Actions cache carries between jobs. */
+  async pack(keys: string[], archive: string): Promise<number> {
+    const names = (await this.present(keys)).flatMap((k) => [`${k}.ext4`, `${k}.json`]);
+    if (!names.length) return 0;
+    await exec('tar', ['--sparse', '--zstd', '-cf', archive, '-C', this.dir, '--', ...names]);
+    return names.length / 2;
+  }
+
+  /**
+   * Entries from an archive made by pack. Every member must be a regular file named `<key>.ext4` or
+   * `<key>.json` (nothing else is extracted: no paths, no links); each entry is still checked against its
+   * digest when a build uses it.
+   */
+  async unpack(archive: string): Promise<number> {
+    const listing = await exec('tar', ['--zstd', '-tvf', archive]);
+    const members = listing.stdout.split('\n').filter(Boolean);
+    for (const line of members) {
+      const name = line.split(/\s+/).pop() ?? '';
+      if (!line.startsWith('-') || !ENTRY_NAME.test(name)) throw new UserError(`the step cache archive holds ${JSON.stringify(name)}, which is not a step cache entry: refusing it`);
+    }
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = await fsp.mkdtemp(path.join(this.dir, '.import-'));
+    try {
+      await exec('tar', ['--sparse', '--zstd', '-xf', archive, '-C', tmp, '--no-same-owner', '--no-same-permissions']);
+      let n = 0;
+      // Images first, then their json: an entry counts only once both are in place.
+      const names = (await fsp.readdir(tmp)).filter((f) => ENTRY_NAME.test(f)).sort((x, y) => (x.endsWith('.json') ? 1 : 0) - (y.endsWith('.json') ? 1 : 0));
+      for (const f of names) {
+        const st = await fsp.lstat(path.join(tmp, f));
+        if (!st.isFile()) continue;
+        await fsp.rename(path.join(tmp, f), path.join(this.dir, f));
+        if (f.endsWith('.json')) n++;
+      }
+      await this.evict();
+      return n;
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  private async evict(): Promise<void> {
+    const metas = (await fsp.readdir(this.dir)).filter((n) => n.endsWith('.json'));
+    const entries = await Promise.all(metas.map(async (m) => {
+      const key = m.slice(0, -5);
+      const f = this.files(key);
+      const [st, img] = await Promise.all([fsp.stat(f.meta), fsp.stat(f.img).catch(() => undefined)]);
+      return { key, used: st.mtimeMs, bytes: img ? img.blocks * 512 : 0 };
+    }));
+    let total = entries.reduce((a, e) => a + e.bytes, 0);
+    for (const e of entries.sort((a, b) => a.used - b.used)) {
+      if (total <= this.maxBytes) break;
+      const f = this.files(e.key);
+      await fsp.rm(f.img, { force: true });
+      await fsp.rm(f.meta, { force: true });
+      total -= e.bytes;
+      this.log.debug('step cache: evicted', { key: e.key.slice(0, 16) });
+    }
+  }
+}
+
