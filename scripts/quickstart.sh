@@ -21,8 +21,8 @@ vmlinuz=$(ls /boot/vmlinuz-*cloud* | sort | tail -n1)
 fb kernel import --id debian-cloud --overwrite "$vmlinuz" --initrd "${vmlinuz/vmlinuz/initrd.img}" >/dev/null
 fb kernel ls
 
-echo "== build the example service (examples/hello) into a tagged rootfs with the Docker engine"
-fb rootfs --engine docker --dockerfile examples/hello/Dockerfile --tag examples/hello:1 --overwrite
+echo "== build the example service (examples/hello) into a tagged rootfs with the vm engine (its RUN runs in a build microVM, never on this host)"
+fb rootfs --dockerfile examples/hello/Dockerfile --tag examples/hello:1 --vmlinux-id debian-cloud --overwrite
 fb image inspect examples/hello:1 >/dev/null && echo "examples/hello:1 stored (firebuild image inspect examples/hello:1 shows its metadata)"
 
 echo "== image store"

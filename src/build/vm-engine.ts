@@ -265,6 +265,17 @@ async function takeBackJailed(jailDir: string, image: string): Promise<void> {
   await fsp.chown(image, 0, 0);
 }
 
+/** BuildKit features the vm engine does not do (refused rather than ignored). `COPY --link` changes only how BuildKit caches layers, not the tree: accepted. */
+export function vmUnsupported(step: Step): string | undefined {
+  if (step.mounts?.length) return 'RUN --mount';
+  if (step.network !== undefined) return 'RUN --network';
+  if (step.security !== undefined) return 'RUN --security';
+  if (step.checksum !== undefined) return 'ADD --checksum';
+  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude)\b/i.exec(step.original);
+  if (m) return `${step.keyword} --${m[1]}`;
+  return undefined;
+}
+
 /** Resolve a WORKDIR value against the current one. */
 function joinWorkdir(current: string, value: string): string {
   return path.posix.resolve(current || '/', value);
@@ -282,8 +293,18 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
     baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => (await images.resolve(ref))?.config,
   });
-  // A kernel must be there before anything runs (a build with no RUN boots nothing, but fails the same way everywhere).
-  await pickKernel(storage, o.vmlinuxId);
+  for (const st of plan.stages) {
+    for (const step of st.steps) {
+      const feature = vmUnsupported(step);
+      if (feature) throw new UserError(`${feature} is not supported by the vm engine yet: remove it, or build with --engine docker on a host with BuildKit`, { file: step.file, line: step.line });
+    }
+  }
+  // RUN steps boot the build VMs: their kernel must be there before anything runs (a build without RUN boots nothing).
+  if (plan.stages.some((st) => st.steps.some((x) => x.keyword === 'RUN'))) {
+    await pickKernel(storage, o.vmlinuxId).catch((err: Error) => {
+      throw err instanceof UserError ? new UserError(`the vm engine boots RUN steps in microVMs, and ${err.message}; or build with --engine docker`) : err;
+    });
+  }
   const cache = new StepCache(o.cacheDir, o.cacheMaxBytes ?? DEFAULT_CACHE_MAX_BYTES, log);
   let executed = 0;
   let cached = 0;

@@ -90,6 +90,12 @@ function withVmOptions(cmd: Command, forBuild: boolean): Command {
 
 interface VmCliOpts { network?: string; cniNetworkName?: string; cniConfDir: string; cniBinDir?: string; backend: string; accel: string; firecrackerMode: string; jailerUid: string; jailerGid: string }
 
+/** The engine of a build: what --engine says; else vm for a Dockerfile (no step runs on the host) and docker for --docker-image (a conversion) and baseos. */
+export function resolveEngine(type: 'baseos' | 'rootfs', engine: string | undefined, dockerImage: string | undefined): 'docker' | 'vm' {
+  if (engine === 'docker' || engine === 'vm') return engine;
+  return type === 'rootfs' && !dockerImage ? 'vm' : 'docker';
+}
+
 function intFlag(v: string, flag: string): number {
   if (!/^\d{1,10}$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give a number`);
   return Number(v);
@@ -282,7 +288,7 @@ export function buildProgram(io: CliIO): Command {
   // Builds ------------------------------------------------------------------------------------------
   type BuildCli = SettingsCliOpts & VmCliOpts & {
     dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
-    engine: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
+    engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
     stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string;
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
@@ -292,7 +298,9 @@ export function buildProgram(io: CliIO): Command {
       .option('--build-arg <name=value>', 'build argument, repeatable', collect)
       .option('--dockerfile-stage <name>', 'the stage to build (default: the last)')
       .option('--tag <org/name:version>', what === 'baseos' ? 'tag of the stored image (default: derived from FROM, alpine:3.12 -> _/alpine:3.12)' : 'tag of the stored image')
-      .addOption(new Option('--engine <engine>', what === 'rootfs' ? 'build engine: docker (the Docker engine), or vm (firebuild\'s own: RUN steps inside a microVM booted from the base image)' : 'build engine').choices(what === 'rootfs' ? ['docker', 'vm'] : ['docker']).default('docker'))
+      .addOption(what === 'rootfs'
+        ? new Option('--engine <engine>', "build engine: vm (firebuild's own: RUN steps inside a microVM booted from the base image; the default for --dockerfile) or docker (the Docker engine; the default for --docker-image)").choices(['docker', 'vm'])
+        : new Option('--engine <engine>', 'build engine').choices(['docker']).default('docker'))
       .option('--size <size>', 'exact size of the ext4 file (e.g. 2G); default: content plus --free-space')
       .option('--free-space <size>', 'free space kept in the image after shrinking', '256M')
       .option('--journal', 'give the file system a journal (off by default: every VM boots a throwaway copy)')
@@ -323,7 +331,7 @@ export function buildProgram(io: CliIO): Command {
       return out(json(plan));
     }
     const { settings, storage } = await ctx(o);
-    if (o.engine === 'vm') {
+    if (resolveEngine(type, o.engine, o.dockerImage) === 'vm') {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
       if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
       if (!/^\d+$/.test(o.mem ?? '') || Number(o.mem) < 64) throw new UserError(`malformed --mem '${o.mem}': give MiB, at least 64`);

@@ -48,7 +48,7 @@ beforeAll(async () => {
     ],
   }));
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  expect((await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env })).code).toBe(0);
+  expect((await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env })).code).toBe(0);
   expect(await importDebianCloud(env)).toBe(0);
 });
 afterAll(async () => {

@@ -130,7 +130,7 @@ describe('rootfs --engine docker', () => {
     const df = path.join(work, 'stored', 'FromStored.Dockerfile');
     fs.writeFileSync(df, 'FROM acme/debian:12\nRUN test -u /usr/bin/passwd && echo from-stored > /proof\n');
     execFileSync(DOCKER, ['rmi', '-f', 'acme/debian:12'], { stdio: 'ignore' });
-    const r = await runCli(['rootfs', '--dockerfile', df, '--tag', 'acme/child:1'], { env });
+    const r = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', df, '--tag', 'acme/child:1'], { env });
     expect(r.stderr).toMatch(/importing a stored image into the Docker engine/);
     expect(r.code).toBe(0);
     const img = JSON.parse(r.stdout) as { rootfs: string; metadata: string };
@@ -166,14 +166,14 @@ describe('bad input: one line, exit 2, nothing stored', () => {
     const df = path.join(work, 'fail', 'Fail.Dockerfile');
     fs.writeFileSync(df, 'FROM debian:bookworm-slim\nENV A=1\nRUN echo about to fail >&2 && exit 3\n');
     const before = storeSnapshot();
-    const r = await runCli(['rootfs', '--dockerfile', df, '--tag', 'acme/fail:1'], { env });
+    const r = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', df, '--tag', 'acme/fail:1'], { env });
     expect(r.code).toBe(2);
     expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/^error: .*Fail\.Dockerfile:3: RUN failed with exit code 3; output: .*about to fail/)]);
     expect(storeSnapshot()).toEqual(before);
   });
 
   test('Docker engine not reachable: says how to start it', async () => {
-    const r = await runCli(['rootfs', '--dockerfile', path.join(ctx, 'Dockerfile'), '--tag', 'acme/x:1'], { env: { ...env, DOCKER_HOST: `unix://${work}/no-docker.sock` } });
+    const r = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(ctx, 'Dockerfile'), '--tag', 'acme/x:1'], { env: { ...env, DOCKER_HOST: `unix://${work}/no-docker.sock` } });
     expect(r.code).toBe(2);
     expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/^error: Docker engine not reachable .*start it with scripts\/install-deps\.sh/)]);
   });
@@ -196,7 +196,7 @@ describe('bad input: one line, exit 2, nothing stored', () => {
   test('BuildKit-only features on the classic builder: one line naming BuildKit', async () => {
     const df = path.join(work, 'Chmod.Dockerfile');
     fs.writeFileSync(df, 'FROM debian:bookworm-slim\nCOPY --chmod=0600 by-name.txt /x\n');
-    const r = await runCli(['rootfs', '--dockerfile', df, '--context', ctx, '--tag', 'acme/x:1'], { env });
+    const r = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', df, '--context', ctx, '--tag', 'acme/x:1'], { env });
     expect(r.code).toBe(2);
     expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/Chmod\.Dockerfile:2: COPY --chmod needs BuildKit \(docker buildx\)/)]);
   });

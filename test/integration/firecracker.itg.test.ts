@@ -27,7 +27,7 @@ beforeAll(async () => {
   jails = path.join(work, 'jails');
   fs.mkdirSync(jails);
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
+  const b = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
   expect(b.code).toBe(0);
   expect(await importDebianCloud(env, 'k', false)).toBe(0);
   const m = await cgroup2Mount();

@@ -34,7 +34,7 @@ async function build(name: string, dockerfile: string, files: Record<string, str
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile);
   for (const [f, c] of Object.entries(files)) fs.writeFileSync(path.join(dir, f), c, { mode: 0o755 });
-  const r = await runCli(['rootfs', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', `test/${name}:1`, '--free-space', '16M'], { env });
+  const r = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', `test/${name}:1`, '--free-space', '16M'], { env });
   expect(r.stderr).not.toMatch(/^error/m);
   const out = JSON.parse(r.stdout) as { rootfs: string; metadata: string };
   const img = { rootfs: out.rootfs, meta: JSON.parse(fs.readFileSync(out.metadata, 'utf8')) as ImageMetadata };

@@ -34,7 +34,7 @@ describe('firebuild kernel build', () => {
     expect(ls).toEqual([expect.objectContaining({ id: 'fc61', metadata: expect.objectContaining({ format: 'elf', source: expect.stringContaining('linux-source-6.1') }) })]);
     expect(ls[0]!.metadata.initrd).toBeUndefined();
 
-    expect((await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env })).code).toBe(0);
+    expect((await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env })).code).toBe(0);
     const srv = net.createServer();
     const port = await new Promise<number>((resolve) => srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port)));
     await new Promise((r) => srv.close(r));

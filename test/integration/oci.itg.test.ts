@@ -26,7 +26,7 @@ const storeOf = (name: string): NodeJS.ProcessEnv => ({ FIREBUILD_HOME: path.joi
 beforeAll(async () => {
   work = await tempDir();
   env = storeOf('home');
-  const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
+  const b = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env });
   expect(b.code).toBe(0);
   // A second registry that wants a password.
   authPort = await freePort();

@@ -491,6 +491,22 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(fs.existsSync(path.join(cacheDir, 'vm-steps')) ? fs.readdirSync(path.join(cacheDir, 'vm-steps')) : []).toEqual([]);
   });
 
+  test('vm is the default engine for a Dockerfile: without a kernel, a RUN is one line naming the fix; a Dockerfile without RUN needs none; --docker-image still converts with the Docker engine', async () => {
+    const bare = { FIREBUILD_HOME: path.join(work, 'no-kernel-home') };
+    const withRun = writeCtx('default-run', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n` });
+    const r = await runCli(['rootfs', '--dockerfile', path.join(withRun, 'Dockerfile'), '--tag', 'fbtest/default-run:1'], { env: bare });
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/^error: the vm engine boots RUN steps in microVMs, and no kernel stored: import one with firebuild kernel import .*; or build with --engine docker$/);
+    const noRun = writeCtx('default-norun', { 'a.txt': 'a\n', Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n' });
+    const ok = await runCli(['rootfs', '--dockerfile', path.join(noRun, 'Dockerfile'), '--tag', 'fbtest/default-norun:1'], { env: bare });
+    expectJsonResult(ok);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ builder: 'vm', executed: 1 });
+    const conv = await runCli(['rootfs', '--docker-image', process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim', '--tag', 'fbtest/default-conv:1', '--free-space', '8M'], { env: bare });
+    expectJsonResult(conv);
+    expect(JSON.parse(conv.stdout)).toMatchObject({ builder: 'none' });
+    expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
   test('a failing RUN at line 7 fails with that line, its exit code and the output tail; nothing is stored or left behind', async () => {
     const dir = writeCtx('fail', {
       Dockerfile: [`FROM ${BASE}`, 'RUN echo one', '# two', '# three', '# four', '# five', 'RUN echo "about to fail" && ls /nonexistent-dir', 'RUN echo never', ''].join('\n'),

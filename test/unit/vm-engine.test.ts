@@ -1,5 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { runArgv } from '../../src/build/vm-engine.js';
+import { runArgv, vmUnsupported } from '../../src/build/vm-engine.js';
+import { resolveEngine } from '../../src/cli/program.js';
 import type { Step } from '../../src/dockerfile/plan-schema.js';
 
 const step = (over: Partial<Step>): Step => ({ file: 'Dockerfile', line: 3, keyword: 'RUN', original: 'RUN x', form: 'shell', shell: ['/bin/sh', '-c'], ...over });
@@ -18,5 +19,35 @@ describe('the vm engine runs RUN as BuildKit does', () => {
   test('a command with heredocs hands the shell the command line followed by the documents', () => {
     const s = step({ command: ['/bin/sh', '-c', 'cat > /f <<A && cat > /g <<"B"'], heredocs: [{ name: 'A', content: 'first\n', expand: true, chomp: false }, { name: 'B', content: 'second $X', expand: false, chomp: false }] });
     expect(runArgv(s)).toEqual(['/bin/sh', '-c', 'cat > /f <<A && cat > /g <<"B"\nfirst\nA\nsecond $X\nB']);
+  });
+});
+
+describe('the vm engine refuses the BuildKit features it does not do', () => {
+  test.each([
+    ['RUN --mount', { mounts: [{ type: 'cache', target: '/root/.cache' }] }],
+    ['RUN --network', { network: 'none' }],
+    ['RUN --security', { security: 'insecure' }],
+    ['ADD --checksum', { keyword: 'ADD', checksum: 'sha256:00' }],
+    ['COPY --parents', { keyword: 'COPY', original: 'COPY --parents a/b /dst/' }],
+    ['COPY --exclude', { keyword: 'COPY', original: 'COPY --exclude=*.log . /dst/' }],
+  ] as [string, Partial<Step>][])('%s', (feature, over) => {
+    expect(vmUnsupported(step(over))).toBe(feature);
+  });
+
+  test('COPY --link (layer caching only) and plain steps pass', () => {
+    expect(vmUnsupported(step({ keyword: 'COPY', link: true, original: 'COPY --link a /a' }))).toBeUndefined();
+    expect(vmUnsupported(step({}))).toBeUndefined();
+  });
+});
+
+describe('the engine a build uses', () => {
+  test.each([
+    ['rootfs', undefined, undefined, 'vm'],
+    ['rootfs', undefined, 'nginx:1', 'docker'],
+    ['rootfs', 'docker', undefined, 'docker'],
+    ['rootfs', 'vm', undefined, 'vm'],
+    ['baseos', undefined, undefined, 'docker'],
+  ] as ['rootfs' | 'baseos', string | undefined, string | undefined, string][])('%s --engine %s --docker-image %s: %s', (type, engine, image, want) => {
+    expect(resolveEngine(type, engine, image)).toBe(want);
   });
 });

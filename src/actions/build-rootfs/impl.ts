@@ -42,7 +42,8 @@ export function getInputs(): BuildInputs {
     tag: input('tag', { required: true }),
     buildArgs: listInput('build-args'),
     target: input('target'),
-    engine: input('engine', { choices: ROOTFS_ENGINES, default: 'docker' }),
+    // vm by default for a Dockerfile (no step runs on the runner's host); docker converts docker-image.
+    engine: input('engine', { choices: ROOTFS_ENGINES, default: dockerImage ? 'docker' : 'vm' }),
     dockerImage,
     dockerImageBase: input('docker-image-base'),
     size: input('size'),
