@@ -144,3 +144,4 @@ export async function cacheSave(dir: string, key: string): Promise<boolean> {
     return false;
   }
 }
+

@@ -346,6 +346,8 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
             start = k + 1;
             cached += stage.steps.slice(0, k + 1).filter((s) => FS_STEPS.has(s.keyword)).length;
             log.info('steps restored from the cache', { stage: stage.name ?? stage.index, through: `${path.basename(stage.steps[k]!.file)}:${stage.steps[k]!.line}` });
+            // A larger --size than the cached build's (a full disk, retried): the restored steps grow too.
+            if (o.sizeBytes) await growTo(image, o.sizeBytes);
           }
           break;
         }

@@ -584,10 +584,14 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(r2.code).not.toBe(0);
     expect(r2.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 did not finish within 20 s: raise --step-timeout/);
 
-    const full = writeCtx('full', { Dockerfile: `FROM ${BASE}\nRUN dd if=/dev/zero of=/big bs=1M count=400\n` });
+    const full = writeCtx('full', { Dockerfile: `FROM ${BASE}\nRUN echo before > /before\nRUN dd if=/dev/zero of=/big bs=1M count=400\n` });
     const r3 = await vmBuild(full, 'fbtest/vm-bad:3', ['--size', '300M']);
     expect(r3.code).not.toBe(0);
-    expect(r3.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:2 failed with exit code 1 \(the build disk is full: grow it with --size\)/);
+    expect(r3.stderr.trim().split('\n').pop()).toMatch(/RUN at Dockerfile:3 failed with exit code 1 \(the build disk is full: grow it with --size\)/);
+    // As the message says: a larger --size gets past it, the earlier steps still coming from the cache.
+    const grown = await vmBuild(full, 'fbtest/vm-grown:1', ['--size', '1G']);
+    expectJsonResult(grown);
+    expect(JSON.parse(grown.stdout)).toMatchObject({ executed: 1, cached: 1 });
 
     expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-bad');
     expect(leftovers()).toEqual([]);

@@ -18,5 +18,9 @@ export function getInputs(): BuildInputs {
     // The step cache belongs to the vm engine, which builds rootfs images only.
     stepCache: false,
     cacheVersion: '1',
+    network: '',
+    backend: 'auto',
+    cniNetwork: '',
+    cniConfDir: '/etc/cni/conf.d',
   };
 }

@@ -11,9 +11,10 @@ import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
 import { ActionsLogger, actionSettings, boolInput, cacheEntryDir, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
-export interface BuildInputs {
+export interface BuildInputs extends VmInputs {
   dockerfile: string;
   context: string;
   tag: string;
@@ -51,6 +52,8 @@ export function getInputs(): BuildInputs {
     overwrite: boolInput('overwrite'),
     stepCache: boolInput('step-cache', true),
     cacheVersion: cacheVersionInput(),
+    // engine vm: how the build VMs boot (the profile's Firecracker when backend is auto and setup installed it).
+    ...getVmInputs(),
   };
 }
 
@@ -112,13 +115,16 @@ async function withStepCache<T extends { stepKeys: string[]; cacheKey: string }>
 
 export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<void> {
   const log = new ActionsLogger(type);
-  const storage = openStorage(await actionSettings());
+  const settings = await actionSettings();
+  const storage = openStorage(settings);
   if (i.engine === 'vm') {
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
+    const vm = { ...(await vmRuntime(i, settings)), runCache: settings.runCache };
     const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildWithVm({
       dockerfile: i.dockerfile, ...(i.context ? { context: i.context } : {}), buildArgs: i.buildArgs, ...(i.target ? { target: i.target } : {}), tag: i.tag,
       ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}), freeBytes: parseSize(i.freeSpace, 'free-space'), overwrite: i.overwrite, cacheDir: defaultCacheDir(),
       ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}),
+      vm,
     }, storage, log)));
     core.setOutput('step-cache-restored', restored);
     core.setOutput('step-cache-saved', saved);

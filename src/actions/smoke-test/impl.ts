@@ -1,32 +1,26 @@
+import * as path from 'node:path';
 import * as core from '@actions/core';
-import { chooseBackend, cniBinDir, killVm, runVm, type NetworkMode, type RunOptions } from '../../commands/run.js';
+import { killVm, runVm } from '../../commands/run.js';
 import { openStorage } from '../../profile/settings.js';
 import { runProbes, waitExitCode } from '../../runtime/probes.js';
 import { RunCache } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
-import * as path from 'node:path';
 import { ActionsLogger, actionSettings, input, listInput, summaryTable, uploadArtifact } from '../common.js';
+import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
 
 /**
  * The smoke-test action: boot a stored image, run the probes (TCP ports, HTTP checks, or the command's
  * exit code), output the VM's IP and serial log. The VM keeps running for later steps; the post step
  * (post.ts) always tears it down, also after a failure or a cancel.
  */
-export const NETWORKS = ['user', 'none'] as const;
-export const BACKENDS = ['auto', 'qemu', 'firecracker'] as const;
 export const ACCELS = ['auto', 'kvm', 'tcg'] as const;
 export const STATE_VMM_ID = 'vmm-id';
 
-export interface SmokeInputs {
+export interface SmokeInputs extends VmInputs {
   tag: string;
   vmlinuxId: string;
   mem: number;
   cpu: number;
-  /** '' = the backend's default: user for QEMU, none for Firecracker (which has no user-mode networking). */
-  network: '' | 'user' | 'none';
-  backend: 'auto' | 'qemu' | 'firecracker';
-  cniNetwork: string;
-  cniConfDir: string;
   ports: string[];
   env: string[];
   waitTcp: number[];
@@ -50,10 +44,7 @@ export function getInputs(): SmokeInputs {
     vmlinuxId: input('vmlinux-id'),
     mem: int('mem', input('mem', { default: '256' }), 64, 1 << 20),
     cpu: int('cpu', input('cpu', { default: '1' }), 1, 64),
-    network: input('network', { choices: NETWORKS }) as '' | 'user' | 'none',
-    backend: input('backend', { choices: BACKENDS, default: 'auto' }) as SmokeInputs['backend'],
-    cniNetwork: input('cni-network'),
-    cniConfDir: input('cni-conf-dir', { default: '/etc/cni/conf.d' }),
+    ...getVmInputs(),
     ports: listInput('ports'),
     env: listInput('env'),
     waitTcp: listInput('wait-tcp').map((p) => int('wait-tcp', p, 1, 65535)),
@@ -80,21 +71,14 @@ async function uploadSerialLog(id: string, serialLog: string): Promise<void> {
 export async function run(): Promise<void> {
   const i = getInputs();
   const log = new ActionsLogger('smoke-test');
-  if (i.cniNetwork && i.network) throw new UserError(`inputs 'network' and 'cni-network' exclude each other: keep one`);
   const settings = await actionSettings();
   const storage = openStorage(settings);
   const cache = new RunCache(settings.runCache);
-  // Firecracker binaries come from the profile the setup action wrote (or one named by FIREBUILD_PROFILE).
-  const firecracker: NonNullable<RunOptions['firecracker']> = {
-    ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
-    chrootBase: settings.chrootBase, uid: 65534, gid: 65534, mode: 'api',
-  };
-  const backend = chooseBackend({ backend: i.backend, firecracker });
-  const network: NetworkMode = i.cniNetwork ? 'cni' : (i.network || (backend === 'firecracker' ? 'none' : 'user'));
+  const vm = await vmRuntime(i, settings);
+  const backend = vm.backend;
   const state = await core.group(`Boot ${i.tag}`, async () => runVm({
     from: i.tag, ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), memMib: i.mem, cpus: i.cpu, env: i.env, envFiles: [],
-    network, ports: i.ports, accel: i.accel, backend, bootTimeoutMs: i.timeoutMs, firecracker,
-    ...(i.cniNetwork ? { cni: { network: i.cniNetwork, confDir: path.resolve(i.cniConfDir), binDir: await cniBinDir() } } : {}),
+    ports: i.ports, accel: i.accel, bootTimeoutMs: i.timeoutMs, ...vm,
     // Saved before the VM starts: the post step tears it down even if the boot, the probes or the job fail or are cancelled.
     onCreated: (id) => core.saveState(STATE_VMM_ID, id),
   }, storage, cache, log));

@@ -1,0 +1,38 @@
+import * as path from 'node:path';
+import { chooseBackend, cniBinDir, type NetworkMode, type RunOptions } from '../commands/run.js';
+import type { Settings } from '../profile/settings.js';
+import { UserError } from '../util/errors.js';
+import { input } from './common.js';
+/** The VM inputs smoke-test and build-rootfs share: the VMM, and the network it boots on. */
+export interface VmInputs {
+  /** '' = the backend's default: user for QEMU, none for Firecracker (which has no user-mode networking). */
+  network: '' | 'user' | 'none';
+  backend: 'auto' | 'qemu' | 'firecracker';
+  cniNetwork: string;
+  cniConfDir: string;
+}
+
+export const BACKENDS = ['auto', 'qemu', 'firecracker'] as const;
+export const NETWORKS = ['user', 'none'] as const;
+
+export function getVmInputs(): VmInputs {
+  const i: VmInputs = {
+    network: input('network', { choices: NETWORKS }) as VmInputs['network'],
+    backend: input('backend', { choices: BACKENDS, default: 'auto' }) as VmInputs['backend'],
+    cniNetwork: input('cni-network'),
+    cniConfDir: input('cni-conf-dir', { default: '/etc/cni/conf.d' }),
+  };
+  if (i.cniNetwork && i.network) throw new UserError(`inputs 'network' and 'cni-network' exclude each other: keep one`);
+  return i;
+}
+
+/** The runtime's options for those inputs; Firecracker's binaries come from the profile the setup action wrote (or one named by FIREBUILD_PROFILE). */
+export async function vmRuntime(i: VmInputs, settings: Settings): Promise<Pick<RunOptions, 'backend' | 'network' | 'firecracker'> & { cni?: RunOptions['cni'] }> {
+  const firecracker: NonNullable<RunOptions['firecracker']> = {
+    ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
+    chrootBase: settings.chrootBase, uid: 65534, gid: 65534, mode: 'api',
+  };
+  const backend = chooseBackend({ backend: i.backend, firecracker });
+  const network: NetworkMode = i.cniNetwork ? 'cni' : (i.network || (backend === 'firecracker' ? 'none' : 'user'));
+  return { backend, network, firecracker, ...(i.cniNetwork ? { cni: { network: i.cniNetwork, confDir: path.resolve(i.cniConfDir), binDir: await cniBinDir() } } : {}) };
+}
