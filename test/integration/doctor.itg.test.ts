@@ -18,10 +18,15 @@ test('doctor reports every part on this host, and passes when the required ones 
   expect(by['busybox-static']?.status).toBe('ok');
   expect(by['cni']?.status).toBe('ok');
   expect(by['vmm']?.status).toBe('ok');
-  if (fs.existsSync('/sys/module/kvm_pvm')) {
+  if (fs.existsSync('/sys/module/kvm_pvm') && fs.existsSync('/dev/kvm')) {
     expect(by['kvm']).toMatchObject({ status: 'warn', required: false });
     expect(by['kvm']?.detail).toMatch(/PVM/);
     expect(by['kvm']?.fix).toMatch(/TCG/);
+  }
+  if (!fs.existsSync('/dev/kvm')) {
+    expect(by['kvm']).toMatchObject({ status: 'warn', required: false });
+    expect(by['kvm']?.detail).toMatch(/\/dev\/kvm does not exist/);
+    expect(by['kvm']?.fix).toMatch(/--accel tcg/);
   }
   for (const row of rows) if (row.status !== 'ok') expect(row.fix).toBeTruthy();
   expect(r.code).toBe(0);
