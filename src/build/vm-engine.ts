@@ -71,6 +71,8 @@ export interface VmBuildResult {
 }
 
 const FS_STEPS = new Set(['RUN', 'COPY', 'ADD', 'WORKDIR']);
+/** Starts every step key: bumped whenever what a step makes of the same inputs changes, so older cache entries (local, or carried by the Actions cache) and up-to-date images no longer match. */
+export const ENGINE_SEMANTICS = 'vm-engine-semantics-2';
 const GUEST_WRITTEN = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf'];
 export const DEFAULT_STEP_TIMEOUT_MS = 30 * 60_000;
 export const DEFAULT_CACHE_MAX_BYTES = 20 * 1024 ** 3;
@@ -526,12 +528,12 @@ async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedS
   } else if (stage.base.kind === 'image') {
     const r = await images.resolve(stage.base.ref);
     if (!r) throw new UserError(`base ${notFound(stage.base.ref)}`, where);
-    key = r.key;
+    key = sha(ENGINE_SEMANTICS, r.key);
     base = { kind: 'image', image: r.source };
     baseCfg = r.config;
     parents.push(r.parent);
   } else {
-    key = sha('scratch');
+    key = sha(ENGINE_SEMANTICS, 'scratch');
     base = { kind: 'scratch' };
   }
   const state = { user: baseCfg?.user ?? '', workdir: baseCfg?.workingDir || '/' };

@@ -3,11 +3,10 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Readable } from 'node:stream';
 import type { BuildContext } from '../dockerfile/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
 import { extractTarStream } from '../rootfs/convert.js';
-import { batch, Ext4Reader, quote } from '../rootfs/debugfs.js';
+import { batch, Ext4Reader, quote, type TreeEntry } from '../rootfs/debugfs.js';
 import { httpFetch } from '../source/http.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
@@ -108,13 +107,24 @@ function ancestors(p: string): string[] {
   return out;
 }
 
-/** Run debugfs -w commands; a full file system or any error is a UserError naming the step. */
-async function write(image: string, commands: string[], where: Where, what: string): Promise<void> {
-  for (let i = 0; i < commands.length; i += 2000) {
-    const r = await exec('debugfs', ['-w', '-f', '-', image], { input: commands.slice(i, i + 2000).join('\n') + '\n', allowFailure: true });
-    const text = r.stdout + r.stderr;
+/** What debugfs -w prints when all goes well, besides the echo of each command: its banner, new inodes. */
+const DEBUGFS_OK = /^(debugfs [\d.]+ \(.*\)|Allocated inode: \d+|)$/;
+
+/**
+ * Run debugfs -w commands, grouped in units that never straddle two debugfs runs (a `cd` and the
+ * `mknod` after it); a full file system is a UserError saying so, and any other line debugfs prints
+ * (an error, a usage line, unbalanced quotes) is a UserError naming the step.
+ */
+async function write(image: string, commands: (string | string[])[], where: Where, what: string): Promise<void> {
+  const units = commands.map((c) => (typeof c === 'string' ? [c] : c));
+  for (let i = 0; i < units.length;) {
+    const chunk: string[] = [];
+    while (i < units.length && (chunk.length === 0 || chunk.length + units[i]!.length <= 2000)) chunk.push(...units[i++]!);
+    const r = await exec('debugfs', ['-w', '-f', '-', image], { input: chunk.join('\n') + '\n', allowFailure: true });
+    const text = r.stdout + '\n' + r.stderr;
     if (/No free space|Could not allocate|Ran out of/i.test(text)) throw new UserError(`${what} at ${where.file}:${where.line}: the build disk is full: grow it with --size`, where);
-    const bad = text.split('\n').find((l) => /^\w+: .*(not found|failed|Invalid|Filesystem opened read\/only|No such)/i.test(l) && !/stat: File not found/.test(l));
+    const echoes = new Set(chunk.map((c) => `debugfs: ${c}`));
+    const bad = text.split('\n').map((l) => l.trim()).find((l) => !DEBUGFS_OK.test(l) && !echoes.has(l));
     if (r.code !== 0 || bad) throw new UserError(`${what} at ${where.file}:${where.line} failed in debugfs: ${bad ?? text.trim().split('\n').pop()}`, where);
   }
 }
@@ -202,6 +212,17 @@ async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out:
   }
 }
 
+const STAT_TYPES: Record<string, TreeEntry['type']> = { regular: 'file', directory: 'dir', symlink: 'symlink', character: 'char', block: 'block', FIFO: 'fifo', socket: 'socket' };
+
+/** One path's entry, read with `stat` (which follows symlinks on the way, as `ls` of a linked directory does not). */
+async function statEntry(image: string, p: string): Promise<TreeEntry> {
+  const [out = ''] = await batch(image, [`stat ${quote(p)}`]);
+  const m = /Inode: (\d+)\s+Type: (\w+)\s+Mode:\s+(\d+)/.exec(out);
+  const o = /User:\s+(\d+)\s+Group:\s+(\d+).*Size: (\d+)/.exec(out);
+  if (!m || !o) throw new UserError(`COPY --from: ${p} could not be read from the source image`);
+  return { path: p, type: STAT_TYPES[m[2]!] ?? 'file', mode: parseInt(m[3]!, 8) & 0o7777, uid: Number(o[1]), gid: Number(o[2]), size: Number(o[3]), ino: Number(m[1]) };
+}
+
 /**
  * What `COPY --from` takes out of another image (a stage's, or an external image's), read with debugfs:
  * contents, owners, modes, hard links, device nodes, FIFOs, symlinks and extended attributes, as Docker
@@ -210,7 +231,7 @@ async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out:
 async function placeImageTree(from: string, src: string, dest: string, single: boolean, scratch: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
   const reader = new Ext4Reader(from);
   const isDir = !single;
-  const entries = isDir ? await reader.list(src) : (await reader.list(path.posix.dirname(src), { recursive: false })).filter((e) => e.path === src);
+  const entries = isDir ? await reader.list(src) : [await statEntry(from, src)];
   const content = path.join(scratch, 'from');
   await fsp.mkdir(content, { recursive: true });
   if (isDir) await exec('debugfs', ['-R', `rdump ${quote(src)} ${content}`, from]);
@@ -302,8 +323,17 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       single(stagingFile, r.source, 0o644);
     } else if (r.kind === 'stage' || r.kind === 'image') {
       if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
-      const src = path.posix.resolve('/', r.path ?? r.source);
-      const kind = (await statPaths(c.fromImage, [src])).get(src);
+      // The source path is followed through symlinks, as Docker follows it (the copy keeps links below it).
+      let src = path.posix.resolve('/', r.path ?? r.source);
+      let kind = (await statPaths(c.fromImage, [src])).get(src);
+      for (let hops = 0; kind === 'symlink'; hops++) {
+        if (hops > 8) throw new UserError(`${what} --from: ${r.path ?? r.source} is a chain of more than 8 symlinks`, where);
+        const [st] = await batch(c.fromImage, [`stat ${quote(src)}`]);
+        const target = /Fast link dest: "(.*)"/.exec(st ?? '')?.[1];
+        if (target === undefined) throw new UserError(`${what} --from: ${src} is a symlink firebuild cannot follow (a long target): give the path it points to`, where);
+        src = path.posix.resolve(path.posix.dirname(src), target);
+        kind = (await statPaths(c.fromImage, [src])).get(src);
+      }
       if (kind === 'missing') throw new UserError(`${what} --from: ${src} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
       const sub = path.join(c.scratch, `from${n}`);
       await fsp.mkdir(sub, { recursive: true });
@@ -322,7 +352,9 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       if (r.extract) {
         const out = path.join(c.scratch, `x${n}`);
         await fsp.mkdir(out, { recursive: true });
-        await extractArchive(real, out, `the archive ${r.source}`);
+        await extractArchive(real, out, `the archive ${r.source}`).catch((err: unknown) => {
+          throw err instanceof UserError && err.file === undefined ? new UserError(`${what}: ${err.message}`, where) : err;
+        });
         // The archive's owners, modes, hard links and device nodes are kept, as Docker's ADD keeps them.
         await placeHostTree(out, dest, { ...(mode !== undefined ? { forcedMode: mode } : {}), keep: true }, placements);
       } else if (st.isDirectory()) {
@@ -351,7 +383,7 @@ async function writePlacements(image: string, placements: Placement[], c: CopyIn
   const need = new Set<string>();
   for (const p of placements) for (const a of ancestors(p.dest)) if (!placedDirs.has(a)) need.add(a);
   const kinds = await statPaths(image, [...need, ...placements.map((p) => p.dest)]);
-  const cmds: string[] = [];
+  const cmds: (string | string[])[] = [];
   const own = (p: string, o?: Owner): string[] => {
     const w = c.chowned || !o ? c.owner : o;
     return [`sif ${quote(p)} uid ${w.uid}`, `sif ${quote(p)} gid ${w.gid}`];
@@ -385,7 +417,7 @@ async function writePlacements(image: string, placements: Placement[], c: CopyIn
       // debugfs's mknod takes a name in the current directory, not a path.
       const spec = p.type === 'fifo' ? 'p' : `${p.type === 'char' ? 'c' : 'b'} ${p.rdev![0]} ${p.rdev![1]}`;
       const type = p.type === 'fifo' ? 0o10000 : p.type === 'char' ? 0o20000 : 0o60000;
-      cmds.push(`cd ${quote(path.posix.dirname(p.dest))}`, `mknod ${quote(path.posix.basename(p.dest))} ${spec}`, 'cd /', setMode(p.dest, type, p.mode), ...own(p.dest, p.owner));
+      cmds.push([`cd ${quote(path.posix.dirname(p.dest))}`, `mknod ${quote(path.posix.basename(p.dest))} ${spec}`, 'cd /'], setMode(p.dest, type, p.mode), ...own(p.dest, p.owner));
     }
     kinds.set(p.dest, p.type === 'hardlink' ? 'file' : p.type === 'file' || p.type === 'symlink' ? p.type : 'other');
   }
@@ -404,6 +436,19 @@ async function extractArchive(file: string, dir: string, what: string): Promise<
     await fh.close();
   }
   const filter = head[0] === 0x1f && head[1] === 0x8b ? 'gzip' : head.toString('latin1', 0, 3) === 'BZh' ? 'bzip2' : head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ? 'xz' : head.readUInt32LE(0) === 0xfd2fb528 ? 'zstd' : undefined;
-  const source: Readable = filter ? spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'ignore'] }).stdout! : fs.createReadStream(file);
-  await extractTarStream(source, dir, what);
+  if (!filter) {
+    await extractTarStream(fs.createReadStream(file), dir, what);
+    return;
+  }
+  const child = spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', (err) => reject(new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() ?? `exit ${code}`}`))));
+  });
+  // Both must succeed: a truncated or corrupt archive is an error even when what came out parsed as tar.
+  const [x, d] = await Promise.allSettled([extractTarStream(child.stdout!, dir, what), exited]);
+  if (d.status === 'rejected') throw d.reason;
+  if (x.status === 'rejected') throw x.reason;
 }

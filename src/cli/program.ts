@@ -11,7 +11,7 @@ import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
 import { buildWithVm } from '../build/vm-engine.js';
 import * as path from 'node:path';
-import { DEFAULT_LOCK_DIR, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, type NetworkMode, type RunOptions } from '../commands/run.js';
+import { DEFAULT_LOCK_DIR, chooseBackend, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, type NetworkMode, type RunOptions } from '../commands/run.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { RunCache } from '../runtime/state.js';
 import { runProbes, waitExitCode } from '../runtime/probes.js';
@@ -104,15 +104,18 @@ function intFlag(v: string, flag: string): number {
 /** The network, CNI and Firecracker settings of withVmOptions' flags and the profile. */
 async function vmSettings(o: VmCliOpts, settings: Settings): Promise<Pick<RunOptions, 'network' | 'backend' | 'firecracker'> & { cni?: RunOptions['cni'] }> {
   if (o.cniNetworkName && o.network) throw new UserError('--network and --cni-network-name exclude each other: keep one');
-  const network: NetworkMode = o.cniNetworkName ? 'cni' : ((o.network as NetworkMode | undefined) ?? (o.backend === 'firecracker' ? 'none' : 'user'));
+  const firecracker: NonNullable<RunOptions['firecracker']> = {
+    ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
+    chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
+  };
+  // The network's default follows the backend auto picks (Firecracker has no user-mode networking).
+  const backend = chooseBackend({ backend: o.backend as RunOptions['backend'], firecracker });
+  const network: NetworkMode = o.cniNetworkName ? 'cni' : ((o.network as NetworkMode | undefined) ?? (backend === 'firecracker' ? 'none' : 'user'));
   return {
     network,
     backend: o.backend as RunOptions['backend'],
     ...(o.cniNetworkName ? { cni: { network: o.cniNetworkName, confDir: path.resolve(o.cniConfDir), binDir: await cniBinDir(o.cniBinDir) } } : {}),
-    firecracker: {
-      ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
-      chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
-    },
+    firecracker,
   };
 }
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 
 /**
@@ -40,8 +41,19 @@ export async function batch(image: string, commands: string[]): Promise<string[]
   return outputs;
 }
 
+/**
+ * One argument of a debugfs command line. debugfs (libss) reads a script line by line and splits it at
+ * blanks outside double quotes, where a quote inside quotes is written twice and a backslash is an
+ * ordinary character. A name with a line break or NUL, or a line longer than debugfs's buffer, could end
+ * the command and start another (a path or link target from an untrusted Dockerfile, context or archive):
+ * refused.
+ */
 export function quote(p: string): string {
-  return `"${p.replace(/(["\\])/g, '\\$1')}"`;
+  if (/[\n\r\0]/.test(p)) throw new UserError(`the path or link target ${JSON.stringify(p.slice(0, 80))} holds a line break or NUL, which firebuild does not write into images: rename it`);
+  const q = `"${p.replace(/"/g, '""')}"`;
+  // debugfs reads a script line into an 8 KiB buffer: a longer line would run on as a second command.
+  if (q.length > 4000) throw new UserError(`the path or link target ${JSON.stringify(p.slice(0, 80))}... is longer than firebuild writes into images (4000 characters)`);
+  return q;
 }
 
 export class Ext4Reader {

@@ -270,7 +270,8 @@ describe('rootfs --engine vm', () => {
     expectJsonResult(st);
     const { Ext4Reader } = await import('../../src/rootfs/debugfs.js');
     const base = JSON.parse((await runCli(['image', 'inspect', BASE], { env })).stdout) as { rootfs: string };
-    expect((await new Ext4Reader((JSON.parse(st.stdout) as { rootfs: string }).rootfs).readFile('/os-release')).toString()).toBe((await new Ext4Reader(base.rootfs).readFile('/etc/os-release')).toString());
+    expect((await new Ext4Reader((JSON.parse(st.stdout) as { rootfs: string }).rootfs).readFile('/os-release')).toString()).toBe((await new Ext4Reader(base.rootfs).readFile('/usr/lib/os-release')).toString()); // /etc/os-release links there: followed, as Docker does
+    expect((await new Ext4Reader((JSON.parse(st.stdout) as { rootfs: string }).rootfs).readFile('/os-release')).toString()).toContain('Debian GNU/Linux');
     // An external image found nowhere: one line at its COPY.
     const missing = writeCtx('fromnowhere', { Dockerfile: ['FROM scratch', 'COPY --from=fbtest/nowhere:1 /x /x', ''].join('\n') });
     const r = await vmBuild(missing, 'fbtest/vm-fromnowhere:1');
@@ -449,7 +450,7 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
       const first = await job('1', 'fbtest/vm-actions-cache:1');
       expect({ code: first.code, errors: annotations(first.stdout), warnings: annotations(first.stdout, 'warning') }).toEqual({ code: 0, errors: [], warnings: [] });
       expect(first.outputs['step-cache-restored']).toBe('');
-      expect(first.outputs['step-cache-saved']).toMatch(/^firebuild-vmsteps-1-fbtest-vm-actions-cache-[0-9a-f]{20}$/);
+      expect(first.outputs['step-cache-saved']).toMatch(/^firebuild-vmsteps-1-fbtest-vm-actions-cache-[0-9a-f]{8}-[0-9a-f]{20}$/);
       expect(first.summary).toContain('| steps run | 3 |');
       // The next job, on a fresh runner (an empty build cache): every step from the Actions cache, no VM booted.
       const second = await job('2', 'fbtest/vm-actions-cache:2');
@@ -504,6 +505,33 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     const conv = await runCli(['rootfs', '--docker-image', process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim', '--tag', 'fbtest/default-conv:1', '--free-space', '8M'], { env: bare });
     expectJsonResult(conv);
     expect(JSON.parse(conv.stdout)).toMatchObject({ builder: 'none' });
+    expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
+  test('untrusted names and archives: a link target that would start a second debugfs command is refused; quotes in names are kept; a corrupt archive is one line; COPY --from follows symlinks', async () => {
+    const inject = writeCtx('inject', { 'dir/ok.txt': 'ok\n', Dockerfile: `FROM ${BASE}\nCOPY dir/ /d/\n` });
+    // A symlink inside a copied directory is copied as a link: its target reaches debugfs.
+    fs.symlinkSync('x"\nwrite /etc/shadow /leaked\nsymlink "y" "z', path.join(inject, 'dir', 'evil'));
+    const r = await vmBuild(inject, 'fbtest/vm-inject:1');
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/holds a line break or NUL, which firebuild does not write into images/);
+    expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-inject');
+
+    const quoted = writeCtx('quoted', { 'qdir/a"b c.txt': 'quoted\n', Dockerfile: `FROM ${BASE} AS src\nCOPY qdir/ /q/\nFROM scratch\nCOPY --from=src /q/ /q/\nCOPY --from=src /bin/true /true\nCOPY --from=src /etc/alternatives/awk /awk\n` });
+    const q = await vmBuild(quoted, 'fbtest/vm-quoted:1');
+    expectJsonResult(q);
+    const t = await ext4Tree((JSON.parse(q.stdout) as { rootfs: string }).rootfs);
+    expect(t['/q/a"b c.txt']).toMatchObject({ type: 'file', size: 7 });
+    const base = await ext4Tree((JSON.parse((await runCli(['image', 'inspect', BASE], { env })).stdout) as { rootfs: string }).rootfs);
+    // /bin is a symlink to usr/bin, /etc/alternatives/awk a symlink to a file: both followed, as Docker follows them.
+    expect(t['/true']).toMatchObject({ type: 'file', sha256: base['/usr/bin/true']?.sha256 });
+    expect(t['/awk']?.type).toBe('file');
+
+    const corrupt = writeCtx('corrupt', { Dockerfile: `FROM ${BASE}\nADD bad.tar.gz /opt/\n` });
+    execFileSync('sh', ['-c', 'mkdir -p t && head -c 200000 /dev/urandom > t/r && tar -czf "$0/full.tar.gz" t && head -c 3000 "$0/full.tar.gz" > "$0/bad.tar.gz" && rm -r t "$0/full.tar.gz"', corrupt], { cwd: work });
+    const c = await vmBuild(corrupt, 'fbtest/vm-corrupt:1');
+    expect(c.code).not.toBe(0);
+    expect(c.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:2: .*the archive bad\.tar\.gz/);
     expect(leftovers()).toEqual([]);
   }, 10 * 60_000);
 

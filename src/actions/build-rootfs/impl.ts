@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
@@ -65,7 +66,9 @@ function cacheVersionInput(): string {
 
 /** The Actions cache keys of a tag's step cache: one prefix per repository name (any version), the build's own key after it. */
 export function stepCacheKeys(tag: string, cacheVersion: string, cacheKey?: string): { prefix: string; key: string } {
-  const name = tag.replace(/:[^/:]*$/, '').replace(/[^A-Za-z0-9._-]/g, '-');
+  const repo = tag.replace(/:[^/:]*$/, '');
+  // A digest of the name ends the prefix, so `org/foo` never matches `org/foo-bar`'s entries.
+  const name = `${repo.replace(/[^A-Za-z0-9._-]/g, '-')}-${createHash('sha256').update(repo).digest('hex').slice(0, 8)}`;
   const prefix = `firebuild-vmsteps-${cacheVersion}-${name}-`;
   return { prefix, key: prefix + (cacheKey ?? 'none').slice(0, 20) };
 }
