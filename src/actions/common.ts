@@ -129,6 +129,13 @@ export async function cacheRestore(dir: string, key: string, restoreKeys?: strin
   }
 }
 
+/** `cache-version`: part of Actions cache keys (bumped to start from empty caches). */
+export function cacheVersionInput(): string {
+  const v = input('cache-version', { default: '1' });
+  if (!/^[A-Za-z0-9._-]{1,32}$/.test(v)) throw new UserError(`input 'cache-version' is '${v}': use up to 32 letters, digits, '.', '_' or '-'`);
+  return v;
+}
+
 /** Where a cache entry's files sit while @actions/cache archives or restores them: the same path in every job (the cache version hashes the paths). */
 export function cacheEntryDir(key: string): string {
   return path.join(os.tmpdir(), 'firebuild-actions-cache', key);

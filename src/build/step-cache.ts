@@ -3,13 +3,8 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
-import { sparseDigest } from '../util/fs.js';
+import { copySparse, sparseDigest } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
-
-/** A sparse copy of an image file (a reflink where the file system has them). */
-export async function copySparse(src: string, dest: string): Promise<void> {
-  await exec('cp', ['--sparse=always', '--reflink=auto', src, dest]);
-}
 
 const ENTRY_NAME = /^[0-9a-f]{64}\.(ext4|json)$/;
 

@@ -22,9 +22,9 @@ import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
-import { pidAlive } from '../util/fs.js';
+import { copySparse, pidAlive } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
-import { copySparse, StepCache } from './step-cache.js';
+import { StepCache } from './step-cache.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
 
 /**

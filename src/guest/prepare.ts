@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Ext4Tools } from '../rootfs/ext4.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
+import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { renderEnvSh, renderRunNul, renderRunSh, type RunConfig } from './run-config.js';
 
@@ -18,7 +19,7 @@ const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
  * and its static busybox placed in it through debugfs (no mount). The stored image is never written.
  */
 export async function prepareRootfs(stored: string, copy: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  await exec('cp', ['--sparse=always', '--reflink=auto', stored, copy]);
+  await copySparse(stored, copy);
   await injectGuest(copy, env);
 }
 

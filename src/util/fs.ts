@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { UserError, errnoCode } from './errors.js';
+import { exec } from './exec.js';
 
 /** Write a file atomically: a temp file in the same directory, fsynced, renamed into place, directory fsynced. */
 export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
@@ -80,6 +81,11 @@ export async function requireWritableDir(dir: string, what: string): Promise<voi
 /** Copy a file sparsely, by reflink where the file system supports it. */
 export async function copyFileFast(src: string, dst: string): Promise<void> {
   await fsp.copyFile(src, dst, constants.COPYFILE_FICLONE);
+}
+
+/** A sparse copy of an image file with cp (holes stay holes; a reflink where the file system has them). */
+export async function copySparse(src: string, dest: string): Promise<void> {
+  await exec('cp', ['--sparse=always', '--reflink=auto', src, dest]);
 }
 
 /** Bytes allocated on disk for a file (st_blocks * 512) and its apparent size. */

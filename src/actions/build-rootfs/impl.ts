@@ -11,7 +11,7 @@ import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, actionSettings, boolInput, cacheEntryDir, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, cacheEntryDir, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
 import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
@@ -56,12 +56,6 @@ export function getInputs(): BuildInputs {
     // engine vm: how the build VMs boot (the profile's Firecracker when backend is auto and setup installed it).
     ...getVmInputs(),
   };
-}
-
-function cacheVersionInput(): string {
-  const v = input('cache-version', { default: '1' });
-  if (!/^[A-Za-z0-9._-]{1,32}$/.test(v)) throw new UserError(`input 'cache-version' is '${v}': use up to 32 letters, digits, '.', '_' or '-'`);
-  return v;
 }
 
 /** The Actions cache keys of a tag's step cache: one prefix per repository name (any version), the build's own key after it. */

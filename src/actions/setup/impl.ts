@@ -16,7 +16,7 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { detectKvm } from '../../vmm/kvm.js';
-import { ActionsLogger, boolInput, cacheEntryDir, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, boolInput, cacheEntryDir, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
 
 /**
  * The setup action: check the runner (the doctor's checks; one annotation when KVM or a part is
@@ -67,8 +67,7 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
     parseTag(tag);
     return { tag, dockerfile: line.slice(eq + 1).trim() };
   });
-  const cacheVersion = input('cache-version', { default: '1' });
-  if (!/^[A-Za-z0-9._-]{1,32}$/.test(cacheVersion)) throw new UserError(`input 'cache-version' is '${cacheVersion}': use up to 32 letters, digits, '.', '_' or '-'`);
+  const cacheVersion = cacheVersionInput();
   return {
     vmm: input('vmm', { choices: VMMS, default: 'auto' }) as SetupInputs['vmm'],
     accel: input('accel', { choices: ACCELS, default: 'kvm' }) as SetupInputs['accel'],
