@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { create as tarCreate } from 'tar';
 import type { Plan } from '../dockerfile/plan-schema.js';
 import type { ResolvedSource } from '../source/resolve.js';
-import { httpFetch } from '../source/http.js';
+import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { exists } from '../util/fs.js';
 
 /**
@@ -21,7 +21,7 @@ export interface ContextTar {
   dockerfile: string;
 }
 
-export async function contextTar(src: ResolvedSource, plan: Plan, scratch: string): Promise<ContextTar> {
+export async function contextTar(src: ResolvedSource, plan: Plan, scratch: string, downloads?: Downloads): Promise<ContextTar> {
   const ctx = src.context;
   if (ctx.kind === 'local' && src.dockerfilePath) {
     const root = path.resolve(ctx.root);
@@ -56,8 +56,11 @@ export async function contextTar(src: ResolvedSource, plan: Plan, scratch: strin
           if (r.kind !== 'file' || !r.url || !r.path) continue;
           const to = path.join(dir, r.path);
           await fsp.mkdir(path.dirname(to), { recursive: true });
-          const res = await httpFetch(r.url);
-          await fsp.writeFile(to, Buffer.from(await res.arrayBuffer()), { mode: 0o644 });
+          // The file the plan hashed (this build's download), or one that must match the plan's digest.
+          const have = downloads?.file(r.sha256);
+          if (have) await fsp.copyFile(have, to);
+          else await plannedDownload(r.url, r.sha256, to, downloads, step.keyword);
+          await fsp.chmod(to, 0o644);
         }
       }
     }

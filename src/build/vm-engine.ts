@@ -25,6 +25,8 @@ import { exec } from '../util/exec.js';
 import { copySparse, pidAlive } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { StepCache } from './step-cache.js';
+import { Downloads } from '../source/downloads.js';
+import { downloadLimits } from '../util/download.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
 
 /**
@@ -57,6 +59,8 @@ export interface VmBuildOptions {
   cacheMaxBytes?: number;
   /** How build VMs boot (default: QEMU with user-mode networking, its run cache under cacheDir). */
   vm?: BuildVmSettings;
+  /** The largest ADD URL or http context file (default: FIREBUILD_MAX_DOWNLOAD_SIZE, else 4 GiB). */
+  maxDownloadBytes?: number;
 }
 
 export interface VmBuildResult {
@@ -284,6 +288,16 @@ function joinWorkdir(current: string, value: string): string {
 }
 
 export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, log: Logger): Promise<VmBuildResult> {
+  // What the build fetches (ADD URLs, http context files) is fetched once, while planning, and used from there.
+  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) });
+  try {
+    return await buildWithDownloads(o, storage, log, downloads);
+  } finally {
+    await downloads.dispose();
+  }
+}
+
+async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, log: Logger, downloads: Downloads): Promise<VmBuildResult> {
   const started = Date.now();
   const tag = formatTag(parseTag(o.tag));
   const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
@@ -294,6 +308,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
     context: src.context,
     source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
     baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => (await images.resolve(ref))?.config,
+    downloads,
   });
   for (const st of plan.stages) {
     for (const step of st.steps) {
@@ -380,7 +395,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
           const scratch = path.join(work, `copy-${stage.index}-${k}`);
           await fsp.mkdir(scratch);
           const dest = step.dest!.startsWith('/') ? step.dest! : path.posix.join(st.workdir, step.dest!) + (step.dest!.endsWith('/') ? '/' : '');
-          await applyCopy(image, { step, dest, context: src.context, ...(fromImage ? { fromImage } : {}), owner, chowned: step.chown !== undefined && step.chown !== '', scratch });
+          await applyCopy(image, { step, dest, context: src.context, ...(fromImage ? { fromImage } : {}), owner, chowned: step.chown !== undefined && step.chown !== '', scratch, downloads });
           await fsp.rm(scratch, { recursive: true, force: true });
         }
         stepsMs += Date.now() - t0;

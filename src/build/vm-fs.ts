@@ -7,7 +7,7 @@ import type { BuildContext } from '../dockerfile/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
 import { extractTarStream } from '../rootfs/convert.js';
 import { batch, Ext4Reader, quote, type TreeEntry } from '../rootfs/debugfs.js';
-import { httpFetch } from '../source/http.js';
+import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 
@@ -293,7 +293,14 @@ export interface CopyInputs {
   /** `--chown` was given: it also replaces the owners kept from a stage, an image or a tar archive (BuildKit >= 0.23). */
   chowned: boolean;
   scratch: string;
+  /** What this build fetched while planning (ADD URLs, http context files). */
+  downloads?: Downloads;
 }
+
+/** A UserError from a download, placed at the step's line. */
+const at = (where: Where) => (err: unknown): never => {
+  throw err instanceof UserError && err.file === undefined ? new UserError(err.message, { ...where, cause: err }) : err;
+};
 
 /** COPY / ADD with Docker's destination rules: a trailing slash, several sources or a directory source make `dest` a directory. */
 export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
@@ -313,10 +320,9 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       placements.push({ dest: destIsDir ? path.posix.join(dest, name) : dest, type: 'file', host, mode: mode ?? fileMode });
     };
     if (r.kind === 'url') {
-      const res = await httpFetch(r.url!);
-      if (!res.ok) throw new UserError(`ADD ${r.url}: HTTP ${res.status}`, where);
-      await fsp.writeFile(stagingFile, Buffer.from(await res.arrayBuffer()));
-      single(stagingFile, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
+      // The very file the plan hashed (fetched once per build), never a second download.
+      const file = await plannedDownload(r.url!, r.sha256, stagingFile, c.downloads, 'ADD').catch(at(where));
+      single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
     } else if (r.kind === 'heredoc') {
       const h = (c.step.heredocs ?? []).find((x) => x.name === r.source);
       await fsp.writeFile(stagingFile, h?.content ?? '');
@@ -364,9 +370,8 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
         single(real, path.posix.basename(r.path), st.mode & 0o7777);
       }
     } else if (r.url) {
-      const res = await httpFetch(r.url);
-      await fsp.writeFile(stagingFile, Buffer.from(await res.arrayBuffer()));
-      single(stagingFile, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
+      const file = await plannedDownload(r.url, r.sha256, stagingFile, c.downloads, what).catch(at(where));
+      single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
     } else {
       throw new UserError(`${what} source ${r.source} of kind ${r.kind} is not supported by the vm engine yet: use --engine docker`, where);
     }

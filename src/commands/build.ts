@@ -5,6 +5,8 @@ import { buildxTar } from '../build/buildx.js';
 import type { ImageConfig } from '../store/metadata.js';
 import { DockerBuildError, DockerEngine } from '../build/docker-engine.js';
 import { contextTar } from '../build/context-tar.js';
+import { Downloads } from '../source/downloads.js';
+import { downloadLimits } from '../util/download.js';
 import { fromDockerConfig, tagFromImageRef } from '../build/image-config.js';
 import { importStoredImage } from '../build/import-stored.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
@@ -33,6 +35,8 @@ export interface BuildOptions {
   journal?: boolean;
   overwrite?: boolean;
   cacheDir: string;
+  /** The largest http context file the plan fetches (default: FIREBUILD_MAX_DOWNLOAD_SIZE, else 4 GiB). */
+  maxDownloadBytes?: number;
 }
 
 export interface BuildResult {
@@ -57,6 +61,16 @@ export function buildkitOnly(step: Step): string | undefined {
 
 /** `baseos` and `rootfs --engine docker`: build (or take) an image with the Docker engine and store it as ext4. */
 export async function buildWithDocker(o: BuildOptions, storage: StorageProvider, log: Logger): Promise<BuildResult> {
+  // What the plans fetch is fetched once (the Docker engine fetches ADD URLs itself; http context files come from here).
+  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) });
+  try {
+    return await buildWithDockerDownloads(o, storage, log, downloads);
+  } finally {
+    await downloads.dispose();
+  }
+}
+
+async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvider, log: Logger, downloads: Downloads): Promise<BuildResult> {
   if (!o.dockerfile && !o.dockerImage) throw new UserError('give --dockerfile SOURCE or --docker-image IMAGE');
   if (o.dockerfile && o.dockerImage) throw new UserError('--dockerfile and --docker-image are exclusive: give one');
   const started = Date.now();
@@ -72,6 +86,7 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
       ...(o.target !== undefined ? { target: o.target } : {}),
       context: src.context,
       source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
+      downloads,
     });
     if (!tag && o.type === 'baseos') {
       const base = externalBase(plan);
@@ -122,11 +137,12 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
         context: src.context,
         source: plan.source,
         baseConfig: async (ref) => fromDockerConfig((await engine.ensureImage(ref)).Config as never),
+        downloads,
       });
       const config = predicted.stages.find((st) => st.index === predicted.target.index)!.config;
       config.labels = { ...config.labels, ...labels };
       produce = async (scratch) => {
-        const ctx = await contextTar(theSrc, thePlan, scratch);
+        const ctx = await contextTar(theSrc, thePlan, scratch, downloads);
         log.info('building with BuildKit (docker buildx, --output type=tar)', { dockerfile: theSrc.dockerfile });
         const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels }, theSrc.dockerfile, log);
         return { ...bx, config };
@@ -137,7 +153,7 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
       const ref = `firebuild-build/${t.name}:${t.org}-${t.version}`;
       const scratchDir = path.join(o.cacheDir, 'build', `${process.pid}-${Date.now()}`);
       try {
-        const ctx = await contextTar(src, plan, scratchDir);
+        const ctx = await contextTar(src, plan, scratchDir, downloads);
         log.info('building with the Docker engine', { builder, dockerfile: src.dockerfile });
         await engine.build(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: plan.buildArgs, ...(target ? { target } : {}), labels, tag: ref }).catch((err: unknown) => {
           throw buildFailure(err, theSrc);

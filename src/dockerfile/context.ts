@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import dockerignoreModule from '@balena/dockerignore';
 import { UserError } from '../util/errors.js';
 import { fileDigest } from '../util/fs.js';
+import type { Downloads } from '../source/downloads.js';
 import { httpDigest, httpFetch, httpTextOptional } from '../source/http.js';
 import type { Resource } from './plan-schema.js';
 
@@ -22,7 +23,8 @@ export interface BuildContext {
   readonly root: string;
   /** The .dockerignore file that applies, if any. */
   readonly ignoreFile?: string;
-  resolve(source: string, where: Where): Promise<Resource[]>;
+  /** The resources `source` names; `downloads` keeps what an http context fetched for the build's steps. */
+  resolve(source: string, where: Where, downloads?: Downloads): Promise<Resource[]>;
   /** Is this context-relative path excluded by .dockerignore? */
   ignored(rel: string): boolean;
 }
@@ -223,7 +225,7 @@ export class HttpContext implements BuildContext {
     return rel !== '.' && this.ig.ignores(rel);
   }
 
-  async resolve(source: string, where: Where): Promise<Resource[]> {
+  async resolve(source: string, where: Where, downloads?: Downloads): Promise<Resource[]> {
     const rel = contextRelative(source, where);
     if (hasWildcard(rel) || source.endsWith('/') || rel === '.') {
       throw new UserError(`${where.keyword} source ${source} is a directory or a wildcard, which an http(s) context cannot list: use a local or git source`, { file: where.file, line: where.line });
@@ -241,7 +243,7 @@ export class HttpContext implements BuildContext {
     if ((head.headers.get('content-type') ?? '').startsWith('text/html') && !/\.html?$/i.test(rel)) {
       throw new UserError(`${where.keyword} source ${source} is a directory or a wildcard, which an http(s) context cannot list (the server sent an HTML page): use a local or git source`, { file: where.file, line: where.line });
     }
-    const { sha256, size } = await httpDigest(url).catch(at);
+    const { sha256, size } = await (downloads ? downloads.get(url) : httpDigest(url)).catch(at);
     return [{ source, kind: 'file', path: rel, url, sha256, size }];
   }
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { ImageConfigSchema, type ImageConfig } from '../store/metadata.js';
 import { UserError } from '../util/errors.js';
+import type { Downloads } from '../source/downloads.js';
 import { httpDigest } from '../source/http.js';
 import { isArchive } from './archive.js';
 import type { BuildContext } from './context.js';
@@ -18,6 +19,12 @@ export interface PlanOptions {
   source: Plan['source'];
   /** The config of an external base image (ENV and ONBUILD matter to the plan), when it can be known. */
   baseConfig?: (ref: string) => Promise<Partial<ImageConfig> | undefined>;
+  /**
+   * Where a build keeps what it fetches (ADD URLs, http context files): each URL is downloaded once, the
+   * plan records that file's digest and the build uses that file. Without it (`firebuild plan`) URLs are
+   * hashed as they stream and nothing is kept.
+   */
+  downloads?: Downloads;
 }
 
 /** Build args Docker defines without an ARG instruction. */
@@ -428,7 +435,7 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
         resources.push('stage' in from ? { source: expandedSrc, kind: 'stage', stage: from.stage, path: expandedSrc } : { source: expandedSrc, kind: 'image', image: from.image, path: expandedSrc });
       } else if (/^https?:\/\//i.test(expandedSrc)) {
         if (ins.keyword === 'COPY') throw new UserError(`COPY cannot fetch URLs (${expandedSrc}): use ADD for a URL`, where(ins));
-        const d = await httpDigest(expandedSrc).catch((err: unknown) => {
+        const d = await (opts.downloads ? opts.downloads.get(expandedSrc) : httpDigest(expandedSrc)).catch((err: unknown) => {
           if (err instanceof UserError) throw new UserError(`ADD ${expandedSrc}: ${err.message}`, where(ins));
           throw err;
         });
@@ -437,7 +444,7 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
         }
         resources.push({ source: expandedSrc, kind: 'url', url: expandedSrc, sha256: d.sha256, size: d.size });
       } else {
-        const got = await opts.context.resolve(expandedSrc, { ...where(ins), keyword: ins.keyword });
+        const got = await opts.context.resolve(expandedSrc, { ...where(ins), keyword: ins.keyword }, opts.downloads);
         for (const r of got) {
           if (ins.keyword === 'ADD' && r.kind === 'file' && r.path && opts.context.kind === 'local') {
             if (await isArchive(path.join(opts.context.root, r.path))) r.extract = true;

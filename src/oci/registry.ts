@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
-import { pipeline } from 'node:stream/promises';
+import { boundedFetch, downloadLimits, ENV_MAX_SIZE, formatBytes, MANIFEST_MAX_BYTES, readBounded, smallLimits, TOKEN_MAX_BYTES, Watchdog, type DownloadLimits } from '../util/download.js';
 import { UserError } from '../util/errors.js';
 
 /**
@@ -96,21 +96,34 @@ export class RegistryClient {
     const url = new URL(params.realm);
     if (params.service) url.searchParams.set('service', params.service);
     url.searchParams.set('scope', scope);
-    const res = await fetch(url, { headers: this.creds ? { Authorization: this.basic()! } : {} });
-    if (!res.ok) throw new UserError(`registry ${this.registry} refused the credentials (token service answered ${res.status}): check --username/--password-stdin or docker login`);
-    const j = (await res.json()) as { token?: string; access_token?: string };
+    const res = await boundedFetch(url.toString(), {
+      init: { headers: this.creds ? { Authorization: this.basic()! } : {} },
+      limits: smallLimits(TOKEN_MAX_BYTES),
+      what: `the token service of registry ${this.registry} (${url.host})`,
+      check: (r) => {
+        if (!r.ok) throw new UserError(`registry ${this.registry} refused the credentials (token service answered ${r.status}): check --username/--password-stdin or docker login`);
+      },
+      tooLarge: (limit) => `the token service of registry ${this.registry} sent more than ${limit}: refusing it (a token is a small JSON object)`,
+    });
+    let j: { token?: string; access_token?: string };
+    try {
+      j = JSON.parse(res.body!.toString('utf8'));
+    } catch {
+      throw new UserError(`the token service of registry ${this.registry} answered with something that is not JSON`);
+    }
     this.token = `Bearer ${j.token ?? j.access_token}`;
   }
 
   /** A request with auth: one retry after answering a 401 challenge. */
-  async request(method: string, p: string, scope: string, init: { headers?: Record<string, string>; body?: Buffer | ReadableStream | Readable; duplex?: 'half' } = {}, redirectUrl?: string): Promise<Response> {
+  async request(method: string, p: string, scope: string, init: { headers?: Record<string, string>; body?: Buffer | ReadableStream | Readable; duplex?: 'half'; signal?: AbortSignal } = {}, redirectUrl?: string): Promise<Response> {
     const url = redirectUrl ?? `${this.base}${p}`;
     const go = (): Promise<Response> => fetch(url, { method, ...init, headers: { ...(init.headers ?? {}), ...(this.token ? { Authorization: this.token } : {}) } } as RequestInit).catch((err: Error) => {
+      if (init.signal?.aborted) throw init.signal.reason;
       throw new UserError(`cannot reach registry ${this.registry}: ${(err.cause as Error | undefined)?.message ?? err.message}`);
     });
     let res = await go();
     if (res.status === 401 && !(init.body instanceof Readable)) {
-      await res.arrayBuffer().catch(() => undefined);
+      await res.body?.cancel().catch(() => undefined);
       const hadToken = Boolean(this.token);
       await this.authorize(res.headers.get('www-authenticate') ?? 'Basic', scope);
       res = await go();
@@ -144,35 +157,72 @@ export class RegistryClient {
     return res.headers.get('docker-content-digest') ?? `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
   }
 
+  /** A manifest or index: at most 4 MiB (the distribution spec's limit), under the download deadline and stall timeout. */
   async getManifest(repo: string, reference: string, accept: string[]): Promise<{ body: Buffer; digest: string; mediaType: string }> {
-    const res = await this.request('GET', `/v2/${repo}/manifests/${reference}`, `repository:${repo}:pull`, { headers: { Accept: accept.join(', ') } });
-    if (res.status === 404) throw new UserError(`${this.registry}/${repo}:${reference} not found in the registry`);
-    if (!res.ok) throw new UserError(`registry ${this.registry} answered ${res.status} for ${repo}:${reference}: ${await errorText(res)}`);
-    const body = Buffer.from(await res.arrayBuffer());
-    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-    if (DIGEST_RE.test(reference) && reference !== digest) throw new UserError(`the manifest of ${repo}@${reference} has digest ${digest}: the registry served other content`);
-    return { body, digest, mediaType: res.headers.get('content-type') ?? '' };
+    const what = `the manifest of ${this.registry}/${repo}:${reference}`;
+    const w = new Watchdog(what, smallLimits(MANIFEST_MAX_BYTES));
+    try {
+      const res = await this.request('GET', `/v2/${repo}/manifests/${reference}`, `repository:${repo}:pull`, { headers: { Accept: accept.join(', ') }, signal: w.signal });
+      if (res.status === 404) throw new UserError(`${this.registry}/${repo}:${reference} not found in the registry`);
+      if (!res.ok) throw new UserError(`registry ${this.registry} answered ${res.status} for ${repo}:${reference}: ${await errorText(res)}`);
+      const got = await readBounded(res, w, { maxBytes: MANIFEST_MAX_BYTES, tooLarge: (limit) => `${what} is larger than ${limit}, the distribution spec's limit for a manifest: refusing it` });
+      const body = got.body!;
+      const digest = `sha256:${got.sha256}`;
+      if (DIGEST_RE.test(reference) && reference !== digest) throw new UserError(`the manifest of ${repo}@${reference} has digest ${digest}: the registry served other content`);
+      return { body, digest, mediaType: res.headers.get('content-type') ?? '' };
+    } catch (err) {
+      throw w.fail(err);
+    } finally {
+      w.done();
+    }
   }
 
-  /** Download a blob to a file, verifying its sha256 and size while streaming. */
-  async getBlob(repo: string, digest: string, size: number, dest: string): Promise<void> {
-    const res = await this.request('GET', `/v2/${repo}/blobs/${digest}`, `repository:${repo}:pull`);
-    if (!res.ok || !res.body) throw new UserError(`registry ${this.registry} answered ${res.status} for blob ${digest}`);
-    const hash = createHash('sha256');
-    let n = 0;
-    const src = Readable.fromWeb(res.body as ReadableStream);
-    src.on('data', (d: Buffer) => {
-      hash.update(d);
-      n += d.length;
-    });
-    await pipeline(src, fs.createWriteStream(dest, { mode: 0o600 }));
-    const got = `sha256:${hash.digest('hex')}`;
-    if (got !== digest || n !== size) throw new UserError(`blob ${digest} from ${this.registry} does not match its digest (got ${got}, ${n} bytes): refusing it`);
+  /**
+   * Download a blob to a file, verifying its size and sha256 while streaming: never more bytes than the
+   * manifest declares (cut the moment it passes them), no declared size above the download limit
+   * (FIREBUILD_MAX_DOWNLOAD_SIZE, default 4 GiB), within the deadline and stall timeout; a refused blob leaves no file.
+   */
+  async getBlob(repo: string, digest: string, size: number, dest: string, limits: DownloadLimits = downloadLimits()): Promise<void> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new UserError(`a manifest from ${this.registry} gives blob ${digest} the size ${String(size)}: refusing it`);
+    if (size > limits.maxBytes) throw new UserError(`blob ${digest} from ${this.registry} declares ${formatBytes(size)}, over the download limit of ${formatBytes(limits.maxBytes)}: raise it with ${ENV_MAX_SIZE} if the image is meant to be that large`);
+    const what = `blob ${digest} from ${this.registry}`;
+    const w = new Watchdog(what, limits);
+    try {
+      const res = await this.request('GET', `/v2/${repo}/blobs/${digest}`, `repository:${repo}:pull`, { signal: w.signal });
+      if (!res.ok || !res.body) {
+        await res.body?.cancel().catch(() => undefined);
+        throw new UserError(`registry ${this.registry} answered ${res.status} for blob ${digest}`);
+      }
+      const got = await readBounded(res, w, { maxBytes: size, file: dest, tooLarge: () => `${what} is larger than the ${size} bytes its manifest declares: refusing it` });
+      if (`sha256:${got.sha256}` !== digest || got.size !== size) {
+        await fsp.rm(dest, { force: true });
+        throw new UserError(`blob ${digest} from ${this.registry} does not match its digest (got sha256:${got.sha256}, ${got.size} bytes): refusing it`);
+      }
+    } catch (err) {
+      throw w.fail(err);
+    } finally {
+      w.done();
+    }
   }
 }
 
+/** The registry's error message: at most the first 16 KiB of the body are read. */
 async function errorText(res: Response): Promise<string> {
-  const t = await res.text().catch(() => '');
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  const reader = res.body?.getReader();
+  try {
+    while (reader && n < 16 * 1024) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.length;
+    }
+  } catch {
+    // what arrived is enough
+  }
+  await reader?.cancel().catch(() => undefined);
+  const t = Buffer.concat(chunks).subarray(0, 16 * 1024).toString('utf8');
   try {
     const j = JSON.parse(t) as { errors?: { code?: string; message?: string }[] };
     if (j.errors?.length) return j.errors.map((e) => `${e.code}: ${e.message}`).join('; ');

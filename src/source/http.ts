@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import { UserError } from '../util/errors.js';
+import { boundedFetch, downloadLimits, ENV_MAX_SIZE, formatBytes, smallLimits, TEXT_MAX_BYTES, type DownloadLimits } from '../util/download.js';
 import { fetchWithTimeout } from '../util/fetch.js';
 
-/** HTTP(S) access for Dockerfile sources, http contexts and ADD URLs: errors say what failed and where. */
+/** HTTP(S) access for Dockerfile sources, http contexts and ADD URLs: errors say what failed and where; every body is bounded (util/download.ts). */
 export async function httpFetch(url: string, method: 'GET' | 'HEAD' = 'GET', timeoutMs = 60_000): Promise<Response> {
   let res: Response;
   try {
@@ -16,25 +16,44 @@ export async function httpFetch(url: string, method: 'GET' | 'HEAD' = 'GET', tim
     await res.body?.cancel().catch(() => undefined);
     throw new UserError(`HTTP ${res.status} ${res.statusText} for ${method} ${url}: check the URL`);
   }
+  if (method === 'HEAD') await res.body?.cancel().catch(() => undefined);
   return res;
 }
 
-export async function httpText(url: string): Promise<string> {
-  return (await httpFetch(url)).text();
+const okOnly = (url: string) => (res: Response): void => {
+  if (!res.ok) throw new UserError(`HTTP ${res.status} ${res.statusText} for GET ${url}: check the URL`);
+};
+
+/** A small text document (a Dockerfile, a .dockerignore): at most 1 MiB. */
+export async function httpTextWithType(url: string): Promise<{ text: string; type: string }> {
+  const r = await boundedFetch(url, {
+    limits: smallLimits(TEXT_MAX_BYTES),
+    what: `GET ${url}`,
+    check: okOnly(url),
+    tooLarge: (limit) => `${url} is larger than ${limit}, the limit for a Dockerfile or .dockerignore fetched over HTTP: is it the right URL?`,
+  });
+  return { text: r.body!.toString('utf8'), type: r.headers.get('content-type') ?? '' };
 }
 
-/** GET a URL and hash it without keeping it. */
-export async function httpDigest(url: string): Promise<{ sha256: string; size: number }> {
-  const res = await httpFetch(url);
-  const h = createHash('sha256');
-  let size = 0;
-  if (res.body) {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      h.update(chunk);
-      size += chunk.length;
-    }
-  }
-  return { sha256: h.digest('hex'), size };
+export async function httpText(url: string): Promise<string> {
+  return (await httpTextWithType(url)).text;
+}
+
+/** How an over-large ADD/context download is refused. */
+export function tooLargeDownload(url: string): (limit: string) => string {
+  return (limit) => `${url} is larger than ${limit}, the download limit: raise it with --max-download-size or ${ENV_MAX_SIZE} if the file is meant to be that large`;
+}
+
+/** GET a URL into `file` (or only hash it when `file` is absent) under `limits`. */
+export async function httpDownload(url: string, file: string | undefined, limits: DownloadLimits = downloadLimits()): Promise<{ sha256: string; size: number }> {
+  const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), ...(file ? { file } : {}) });
+  return { sha256: r.sha256, size: r.size };
+}
+
+/** GET a URL and hash it without keeping it (the plan without a download directory): hashing needs no memory. */
+export async function httpDigest(url: string, limits: DownloadLimits = downloadLimits()): Promise<{ sha256: string; size: number }> {
+  const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), discard: true });
+  return { sha256: r.sha256, size: r.size };
 }
 
 /** GET a URL that may be absent (404 → undefined). */
@@ -46,3 +65,5 @@ export async function httpTextOptional(url: string): Promise<string | undefined>
     throw err;
   }
 }
+
+export { formatBytes };

@@ -4,7 +4,7 @@ import { HttpContext, LocalContext, NoContext, type BuildContext } from '../dock
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { checkoutGit, isGitSource, parseGitSource } from './git.js';
-import { httpFetch } from './http.js';
+import { httpTextWithType } from './http.js';
 
 /** Where a Dockerfile comes from: a local path, literal text, an http(s) URL, or a git repository. */
 export interface ResolvedSource {
@@ -56,9 +56,7 @@ async function resolveHttp(url: string, o: ResolveOptions): Promise<ResolvedSour
   if (new URL(url).pathname.endsWith('/')) {
     throw new UserError(`${url} is a directory, not a Dockerfile: give the URL of the Dockerfile itself`);
   }
-  const res = await httpFetch(url);
-  const type = res.headers.get('content-type') ?? '';
-  const text = await res.text();
+  const { text, type } = await httpTextWithType(url);
   if (type.startsWith('text/html') && /<html|<a\s+href/i.test(text)) {
     throw new UserError(`${url} returned an HTML page (a directory listing?), not a Dockerfile: give the URL of the Dockerfile itself`);
   }

@@ -1,0 +1,66 @@
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { downloadLimits, type DownloadLimits } from '../util/download.js';
+import { UserError } from '../util/errors.js';
+import { httpDownload } from './http.js';
+
+export interface Downloaded { file: string; sha256: string; size: number }
+
+/**
+ * The URLs one build fetches (ADD URLs, http context files), each fetched once into a private
+ * directory (mkdtemp, 0700): the plan records the digest of that very file and the step that uses it
+ * reads that file, so what is built is what was planned and keyed. `dispose()` removes the files.
+ */
+export class Downloads {
+  private dir: Promise<string> | undefined;
+  private readonly byUrl = new Map<string, Promise<Downloaded>>();
+  private readonly bySha = new Map<string, string>();
+  private n = 0;
+
+  constructor(readonly limits: DownloadLimits = downloadLimits()) {}
+
+  /** The file of `url`, downloading it on the first call. */
+  get(url: string): Promise<Downloaded> {
+    let p = this.byUrl.get(url);
+    if (!p) {
+      p = this.fetch(url);
+      this.byUrl.set(url, p);
+      p.catch(() => this.byUrl.delete(url));
+    }
+    return p;
+  }
+
+  /** The downloaded file with this sha256, if this build fetched one. */
+  file(sha256: string | undefined): string | undefined {
+    return sha256 ? this.bySha.get(sha256) : undefined;
+  }
+
+  async dispose(): Promise<void> {
+    const d = await this.dir?.catch(() => undefined);
+    if (d) await fsp.rm(d, { recursive: true, force: true });
+  }
+
+  private async fetch(url: string): Promise<Downloaded> {
+    this.dir ??= fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-download-'));
+    const file = path.join(await this.dir, `d${this.n++}`);
+    const d = await httpDownload(url, file, this.limits);
+    this.bySha.set(d.sha256, file);
+    return { file, ...d };
+  }
+}
+
+/**
+ * The content of a planned URL resource as a host file: this build's download when it made one, else
+ * (a plan made elsewhere) a bounded download into `dest` that must match the plan's digest.
+ */
+export async function plannedDownload(url: string, sha256: string | undefined, dest: string, downloads: Downloads | undefined, what: string): Promise<string> {
+  const have = downloads?.file(sha256);
+  if (have) return have;
+  const d = await httpDownload(url, dest, downloads?.limits ?? downloadLimits());
+  if (sha256 && d.sha256 !== sha256) {
+    await fsp.rm(dest, { force: true });
+    throw new UserError(`${what} ${url}: the content changed since the plan (sha256 ${d.sha256}, the plan has ${sha256}): the server sends different content per request; use a URL that names one version`);
+  }
+  return dest;
+}
