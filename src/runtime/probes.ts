@@ -1,9 +1,11 @@
 import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import { UserError } from '../util/errors.js';
-import { fetchWithTimeout } from '../util/fetch.js';
+import { boundedFetch } from '../util/download.js';
 import { consoleTail } from './console.js';
 import { pidAlive } from '../util/fs.js';
+
+const PROBE_MAX_BYTES = 1024 ** 2;
 
 /** Smoke probes: a TCP port that accepts, an HTTP GET with status and body, each before a deadline. */
 export interface Probes {
@@ -42,8 +44,13 @@ function tryTcp(host: string, port: number, graceMs = 300): Promise<boolean> {
 
 async function tryHttp(url: string, status: number, body?: string): Promise<string | undefined> {
   try {
-    const res = await fetchWithTimeout(url, {}, 5000, async (r) => ({ status: r.status, text: await r.text() }));
-    const text = res.text;
+    // The guest's answer: at most 1 MiB is read (a probe looks for a marker, not a download).
+    const res = await boundedFetch(url, {
+      limits: { maxBytes: PROBE_MAX_BYTES, deadlineMs: 5000, stallMs: 5000 },
+      what: `GET ${url}`,
+      tooLarge: (limit) => `the answer is larger than ${limit}`,
+    });
+    const text = res.body!.toString('utf8');
     if (res.status !== status) return `status ${res.status}, expected ${status}`;
     if (body !== undefined && !text.includes(body)) return `body lacks ${JSON.stringify(body)}`;
     return undefined;
