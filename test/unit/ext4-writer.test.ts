@@ -174,4 +174,152 @@ describe('Ext4Writer', () => {
     const du = (await exec('du', ['-B1', img])).stdout;
     expect(Number(du.split('\t')[0])).toBeLessThan(4 * 1024 * 1024);
   });
+
+  test('a file over 128 MiB spans block groups with many extents and reads back whole', async () => {
+    const size = 150 * 1024 * 1024 + 12345;
+    const hash = createHash('sha256');
+    async function* data(): AsyncGenerator<Buffer> {
+      for (let off = 0, i = 0; off < size; i++) {
+        const b = Buffer.alloc(Math.min(1 << 20, size - off), (i % 251) + 1);
+        b.writeUInt32LE(i, 0);
+        off += b.length;
+        hash.update(b);
+        yield b;
+      }
+    }
+    const { img } = await build(async (w) => { await w.addFile('/big', meta(0o644), size, data()); });
+    await fsck(img);
+    const st = await debugfs(img, 'stat /big');
+    expect(st).toMatch(new RegExp(`Size: ${size}\\s`));
+    expect((st.match(/\(\d+-\d+\):/g) ?? []).length).toBeGreaterThan(1);
+    const out = path.join(dir, 'big.out');
+    await debugfs(img, `dump /big ${out}`);
+    expect(createHash('sha256').update(await fsp.readFile(out)).digest('hex')).toBe(hash.digest('hex'));
+    await fsp.rm(out);
+  });
+
+  test('50,000 entries in one directory and spread over many are e2fsck-clean', async () => {
+    const { img, r } = await build(async (w) => {
+      for (let i = 0; i < 50000; i++) await w.addFile(`/flat/file-with-a-longish-name-${i}`, meta(0o644), 2, chunks(Buffer.from(`${i % 10}\n`)));
+      for (let i = 0; i < 50000; i++) {
+        if (i % 10 === 0) w.addDir(`/tree/d${i % 1000}/e${i}`, meta(0o755));
+        else w.addSymlink(`/tree/d${i % 1000}/l${i}`, `../x${i}`, meta(0o777));
+      }
+    });
+    await fsck(img);
+    expect(r.entries).toBeGreaterThan(100000);
+    const flat = await new Ext4Reader(img).list('/flat', { recursive: false });
+    expect(flat.length).toBe(50000);
+    const d7 = await new Ext4Reader(img).list('/tree/d7', { recursive: false });
+    expect(d7.length).toBe(50);
+    expect(await debugfs(img, 'stat /tree')).toMatch(/Links: 1002\s/);
+  });
+
+  test('whiteouts, opaque directories and layers follow Docker\'s rules', async () => {
+    const { img } = await build(async (w) => {
+      w.addDir('/etc/app', meta(0o755));
+      await w.addFile('/etc/app/old.conf', meta(0o644), 1, chunks(Buffer.from('o')));
+      w.addDir('/etc/app/sub', meta(0o755));
+      await w.addFile('/etc/app/sub/deep', meta(0o644), 1, chunks(Buffer.from('d')));
+      await w.addFile('/etc/keep', meta(0o644), 1, chunks(Buffer.from('k')));
+      await w.addFile('/etc/gone', meta(0o644), 1, chunks(Buffer.from('g')));
+      w.addHardlink('/etc/gone-link', '/etc/gone');
+      w.addDir('/var/lib/x', meta(0o755));
+      w.beginLayer();
+      await w.addFile('/etc/app/new.conf', meta(0o644), 1, chunks(Buffer.from('n')));
+      w.clearDir('/etc/app');
+      w.remove('/etc/gone');
+      w.remove('/var/lib');
+      w.remove('/not/there');
+      w.addDir('/etc/keep', meta(0o700)); // a directory over a file
+      await w.addFile('/etc/keep/inner', meta(0o644), 1, chunks(Buffer.from('i')));
+      await w.addFile('/var', meta(0o644), 1, chunks(Buffer.from('v'))); // a file over a directory: the subtree goes
+    });
+    await fsck(img);
+    const paths = (await new Ext4Reader(img).list()).map((e) => `${e.path}:${e.type}`);
+    expect(paths).toEqual(['/etc:dir', '/etc/app:dir', '/etc/app/new.conf:file', '/etc/gone-link:file', '/etc/keep:dir', '/etc/keep/inner:file', '/var:file']);
+    expect(await debugfs(img, 'stat /etc/gone-link')).toMatch(/Links: 1\s/);
+  });
+
+  test('parents resolve through symlinks inside the image and never leave it', async () => {
+    const { img } = await build(async (w) => {
+      w.addDir('/usr/lib', meta(0o755));
+      w.addSymlink('/lib', 'usr/lib', meta(0o777));
+      await w.addFile('/lib/x', meta(0o644), 1, chunks(Buffer.from('x')));
+      w.addSymlink('/a', '/b', meta(0o777));
+      await w.addFile('/a/y', meta(0o644), 1, chunks(Buffer.from('y')));
+      w.addSymlink('/usr/up', '../../../../../etc', meta(0o777));
+      await w.addFile('/usr/up/z', meta(0o644), 1, chunks(Buffer.from('z')));
+      w.addSymlink('/loop1', 'loop2', meta(0o777));
+      w.addSymlink('/loop2', 'loop1', meta(0o777));
+      w.addHardlink('/lib/x-link', '/lib/x');
+    });
+    await fsck(img);
+    const t = byPath(await new Ext4Reader(img).list());
+    expect(t.get('/usr/lib/x')?.type).toBe('file');
+    expect(t.get('/b/y')?.type).toBe('file');
+    expect(t.get('/etc/z')?.type).toBe('file');
+    expect(t.get('/usr/lib/x-link')?.ino).toBe(t.get('/usr/lib/x')?.ino);
+    expect(t.get('/lib')?.type).toBe('symlink');
+    expect([...t.keys()].filter((p) => !/^\/(usr|lib|a|b|etc|loop1|loop2)(\/|$)/.test(p))).toEqual([]);
+  });
+
+  test('bad names and links are one-line user errors', async () => {
+    const img = path.join(dir, 'bad.ext4');
+    const w = await Ext4Writer.create(img);
+    expect(() => w.addDir('/a/../b', meta(0o755))).toThrow(/'\.\.' component/);
+    expect(() => w.addDir(`/${'n'.repeat(256)}`, meta(0o755))).toThrow(/longer than ext4's 255 bytes/);
+    expect(() => w.addHardlink('/h', '/missing')).toThrow(/not in the image/);
+    w.addDir('/d', meta(0o755));
+    expect(() => w.addHardlink('/h', '/d')).toThrow(/a directory/);
+    expect(() => w.addSymlink('/s', 'x'.repeat(4096), meta(0o777))).toThrow(UserError);
+    w.addSymlink('/loop1', 'loop2', meta(0o777));
+    w.addSymlink('/loop2', 'loop1', meta(0o777));
+    await expect(w.addFile('/loop1/f', meta(0o644), 1, chunks(Buffer.from('f')))).rejects.toThrow(/too many levels of symbolic links/);
+    await expect(w.addFile('/short', meta(0o644), 10, chunks(Buffer.from('f')))).rejects.toThrow(/ended after 1 of its 10 bytes/);
+    const huge = new Map([['user.a', Buffer.alloc(5000)]]);
+    await expect(w.addFile('/xattr-heavy', meta(0o644, { xattrs: huge }), 0, chunks(Buffer.alloc(0)))).rejects.toThrow(/extended attributes of "\/xattr-heavy"/);
+    await w.abort();
+    await expect(fsp.stat(img)).rejects.toThrow(/ENOENT/);
+  });
+
+  test('sizes: free space, an exact size, a too-small size; inodes to spare', async () => {
+    const a = await build(async (w) => { await w.addFile('/f', meta(0o644), 100000, chunks(Buffer.alloc(100000, 1))); }, { freeBytes: 64 << 20 });
+    await fsck(a.img);
+    expect(a.r.imageBytes - a.r.usedBytes).toBeGreaterThanOrEqual(64 << 20);
+    const free = (await exec('dumpe2fs', ['-h', a.img])).stdout;
+    expect(Number(/Free inodes:\s+(\d+)/.exec(free)?.[1])).toBeGreaterThanOrEqual((64 << 20) / 16384);
+    const b = await build(() => undefined, { sizeBytes: 300 << 20 });
+    await fsck(b.img);
+    expect(b.r.imageBytes).toBe(300 << 20);
+    expect((await fsp.stat(b.img)).size).toBe(300 << 20);
+    await expect(build(async (w) => { await w.addFile('/f', meta(0o644), 1 << 20, chunks(Buffer.alloc(1 << 20, 1))); }, { sizeBytes: 65536 }))
+      .rejects.toThrow(/^--size 65536 bytes is smaller than the \d+ bytes the content needs: give a larger --size or leave it out$/);
+    const c = await build(() => undefined, { extraInodes: 70000 });
+    await fsck(c.img);
+    expect(Number(/Inode count:\s+(\d+)/.exec((await exec('dumpe2fs', ['-h', c.img])).stdout)?.[1])).toBeGreaterThanOrEqual(70011);
+  });
+
+  test('a journal on request: e2fsck-clean with a jbd2 superblock in inode 8', async () => {
+    const { img } = await build(async (w) => { w.addDir('/x', meta(0o755)); }, { journal: true, freeBytes: 200 << 20 });
+    await fsck(img);
+    const h = (await exec('dumpe2fs', ['-h', img])).stdout;
+    expect(h).toMatch(/has_journal/);
+    expect(h).toMatch(/Total journal size:\s+16M/);
+    expect(await debugfs(img, 'logdump')).toMatch(/Journal starts at block 0, transaction 1/) // an empty journal, as mke2fs leaves it;
+  });
+
+  test('resize2fs grows and shrinks a written image', async () => {
+    const { img } = await build(async (w) => {
+      for (let i = 0; i < 500; i++) await w.addFile(`/d${i % 7}/f${i}`, meta(0o644), 5000, chunks(Buffer.alloc(5000, i % 255 + 1)));
+    }, { freeBytes: 16 << 20 });
+    const before = await new Ext4Reader(img).tree({ hashes: true });
+    await exec('resize2fs', [img, `${(((await fsp.stat(img)).size + (64 << 20)) / 4096)}`]);
+    await fsck(img);
+    await exec('resize2fs', ['-M', img]);
+    await fsck(img);
+    await exec('resize2fs', [img, '200M']);
+    await fsck(img);
+    expect(await new Ext4Reader(img).tree({ hashes: true })).toEqual(before);
+  });
 });
