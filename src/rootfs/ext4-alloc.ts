@@ -84,7 +84,7 @@ export class BlockWriter {
     if (this.len === 0) return;
     const out = this.buf;
     // The error is kept (not left as a rejected promise nobody awaits yet) and thrown at the next wait.
-    this.pending = this.fh.write(out, 0, this.len * BS, this.start * BS).then(() => undefined, (e: unknown) => { this.failed = this.wrap(e); });
+    this.pending = this.writeFully(out, this.len * BS, this.start * BS).then(() => undefined, (e: unknown) => { this.failed = this.wrap(e); });
     this.buf = this.spare;
     this.spare = out;
     this.len = 0;
@@ -99,9 +99,18 @@ export class BlockWriter {
   async writeAt(pos: number, data: Buffer): Promise<void> {
     await this.flush();
     try {
-      await this.fh.write(data, 0, data.length, pos);
+      await this.writeFully(data, data.length, pos);
     } catch (e) {
       throw this.wrap(e);
+    }
+  }
+
+  /** A positional write may be short (a nearly full disk): the rest is written until done or an error. */
+  private async writeFully(data: Buffer, len: number, pos: number): Promise<void> {
+    for (let done = 0; done < len;) {
+      const { bytesWritten } = await this.fh.write(data, done, len - done, pos + done);
+      if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+      done += bytesWritten;
     }
   }
 

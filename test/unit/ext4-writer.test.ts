@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
@@ -321,5 +322,24 @@ describe('Ext4Writer', () => {
     await exec('resize2fs', [img, '200M']);
     await fsck(img);
     expect(await new Ext4Reader(img).tree({ hashes: true })).toEqual(before);
+  });
+
+  // Mounting a small tmpfs needs root (as the other disk-full tests do).
+  (process.getuid?.() === 0 ? test : test.skip)('a full disk is one line naming the image, and abort leaves no file', async () => {
+    const small = await fsp.mkdtemp(path.join(os.tmpdir(), 'ext4-writer-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', small]);
+    try {
+      const img = path.join(small, 'full.ext4');
+      const w = await Ext4Writer.create(img);
+      const data = Buffer.alloc(16 << 20, 1);
+      const err = await w.addFile('/f', meta(0o644), data.length, chunks(data, 1 << 20)).then(() => w.finish()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UserError);
+      expect((err as Error).message).toBe(`out of disk space writing ${img}: free some space or point the store (rootfs-storage-root) at a larger file system`);
+      await w.abort();
+      expect(await fsp.readdir(small)).toEqual([]);
+    } finally {
+      execFileSync('umount', [small]);
+      await fsp.rm(small, { recursive: true, force: true });
+    }
   });
 });
