@@ -105,6 +105,15 @@ export class BlockWriter {
     }
   }
 
+  /** A direct write where no buffered block lies (inode tables), without flushing the buffers. */
+  async writeRaw(pos: number, data: Buffer): Promise<void> {
+    try {
+      await this.writeFully(data, data.length, pos);
+    } catch (e) {
+      throw this.wrap(e);
+    }
+  }
+
   /** A positional write may be short (a nearly full disk): the rest is written until done or an error. */
   private async writeFully(data: Buffer, len: number, pos: number): Promise<void> {
     for (let done = 0; done < len;) {

@@ -30,8 +30,8 @@ export interface FinishCtx {
   hashSeed: Buffer;
 }
 
-const INODES_PER_CHUNK = 4096;
 const MIN_LAST_GROUP = 1024;
+const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => { let c = 0; for (let v = i; v; v >>= 1) c += v & 1; return c; });
 
 export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<WriteResult> {
   const { tree, alloc, out } = c;
@@ -61,16 +61,46 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
   }
   const lastIno = next - 1;
 
-  // Inodes are encoded as they are laid out, into 1 MiB chunks (inode number order).
-  const chunks: Buffer[] = [];
-  const putInode = (ino: number, b: Buffer): void => {
-    const ci = Math.floor((ino - 1) / INODES_PER_CHUNK);
-    while (chunks.length <= ci) chunks.push(Buffer.alloc(INODES_PER_CHUNK * INODE_SIZE));
-    b.copy(chunks[ci] as Buffer, ((ino - 1) % INODES_PER_CHUNK) * INODE_SIZE);
+  // Pass 1: an upper bound of the blocks finish() allocates, so the file system is sized (and its inode
+  // tables placed) before anything is written: inodes then go straight to their table, nothing piles up.
+  const nameLens = (d: Node): number[] => [1, 2, ...[...(d.children as Map<string, Child>).keys()].map((k) => Buffer.byteLength(k, 'utf8'))];
+  let extra = 0;
+  for (const n of order) {
+    if (n.kind === 'dir') {
+      const nb = Math.max(dirBlockCount(nameLens(n)), n === lf ? 4 : 1);
+      extra += nb + treeBlocksFor(runExtents(nb));
+    } else if (n.kind === 'file') extra += treeBlocksFor(n.ext.length / 3);
+    else if (n.kind === 'symlink' && (n.target as Buffer).length >= 60) extra += 1;
+    const es = xattrEntries(n.meta.xattrs, `inode ${n.ino}`, () => undefined);
+    if (es.length > 0 && xattrBytes(es) > INODE_XATTR_SPACE) extra += 1;
+  }
+  let jb = 0;
+  if (o.journal) {
+    jb = defaultJournalBlocks(o.sizeBytes !== undefined ? Math.floor(o.sizeBytes / BS) : alloc.next + extra + Math.ceil((o.freeBytes ?? 0) / BS));
+    extra += jb + treeBlocksFor(runExtents(jb));
+  }
+  const sim = new Allocator(alloc.next);
+  for (let i = 0; i < extra; i++) sim.one();
+  const contentEnd = sim.next;
+  const geo = geometry(contentEnd, lastIno, o);
+  const place = placeMeta(new Allocator(contentEnd), geo.groups, geo.ipg);
+  const { groups: G, ipg, blocks: B } = geo;
+  const gdtBlocks = Math.ceil((G * 32) / BS);
+  if (gdtBlocks > GDT_RESERVE) throw new UserError(`an image of ${B * BS} bytes is larger than the 1 TiB this writer makes: give a smaller --size`);
+
+  const bitmap = Buffer.alloc(G * BS);
+  const mark = (s: number, len: number): void => { for (let b = s; b < s + len; b++) bitmap[b >> 3]! |= 1 << (b & 7); };
+  const markExt = (ext: Extents): number => {
+    let blocks = 0;
+    for (let j = 0; j < ext.length; j += 3) { mark(ext[j + 1] as number, ext[j + 2] as number); blocks += ext[j + 2] as number; }
+    return blocks;
   };
-  const used: number[] = []; // block ranges: start, length
-  const dirsOf = new Map<number, number>(); // group -> directories (filled once the group size is known)
-  const dirInos: number[] = [];
+  const dirsOf = new Array<number>(G).fill(0);
+  const inodes = new InodeSink(out);
+  const putInode = (ino: number, b: Buffer): Promise<void> | undefined => {
+    const g = Math.floor((ino - 1) / ipg);
+    return inodes.put((place.tables[g] as number) * BS + ((ino - 1) % ipg) * INODE_SIZE, b);
+  };
   let pendingWrites: [number, Buffer][] = [];
   const emit = async (ext: Extents, logical: number, data: Buffer): Promise<void> => {
     const b = alloc.one();
@@ -82,10 +112,11 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
     const t = buildExtentTree(ext, () => alloc.one(), (b, d) => pendingWrites.push([b, d]));
     for (const [b, d] of pendingWrites) await out.put(b, d);
     pendingWrites = [];
-    for (const b of t.treeBlocks) used.push(b, 1);
+    for (const b of t.treeBlocks) mark(b, 1);
     return { iblock: t.iblock, tree: t.treeBlocks.length };
   };
 
+  // Pass 2: directories, slow symlinks, xattr blocks and extent trees after the data; inodes to their tables.
   for (const n of order) {
     let flags = 0;
     let iblock: Buffer = Buffer.alloc(60);
@@ -109,7 +140,7 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
       if (n === lf) while (i < 4) await emit(n.ext, i++, emptyDirBlock());
       size = i * BS;
       links = 2 + subdirs >= 65000 ? 1 : 2 + subdirs;
-      dirInos.push(n.ino);
+      dirsOf[Math.floor((n.ino - 1) / ipg)]!++;
     } else if (n.kind === 'symlink') {
       const t = n.target as Buffer;
       if (t.length < 60) t.copy(iblock);
@@ -128,8 +159,7 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
       const t = await tree4(n.ext);
       iblock = t.iblock;
       flags |= EXTENTS_FL;
-      for (let j = 0; j < n.ext.length; j += 3) { used.push(n.ext[j + 1] as number, n.ext[j + 2] as number); blocks += n.ext[j + 2] as number; }
-      blocks += t.tree;
+      blocks += markExt(n.ext) + t.tree;
     }
     let xattrBlk = 0;
     let inline: XattrEntry[] | undefined;
@@ -139,7 +169,7 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
       else {
         xattrBlk = alloc.one();
         await out.put(xattrBlk, xattrBlock(es));
-        used.push(xattrBlk, 1);
+        mark(xattrBlk, 1);
         blocks++;
       }
     }
@@ -149,65 +179,45 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
       mtime: m.mtime, atime: m.atime ?? m.mtime, ctime: m.ctime ?? m.mtime, crtime: m.ctime ?? m.mtime,
     };
     if (inline) info.inlineXattrs = inline;
-    putInode(n.ino, inode(info));
+    const w = putInode(n.ino, inode(info));
+    if (w) await w;
   }
 
   // The journal: inode 8, mke2fs's default size for the expected file system size.
   let journal: { iblock: Buffer; size: number } | undefined;
   if (o.journal) {
-    const expect = o.sizeBytes !== undefined ? Math.floor(o.sizeBytes / BS) : alloc.next + Math.ceil((o.freeBytes ?? 0) / BS);
-    const jb = defaultJournalBlocks(expect);
     const ext: Extents = [];
     for (let i = 0; i < jb; i++) addExtent(ext, i, alloc.one());
     await out.put(ext[1] as number, journalSuperblock(jb, c.uuid));
     const t = await tree4(ext);
-    for (let j = 0; j < ext.length; j += 3) used.push(ext[j + 1] as number, ext[j + 2] as number);
+    markExt(ext);
     journal = { iblock: t.iblock, size: jb * BS };
-    putInode(8, inode({ kind: 'file', mode: 0o600, uid: 0, gid: 0, size: jb * BS, links: 1, blocks: jb + t.tree, flags: EXTENTS_FL, iblock: t.iblock, xattrBlock: 0, mtime: now, atime: now, ctime: now, crtime: now }));
+    await putInode(8, inode({ kind: 'file', mode: 0o600, uid: 0, gid: 0, size: jb * BS, links: 1, blocks: jb + t.tree, flags: EXTENTS_FL, iblock: t.iblock, xattrBlock: 0, mtime: now, atime: now, ctime: now, crtime: now }));
   }
+  await inodes.flush();
   await out.flush();
+  if (alloc.next > contentEnd) throw new Error(`ext4 writer: finish() allocated past its estimate (${alloc.next} > ${contentEnd})`);
 
-  const geo = geometry(alloc.next, lastIno, o);
-  const place = placeMeta(new Allocator(alloc.next), geo.groups, geo.ipg);
-  const { groups: G, ipg, blocks: B } = geo;
-  const gdtBlocks = Math.ceil((G * 32) / BS);
-  if (gdtBlocks > GDT_RESERVE) throw new UserError(`an image of ${B * BS} bytes is larger than the 1 TiB this writer makes: give a smaller --size`);
-
-  // Block bitmap over the whole file system; padding past the last block set, as e2fsck wants.
-  const bitmap = Buffer.alloc(G * BS);
-  const mark = (s: number, n: number): void => { for (let b = s; b < s + n; b++) bitmap[b >> 3]! |= 1 << (b & 7); };
+  // Block bitmap: padding past the last block set, as e2fsck wants.
   for (let b = B; b < G * BLOCKS_PER_GROUP; b++) bitmap[b >> 3]! |= 1 << (b & 7);
   for (let g = 0; g < G; g++) if (hasBackup(g)) mark(g * BLOCKS_PER_GROUP, 1 + gdtBlocks);
-  for (let i = 0; i < used.length; i += 2) mark(used[i] as number, used[i + 1] as number);
   mark(place.blockBitmaps, G);
   mark(place.inodeBitmaps, G);
   for (const t of place.tables) mark(t, ipg / 16);
 
-  for (const ino of dirInos) { const g = Math.floor((ino - 1) / ipg); dirsOf.set(g, (dirsOf.get(g) ?? 0) + 1); }
   const gdt = Buffer.alloc(gdtBlocks * BS);
   let freeBlocks = 0;
   for (let g = 0; g < G; g++) {
     const bm = bitmap.subarray(g * BS, (g + 1) * BS);
-    let free = 0;
-    const inFs = Math.min(BLOCKS_PER_GROUP, B - g * BLOCKS_PER_GROUP);
-    for (let i = 0; i < inFs; i++) if (!(bm[i >> 3]! & (1 << (i & 7)))) free++; // TODO popcount
+    let free = BLOCKS_PER_GROUP; // the padding past the last block counts as used
+    for (let i = 0; i < BS; i++) free -= POPCOUNT[bm[i]!]!;
     freeBlocks += free;
     const usedInodes = Math.max(0, Math.min(ipg, lastIno - g * ipg));
     const ibm = Buffer.alloc(BS);
     for (let i = 0; i < usedInodes; i++) ibm[i >> 3]! |= 1 << (i & 7);
     for (let i = ipg; i < BS * 8; i++) ibm[i >> 3]! |= 1 << (i & 7);
     await out.writeAt((place.inodeBitmaps + g) * BS, ibm);
-    groupDesc({ blockBitmap: place.blockBitmaps + g, inodeBitmap: place.inodeBitmaps + g, inodeTable: place.tables[g] as number, freeBlocks: free, freeInodes: ipg - usedInodes, dirs: dirsOf.get(g) ?? 0 }, gdt, g * 32);
-    // This group's inode table: only the blocks that hold used inodes are written (the rest stays a hole).
-    if (usedInodes > 0) {
-      const tbl = Buffer.alloc(Math.ceil((usedInodes * INODE_SIZE) / BS) * BS);
-      for (let i = 0; i < usedInodes; i++) {
-        const ino = g * ipg + i + 1;
-        const ch = chunks[Math.floor((ino - 1) / INODES_PER_CHUNK)];
-        if (ch) ch.copy(tbl, i * INODE_SIZE, ((ino - 1) % INODES_PER_CHUNK) * INODE_SIZE, ((ino - 1) % INODES_PER_CHUNK + 1) * INODE_SIZE);
-      }
-      await out.writeAt((place.tables[g] as number) * BS, tbl);
-    }
+    groupDesc({ blockBitmap: place.blockBitmaps + g, inodeBitmap: place.inodeBitmaps + g, inodeTable: place.tables[g] as number, freeBlocks: free, freeInodes: ipg - usedInodes, dirs: dirsOf[g] ?? 0 }, gdt, g * 32);
   }
   await out.writeAt(place.blockBitmaps * BS, bitmap);
 
@@ -263,4 +273,52 @@ function placeMeta(a: Allocator, G: number, ipg: number): { blockBitmaps: number
   const tables: number[] = [];
   for (let g = 0; g < G; g++) tables.push(a.run((ipg * INODE_SIZE) / BS));
   return { blockBitmaps, inodeBitmaps, tables, end: a.next };
+}
+
+/** Directory blocks the entries with these name lengths take ('.' and '..' included). */
+function dirBlockCount(lens: number[]): number {
+  let blocks = 1;
+  let off = 0;
+  for (const l of lens) {
+    const need = (8 + l + 3) & ~3;
+    if (off + need > BS) { blocks++; off = 0; }
+    off += need;
+  }
+  return blocks;
+}
+
+/** At most this many extents for `n` blocks allocated in one run (32768-block extents, reserved areas). */
+function runExtents(n: number): number {
+  return n <= 4 ? n : 2 * Math.ceil(n / (BLOCKS_PER_GROUP - 1 - GDT_RESERVE)) + 1;
+}
+
+/** Extent-tree blocks `n` extents need (0 when they fit in the inode). */
+function treeBlocksFor(n: number): number {
+  if (n <= 4) return 0;
+  let nodes = Math.ceil(n / 340);
+  let total = nodes;
+  while (nodes > 4) { nodes = Math.ceil(nodes / 340); total += nodes; }
+  return total;
+}
+
+/** Inodes in number order, coalesced into 1 MiB positional writes into their inode tables. */
+class InodeSink {
+  private readonly buf = Buffer.alloc(1 << 20);
+  private start = 0;
+  private len = 0;
+  constructor(private readonly out: BlockWriter) {}
+
+  put(pos: number, inode: Buffer): Promise<void> | undefined {
+    if (this.len > 0 && (pos !== this.start + this.len || this.len === this.buf.length)) return this.flush().then(() => this.put(pos, inode));
+    if (this.len === 0) this.start = pos;
+    inode.copy(this.buf, this.len);
+    this.len += inode.length;
+    return undefined;
+  }
+
+  async flush(): Promise<void> {
+    if (this.len === 0) return;
+    await this.out.writeRaw(this.start, this.buf.subarray(0, this.len));
+    this.len = 0;
+  }
 }
