@@ -38,8 +38,11 @@ export interface Child { node: Node; gen: number }
 
 const MAX_SYMLINKS = 40;
 
+/** Shared by nodes without extents yet; never written to (the first extent makes a node its own array). */
+const NO_EXTENTS: Extents = Object.freeze([]) as unknown as Extents;
+
 export function newNode(kind: Kind, meta: NodeMeta): Node {
-  const n: Node = { kind, meta, names: 0, ino: 0, size: 0, ext: [] };
+  const n: Node = { kind, meta, names: 0, ino: 0, size: 0, ext: NO_EXTENTS };
   if (kind === 'dir') n.children = new Map();
   return n;
 }

@@ -129,7 +129,8 @@ export class Ext4Writer {
   private dataBlock(node: Node, src: Buffer, off: number, logical: number): Promise<void> | undefined {
     if (node.ext.length < MAX_HOLE_EXTENTS * 3 && src.compare(ZERO, 0, BS, off, off + BS) === 0) return undefined;
     const phys = this.alloc.one();
-    addExtent(node.ext, logical, phys);
+    if (node.ext.length === 0) node.ext = [logical, phys, 1]; // an exact-size array: most files have one extent
+    else addExtent(node.ext, logical, phys);
     return this.out.put(phys, src, off);
   }
 
