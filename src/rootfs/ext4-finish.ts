@@ -139,7 +139,7 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
       for (const blk of dirBlocks(list())) await emit(n.ext, i++, blk);
       if (n === lf) while (i < 4) await emit(n.ext, i++, emptyDirBlock());
       size = i * BS;
-      links = 2 + subdirs >= 65000 ? 1 : 2 + subdirs;
+      links = 2 + subdirs > 65000 ? 1 : 2 + subdirs; // dir_nlink: e2fsck counts 1 past EXT2_LINK_MAX
       dirsOf[Math.floor((n.ino - 1) / ipg)]!++;
     } else if (n.kind === 'symlink') {
       const t = n.target as Buffer;

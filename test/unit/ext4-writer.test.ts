@@ -158,20 +158,22 @@ describe('Ext4Writer', () => {
   });
 
   test('zero blocks become holes: a sparse file allocates only its data', async () => {
-    const size = 64 * 1024 * 1024 + 100;
+    const size = 4 * 1024 * 1024 * 1024 + 100; // over 4 GiB: i_size_high, large_file
     async function* sparse(): AsyncGenerator<Buffer> {
       let left = size;
       let i = 0;
       while (left > 0) {
         const b = Buffer.alloc(Math.min(1 << 20, left));
-        if (i++ % 16 === 0) b.fill(1, 0, Math.min(4096, b.length));
+        if (i++ % 1024 === 0) b.fill(1, 0, Math.min(4096, b.length));
         left -= b.length;
         yield b;
       }
     }
     const { img } = await build(async (w) => { await w.addFile('/sparse', meta(0o644), size, sparse()); });
     await fsck(img);
-    expect(await debugfs(img, 'stat /sparse')).toMatch(/Blockcount: 48\s/); // 5 data blocks and the extent leaf (5 extents)
+    const st = await debugfs(img, 'stat /sparse');
+    expect(st).toMatch(/Blockcount: 48\s/); // 5 data blocks and the extent leaf (5 extents)
+    expect(st).toMatch(new RegExp(`Size: ${size}\\s`));
     const du = (await exec('du', ['-B1', img])).stdout;
     expect(Number(du.split('\t')[0])).toBeLessThan(4 * 1024 * 1024);
   });
@@ -214,6 +216,16 @@ describe('Ext4Writer', () => {
     const d7 = await new Ext4Reader(img).list('/tree/d7', { recursive: false });
     expect(d7.length).toBe(50);
     expect(await debugfs(img, 'stat /tree')).toMatch(/Links: 1002\s/);
+  });
+
+  test('a directory with more than 65,000 subdirectories has one link (dir_nlink), one with 64,998 the exact count', async () => {
+    const { img } = await build((w) => {
+      for (let i = 0; i < 65000; i++) w.addDir(`/many/${i}`, meta(0o755));
+      for (let i = 0; i < 64998; i++) w.addDir(`/edge/${i}`, meta(0o755));
+    });
+    await fsck(img);
+    expect(await debugfs(img, 'stat /many')).toMatch(/Links: 1\s/);
+    expect(await debugfs(img, 'stat /edge')).toMatch(/Links: 65000\s/);
   });
 
   test('whiteouts, opaque directories and layers follow Docker\'s rules', async () => {
