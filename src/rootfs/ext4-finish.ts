@@ -196,6 +196,18 @@ export async function finishImage(c: FinishCtx, o: FinishOptions): Promise<Write
   }
   await inodes.flush();
   await out.flush();
+  // Removed files' data (whiteouts, replaced entries) is overwritten with zeros: free blocks keep no content.
+  const zeros = Buffer.alloc(256 * BS);
+  for (const ext of tree.freed) {
+    for (let j = 0; j < ext.length; j += 3) {
+      for (let b = ext[j + 1] as number, left = ext[j + 2] as number; left > 0;) {
+        const n = Math.min(left, 256);
+        await out.writeRaw(b * BS, zeros.subarray(0, n * BS));
+        b += n;
+        left -= n;
+      }
+    }
+  }
   if (alloc.next > contentEnd) throw new Error(`ext4 writer: finish() allocated past its estimate (${alloc.next} > ${contentEnd})`);
 
   // Block bitmap: padding past the last block set, as e2fsck wants.

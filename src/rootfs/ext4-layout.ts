@@ -15,7 +15,7 @@ export const FIRST_INO = 11;
 /** Blocks kept free after the superblock at every backup group: the GDT of up to 8192 groups (1 TiB). */
 export const GDT_RESERVE = 64;
 export const MAX_EXTENT_LEN = 32768;
-const EXT_PER_BLOCK = (BS - 12) / 12; // 340
+const EXT_PER_BLOCK = Math.floor((BS - 12) / 12); // 340
 
 export interface Ext4Time { sec: number; nsec: number }
 

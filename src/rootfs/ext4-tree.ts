@@ -63,6 +63,8 @@ export function components(p: string): string[] {
 export class Tree {
   readonly root: Node;
   gen = 0;
+  /** Data extents of files that lost their last name: finish() zeroes them, so no removed content stays in the image. */
+  readonly freed: Extents[] = [];
 
   constructor(rootMeta: NodeMeta) {
     this.root = newNode('dir', rootMeta);
@@ -126,7 +128,7 @@ export class Tree {
     const kids = dir.children as Map<string, Child>;
     const old = kids.get(name);
     if (old?.node === node) { old.gen = this.gen; return; }
-    if (old) { kids.delete(name); drop(old.node); }
+    if (old) { kids.delete(name); this.drop(old.node); }
     node.names++;
     kids.set(name, { node, gen: this.gen });
   }
@@ -137,7 +139,7 @@ export class Tree {
     const old = at ? kids?.get(at.name) : undefined;
     if (!at || !kids || !old) return;
     kids.delete(at.name);
-    drop(old.node);
+    this.drop(old.node);
   }
 
   /** Opaque directory: everything under `p` not added in the current generation goes (Docker's rule). */
@@ -150,19 +152,22 @@ export class Tree {
     for (const [name, c] of [...(dir.children as Map<string, Child>)]) {
       if (c.gen < this.gen) {
         dir.children?.delete(name);
-        drop(c.node);
+        this.drop(c.node);
       } else if (c.node.kind === 'dir') {
         this.clear(c.node);
       }
     }
   }
-}
 
-/** One name of `n` is gone; a directory's children lose theirs with it. */
-function drop(n: Node): void {
-  n.names--;
-  if (n.names === 0 && n.kind === 'dir') {
-    for (const c of (n.children as Map<string, Child>).values()) drop(c.node);
-    n.children?.clear();
+  /** One name of `n` is gone; a directory's children lose theirs with it. */
+  private drop(n: Node): void {
+    n.names--;
+    if (n.names > 0) return;
+    if (n.kind === 'dir') {
+      for (const c of (n.children as Map<string, Child>).values()) this.drop(c.node);
+      n.children?.clear();
+    } else if (n.ext.length > 0) {
+      this.freed.push(n.ext);
+    }
   }
 }

@@ -218,6 +218,39 @@ describe('Ext4Writer', () => {
     expect(await debugfs(img, 'stat /tree')).toMatch(/Links: 1002\s/);
   });
 
+  test('a file of 1,500 extents gets a two-level extent tree', async () => {
+    const blocks = 3000; // data and zero blocks alternating: 1,500 extents, more than one leaf level holds
+    const data = Buffer.alloc(blocks * 4096);
+    for (let i = 0; i < blocks; i += 2) data.fill((i % 200) + 1, i * 4096, (i + 1) * 4096);
+    const { img } = await build(async (w) => { await w.addFile('/frag', meta(0o644), data.length, chunks(data, 10000)); });
+    await fsck(img);
+    expect(await debugfs(img, 'stat /frag')).toMatch(/\(ETB1\):/);
+    const out = path.join(dir, 'frag.out');
+    await debugfs(img, `dump /frag ${out}`);
+    expect(sha(await fsp.readFile(out))).toBe(sha(data));
+  });
+
+  test('removed and replaced files leave no content in the image', async () => {
+    const secret = (s: string): Buffer => Buffer.from(`${s}-${'S'.repeat(5000)}`);
+    const { img } = await build(async (w) => {
+      await w.addFile('/etc/shadow-old', meta(0o600), secret('whited-out').length, chunks(secret('whited-out')));
+      await w.addFile('/etc/replaced', meta(0o600), secret('replaced').length, chunks(secret('replaced')));
+      await w.addFile('/etc/kept', meta(0o600), secret('kept-content').length, chunks(secret('kept-content')));
+      await w.addFile('/opt/linked', meta(0o600), secret('hard-linked').length, chunks(secret('hard-linked')));
+      w.addHardlink('/opt/other-name', '/opt/linked');
+      w.beginLayer();
+      w.remove('/etc/shadow-old');
+      await w.addFile('/etc/replaced', meta(0o600), 3, chunks(Buffer.from('new')));
+      w.remove('/opt/linked'); // still named /opt/other-name: kept
+    });
+    await fsck(img);
+    const raw = await fsp.readFile(img);
+    expect(raw.includes('whited-out-SSS')).toBe(false);
+    expect(raw.includes('replaced-SSS')).toBe(false);
+    expect(raw.includes('kept-content-SSS')).toBe(true);
+    expect(raw.includes('hard-linked-SSS')).toBe(true);
+  });
+
   test('a directory with more than 65,000 subdirectories has one link (dir_nlink), one with 64,998 the exact count', async () => {
     const { img } = await build((w) => {
       for (let i = 0; i < 65000; i++) w.addDir(`/many/${i}`, meta(0o755));
