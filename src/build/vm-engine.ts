@@ -15,14 +15,15 @@ import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../guest/prepare.js';
 import { batch, quote } from '../rootfs/debugfs.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
-import { RunCache } from '../runtime/state.js';
+import { RunCache, vmmOf } from '../runtime/state.js';
+import { vmmAlive } from '../runtime/vmm-process.js';
 import { resolveSource } from '../source/resolve.js';
 import type { ImageConfig } from '../store/metadata.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
-import { copySparse, pidAlive } from '../util/fs.js';
+import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { StepCache } from './step-cache.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
@@ -229,7 +230,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   const deadline = started + b.stepTimeoutMs;
   let timedOut = false;
   try {
-    while (pidAlive(vm.pid)) {
+    while (vmmAlive(vmmOf(vm))) {
       await pump();
       if (Date.now() > deadline) {
         timedOut = true;
