@@ -11,7 +11,7 @@ import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
 import { buildWithVm } from '../build/vm-engine.js';
 import * as path from 'node:path';
-import { DEFAULT_LOCK_DIR, chooseBackend, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, type NetworkMode, type RunOptions } from '../commands/run.js';
+import { DEFAULT_LOCK_DIR, chooseBackend, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, vmDiskFull, type NetworkMode, type RunOptions } from '../commands/run.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { RunCache, vmRunning, vmmOf } from '../runtime/state.js';
 import { vmmAlive } from '../runtime/vmm-process.js';
@@ -476,9 +476,12 @@ export function buildProgram(io: CliIO): Command {
       if (!vmmAlive(vmmOf(state))) break;
       await new Promise((r) => setTimeout(r, 250));
     }
+    const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    // A command that failed on a full host disk (QEMU hands the write error to the guest): say so.
+    const full = code?.[1] === '0' ? undefined : await vmDiskFull(state);
     // The VM ended: everything it had on the host goes (cgroup, netns, CNI, port rules, jail, run cache), as kill does.
     await teardown(cache, state, DEFAULT_LOCK_DIR, log).catch(() => undefined);
-    const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    if (full) throw full;
     // The image's own init powers off without firebuild's exit line.
     if (!code && o.init === 'image') return;
     if (!code) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');

@@ -13,7 +13,8 @@ import type { Logger } from '../util/logger.js';
 import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
 import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
-import { exists, writeFileAtomic } from '../util/fs.js';
+import { diskFullError, requireFree } from '../util/disk-space.js';
+import { diskUsage, exists, writeFileAtomic } from '../util/fs.js';
 import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
@@ -256,6 +257,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
       rootfs = o.build.rootfs;
       cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
     } else {
+      await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
       await prepareRootfs(image!.rootfsPath, rootfs);
       cfg = runConfigFor(image!.metadata.config, o, hostname, netCfg, dns, backend, envFromFiles, flagEnv);
     }
@@ -313,9 +315,19 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, vmmOf(state), o.bootTimeoutMs);
     return state;
   } catch (err) {
+    // A VM that could not start on a full disk: say so rather than what failed next.
+    const full = o.build ? await diskFullError(o.build.rootfs, `the build disk of ${o.build.label}`, BUILD_DISK_HINT) : await vmDiskFull(state);
     await teardown(cache, state, lockDir, log);
-    throw err;
+    throw full ?? err;
   }
+}
+
+const RUN_DISK_HINT = 'free space there, or point --run-cache at a larger file system';
+const BUILD_DISK_HINT = 'free space there, or point TMPDIR at a larger file system (the build works under TMPDIR)';
+
+/** The one-line error when the file system holding the VM's disk is full (checked after a VM failed), else undefined. */
+export async function vmDiskFull(s: VmState): Promise<UserError | undefined> {
+  return diskFullError(path.join(s.cacheDir, 'rootfs.ext4'), `the disk of VM ${s.name}`, RUN_DISK_HINT);
 }
 
 /** Record the VMM's identity (pid, start time, boot id) the moment it exists; the creator's is no longer needed. */
