@@ -15,14 +15,16 @@ import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../guest/prepare.js';
 import { batch, quote } from '../rootfs/debugfs.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
-import { RunCache } from '../runtime/state.js';
+import { RunCache, vmmOf } from '../runtime/state.js';
+import { vmmAlive } from '../runtime/vmm-process.js';
 import { resolveSource } from '../source/resolve.js';
 import type { ImageConfig } from '../store/metadata.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
-import { copySparse, pidAlive } from '../util/fs.js';
+import { diskFullError, requireFree } from '../util/disk-space.js';
+import { copySparse, diskUsage } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { StepCache } from './step-cache.js';
 import { Downloads } from '../source/downloads.js';
@@ -80,6 +82,15 @@ export const ENGINE_SEMANTICS = 'vm-engine-semantics-2';
 const GUEST_WRITTEN = ['/etc/hostname', '/etc/hosts', '/etc/resolv.conf'];
 export const DEFAULT_STEP_TIMEOUT_MS = 30 * 60_000;
 export const DEFAULT_CACHE_MAX_BYTES = 20 * 1024 ** 3;
+/** What to do about a full disk under the build's work directory. */
+const DISK_FULL_HINT = 'free space there, or point TMPDIR at a larger file system (the build works under TMPDIR)';
+/** How long the build disk's file system may stay full while a RUN's VM keeps running. */
+const FULL_GRACE_MS = 20_000;
+
+/** Preflight of an image copy into the build's work directory: its allocated size must fit. */
+async function roomForCopy(src: string, dest: string, what: string): Promise<void> {
+  await requireFree(dest, (await diskUsage(src)).allocated, what, DISK_FULL_HINT);
+}
 
 function sha(...parts: string[]): string {
   const h = createHash('sha256');
@@ -232,17 +243,30 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   };
   const deadline = started + b.stepTimeoutMs;
   let timedOut = false;
+  // A full host disk: QEMU reports the failed writes to the guest (werror=report), whose command then
+  // fails; should the guest hang on them instead, a disk that stays full ends the step after a grace.
+  const full = (): Promise<UserError | undefined> => diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where);
+  let fullSince = 0;
+  let lastCheck = 0;
   try {
-    while (pidAlive(vm.pid)) {
+    while (vmmAlive(vmmOf(vm))) {
       await pump();
       if (Date.now() > deadline) {
         timedOut = true;
         break;
       }
+      if (Date.now() - lastCheck > 2000) {
+        lastCheck = Date.now();
+        const err = await full();
+        fullSince = err ? fullSince || Date.now() : 0;
+        if (err && Date.now() - fullSince > FULL_GRACE_MS) throw err;
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
     await pump();
     if (partial && running) tail.push(partial);
+    const diskFull = await full();
+    if (diskFull) throw diskFull;
     if (timedOut) throw new UserError(`${label} did not finish within ${Math.round(b.stepTimeoutMs / 1000)} s: raise --step-timeout or fix the step${tail.length ? `; last output: ${tail.slice(-3).join(' | ')}` : ''}`, where);
     if (exitCode === undefined) throw new UserError(`${label}: the build VM stopped without reporting an exit code (console: ${tail.slice(-3).join(' | ') || 'empty'})`, where);
     if (exitCode !== 0) {
@@ -258,8 +282,8 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   await removeGuest(image);
   await restoreGuestWritten(image, saved);
   await fsp.rm(scratch, { recursive: true, force: true });
-  await new Ext4Tools(b.log).check(image).catch((err: Error) => {
-    throw new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
+  await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
+    throw (await diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where)) ?? new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
   });
 }
 
@@ -370,7 +394,10 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
         }
       }
       if (start === 0) {
-        if (p.base.kind === 'stage') await copySparse(results.get(p.base.stage)!.image, image);
+        if (p.base.kind === 'stage') {
+          await roomForCopy(results.get(p.base.stage)!.image, image, `the copy of stage ${p.base.stage}`);
+          await copySparse(results.get(p.base.stage)!.image, image);
+        }
         else if (p.base.kind === 'scratch') await emptyImage(image, path.join(work, `scratch-${stage.index}`), log);
         else await materialize(p.base.image, image, path.join(work, `base-${stage.index}`), log);
         await growTo(image, o.sizeBytes ?? (await fsp.stat(image)).size + 1024 ** 3);
@@ -477,7 +504,10 @@ function notFound(ref: string): string {
 
 /** An image's file system as an ext4 file at `dest` (stored images are copied; nothing of the image runs). */
 async function materialize(src: ImageSource, dest: string, scratch: string, log: Logger): Promise<void> {
-  if (src.kind === 'file') return copySparse(src.file, dest);
+  if (src.kind === 'file') {
+    await roomForCopy(src.file, dest, `the build's copy of ${src.file}`);
+    return copySparse(src.file, dest);
+  }
   await fsp.mkdir(scratch);
   try {
     if (src.kind === 'registry') {

@@ -11,11 +11,11 @@ import { planCommand } from '../commands/plan.js';
 import { buildWithDocker } from '../commands/build.js';
 import { buildWithVm } from '../build/vm-engine.js';
 import * as path from 'node:path';
-import { DEFAULT_LOCK_DIR, chooseBackend, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, type NetworkMode, type RunOptions } from '../commands/run.js';
+import { DEFAULT_LOCK_DIR, chooseBackend, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, vmDiskFull, type NetworkMode, type RunOptions } from '../commands/run.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
-import { RunCache } from '../runtime/state.js';
+import { RunCache, vmRunning, vmmOf } from '../runtime/state.js';
+import { vmmAlive } from '../runtime/vmm-process.js';
 import { runProbes, waitExitCode } from '../runtime/probes.js';
-import { pidAlive } from '../util/fs.js';
 import * as fsp from 'node:fs/promises';
 import { parseSize } from '../util/size.js';
 import { loadSettings, openStorage, type Settings, type SettingsFlags } from '../profile/settings.js';
@@ -452,7 +452,7 @@ export function buildProgram(io: CliIO): Command {
     if (o.waitExitCode !== undefined) {
       const want = intFlag(o.waitExitCode, '--wait-exit-code');
       try {
-        await waitExitCode(state.serialLog, state.pid, want, probes.timeoutMs);
+        await waitExitCode(state.serialLog, vmmOf(state), want, probes.timeoutMs);
         log.info('exit code probe passed', { 'exit-code': want });
       } finally {
         await killVm(cache, state.id, 5000, log);
@@ -476,12 +476,15 @@ export function buildProgram(io: CliIO): Command {
         out(text.slice(offset));
         offset = text.length;
       }
-      if (!pidAlive(state.pid)) break;
+      if (!vmmAlive(vmmOf(state))) break;
       await new Promise((r) => setTimeout(r, 250));
     }
+    const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    // A command that failed on a full host disk (QEMU hands the write error to the guest): say so.
+    const full = code?.[1] === '0' ? undefined : await vmDiskFull(state);
     // The VM ended: everything it had on the host goes (cgroup, netns, CNI, port rules, jail, run cache), as kill does.
     await teardown(cache, state, DEFAULT_LOCK_DIR, log).catch(() => undefined);
-    const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    if (full) throw full;
     // The image's own init powers off without firebuild's exit line.
     if (!code && o.init === 'image') return;
     if (!code) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');
@@ -499,7 +502,7 @@ export function buildProgram(io: CliIO): Command {
     .action(async (o: SettingsCliOpts & { vmmId: string }) => {
       const { settings } = await ctx(o);
       const s = await new RunCache(settings.runCache).read(o.vmmId);
-      out(json(inspectView({ ...s, running: pidAlive(s.pid) })));
+      out(json(inspectView({ ...s, running: vmRunning(s) })));
     });
   withProfileOptions(program.command('logs').description("print a VM's console").requiredOption('--vmm-id <id>', 'the VM').option('--follow', 'keep printing until the VM ends'), io.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { vmmId: string; follow?: boolean }) => {
@@ -510,7 +513,7 @@ export function buildProgram(io: CliIO): Command {
         const text = await fsp.readFile(s.serialLog, 'utf8').catch(() => '');
         if (text.length > offset) out(text.slice(offset));
         offset = Math.max(offset, text.length);
-        if (!o.follow || !pidAlive(s.pid)) break;
+        if (!o.follow || !vmmAlive(vmmOf(s))) break;
         await new Promise((r) => setTimeout(r, 250));
       }
     });

@@ -4,16 +4,17 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { effectiveCommand, kernelIpArg, mergeEnv, type RunConfig } from '../guest/run-config.js';
 import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../guest/prepare.js';
-import { RunCache, newVmmId, validateName, type VmState } from '../runtime/state.js';
+import { RunCache, newVmmId, validateName, vmmOf, type VmState } from '../runtime/state.js';
+import { identify, signalVmm, vmmAlive, waitVmmGone } from '../runtime/vmm-process.js';
 import type { ImageConfig } from '../store/metadata.js';
 import type { StorageProvider, StoredKernel } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
-import { pidAlive } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
 import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
-import { exists, writeFileAtomic } from '../util/fs.js';
+import { diskFullError, requireFree } from '../util/disk-space.js';
+import { diskUsage, exists, writeFileAtomic } from '../util/fs.js';
 import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
@@ -197,7 +198,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
   const hostname = o.hostname ?? name;
   const state: VmState = {
     schemaVersion: 1, id, name, image: image?.tag ?? o.build!.label, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
-    started: new Date().toISOString(), hostname,
+    started: new Date().toISOString(), hostname, creator: identify(process.pid),
     network: { mode: o.network, ports },
     serialLog: path.join(dir, 'serial.log'), cacheDir: dir,
   };
@@ -256,6 +257,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
       rootfs = o.build.rootfs;
       cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
     } else {
+      await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
       await prepareRootfs(image!.rootfsPath, rootfs);
       cfg = runConfigFor(image!.metadata.config, o, hostname, netCfg, dns, backend, envFromFiles, flagEnv);
     }
@@ -288,7 +290,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
         : inCgroupArgv(state.cgroup, 'qemu-system-x86_64', argv);
       const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
       child.unref();
-      state.pid = child.pid ?? 0;
+      setVmm(state, child.pid ?? 0);
       state.consoleSock = consoleSock;
     } else {
       const fc = o.firecracker!;
@@ -305,25 +307,34 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
         ...(state.cgroup ? { cgroup: state.cgroup } : {}),
         metadata: { firebuild: { id, name, image: state.image, hostname } },
       });
-      Object.assign(state, { pid: started.pid, jailDir: started.jailDir, apiSock: started.apiSock, serialLog: started.serialLog });
+      setVmm(state, started.pid);
+      Object.assign(state, { jailDir: started.jailDir, apiSock: started.apiSock, serialLog: started.serialLog });
     }
     await cache.write(state);
     log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
-    await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, state.pid, o.bootTimeoutMs);
+    await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, vmmOf(state), o.bootTimeoutMs);
     return state;
   } catch (err) {
+    // A VM that could not start on a full disk: say so rather than what failed next.
+    const full = o.build ? await diskFullError(o.build.rootfs, `the build disk of ${o.build.label}`, BUILD_DISK_HINT) : await vmDiskFull(state);
     await teardown(cache, state, lockDir, log);
-    throw err;
+    throw full ?? err;
   }
 }
 
-async function waitGone(pid: number, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (pid && pidAlive(pid)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return true;
+const RUN_DISK_HINT = 'free space there, or point --run-cache at a larger file system';
+const BUILD_DISK_HINT = 'free space there, or point TMPDIR at a larger file system (the build works under TMPDIR)';
+
+/** The one-line error when the file system holding the VM's disk is full (checked after a VM failed), else undefined. */
+export async function vmDiskFull(s: VmState): Promise<UserError | undefined> {
+  return diskFullError(path.join(s.cacheDir, 'rootfs.ext4'), `the disk of VM ${s.name}`, RUN_DISK_HINT);
+}
+
+/** Record the VMM's identity (pid, start time, boot id) the moment it exists; the creator's is no longer needed. */
+function setVmm(state: VmState, pid: number): void {
+  const v = pid ? identify(pid) : { pid: 0, startTime: 'exited', bootId: '' };
+  Object.assign(state, { pid: v.pid, pidStartTime: v.startTime, bootId: v.bootId });
+  delete state.creator;
 }
 
 /** Ask the guest to stop: FIREBUILD-STOP on QEMU's console socket, or SendCtrlAltDel through Firecracker's API. */
@@ -351,10 +362,8 @@ async function requestStop(s: VmState): Promise<boolean> {
 /** Remove everything a VM left on the host; each step tolerates what is already gone. */
 export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
   if (s.cgroup) await reapCgroup(s.cgroup);
-  if (s.pid && pidAlive(s.pid)) {
-    process.kill(s.pid, 'SIGKILL');
-    await waitGone(s.pid, 5000);
-  }
+  // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
+  if (signalVmm(vmmOf(s), 'SIGKILL')) await waitVmmGone(vmmOf(s), 5000);
   const problems: string[] = [];
   const cni = s.network.cni;
   if (cni) {
@@ -377,16 +386,14 @@ export async function teardown(cache: RunCache, s: VmState, lockDir: string, log
 export async function killVm(cache: RunCache, id: string, timeoutMs: number, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<void> {
   const s = await cache.read(id);
   let stop: 'graceful' | 'forced' | 'already stopped' = 'already stopped';
-  if (s.pid && pidAlive(s.pid)) {
+  const vmm = vmmOf(s);
+  if (vmmAlive(vmm)) {
     const asked = await requestStop(s);
     stop = 'graceful';
-    if (!asked || !(await waitGone(s.pid, timeoutMs))) {
+    if (!asked || !(await waitVmmGone(vmm, timeoutMs))) {
       stop = 'forced';
       log.warn(asked ? 'VM did not stop in time: forcing it' : 'VM has no stop channel: forcing it', { id });
-      if (!s.cgroup && pidAlive(s.pid)) {
-        process.kill(s.pid, 'SIGTERM');
-        await waitGone(s.pid, 2000);
-      }
+      if (!s.cgroup && signalVmm(vmm, 'SIGTERM')) await waitVmmGone(vmm, 2000);
     }
   }
   const exit = /FIREBUILD-EXIT code=(\d+)/.exec(await fsp.readFile(s.serialLog, 'utf8').catch(() => ''));

@@ -1,15 +1,15 @@
 import * as fsp from 'node:fs/promises';
 import { UserError } from '../util/errors.js';
-import { pidAlive } from '../util/fs.js';
+import { vmmAlive, type VmmIdentity } from './vmm-process.js';
 
 /** The VM's serial console as the runtime reads it: waiting for a line, and a tail for error messages. */
 /** Wait for a console line; a deadline or the VM's exit is an error carrying the console tail. */
-export async function waitForConsole(serialLog: string, re: RegExp, pid: number, timeoutMs: number): Promise<string> {
+export async function waitForConsole(serialLog: string, re: RegExp, vmm: VmmIdentity, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const text = await fsp.readFile(serialLog, 'utf8').catch(() => '');
     if (re.test(text)) return text;
-    if (!pidAlive(pid)) throw new UserError(`the VM exited before its init started: console tail: ${consoleTail(text)}`);
+    if (!vmmAlive(vmm)) throw new UserError(`the VM exited before its init started: console tail: ${consoleTail(text)}`);
     if (Date.now() > deadline) throw new UserError(`the VM did not start its init within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`);
     await new Promise((r) => setTimeout(r, 200));
   }

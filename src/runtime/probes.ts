@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import { UserError } from '../util/errors.js';
 import { boundedFetch } from '../util/download.js';
 import { consoleTail } from './console.js';
-import { pidAlive } from '../util/fs.js';
+import { vmmAlive, type VmmIdentity } from './vmm-process.js';
 
 const PROBE_MAX_BYTES = 1024 ** 2;
 
@@ -84,9 +84,9 @@ export async function runProbes(p: Probes, serialLog: string): Promise<void> {
  * The exit-code probe: wait for the VM's command to end (the init's `FIREBUILD-EXIT code=N` line and the
  * VMM gone) and require code `want`; a deadline or another code is an error with the console tail.
  */
-export async function waitExitCode(serialLog: string, pid: number, want: number, timeoutMs: number): Promise<number> {
+export async function waitExitCode(serialLog: string, vmm: VmmIdentity, want: number, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
-  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+  while (vmmAlive(vmm) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
   const text = await fsp.readFile(serialLog, 'utf8').catch(() => '');
   const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
   if (!code) throw new UserError(`the command did not exit within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`);

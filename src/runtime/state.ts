@@ -3,8 +3,9 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { UserError, errnoCode } from '../util/errors.js';
-import { pidAlive, writeFileAtomic } from '../util/fs.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { VMM_ID_LENGTH } from '../vmm/jail-paths.js';
+import { vmmAlive, type VmmIdentity } from './vmm-process.js';
 
 /**
  * The run cache: `<run-cache>/<vmm-id>/` per VM, holding state.json (0600; never environment values),
@@ -18,7 +19,13 @@ export const VmStateSchema = z.object({
   kernel: z.string(),
   backend: z.enum(['qemu', 'firecracker']),
   accel: z.string(),
+  /** The VMM's host pid (QEMU, or Firecracker); 0 while the VM is being created. */
   pid: z.number().int(),
+  /** The VMM's start time (/proc/<pid>/stat field 22) and the host's boot id: with the pid, its identity (absent in states of older releases). */
+  pidStartTime: z.string().optional(),
+  bootId: z.string().optional(),
+  /** The firebuild process creating the VM (while `pid` is 0): a creator that died leaves a VM `purge` removes. */
+  creator: z.object({ pid: z.number().int(), startTime: z.string(), bootId: z.string() }).optional(),
   started: z.string(),
   hostname: z.string(),
   network: z.object({
@@ -39,6 +46,17 @@ export const VmStateSchema = z.object({
   apiSock: z.string().optional(),
 });
 export type VmState = z.infer<typeof VmStateSchema>;
+
+/** The VMM's identity as recorded in the state (see vmm-process.ts). */
+export function vmmOf(s: VmState): VmmIdentity {
+  return { pid: s.pid, startTime: s.pidStartTime, bootId: s.bootId, id: s.id };
+}
+
+/** The VM counts as running while its VMM is, or, before the VMM exists, while the process creating it is. */
+export function vmRunning(s: VmState): boolean {
+  if (s.pid) return vmmAlive(vmmOf(s));
+  return s.creator ? vmmAlive(s.creator) : false;
+}
 
 const NAME_RE = /^[a-zA-Z0-9]{1,20}$/;
 
@@ -91,7 +109,7 @@ export class RunCache {
     for (const id of ids.sort()) {
       try {
         const s = await this.read(id);
-        out.push({ ...s, running: pidAlive(s.pid) });
+        out.push({ ...s, running: vmRunning(s) });
       } catch {
         // a VM being created or a stray directory: not listed
       }

@@ -5,11 +5,12 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { inCgroupArgv } from '../runtime/cgroup.js';
 import { UserError } from '../util/errors.js';
+import { copySparse } from '../util/fs.js';
 import { apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type ApiRequest, type FirecrackerVm } from './firecracker.js';
 
 /**
- * Running Firecracker under the jailer. The VM's files are hard-linked (or copied) into the jail root
- * and owned by the jail's uid/gid; the jailer runs inside the VM's cgroup and execs Firecracker in a new
+ * Running Firecracker under the jailer. The VM's files are placed in the jail root owned by the jail's
+ * uid/gid (the stored kernel and initrd as read-only copies, never the store's own inodes; see placeFile); the jailer runs inside the VM's cgroup and execs Firecracker in a new
  * PID namespace, writing its host pid to `<jail root>/firecracker.pid`. Two ways to configure it:
  *  - `api` (default): the jailer daemonizes; firebuild sends the configuration over the API socket
  *    (serial console to `<jail root>/serial.log` through `PUT /serial`), then InstanceStart.
@@ -51,11 +52,21 @@ export interface FirecrackerStarted {
   serialLog: string;
 }
 
-async function placeFile(src: string, dst: string, uid: number, gid: number): Promise<void> {
-  try {
-    await fsp.link(src, dst);
-  } catch {
-    await fsp.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
+/**
+ * Put a file into the jail, owned by the jail's uid/gid. Shared files (the stored kernel and initrd) are
+ * always copied, read-only: a hard link would hand the store's own inode to the jail user, who could then
+ * rewrite it for every later VM. Only the VM's own files (its per-VM rootfs copy, config disk, a build's
+ * disk: one name each) are hard-linked; anything with another name is copied too. Copies are sparse, by
+ * reflink where the file system has them.
+ */
+export async function placeFile(src: string, dst: string, uid: number, gid: number, kind: 'shared' | 'own'): Promise<void> {
+  let linked = false;
+  if (kind === 'own' && (await fsp.stat(src)).nlink === 1) {
+    linked = await fsp.link(src, dst).then(() => true, () => false);
+  }
+  if (!linked) {
+    await copySparse(src, dst);
+    if (kind === 'shared') await fsp.chmod(dst, 0o400);
   }
   await fsp.chown(dst, uid, gid);
 }
@@ -125,10 +136,10 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
   const jailDir = path.dirname(root);
   await fsp.mkdir(root, { recursive: true, mode: 0o700 });
   const inJail = (name: string): string => `/${name}`;
-  await placeFile(o.kernel, path.join(root, 'vmlinux'), o.uid, o.gid);
-  if (o.initrd) await placeFile(o.initrd, path.join(root, 'initrd'), o.uid, o.gid);
-  await placeFile(o.rootfs, path.join(root, 'rootfs.ext4'), o.uid, o.gid);
-  for (const [i, d] of o.disks.entries()) await placeFile(d, path.join(root, `disk${i}.ext4`), o.uid, o.gid);
+  await placeFile(o.kernel, path.join(root, 'vmlinux'), o.uid, o.gid, 'shared');
+  if (o.initrd) await placeFile(o.initrd, path.join(root, 'initrd'), o.uid, o.gid, 'shared');
+  await placeFile(o.rootfs, path.join(root, 'rootfs.ext4'), o.uid, o.gid, 'own');
+  for (const [i, d] of o.disks.entries()) await placeFile(d, path.join(root, `disk${i}.ext4`), o.uid, o.gid, 'own');
   const serialLog = path.join(root, 'serial.log');
   await fsp.writeFile(serialLog, '', { mode: 0o600 });
   await fsp.chown(serialLog, o.uid, o.gid);

@@ -32,6 +32,9 @@ export interface QemuVm {
   qmpSocket?: string;
 }
 
+/** Every writable drive's error policy (see qemuArgv). */
+export const DRIVE_ERRORS = 'werror=report,rerror=report';
+
 export function qemuArgv(vm: QemuVm): string[] {
   const argv = [
     '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on',
@@ -46,11 +49,13 @@ export function qemuArgv(vm: QemuVm): string[] {
     '-kernel', vm.kernel,
     ...(vm.initrd ? ['-initrd', vm.initrd] : []),
     '-append', appendFor(vm),
-    '-drive', `id=root,file=${escapeOpt(vm.rootfs)},format=raw,if=none,cache=unsafe`,
+    // werror/rerror=report: a host write or read error (ENOSPC on a full host disk) reaches the guest as an
+    // I/O error, so its command fails; QEMU's default (enospc) pauses the guest, which then hangs.
+    '-drive', `id=root,file=${escapeOpt(vm.rootfs)},format=raw,if=none,cache=unsafe,${DRIVE_ERRORS}`,
     '-device', 'virtio-blk-device,drive=root',
   ];
   (vm.disks ?? []).forEach((d, i) => {
-    argv.push('-drive', `id=disk${i},file=${escapeOpt(d)},format=raw,if=none,readonly=on`, '-device', `virtio-blk-device,drive=disk${i}`);
+    argv.push('-drive', `id=disk${i},file=${escapeOpt(d)},format=raw,if=none,readonly=on,rerror=report`, '-device', `virtio-blk-device,drive=disk${i}`);
   });
   if (vm.userNet) {
     const fwd = vm.userNet.hostfwd.map((f) => `,hostfwd=${f.proto}:${f.hostAddr}:${f.hostPort}-:${f.guestPort}`).join('');

@@ -9,22 +9,33 @@ describe('qemu microvm argv', () => {
       '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '256M',
       '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'file:/run/vm1/serial.log',
       '-kernel', '/k/vmlinuz', '-append', 'console=ttyS0 root=/dev/vda panic=-1 tsc_early_khz=1000000',
-      '-drive', 'id=root,file=/run/vm1/rootfs.ext4,format=raw,if=none,cache=unsafe', '-device', 'virtio-blk-device,drive=root',
+      '-drive', 'id=root,file=/run/vm1/rootfs.ext4,format=raw,if=none,cache=unsafe,werror=report,rerror=report', '-device', 'virtio-blk-device,drive=root',
     ]);
   });
 
   test.each<[string, Partial<Parameters<typeof qemuArgv>[0]>, string[]]>([
     ['kvm uses the host CPU', { accel: 'kvm' }, ['-accel', 'kvm', '-cpu', 'host']],
     ['an initrd', { initrd: '/k/initrd' }, ['-initrd', '/k/initrd']],
-    ['a config disk, read-only', { disks: ['/run/vm1/config.img'] }, ['-drive', 'id=disk0,file=/run/vm1/config.img,format=raw,if=none,readonly=on', '-device', 'virtio-blk-device,drive=disk0']],
+    ['a config disk, read-only', { disks: ['/run/vm1/config.img'] }, ['-drive', 'id=disk0,file=/run/vm1/config.img,format=raw,if=none,readonly=on,rerror=report', '-device', 'virtio-blk-device,drive=disk0']],
     ['user networking with port forwards bound to 127.0.0.1', { userNet: { hostfwd: [{ proto: 'tcp', hostAddr: '127.0.0.1', hostPort: 18080, guestPort: 8080 }, { proto: 'udp', hostAddr: '127.0.0.1', hostPort: 5353, guestPort: 53 }] } }, ['-netdev', 'user,id=net0,hostfwd=tcp:127.0.0.1:18080-:8080,hostfwd=udp:127.0.0.1:5353-:53', '-device', 'virtio-net-device,netdev=net0']],
     ['a tap device', { tap: { ifname: 'fbtap0', mac: '02:fc:00:00:00:01' } }, ['-netdev', 'tap,id=net0,ifname=fbtap0,script=no,downscript=no', '-device', 'virtio-net-device,netdev=net0,mac=02:fc:00:00:00:01']],
     ['a pid file and QMP socket', { pidFile: '/run/vm1/pid', qmpSocket: '/run/vm1/qmp.sock' }, ['-pidfile', '/run/vm1/pid', '-qmp', 'unix:/run/vm1/qmp.sock,server=on,wait=off']],
-    ['commas in paths are escaped', { rootfs: '/a,b/rootfs.ext4' }, ['-drive', 'id=root,file=/a,,b/rootfs.ext4,format=raw,if=none,cache=unsafe']],
+    ['commas in paths are escaped', { rootfs: '/a,b/rootfs.ext4' }, ['-drive', 'id=root,file=/a,,b/rootfs.ext4,format=raw,if=none,cache=unsafe,werror=report,rerror=report']],
     ['an explicit panic= is kept', { append: 'console=ttyS0 panic=5' }, ['-append', 'console=ttyS0 panic=5 tsc_early_khz=1000000']],
     ['KVM needs no TSC hint', { accel: 'kvm' }, ['-append', 'console=ttyS0 root=/dev/vda panic=-1']],
   ])('%s', (_n, extra, wantSub) => {
     expect(containsRun(qemuArgv({ ...base, ...extra }), wantSub)).toBe(true);
+  });
+
+  test('every writable drive reports write and read errors to the guest (never pauses it on a full host disk)', () => {
+    const argv = qemuArgv({ ...base, disks: ['/run/vm1/config.img'] });
+    const drives = argv.filter((_a, i) => argv[i - 1] === '-drive');
+    expect(drives).toHaveLength(2);
+    for (const d of drives) {
+      const opts = d.split(',');
+      if (!opts.includes('readonly=on')) expect(opts).toEqual(expect.arrayContaining(['werror=report', 'rerror=report']));
+      else expect(opts).toContain('rerror=report');
+    }
   });
 
   test('the run search itself can fail', () => {

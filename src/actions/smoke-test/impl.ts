@@ -3,7 +3,7 @@ import * as core from '@actions/core';
 import { killVm, runVm } from '../../commands/run.js';
 import { openStorage } from '../../profile/settings.js';
 import { runProbes, waitExitCode } from '../../runtime/probes.js';
-import { RunCache } from '../../runtime/state.js';
+import { RunCache, vmmOf } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
 import { ActionsLogger, actionSettings, input, listInput, summaryTable, uploadArtifact } from '../common.js';
 import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
@@ -104,7 +104,7 @@ export async function run(): Promise<void> {
       checks.push(...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']), ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]));
     }
     if (i.expectExitCode !== undefined) {
-      await waitExitCode(state.serialLog, state.pid, i.expectExitCode, i.timeoutMs);
+      await waitExitCode(state.serialLog, vmmOf(state), i.expectExitCode, i.timeoutMs);
       checks.push(['exit code', String(i.expectExitCode)]);
     }
   }
