@@ -5,10 +5,10 @@ import { parse as parseYaml } from 'yaml';
 import { REPO } from './cli.js';
 
 /**
- * The official Firecracker API schema (../shared/reference/firecracker/firecracker.yaml) as validators,
+ * The official Firecracker API schema (test/fixtures/firecracker-api/firecracker.yaml, copied with its license) as validators,
  * with unknown properties made errors so a misspelled field fails.
  */
-export const SCHEMA = path.resolve(REPO, '..', 'shared', 'reference', 'firecracker', 'firecracker.yaml');
+export const SCHEMA = path.join(REPO, 'test', 'fixtures', 'firecracker-api', 'firecracker.yaml');
 export const swagger = parseYaml(fs.readFileSync(SCHEMA, 'utf8')) as {
   definitions: Record<string, unknown>;
   paths: Record<string, Record<string, { parameters?: { in: string; schema?: { $ref?: string } }[] }>>;
