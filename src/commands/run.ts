@@ -13,6 +13,7 @@ import type { Logger } from '../util/logger.js';
 import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
 import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
+import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
 import { exists, writeFileAtomic } from '../util/fs.js';
 import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
 import { jailRoot } from '../vmm/firecracker.js';
@@ -25,7 +26,14 @@ export const CNI_IFNAME = 'eth0';
 
 export interface PortSpec { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number; guestPort: number }
 
-export type NetworkMode = 'user' | 'none' | 'cni';
+/**
+ * `user`: QEMU's user-mode networking inside a namespace of its own (src/net/isolated-user.ts): outbound
+ * only, never the host's loopback, addresses or host-only subnets, nor 169.254.0.0/16. `user-host`: QEMU's
+ * user-mode networking in the host's namespace (10.0.2.2 is the host's loopback): run VMs only, an explicit
+ * opt-in. `none`: no NIC. `cni`: a CNI network.
+ */
+export type NetworkMode = 'user' | 'user-host' | 'none' | 'cni';
+export const NETWORK_MODES = ['user', 'user-host', 'none'] as const;
 export type BackendName = 'qemu' | 'firecracker';
 
 export interface RunOptions {
@@ -175,7 +183,10 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     }
     authorizedKeys = text + '\n';
   }
-  if (o.network === 'user' && backend === 'firecracker') throw new UserError('--network user is QEMU only: use --cni-network-name NAME or --network none with Firecracker');
+  if ((o.network === 'user' || o.network === 'user-host') && backend === 'firecracker') throw new UserError(`--network ${o.network} is QEMU only: use --cni-network-name NAME or --network none with Firecracker`);
+  if (o.build && o.network === 'user-host') throw new UserError("--network user-host is for run VMs only: build VMs never reach the host's services (use --network user, none or a CNI build network)");
+  const isolated = backend === 'qemu' && o.network === 'user';
+  if (isolated) await checkIsolatedNet();
   if (o.cni?.ip && o.network !== 'cni') throw new UserError('--ip-address needs --cni-network-name');
   const ports = o.ports.map((p) => parsePort(p, o.network === 'cni' ? '0.0.0.0' : '127.0.0.1'));
   if (ports.length && o.network === 'none') throw new UserError('--port needs --network user or --cni-network-name');
@@ -214,7 +225,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     let dns: string[] = [];
     let tap: { name: string; mac: string } | undefined;
     let nsName: string | undefined;
-    if (o.network === 'user') {
+    if (o.network === 'user' || o.network === 'user-host') {
       netCfg = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
       dns = [USER_NET.dns];
       state.network.ip = USER_NET.ip.split('/')[0] as string;
@@ -279,17 +290,28 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
         serialLog: state.serialLog,
         consoleSock,
         pidFile: path.join(dir, 'qemu.pid'),
-        ...(o.network === 'user' ? { userNet: { hostfwd: ports } } : {}),
+        // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
+        ...(o.network === 'user-host' ? { userNet: { hostfwd: ports } } : {}),
+        ...(isolated ? { userNet: { hostfwd: ports.map((p) => ({ ...p, hostAddr: NS_ADDR })) } } : {}),
         ...(tap ? { tap: { ifname: tap.name, mac: tap.mac } } : {}),
       });
-      // Inside the VM's netns for CNI (the tap lives there), inside its cgroup always.
-      const [cmd, args] = nsName
-        ? inCgroupArgv(state.cgroup, 'ip', ['netns', 'exec', nsName, 'qemu-system-x86_64', ...argv])
-        : inCgroupArgv(state.cgroup, 'qemu-system-x86_64', argv);
-      const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
+      // Inside the VM's netns for CNI (the tap lives there), or a namespace of its own for isolated user
+      // networking; inside its cgroup always. Detached: the VM's processes are one process group.
+      let vmm: [string, string[]] = ['qemu-system-x86_64', argv];
+      if (nsName) vmm = ['ip', ['netns', 'exec', nsName, ...vmm.flat()]];
+      if (isolated) {
+        await prepareIsolatedDir(dir);
+        vmm = isolatedArgv({ dir, routes: blockedRoutes(await readHostView()), command: vmm.flat() });
+      }
+      const child = spawn(...inCgroupArgv(state.cgroup, ...vmm), { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
       child.unref();
       state.pid = child.pid ?? 0;
       state.consoleSock = consoleSock;
+      if (isolated) {
+        state.network.isolated = true;
+        await cache.write(state);
+        if (ports.length) await publishPorts(dir, ports, state.pid);
+      }
     } else {
       const fc = o.firecracker!;
       // Recorded before the jail exists, so a failed start removes it too.
@@ -309,7 +331,12 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     }
     await cache.write(state);
     log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
-    await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, state.pid, o.bootTimeoutMs);
+    try {
+      await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, state.pid, o.bootTimeoutMs);
+    } catch (err) {
+      const why = isolated && err instanceof UserError ? await netLogReason(dir) : undefined;
+      throw why ? new UserError(`${(err as Error).message} (isolated network: ${why})`) : err;
+    }
     return state;
   } catch (err) {
     await teardown(cache, state, lockDir, log);
@@ -348,11 +375,27 @@ async function requestStop(s: VmState): Promise<boolean> {
   return false;
 }
 
+/**
+ * Signal the VMM. An isolated QEMU VM is a process group (the wrapper shell, QEMU, slirp4netns) led by
+ * state.pid: the whole group gets the signal, so nothing of it outlives the VM without a cgroup either.
+ */
+function killVmm(s: VmState, signal: NodeJS.Signals): void {
+  if (s.network.isolated) {
+    try {
+      process.kill(-s.pid, signal);
+      return;
+    } catch {
+      // no such group: the leader's pid alone
+    }
+  }
+  process.kill(s.pid, signal);
+}
+
 /** Remove everything a VM left on the host; each step tolerates what is already gone. */
 export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
   if (s.cgroup) await reapCgroup(s.cgroup);
   if (s.pid && pidAlive(s.pid)) {
-    process.kill(s.pid, 'SIGKILL');
+    killVmm(s, 'SIGKILL');
     await waitGone(s.pid, 5000);
   }
   const problems: string[] = [];
@@ -384,7 +427,7 @@ export async function killVm(cache: RunCache, id: string, timeoutMs: number, log
       stop = 'forced';
       log.warn(asked ? 'VM did not stop in time: forcing it' : 'VM has no stop channel: forcing it', { id });
       if (!s.cgroup && pidAlive(s.pid)) {
-        process.kill(s.pid, 'SIGTERM');
+        killVmm(s, 'SIGTERM');
         await waitGone(s.pid, 2000);
       }
     }
