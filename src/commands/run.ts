@@ -13,7 +13,7 @@ import type { Logger } from '../util/logger.js';
 import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
 import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
-import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
+import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, isolatedVmProcesses, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
 import { exists, writeFileAtomic } from '../util/fs.js';
 import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
 import { jailRoot } from '../vmm/firecracker.js';
@@ -397,6 +397,17 @@ export async function teardown(cache: RunCache, s: VmState, lockDir: string, log
   if (s.pid && pidAlive(s.pid)) {
     killVmm(s, 'SIGKILL');
     await waitGone(s.pid, 5000);
+  }
+  // An isolated VM whose wrapper died alone (SIGKILL, no cgroup): its QEMU and slirp4netns.
+  if (s.network.isolated && s.pid) {
+    for (const p of await isolatedVmProcesses(s.pid, s.cacheDir)) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+      await waitGone(p, 5000);
+    }
   }
   const problems: string[] = [];
   const cni = s.network.cni;

@@ -151,6 +151,24 @@ export async function netLogReason(dir: string): Promise<string | undefined> {
   return text.trim().split('\n').filter((l) => l && !/tapfd|^starting slirp|exitfd event|do_slirp is exiting|^WARNING: Support for sandboxing/.test(l)).pop();
 }
 
+/**
+ * The processes of an isolated VM still on the host: members of its process group (led by the wrapper's
+ * pid, which Linux never hands out again while the group has members) whose command line names the VM's
+ * own directory. Found even after the leader died (a SIGKILLed wrapper leaves QEMU and slirp4netns).
+ */
+export async function isolatedVmProcesses(pgid: number, dir: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const e of await fsp.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(e)) continue;
+    const stat = await fsp.readFile(`/proc/${e}/stat`, 'utf8').catch(() => '');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(f[2]) !== pgid) continue;
+    const cmdline = await fsp.readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.split('\0').some((a) => a === dir || a.startsWith(dir + '/') || a.includes(`=${dir}/`) || a.includes(`:${dir}/`))) out.push(Number(e));
+  }
+  return out;
+}
+
 export interface Forward { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number }
 
 /** One request to slirp4netns' API socket. */
