@@ -112,8 +112,24 @@ export async function namespaceResolvConf(): Promise<{ text: string; servers: st
   return { text: r.servers.slice(0, 3).map((s) => `nameserver ${s}\n`).join(''), servers: r.servers };
 }
 
+/** `ip -j -4 addr` in os.networkInterfaces()'s shape (which leaves out interfaces that are down, whose addresses still answer). */
+export function interfacesFromIpJson(text: string): NodeJS.Dict<os.NetworkInterfaceInfo[]> {
+  const out: NodeJS.Dict<os.NetworkInterfaceInfo[]> = {};
+  for (const l of JSON.parse(text) as { ifname: string; addr_info?: { family: string; local: string; prefixlen: number }[] }[]) {
+    out[l.ifname] = (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ address: a.local, netmask: '', family: 'IPv4', mac: '', internal: l.ifname === 'lo', cidr: `${a.local}/${a.prefixlen}` }));
+  }
+  return out;
+}
+
 export async function readHostView(): Promise<HostView> {
-  return { interfaces: os.networkInterfaces(), defaultDevs: defaultRouteDevs(await fsp.readFile('/proc/net/route', 'utf8').catch(() => '')) };
+  const ip = await new Promise<string>((resolve) => execFile('ip', ['-j', '-4', 'addr'], { timeout: 10000 }, (err, stdout) => resolve(err ? '' : stdout)));
+  let interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+  try {
+    interfaces = { ...os.networkInterfaces(), ...interfacesFromIpJson(ip) };
+  } catch {
+    interfaces = os.networkInterfaces();
+  }
+  return { interfaces, defaultDevs: defaultRouteDevs(await fsp.readFile('/proc/net/route', 'utf8').catch(() => '')) };
 }
 
 function run(cmd: string, args: string[]): Promise<{ ok: boolean; out: string }> {

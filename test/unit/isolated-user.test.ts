@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import type * as os from 'node:os';
-import { NS_CIDR, blockedRoutes, defaultRouteDevs, isolatedArgv, upstreamNameservers } from '../../src/net/isolated-user.js';
+import { NS_CIDR, blockedRoutes, defaultRouteDevs, interfacesFromIpJson, isolatedArgv, upstreamNameservers } from '../../src/net/isolated-user.js';
 
 const v4 = (address: string, cidr: string, internal = false): os.NetworkInterfaceInfo => ({ address, netmask: '', family: 'IPv4', mac: '00:00:00:00:00:00', internal, cidr });
 const v6 = (address: string): os.NetworkInterfaceInfo => ({ address, netmask: '', family: 'IPv6', mac: '00:00:00:00:00:00', internal: false, cidr: `${address}/64`, scopeid: 0 });
@@ -42,6 +42,16 @@ describe('isolated user-mode networking: what the namespace must not reach', () 
     ['several addresses on one interface', { eth0: [v4('192.0.2.2', '192.0.2.2/24'), v4('198.51.100.7', '198.51.100.7/24')] }, ['eth0'], ['169.254.0.0/16', '192.0.2.2/32', '198.51.100.7/32']],
   ])('%s', (_n, interfaces, defaultDevs, want) => {
     expect(blockedRoutes({ interfaces, defaultDevs })).toEqual(want);
+  });
+
+  test('interfaces from `ip -j -4 addr`, down ones included (os.networkInterfaces() leaves them out, their addresses still answer)', () => {
+    const text = JSON.stringify([
+      { ifname: 'lo', addr_info: [{ family: 'inet', local: '127.0.0.1', prefixlen: 8 }] },
+      { ifname: 'eth0', operstate: 'UP', addr_info: [{ family: 'inet', local: '192.0.2.2', prefixlen: 24 }] },
+      { ifname: 'docker0', operstate: 'DOWN', addr_info: [{ family: 'inet', local: '172.17.0.1', prefixlen: 16 }] },
+      { ifname: 'ifb0' },
+    ]);
+    expect(blockedRoutes({ interfaces: interfacesFromIpJson(text), defaultDevs: ['eth0'] })).toEqual(['169.254.0.0/16', '192.0.2.2/32', '172.17.0.1/32', '172.17.0.0/16']);
   });
 
   test('default-route interfaces from /proc/net/route', () => {
