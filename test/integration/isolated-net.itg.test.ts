@@ -96,7 +96,7 @@ beforeAll(async () => {
 }, 15 * 60_000);
 
 afterAll(async () => {
-  await killAll(path.join(work, 'home', 'run-cache'), env).catch(() => undefined);
+  await killAll(path.join(work, 'home', 'run'), env).catch(() => undefined);
   for (const s of servers) s.close();
   outside?.kill();
   cleanupNet();
