@@ -5,8 +5,11 @@ import { UserError } from '../util/errors.js';
 import { input } from './common.js';
 /** The VM inputs smoke-test and build-rootfs share: the VMM, and the network it boots on. */
 export interface VmInputs {
-  /** '' = the backend's default: user for QEMU, none for Firecracker (which has no user-mode networking). */
-  network: '' | 'user' | 'none';
+  /**
+   * '' = the backend's default: user for QEMU, none for Firecracker (which has no user-mode networking).
+   * user-host (QEMU user-mode networking that reaches the host's services) is for smoke-test only.
+   */
+  network: '' | 'user' | 'user-host' | 'none';
   backend: 'auto' | 'qemu' | 'firecracker';
   cniNetwork: string;
   cniConfDir: string;
@@ -15,9 +18,10 @@ export interface VmInputs {
 export const BACKENDS = ['auto', 'qemu', 'firecracker'] as const;
 export const NETWORKS = ['user', 'none'] as const;
 
-export function getVmInputs(): VmInputs {
+/** `forRun`: smoke-test's VM, which may opt in to reach the host's services; build VMs never do. */
+export function getVmInputs(forRun = false): VmInputs {
   const i: VmInputs = {
-    network: input('network', { choices: NETWORKS }) as VmInputs['network'],
+    network: input('network', { choices: forRun ? [...NETWORKS, 'user-host'] : NETWORKS }) as VmInputs['network'],
     backend: input('backend', { choices: BACKENDS, default: 'auto' }) as VmInputs['backend'],
     cniNetwork: input('cni-network'),
     cniConfDir: input('cni-conf-dir', { default: '/etc/cni/conf.d' }),

@@ -77,7 +77,9 @@ function settingsFlags(o: SettingsCliOpts): SettingsFlags {
 function withVmOptions(cmd: Command, forBuild: boolean): Command {
   const p = forBuild ? 'vm engine: ' : '';
   return cmd
-    .addOption(new Option('--network <mode>', `${p}networking without CNI (default: user for QEMU, none for Firecracker)`).choices(['user', 'none']))
+    .addOption(new Option('--network <mode>', forBuild
+      ? "vm engine: networking without CNI: user (outbound only, in a namespace of its own: never the host's services) or none (default: user for QEMU, none for Firecracker)"
+      : "networking without CNI: user (outbound only, in a namespace of its own: never the host's services), user-host (also the host's loopback services at 10.0.2.2: trusted images only) or none (default: user for QEMU, none for Firecracker)").choices(forBuild ? ['user', 'none'] : ['user', 'user-host', 'none']))
     .option('--cni-network-name <name>', forBuild ? 'vm engine: attach the build VMs to this CNI network (the build network, e.g. machine-builds)' : 'attach the VM to this CNI network (a netns per VM, tap redirected to the CNI interface)')
     .option('--cni-conf-dir <dir>', 'where CNI network configuration lists live', '/etc/cni/conf.d')
     .option('--cni-bin-dir <dir>', 'where CNI plugins live (default: /opt/cni/bin, else /usr/lib/cni)')

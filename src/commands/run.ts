@@ -14,6 +14,7 @@ import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugi
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap, removeNetns, removePortForwards } from '../net/host.js';
 import { createVmCgroup, inCgroupArgv, reapCgroup } from '../runtime/cgroup.js';
 import { diskFullError, requireFree } from '../util/disk-space.js';
+import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, isolatedVmProcesses, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
 import { diskUsage, exists, writeFileAtomic } from '../util/fs.js';
 import { startFirecracker, sendCtrlAltDel, type FirecrackerMode } from '../vmm/firecracker-run.js';
 import { jailRoot } from '../vmm/firecracker.js';
@@ -26,7 +27,14 @@ export const CNI_IFNAME = 'eth0';
 
 export interface PortSpec { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number; guestPort: number }
 
-export type NetworkMode = 'user' | 'none' | 'cni';
+/**
+ * `user`: QEMU's user-mode networking inside a namespace of its own (src/net/isolated-user.ts): outbound
+ * only, never the host's loopback, addresses or host-only subnets, nor 169.254.0.0/16. `user-host`: QEMU's
+ * user-mode networking in the host's namespace (10.0.2.2 is the host's loopback): run VMs only, an explicit
+ * opt-in. `none`: no NIC. `cni`: a CNI network.
+ */
+export type NetworkMode = 'user' | 'user-host' | 'none' | 'cni';
+export const NETWORK_MODES = ['user', 'user-host', 'none'] as const;
 export type BackendName = 'qemu' | 'firecracker';
 
 export interface RunOptions {
@@ -176,7 +184,10 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     }
     authorizedKeys = text + '\n';
   }
-  if (o.network === 'user' && backend === 'firecracker') throw new UserError('--network user is QEMU only: use --cni-network-name NAME or --network none with Firecracker');
+  if ((o.network === 'user' || o.network === 'user-host') && backend === 'firecracker') throw new UserError(`--network ${o.network} is QEMU only: use --cni-network-name NAME or --network none with Firecracker`);
+  if (o.build && o.network === 'user-host') throw new UserError("--network user-host is for run VMs only: build VMs never reach the host's services (use --network user, none or a CNI build network)");
+  const isolated = backend === 'qemu' && o.network === 'user';
+  if (isolated) await checkIsolatedNet();
   if (o.cni?.ip && o.network !== 'cni') throw new UserError('--ip-address needs --cni-network-name');
   const ports = o.ports.map((p) => parsePort(p, o.network === 'cni' ? '0.0.0.0' : '127.0.0.1'));
   if (ports.length && o.network === 'none') throw new UserError('--port needs --network user or --cni-network-name');
@@ -215,7 +226,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     let dns: string[] = [];
     let tap: { name: string; mac: string } | undefined;
     let nsName: string | undefined;
-    if (o.network === 'user') {
+    if (o.network === 'user' || o.network === 'user-host') {
       netCfg = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
       dns = [USER_NET.dns];
       state.network.ip = USER_NET.ip.split('/')[0] as string;
@@ -281,17 +292,28 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
         serialLog: state.serialLog,
         consoleSock,
         pidFile: path.join(dir, 'qemu.pid'),
-        ...(o.network === 'user' ? { userNet: { hostfwd: ports } } : {}),
+        // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
+        ...(o.network === 'user-host' ? { userNet: { hostfwd: ports } } : {}),
+        ...(isolated ? { userNet: { hostfwd: ports.map((p) => ({ ...p, hostAddr: NS_ADDR })) } } : {}),
         ...(tap ? { tap: { ifname: tap.name, mac: tap.mac } } : {}),
       });
-      // Inside the VM's netns for CNI (the tap lives there), inside its cgroup always.
-      const [cmd, args] = nsName
-        ? inCgroupArgv(state.cgroup, 'ip', ['netns', 'exec', nsName, 'qemu-system-x86_64', ...argv])
-        : inCgroupArgv(state.cgroup, 'qemu-system-x86_64', argv);
-      const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
+      // Inside the VM's netns for CNI (the tap lives there), or a namespace of its own for isolated user
+      // networking; inside its cgroup always. Detached: the VM's processes are one process group.
+      let vmm: [string, string[]] = ['qemu-system-x86_64', argv];
+      if (nsName) vmm = ['ip', ['netns', 'exec', nsName, ...vmm.flat()]];
+      if (isolated) {
+        await prepareIsolatedDir(dir);
+        vmm = isolatedArgv({ dir, routes: blockedRoutes(await readHostView()), command: vmm.flat() });
+      }
+      const child = spawn(...inCgroupArgv(state.cgroup, ...vmm), { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
       child.unref();
       setVmm(state, child.pid ?? 0);
       state.consoleSock = consoleSock;
+      if (isolated) {
+        state.network.isolated = true;
+        await cache.write(state);
+        if (ports.length) await publishPorts(dir, ports, state.pid);
+      }
     } else {
       const fc = o.firecracker!;
       // Recorded before the jail exists, so a failed start removes it too.
@@ -312,7 +334,12 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     }
     await cache.write(state);
     log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
-    await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, vmmOf(state), o.bootTimeoutMs);
+    try {
+      await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, vmmOf(state), o.bootTimeoutMs);
+    } catch (err) {
+      const why = isolated && err instanceof UserError ? await netLogReason(dir) : undefined;
+      throw why ? new UserError(`${(err as Error).message} (isolated network: ${why})`) : err;
+    }
     return state;
   } catch (err) {
     // A VM that could not start on a full disk: say so rather than what failed next.
@@ -363,7 +390,15 @@ async function requestStop(s: VmState): Promise<boolean> {
 export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
   if (s.cgroup) await reapCgroup(s.cgroup);
   // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
-  if (signalVmm(vmmOf(s), 'SIGKILL')) await waitVmmGone(vmmOf(s), 5000);
+  if (signalVmm(vmmOf(s), 'SIGKILL', { group: s.network.isolated === true })) await waitVmmGone(vmmOf(s), 5000);
+  // An isolated VM whose wrapper died alone (SIGKILL, no cgroup): its QEMU and slirp4netns, found by their
+  // process group and the run cache path on their command line.
+  if (s.network.isolated && s.pid) {
+    for (const p of await isolatedVmProcesses(s.pid, s.cacheDir)) {
+      const who = identify(p);
+      if (signalVmm(who, 'SIGKILL')) await waitVmmGone(who, 5000);
+    }
+  }
   const problems: string[] = [];
   const cni = s.network.cni;
   if (cni) {
@@ -393,7 +428,7 @@ export async function killVm(cache: RunCache, id: string, timeoutMs: number, log
     if (!asked || !(await waitVmmGone(vmm, timeoutMs))) {
       stop = 'forced';
       log.warn(asked ? 'VM did not stop in time: forcing it' : 'VM has no stop channel: forcing it', { id });
-      if (!s.cgroup && signalVmm(vmm, 'SIGTERM')) await waitVmmGone(vmm, 2000);
+      if (!s.cgroup && signalVmm(vmm, 'SIGTERM', { group: s.network.isolated === true })) await waitVmmGone(vmm, 2000);
     }
   }
   const exit = /FIREBUILD-EXIT code=(\d+)/.exec(await fsp.readFile(s.serialLog, 'utf8').catch(() => ''));

@@ -29,7 +29,9 @@ export const VmStateSchema = z.object({
   started: z.string(),
   hostname: z.string(),
   network: z.object({
-    mode: z.enum(['none', 'user', 'cni']),
+    mode: z.enum(['none', 'user', 'user-host', 'cni']),
+    /** Isolated user-mode networking: state.pid leads a process group (sh, QEMU in its namespace, slirp4netns). */
+    isolated: z.boolean().optional(),
     ip: z.string().optional(),
     ports: z.array(z.object({ proto: z.string(), hostAddr: z.string(), hostPort: z.number(), guestPort: z.number() })),
     /** CNI: everything DEL and the teardown need. */

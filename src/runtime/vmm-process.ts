@@ -72,9 +72,18 @@ export function vmmAlive(v: VmmIdentity): boolean {
 }
 
 /** Send a signal to the VMM if, and only if, it is still the recorded process; false when it was not signalled. */
-export function signalVmm(v: VmmIdentity, signal: NodeJS.Signals): boolean {
+export function signalVmm(v: VmmIdentity, signal: NodeJS.Signals, o: { group?: boolean } = {}): boolean {
   if (!vmmAlive(v)) return false;
   try {
+    // An isolated QEMU VM is a process group led by the VMM's wrapper (QEMU, slirp4netns): all of it.
+    if (o.group) {
+      try {
+        process.kill(-v.pid, signal);
+        return true;
+      } catch {
+        // no such group: the leader alone
+      }
+    }
     process.kill(v.pid, signal);
     return true;
   } catch (err) {

@@ -44,7 +44,7 @@ export function getInputs(): SmokeInputs {
     vmlinuxId: input('vmlinux-id'),
     mem: int('mem', input('mem', { default: '256' }), 64, 1 << 20),
     cpu: int('cpu', input('cpu', { default: '1' }), 1, 64),
-    ...getVmInputs(),
+    ...getVmInputs(true),
     ports: listInput('ports'),
     env: listInput('env'),
     waitTcp: listInput('wait-tcp').map((p) => int('wait-tcp', p, 1, 65535)),
