@@ -169,7 +169,6 @@ export async function buildWithDocker(o: BuildOptions, storage: StorageProvider,
     const progress = log.progress('converting to ext4');
     const [conv, done] = await Promise.allSettled([
       convertTarStream(source.stream, {
-        workDir: staging.dir,
         image: staging.rootfsPath,
         what,
         ...(o.sizeBytes !== undefined ? { sizeBytes: o.sizeBytes } : {}),
