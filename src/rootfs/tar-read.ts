@@ -1,7 +1,6 @@
 import type { Readable } from 'node:stream';
 import { UserError } from '../util/errors.js';
-/** Same shape as ext4-writer's. */
-export interface Ext4Time { sec: number; nsec: number }
+import type { Ext4Time } from './ext4-writer.js';
 
 /**
  * A streaming tar reader for root file systems and image layers: ustar, GNU (`L`/`K` long names and
