@@ -516,7 +516,7 @@ async function materialize(src: ImageSource, dest: string, scratch: string, log:
     }
     // A base only the local Docker engine has: its export, converted.
     const exp = await new DockerEngine(log.child('docker')).exportImage(src.id);
-    const [conv, done] = await Promise.allSettled([convertTarStream(exp.stream, { workDir: scratch, image: dest, what: `the export of ${src.ref}`, freeBytes: 0, log }), exp.done()]);
+    const [conv, done] = await Promise.allSettled([convertTarStream(exp.stream, { image: dest, what: `the export of ${src.ref}`, freeBytes: 0, log }), exp.done()]);
     if (done.status === 'rejected') throw done.reason;
     if (conv.status === 'rejected') throw conv.reason;
   } finally {

@@ -185,7 +185,6 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
     const progress = log.progress('converting to ext4');
     const [conv, done] = await Promise.allSettled([
       convertTarStream(source.stream, {
-        workDir: staging.dir,
         image: staging.rootfsPath,
         what,
         ...(o.sizeBytes !== undefined ? { sizeBytes: o.sizeBytes } : {}),

@@ -1,21 +1,24 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { extract as tarExtract, list as tarList } from 'tar';
+import { pipeline } from 'node:stream';
+import * as zlib from 'node:zlib';
 import { fromDockerConfig } from '../build/image-config.js';
-import { Ext4Tools } from '../rootfs/ext4.js';
+import { Ext4Writer } from '../rootfs/ext4-writer.js';
+import { applyTar, emptyStats, type TarStats } from '../rootfs/tar-apply.js';
 import type { ImageConfig } from '../store/metadata.js';
 import { UserError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
 import { dockerConfigCredentials, parseRef, RegistryClient } from './registry.js';
 
 /**
  * A container image from an OCI registry as an ext4 file, for the vm engine's FROM: the manifest (from
- * an index or a Docker manifest list, linux/amd64), its config, and the layers applied in order into a
- * directory — whiteouts (`.wh.<name>`) delete what lower layers made, an opaque marker (`.wh..wh..opq`)
- * empties its directory first — then `mkfs.ext4 -d`. Every blob is checked against its digest while it
- * downloads; node-tar keeps entries inside the directory (no absolute paths, no `..`, nothing written
- * through a symlink).
+ * an index or a Docker manifest list, linux/amd64), its config, and the layers applied in order into one
+ * ext4 image written in userspace — whiteouts (`.wh.<name>`) delete what lower layers made, an opaque
+ * marker (`.wh..wh..opq`) empties its directory of lower layers' entries. Every blob is checked against
+ * its digest while it downloads; no layer is ever extracted on the host (an entry named
+ * `../../tmp/x` is refused, naming the layer and the entry; a symlink is only ever data in the image).
  */
 const INDEX_TYPES = ['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json'];
 const MANIFEST_TYPES = ['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json'];
@@ -47,107 +50,71 @@ export async function resolveRegistryImage(refText: string): Promise<RegistryIma
   }
 }
 
-/** Download and apply the layers into `work/rootfs`, then make `image` from it. */
+/**
+ * Download the layers and apply them, in order, straight into one ext4 image written in userspace:
+ * each blob is checked against its digest as it downloads, decompressed in-process (gzip by zlib; zstd
+ * through a `zstd -dc` filter process) and applied entry by entry (tar-apply.ts), whiteouts and opaque
+ * directories as deletions inside the image. Nothing of a layer ever becomes a host file; each layer's
+ * blob is removed once applied. `work` holds the blob being applied.
+ */
 export async function registryImageToExt4(img: RegistryImage, work: string, image: string, log: Logger): Promise<void> {
-  const root = path.join(work, 'rootfs');
-  await fsp.mkdir(root, { recursive: true, mode: 0o755 });
-  const realRoot = await fsp.realpath(root);
-  const absoluteLinks = new Map<string, string>();
-  for (const [i, layer] of img.layers.entries()) {
-    if (!/tar(\+gzip|\.gzip|\+zstd)?$|rootfs\.diff\.tar(\.gzip)?$/.test(layer.mediaType)) throw new UserError(`${img.ref}: layer ${i} has media type ${layer.mediaType}, which the vm engine does not unpack`);
-    const file = path.join(work, `layer-${i}`);
-    log.info('pulling layer', { ref: img.ref, layer: i, digest: layer.digest, size: layer.size });
-    await img.client.getBlob(img.repository, layer.digest, layer.size, file);
-    let tarFile = file;
-    if (layer.mediaType.endsWith('+zstd')) {
-      tarFile = `${file}.tar`;
-      await exec('zstd', ['-q', '-d', '-f', '-o', tarFile, file]);
+  const w = await Ext4Writer.create(image, { log });
+  try {
+    const stats = emptyStats();
+    for (const [i, layer] of img.layers.entries()) {
+      if (!/tar(\+gzip|\.gzip|\+zstd)?$|rootfs\.diff\.tar(\.gzip)?$/.test(layer.mediaType)) throw new UserError(`${img.ref}: layer ${i} has media type ${layer.mediaType}, which the vm engine does not unpack`);
+      const file = path.join(work, `layer-${i}`);
+      log.info('pulling layer', { ref: img.ref, layer: i, digest: layer.digest, size: layer.size });
+      await img.client.getBlob(img.repository, layer.digest, layer.size, file);
+      try {
+        w.beginLayer();
+        await applyLayer(w, file, `layer ${i} (${layer.digest}) of ${img.ref}`, stats);
+      } finally {
+        await fsp.rm(file, { force: true });
+      }
     }
-    // Whiteouts first (they delete what lower layers made), then the layer's own entries.
-    const whiteouts: string[] = [];
-    const invalid: string[] = [];
-    const special = new Map<string, number>();
-    const devices: { rel: string; kind: 'c' | 'b'; major: number; minor: number; mode: number; uid: number; gid: number }[] = [];
-    await tarList({
-      file: tarFile,
-      // Docker writes some whiteouts as plain files that carry a link name, which node-tar drops as invalid: take those here.
-      onwarn: (code: string, message: string, data: unknown) => {
-        const p = (data as { header?: { path?: string } } | undefined)?.header?.path;
-        if (p && path.posix.basename(p).startsWith('.wh.')) whiteouts.push(p);
-        else if (code === 'TAR_ENTRY_INVALID' || code === 'TAR_ENTRY_ERROR') invalid.push(`${p ?? '?'}: ${message}`);
-      },
-      onReadEntry: (e) => {
-        if (path.posix.basename(e.path).startsWith('.wh.')) whiteouts.push(e.path);
-        // node-tar strips the leading / of symlink targets; the image's absolute links are put back at the end.
-        const rel = path.posix.normalize(e.path.replace(/^\/+/, '')).replace(/\/+$/, '');
-        if (e.type === 'SymbolicLink' && e.linkpath?.startsWith('/')) absoluteLinks.set(rel, e.linkpath);
-        else absoluteLinks.delete(rel);
-        // setuid, setgid and sticky bits: chown clears them, so they are set again after the layer is unpacked.
-        if (e.type !== 'SymbolicLink' && (e.mode ?? 0) & 0o7000) special.set(rel, (e.mode ?? 0) & 0o7777);
-        // node-tar makes no device nodes: made here with mknod after the layer.
-        if (e.type === 'CharacterDevice' || e.type === 'BlockDevice') devices.push({ rel, kind: e.type === 'CharacterDevice' ? 'c' : 'b', major: e.header.devmaj ?? 0, minor: e.header.devmin ?? 0, mode: (e.mode ?? 0) & 0o7777, uid: e.uid ?? 0, gid: e.gid ?? 0 });
-      },
+    const r = await w.finish({ freeBytes: 0 });
+    log.debug('layers applied', { ref: img.ref, entries: stats.entries, used: r.usedBytes });
+  } catch (err) {
+    await w.abort().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** One layer blob (tar, gzip or zstd: told by its first bytes, not by the manifest) into the writer. */
+async function applyLayer(w: Ext4Writer, file: string, what: string, stats: TarStats): Promise<void> {
+  const head = Buffer.alloc(4);
+  const fh = await fsp.open(file, 'r');
+  try {
+    await fh.read(head, 0, 4, 0);
+  } finally {
+    await fh.close();
+  }
+  if (head.readUInt32LE(0) === 0xfd2fb528) {
+    const child = spawn('zstd', ['-dc', '--', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<void>((resolve, reject) => {
+      child.on('error', (err) => reject(new UserError(`cannot decompress ${what}: zstd is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
+      child.on('close', (code, signal) => (code === 0 || signal ? resolve() : reject(new UserError(`${what} is not valid zstd: ${stderr.trim().split('\n').pop() ?? `exit ${code}`}`))));
     });
-    if (invalid.length) throw new UserError(`${img.ref}: layer ${i} has entries firebuild will not unpack (${invalid.slice(0, 3).join('; ')}): refusing it`);
-    for (const w of whiteouts) {
-      const rel = path.posix.normalize(w.replace(/^\/+/, ''));
-      if (rel.startsWith('..')) throw new UserError(`${img.ref}: layer ${i} has a whiteout outside the root (${w}): refusing it`);
-      const dir = path.join(root, path.posix.dirname(rel));
-      // Never through a symlink out of the root (the host's files are not the image's).
-      const realDir = await fsp.realpath(dir).catch(() => undefined);
-      if (!realDir) continue;
-      if (realDir !== realRoot && !realDir.startsWith(realRoot + path.sep)) throw new UserError(`${img.ref}: layer ${i} whites out ${w} through a link out of the root: refusing it`);
-      const base = path.posix.basename(rel);
-      if (base !== '.wh..wh..opq') absoluteLinks.delete(path.posix.join(path.posix.dirname(rel), base.slice(4)));
-      if (base === '.wh..wh..opq') {
-        for (const child of await fsp.readdir(dir).catch(() => [] as string[])) await fsp.rm(path.join(dir, child), { recursive: true, force: true });
-      } else {
-        await fsp.rm(path.join(dir, base.slice(4)), { recursive: true, force: true });
-      }
+    // Both must succeed: a corrupt blob is an error even when what came out parsed as tar.
+    const [a, x] = await Promise.allSettled([applyTar(w, child.stdout, { what, layer: true, stats }), exited]);
+    if (a.status === 'rejected') {
+      child.kill('SIGKILL');
+      throw x.status === 'rejected' ? x.reason : a.reason;
     }
-    // Modes exactly as the layer says: no umask while unpacking.
-    const umask = process.umask(0);
-    try {
-      await tarExtract({ file: tarFile, cwd: root, preservePaths: false, preserveOwner: true, chmod: true, processUmask: 0, umask: 0, filter: (p) => !path.posix.basename(p).startsWith('.wh.') });
-    } finally {
-      process.umask(umask);
-    }
-    if (devices.length) {
-      // node-tar reads no device numbers from GNU-format headers: GNU tar lists them.
-      const numbers = new Map<string, [number, number]>();
-      for (const line of (await exec('tar', ['--numeric-owner', '-tvf', tarFile])).stdout.split('\n')) {
-        const m = /^[cb]\S+\s+\d+\/\d+\s+(\d+),\s*(\d+)\s+\S+\s+\S+\s+(.+)$/.exec(line);
-        if (m) numbers.set(path.posix.normalize(m[3]!.replace(/^\/+/, '')).replace(/\/+$/, ''), [Number(m[1]), Number(m[2])]);
-      }
-      for (const d of devices) {
-        const n = numbers.get(d.rel);
-        if (n) [d.major, d.minor] = n;
-      }
-    }
-    for (const d of devices) {
-      const p = path.join(root, d.rel);
-      const parent = await fsp.realpath(path.dirname(p)).catch(() => undefined);
-      if (!parent || (parent !== realRoot && !parent.startsWith(realRoot + path.sep))) continue;
-      await fsp.rm(p, { force: true });
-      await exec('mknod', ['-m', d.mode.toString(8), p, d.kind, String(d.major), String(d.minor)]);
-      await fsp.lchown(p, d.uid, d.gid);
-    }
-    for (const [rel, mode] of special) {
-      const p = path.join(root, rel);
-      const real = await fsp.realpath(p).catch(() => undefined);
-      if (real && real.startsWith(realRoot + path.sep) && !(await fsp.lstat(p)).isSymbolicLink()) await fsp.chmod(p, mode);
-    }
-    await fsp.rm(file, { force: true });
-    if (tarFile !== file) await fsp.rm(tarFile, { force: true });
+    if (x.status === 'rejected') throw x.reason;
+    return;
   }
-  for (const [rel, target] of absoluteLinks) {
-    const p = path.join(root, rel);
-    const st = await fsp.lstat(p).catch(() => undefined);
-    if (!st?.isSymbolicLink()) continue;
-    await fsp.unlink(p);
-    await fsp.symlink(target, p);
+  const raw = fs.createReadStream(file);
+  const source = head[0] === 0x1f && head[1] === 0x8b ? pipeline(raw, zlib.createGunzip(), () => undefined) : raw;
+  try {
+    await applyTar(w, source, { what, layer: true, stats });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code?.startsWith('Z_')) throw new UserError(`${what} is not valid gzip (${(err as Error).message})`);
+    throw err;
+  } finally {
+    raw.destroy();
   }
-  const used = Number((await exec('du', ['-sb', root])).stdout.split(/\s+/)[0] ?? 0);
-  await new Ext4Tools(log).mkfs({ root, image, sizeBytes: Math.ceil((used * 1.3 + 64 * 1024 ** 2) / 4096) * 4096 });
-  await fsp.rm(root, { recursive: true, force: true });
 }

@@ -1,16 +1,14 @@
 import { spawn } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
-import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { InternalError, UserError } from '../util/errors.js';
 import { tailLines } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
-import { Ext4Tools } from './ext4.js';
-import { TarGuard, type TarStats } from './tar-guard.js';
+import { Ext4Writer } from './ext4-writer.js';
+import { applyTar, type TarStats } from './tar-apply.js';
+import { TarGuard } from './tar-guard.js';
 
 export interface ConvertOptions {
-  /** A scratch directory on the same file system as `image` (removed by the caller). */
-  workDir: string;
   image: string;
   /** What the stream is, for error messages ("the export of image X"). */
   what: string;
@@ -23,58 +21,45 @@ export interface ConvertOptions {
 
 export interface ConvertResult {
   stats: TarStats;
-  /** Bytes the extracted tree occupied on disk. */
-  contentAllocated: number;
   /** Apparent size of the final image and the bytes it allocates (sparse). */
   imageBytes: number;
   imageAllocated: number;
+  /** Bytes the content needs (the image without the requested free space). */
   minBytes: number;
-  timings: { extractMs: number; mkfsMs: number; shrinkMs: number; checkMs: number };
+  timings: { writeMs: number; finishMs: number };
 }
 
 export const DEFAULT_FREE_BYTES = 256 * 1024 * 1024;
 
 /**
- * A root file system tar stream (a `docker export`, a flattened image) into an ext4 image, without
- * mounting anything: the stream is checked entry by entry (TarGuard) while GNU tar extracts it into a
- * scratch tree keeping owners, modes, setuid bits, hard links, device nodes and xattrs; `mkfs.ext4 -d`
- * makes the image from the tree; `resize2fs -M` shrinks it and the requested free space is added back;
- * `e2fsck -fn` checks it. The image file stays sparse.
+ * A root file system tar stream (a `docker export`, a flattened image) into an ext4 image, entirely in
+ * userspace: each entry is read from the stream (readTar) and written into the image (Ext4Writer) with
+ * its owner, mode (setuid bits included), times, xattrs, hard links and device numbers. Nothing is
+ * extracted on the host and nothing needs root. The image file stays sparse; on any failure it is
+ * removed.
  */
 export async function convertTarStream(source: Readable, o: ConvertOptions): Promise<ConvertResult> {
-  if (process.getuid?.() !== 0) {
-    throw new UserError('converting a root file system keeps file owners, device nodes and capabilities, which needs root: run firebuild as root (or with sudo)');
+  const w = await Ext4Writer.create(o.image, { log: o.log });
+  try {
+    const t0 = Date.now();
+    const stats = await applyTar(w, source, { what: o.what, layer: false });
+    const t1 = Date.now();
+    const freeBytes = o.sizeBytes === undefined ? (o.freeBytes ?? DEFAULT_FREE_BYTES) : 0;
+    const r = await w.finish({ freeBytes, ...(o.sizeBytes !== undefined ? { sizeBytes: o.sizeBytes } : {}), journal: o.journal ?? false });
+    const finishMs = Date.now() - t1;
+    const st = await fsp.stat(o.image);
+    o.log.debug('converted', { entries: stats.entries, used: r.usedBytes, imageBytes: r.imageBytes, allocated: st.blocks * 512 });
+    return { stats, imageBytes: st.size, imageAllocated: st.blocks * 512, minBytes: r.usedBytes, timings: { writeMs: t1 - t0, finishMs } };
+  } catch (err) {
+    source.destroy();
+    await w.abort().catch(() => undefined);
+    throw err;
   }
-  const tree = path.join(o.workDir, 'tree');
-  await fsp.mkdir(tree, { recursive: true, mode: 0o755 });
-  const t0 = Date.now();
-  const stats = await extractTarStream(source, tree, o.what);
-  const extractMs = Date.now() - t0;
-  const contentAllocated = await allocatedBytes(tree);
-
-  const tools = new Ext4Tools(o.log);
-  // Room to populate: the content, inode tables for every entry, and slack; shrunk afterwards.
-  const inodes = stats.entries + 1024;
-  const initial = Math.ceil(contentAllocated * 1.25) + inodes * 256 + 64 * 1024 * 1024;
-  const t1 = Date.now();
-  await tools.mkfs({ root: tree, image: o.image, sizeBytes: initial, inodes, journal: o.journal ?? false });
-  const mkfsMs = Date.now() - t1;
-  await fsp.rm(tree, { recursive: true, force: true });
-  const t2 = Date.now();
-  const { minBytes, finalBytes } = await tools.shrink(o.image, {
-    freeBytes: o.freeBytes ?? DEFAULT_FREE_BYTES,
-    ...(o.sizeBytes !== undefined ? { sizeBytes: o.sizeBytes } : {}),
-  });
-  const shrinkMs = Date.now() - t2;
-  const t3 = Date.now();
-  await tools.check(o.image);
-  const checkMs = Date.now() - t3;
-  const st = await fsp.stat(o.image);
-  o.log.debug('converted', { entries: stats.entries, contentAllocated, minBytes, finalBytes, allocated: st.blocks * 512 });
-  return { stats, contentAllocated, imageBytes: st.size, imageAllocated: st.blocks * 512, minBytes, timings: { extractMs, mkfsMs, shrinkMs, checkMs } };
 }
 
-/** Tee the stream into the guard and into GNU tar (owners, modes, hard links, devices, xattrs kept); the first problem stops both. */
+/**
+ * An archive a Dockerfile ADDs, extracted into a build directory (the vm engine's ADD): tee the stream
+ * into the guard and into GNU tar (owners, modes, hard links, devices, xattrs kept); the first problem stops both. */
 export function extractTarStream(source: Readable, dir: string, what: string): Promise<TarStats> {
   const guard = new TarGuard(what);
   const tar = spawn('tar', [
@@ -121,23 +106,4 @@ export function extractTarStream(source: Readable, dir: string, what: string): P
       resolve(guard.stats);
     });
   });
-}
-
-/** Bytes allocated by everything under `dir` (hard links counted once). */
-async function allocatedBytes(dir: string): Promise<number> {
-  let total = 0;
-  const seen = new Set<string>();
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      const st = await fsp.lstat(p, { bigint: false });
-      const key = `${st.dev}:${st.ino}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      total += st.blocks * 512;
-      if (e.isDirectory()) await walk(p);
-    }
-  };
-  await walk(dir);
-  return total;
 }

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Parser, type ReadEntry } from 'tar';
 import { UserError } from '../util/errors.js';
+import type { TarStats } from './tar-apply.js';
 
 /**
  * Checks a root file system tar stream entry by entry before anything trusts it: no entry may leave the
@@ -8,18 +9,10 @@ import { UserError } from '../util/errors.js';
  * archive created earlier (an absolute link used as a path, e.g. `lib -> /etc` then `lib/passwd`), and
  * no whiteout may appear (a flattened root file system has none; one means a layer is being passed off
  * as a root file system). Counts what it sees, for sizing.
+ *
+ * Only the vm engine's `ADD <archive>` still extracts (with GNU tar, into the build directory the step
+ * copies from); conversions into ext4 never extract (tar-apply.ts).
  */
-export interface TarStats {
-  entries: number;
-  files: number;
-  dirs: number;
-  symlinks: number;
-  hardlinks: number;
-  devices: number;
-  /** Sum of regular file sizes. */
-  bytes: number;
-}
-
 export class TarGuard {
   readonly stats: TarStats = { entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, devices: 0, bytes: 0 };
   private readonly symlinks = new Set<string>();

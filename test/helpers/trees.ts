@@ -96,11 +96,11 @@ export async function dockerExportTree(image: string): Promise<Tree> {
 }
 
 /** A raw tar made of hand-written headers: for archives no honest tool would make. */
-export function rawTar(entries: { path: string; type?: string; linkpath?: string; data?: string; mode?: number }[]): Buffer {
+export function rawTar(entries: { path: string; type?: string; linkpath?: string; data?: string; mode?: number; uid?: number; gid?: number; devmaj?: number; devmin?: number }[]): Buffer {
   const blocks: Buffer[] = [];
   for (const e of entries) {
     const data = Buffer.from(e.data ?? '');
-    const h = new Header({ path: e.path, type: (e.type ?? 'File') as never, linkpath: e.linkpath ?? '', size: data.length, mode: e.mode ?? 0o644, uid: 0, gid: 0, mtime: new Date(0) });
+    const h = new Header({ path: e.path, type: (e.type ?? 'File') as never, linkpath: e.linkpath ?? '', size: data.length, mode: e.mode ?? 0o644, uid: e.uid ?? 0, gid: e.gid ?? 0, mtime: new Date(0), devmaj: e.devmaj ?? 0, devmin: e.devmin ?? 0 });
     const block = Buffer.alloc(512);
     h.encode(block, 0);
     blocks.push(block);
