@@ -4,7 +4,8 @@ import type { Ext4Time, Extents, Kind } from './ext4-layout.js';
 /**
  * The in-memory inode tree of the userspace ext4 writer: nodes (one per inode; hard links share one),
  * directories as ordered name maps, layer generations for opaque directories, and path resolution with
- * chroot semantics (parent symlinks resolve inside the image, `..` stops at its root). Names are image
+ * chroot semantics (parent symlinks resolve inside the image, `..` stops at its root; in a layer, a
+ * symlink an earlier layer made is not followed but replaced by a directory, as Docker's overlay2 does). Names are image
  * names only: nothing here touches the host file system.
  */
 export interface NodeMeta {
@@ -103,6 +104,15 @@ export class Tree {
       }
       const n = child.node;
       if (n.kind === 'dir') { stack.push(n); continue; }
+      if (n.kind === 'symlink' && this.gen > 0 && child.gen < this.gen) {
+        // A layer's path through a lower layer's symlink: Docker's overlay2 unpacks each layer into a
+        // directory of its own, where `lib/x` makes a directory `lib` that hides the lower symlink.
+        if (!create) return undefined;
+        const d = newNode('dir', { mode: 0o755, uid: 0, gid: 0, mtime: this.root.meta.mtime });
+        this.link(cur, c, d);
+        stack.push(d);
+        continue;
+      }
       if (n.kind === 'symlink') {
         if (++links > MAX_SYMLINKS) throw new UserError(`too many levels of symbolic links resolving the image path ${JSON.stringify(p.slice(0, 200))}`);
         const t = (n.target as Buffer).toString('utf8');

@@ -310,6 +310,24 @@ describe('Ext4Writer', () => {
     expect([...t.keys()].filter((p) => !/^\/(usr|lib|a|b|etc|loop1|loop2)(\/|$)/.test(p))).toEqual([]);
   });
 
+  test('in a layer, a path under a symlink an earlier layer made gets a directory there (overlay2), a same-layer symlink is followed', async () => {
+    const { img } = await build(async (w) => {
+      w.beginLayer();
+      w.addDir('/usr/lib', meta(0o755));
+      w.addSymlink('/lib', '/usr/lib', meta(0o777));
+      await w.addFile('/lib/same', meta(0o644), 1, chunks(Buffer.from('s')));
+      w.beginLayer();
+      await w.addFile('/lib/x', meta(0o644), 1, chunks(Buffer.from('x')));
+      w.remove('/lib/same');
+    });
+    await fsck(img);
+    const t = byPath(await new Ext4Reader(img).list());
+    expect(t.get('/usr/lib/same')?.type).toBe('file');
+    expect(t.get('/lib')?.type).toBe('dir');
+    expect(t.get('/lib/x')?.type).toBe('file');
+    expect(t.get('/usr/lib/x')).toBeUndefined();
+  });
+
   test('bad names and links are one-line user errors', async () => {
     const img = path.join(dir, 'bad.ext4');
     const w = await Ext4Writer.create(img);
