@@ -75,7 +75,7 @@ describe('the CLI entry (bin/firebuild.js)', () => {
 
   test("started as 'node bin/firebuild.js ... --env-file F' it refuses with one line naming the safe forms, exit 2", async () => {
     fs.rmSync(marker, { force: true });
-    const r = await spawnCli(process.execPath, [BIN, 'run', 'Not A Tag', '--env-file', envFile]);
+    const r = await spawnCli(process.execPath, [BIN, 'run', '--from', 'Not A Tag', '--env-file', envFile]);
     // Node has already acted on the file (that is why this form is never documented) ...
     expect(fs.existsSync(marker)).toBe(true);
     // ... and firebuild stops before parsing anything, saying what to run instead.
