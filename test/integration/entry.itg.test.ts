@@ -28,7 +28,7 @@ afterAll(async () => {
 
 // Node's env file never overrides a variable already set: the host's environment has no NODE_OPTIONS.
 function hostEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, FIREBUILD_LOG_LEVEL: 'info' };
+  const env: NodeJS.ProcessEnv = { ...process.env, FIREBUILD_LOG_LEVEL: 'info' };
   delete env.NODE_OPTIONS;
   return env;
 }
