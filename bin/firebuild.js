@@ -5,6 +5,12 @@ import { main } from '../lib/cli/main.js';
 // Run by sh (the line above), node gets `--` first; run by node directly, it does not.
 const args = process.argv.slice(2);
 if (args[0] === '--') args.shift();
+else if (args.some((a) => /^--env-file(-if-exists)?(=|$)/.test(a))) {
+  // `node bin/firebuild.js ... --env-file F`: Node has already read F as its own env file (and run any
+  // NODE_OPTIONS in it) before this line; refuse to go on rather than act as if nothing happened.
+  process.stderr.write("error: started as 'node bin/firebuild.js' with --env-file, which Node itself reads (and runs its NODE_OPTIONS) before firebuild starts: run ./bin/firebuild.js, npx firebuild or the installed firebuild instead\n");
+  process.exit(2);
+}
 // Keep the event loop referenced until main settles. A library that leaves a pending promise with no
 // referenced handle (fetch waiting on a socket it unreferenced) would otherwise end the process mid-command,
 // and signal-exit (pulled in by proper-lockfile) turns Node's "unsettled top-level await" exit code 13

@@ -110,7 +110,7 @@ for d in /var/lib/firebuild /var/lib/firebuild/rootfs /var/lib/firebuild/kernels
 # 4. The profile every job uses (firebuild run --profile default).
 profile=$(p /etc/firebuild/profiles/default.json)
 if [ -f "$profile" ]; then say ok "$profile"; else
-  run "profile $profile" node "$repo/bin/firebuild.js" profile-create --profile default --profile-conf-dir "$(p /etc/firebuild/profiles)" \
+  run "profile $profile" "$repo/bin/firebuild.js" profile-create --profile default --profile-conf-dir "$(p /etc/firebuild/profiles)" \
     --binary-firecracker "$fc" --binary-jailer "$jailer" --chroot-base "$(p /srv/jailer)" \
     --run-cache "$(p /var/lib/firebuild/run)" \
     --storage-provider-property-string "rootfs-storage-root=$(p /var/lib/firebuild/rootfs)" \
@@ -120,7 +120,7 @@ fi
 # 5. A guest kernel.
 if [ "$SKIP_KERNEL" = 1 ]; then say ok "kernel (skipped)"
 elif [ -f "$(p /var/lib/firebuild/kernels/fc61/metadata.json)" ]; then say ok "kernel fc61"
-else run "kernel fc61 (firebuild kernel build --version 6.1, about 7 minutes on 2 cores)" node "$repo/bin/firebuild.js" kernel build --id fc61 --version 6.1; fi
+else run "kernel fc61 (firebuild kernel build --version 6.1, about 7 minutes on 2 cores)" "$repo/bin/firebuild.js" kernel build --id fc61 --version 6.1; fi
 
 # 6. CNI networks: machine-builds for builds, machines for VMs (bridge + host-local + firewall).
 conflist() {
@@ -145,7 +145,7 @@ put_file "$(p /etc/udev/rules.d/65-firebuild-kvm.rules)" 644 'KERNEL=="kvm", GRO
 hook=$(p /opt/firebuild/job-completed.sh)
 put_file "$hook" 755 "#!/bin/sh
 # Runs after every job (ACTIONS_RUNNER_HOOK_JOB_COMPLETED): remove VMs whose process is gone.
-exec node $repo/bin/firebuild.js purge --profile default"
+exec $repo/bin/firebuild.js purge --profile default"
 if [ "$SKIP_RUNNER" = 1 ]; then say ok "runner (skipped)"
 else
   rdir=$(p /opt/actions-runner)

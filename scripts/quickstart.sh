@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 npm ci --no-audit --no-fund --loglevel=error
-fb() { node bin/firebuild.js "$@"; }
+fb() { ./bin/firebuild.js "$@"; }
 
 echo "== host check"
 fb doctor

@@ -1,9 +1,11 @@
+import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { defaultProfileConfDir } from '../profile/profile.js';
 import { loadSettings, type Settings } from '../profile/settings.js';
-import { UserError } from '../util/errors.js';
+import { InternalError, UserError } from '../util/errors.js';
+import { ensurePrivateDir, privateTempDir, userTempRoot } from '../util/private-dir.js';
 import type { Fields, Logger, Progress } from '../util/logger.js';
 
 /**
@@ -136,9 +138,31 @@ export function cacheVersionInput(): string {
   return v;
 }
 
-/** Where a cache entry's files sit while @actions/cache archives or restores them: the same path in every job (the cache version hashes the paths). */
-export function cacheEntryDir(key: string): string {
-  return path.join(os.tmpdir(), 'firebuild-actions-cache', key);
+/**
+ * The actions' private directory under `base`: `<base>/firebuild-<uid>`, mode 0700, ours, checked with lstat
+ * before every use (a planted symlink or another user's directory is refused with one line, never followed).
+ */
+export async function actionsTempDir(base: string = os.tmpdir()): Promise<string> {
+  return ensurePrivateDir(userTempRoot(base), 'actions temp directory');
+}
+
+/**
+ * Where a cache entry's files sit while @actions/cache archives or restores them. The path must be the
+ * same in every job (the cache version hashes the paths: no random name, and not RUNNER_TEMP, which
+ * differs between runner installs), so it lives in the private `<tmpdir>/firebuild-<uid>/cache/`, and is
+ * emptied first (what a killed step left).
+ */
+export async function cacheEntryDir(key: string): Promise<string> {
+  if (!/^[A-Za-z0-9._-]{1,512}$/.test(key) || key.startsWith('.')) throw new InternalError(`unexpected cache key '${key}'`);
+  const caches = await ensurePrivateDir(path.join(await actionsTempDir(), 'cache'), 'actions cache directory');
+  const dir = path.join(caches, key);
+  await fsp.rm(dir, { recursive: true, force: true });
+  return dir;
+}
+
+/** A fresh directory with an unpredictable name (mkdtemp) in the actions' private directory under RUNNER_TEMP (emptied every job), else under the tmpdir. */
+export async function actionsWorkDir(prefix: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return privateTempDir(await actionsTempDir(env.RUNNER_TEMP || os.tmpdir()), prefix);
 }
 
 export async function cacheSave(dir: string, key: string): Promise<boolean> {

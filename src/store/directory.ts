@@ -3,8 +3,9 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { InternalError, UserError, errnoCode } from '../util/errors.js';
-import { diskUsage, exists, fsyncDir, fsyncFile, pidAlive, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
-import { withLock } from '../util/lock.js';
+import { diskUsage, exists, fsyncDir, fsyncFile, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
+import { holdLock, lockIsFresh, withLock, type HeldLock } from '../util/lock.js';
+import { entryFile, newEntry, switchEntry, testPoint } from './entry.js';
 import {
   ImageMetadataSchema,
   KernelMetadataSchema,
@@ -22,13 +23,15 @@ export interface DirectoryStorageOptions {
   /** Create the roots when missing (the built-in default store); a profile's roots must already exist. */
   createRoots?: boolean;
   lockStaleMs?: number;
+  /** A staging directory whose lock was not refreshed for this long belongs to a dead writer (default 60 s, or lockStaleMs). */
+  stagingStaleMs?: number;
 }
 
 const KERNEL_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ROOTFS = 'rootfs.ext4';
 const METADATA = 'metadata.json';
 
-/** The `directory` storage provider: `<root>/<org>/<name>/<version>/{rootfs.ext4,metadata.json}`. */
+/** The `directory` storage provider: `<root>/<org>/<name>/<version>/{rootfs.ext4,metadata.json}` (see entry.ts for the switchable layout). */
 export class DirectoryStorage implements StorageProvider {
   readonly name = 'directory';
   private readyRoots = false;
@@ -77,7 +80,7 @@ export class DirectoryStorage implements StorageProvider {
         for (const version of await visibleDirs(path.join(root, org, name))) {
           const dir = path.join(root, org, name, version);
           const tag = `${org}/${name}:${version}`;
-          const sizes = await diskUsage(path.join(dir, ROOTFS)).catch(() => ({ apparent: 0, allocated: 0 }));
+          const sizes = await diskUsage(await entryFile(dir, ROOTFS)).catch(() => ({ apparent: 0, allocated: 0 }));
           const entry: ImageListEntry = { tag, dir, apparentSize: sizes.apparent, allocatedSize: sizes.allocated };
           try {
             entry.metadata = await readImageMetadata(path.join(dir, METADATA));
@@ -98,10 +101,10 @@ export class DirectoryStorage implements StorageProvider {
   async getImage(tag: string): Promise<StoredImage> {
     const dir = this.imageDir(tag);
     await this.readable(this.opts.rootfsRoot, 'rootfs-storage-root');
-    const metadataPath = path.join(dir, METADATA);
     if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
+    const metadataPath = await entryFile(dir, METADATA);
     const metadata = await readImageMetadata(metadataPath);
-    return { tag, dir, rootfsPath: path.join(dir, ROOTFS), metadataPath, metadata };
+    return { tag, dir, rootfsPath: await entryFile(dir, ROOTFS), metadataPath, metadata };
   }
 
   async writeImage(
@@ -115,11 +118,7 @@ export class DirectoryStorage implements StorageProvider {
     if (!opts.overwrite && (await exists(this.imageDir(canonical)))) {
       throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
     }
-    const stagingRoot = path.join(this.opts.rootfsRoot, '.staging');
-    await fsp.mkdir(stagingRoot, { recursive: true, mode: 0o700 });
-    await this.sweepStaging(stagingRoot);
-    const staging = path.join(stagingRoot, `${process.pid}-${randomBytes(6).toString('hex')}`);
-    await fsp.mkdir(staging, { mode: 0o755 });
+    const { staging, held } = await this.startStaging(path.join(this.opts.rootfsRoot, '.staging'));
     try {
       const rootfsPath = path.join(staging, ROOTFS);
       const draft = await write({ dir: staging, rootfsPath });
@@ -141,28 +140,51 @@ export class DirectoryStorage implements StorageProvider {
       };
       const parsed = ImageMetadataSchema.safeParse(metadataInput);
       if (!parsed.success) throw new InternalError(`invalid metadata for ${canonical}: ${describeZodError(parsed.error)}`);
-      await writeFileAtomic(path.join(staging, METADATA), JSON.stringify(parsed.data, null, 2) + '\n', 0o644);
-      await fsyncDir(staging);
-
+      // Only the image's own files move into the store (not what the writer left beside them).
+      const content = path.join(staging, '.content');
+      await fsp.mkdir(content, { mode: 0o755 });
+      await fsp.rename(rootfsPath, path.join(content, ROOTFS));
+      await writeFileAtomic(path.join(content, METADATA), JSON.stringify(parsed.data, null, 2) + '\n', 0o644);
+      await fsyncDir(content);
       const dest = this.imageDir(canonical);
-      await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), async () => {
-        if (await exists(dest)) {
-          if (!opts.overwrite) throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
-          const trash = path.join(stagingRoot, `${process.pid}-${randomBytes(6).toString('hex')}-old`);
-          await fsp.rename(dest, trash);
-          await fsp.mkdir(path.dirname(dest), { recursive: true });
-          await fsp.rename(staging, dest);
-          await fsyncDir(path.dirname(dest));
-          await fsp.rm(trash, { recursive: true, force: true });
-        } else {
-          await fsp.mkdir(path.dirname(dest), { recursive: true });
-          await fsp.rename(staging, dest);
-          await fsyncDir(path.dirname(dest));
-        }
-      }, this.lockOpts());
-      return { tag: canonical, dir: dest, rootfsPath: path.join(dest, ROOTFS), metadataPath: path.join(dest, METADATA), metadata: parsed.data };
+      await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), () => this.commit(staging, held, content, dest, opts.overwrite ? undefined : `image ${canonical} already exists: choose another tag or pass --overwrite`), this.lockOpts());
+      return { tag: canonical, dir: dest, rootfsPath: await entryFile(dest, ROOTFS), metadataPath: await entryFile(dest, METADATA), metadata: parsed.data };
     } finally {
       await fsp.rm(staging, { recursive: true, force: true });
+      await held.release();
+    }
+  }
+
+  /**
+   * Put `content` in place at `dest` under its lock: a new entry appears with one rename; an existing one
+   * (only when `refuse` is unset) is switched with one rename of its `.current` link.
+   */
+  private async commit(staging: string, held: HeldLock, content: string, dest: string, refuse?: string): Promise<void> {
+    const lost = held.compromised();
+    if (lost) throw new InternalError(`the staging directory ${staging} was not kept locked (${lost.message}): it may have been swept; write again`);
+    if (await exists(dest)) {
+      if (refuse) throw new UserError(refuse);
+      await switchEntry(dest, content);
+      return;
+    }
+    const entry = path.join(staging, '.entry');
+    await newEntry(entry, content);
+    await fsp.mkdir(path.dirname(dest), { recursive: true });
+    await testPoint('new-entry');
+    await fsp.rename(entry, dest);
+    await fsyncDir(path.dirname(dest));
+  }
+
+  /** A fresh staging directory (mkdtemp in the store's private .staging), locked by this writer for as long as it writes. */
+  private async startStaging(stagingRoot: string): Promise<{ staging: string; held: HeldLock }> {
+    await fsp.mkdir(stagingRoot, { recursive: true, mode: 0o700 });
+    await this.sweepStaging(stagingRoot);
+    const staging = await fsp.mkdtemp(path.join(stagingRoot, 'w-'));
+    try {
+      return { staging, held: await holdLock(staging, { staleMs: this.stagingStaleMs() }) };
+    } catch (err) {
+      await fsp.rm(staging, { recursive: true, force: true });
+      throw err;
     }
   }
 
@@ -173,7 +195,7 @@ export class DirectoryStorage implements StorageProvider {
     if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
     await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), async () => {
       // Move out of the tree first so a crash mid-delete leaves no half image under the tag.
-      const trash = path.join(this.opts.rootfsRoot, '.staging', `${process.pid}-${randomBytes(6).toString('hex')}-rm`);
+      const trash = path.join(this.opts.rootfsRoot, '.staging', `rm-${randomBytes(6).toString('hex')}`);
       await fsp.mkdir(path.dirname(trash), { recursive: true, mode: 0o700 });
       await fsp.rename(dir, trash);
       await fsp.rm(trash, { recursive: true, force: true });
@@ -181,14 +203,29 @@ export class DirectoryStorage implements StorageProvider {
     }, this.lockOpts());
   }
 
-  /** Remove staging directories whose writer process is gone (killed mid-write). */
+  /**
+   * Remove staging directories whose writer is gone (killed mid-write): liveness is the writer's lock
+   * (`<dir>.lock`, refreshed while it writes), never a process id, which a writer in another PID
+   * namespace does not share. A directory with no fresh lock is left alone while it is itself younger
+   * than the stale time (its writer is between mkdtemp and taking the lock).
+   */
   private async sweepStaging(stagingRoot: string): Promise<void> {
-    for (const name of await fsp.readdir(stagingRoot).catch(() => [] as string[])) {
-      const pid = Number(name.split('-')[0]);
-      if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) {
-        await fsp.rm(path.join(stagingRoot, name), { recursive: true, force: true });
-      }
+    const stale = this.stagingStaleMs();
+    const names = await fsp.readdir(stagingRoot).catch(() => [] as string[]);
+    for (const name of names) {
+      const p = path.join(stagingRoot, name);
+      const owner = name.endsWith('.lock') ? p.slice(0, -'.lock'.length) : p;
+      if (name.endsWith('.lock') && names.includes(path.basename(owner))) continue; // judged with its directory
+      if (await lockIsFresh(owner, stale).catch(() => true)) continue;
+      const st = await fsp.lstat(owner).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs < stale) continue;
+      await fsp.rm(owner, { recursive: true, force: true });
+      await fsp.rm(`${owner}.lock`, { recursive: true, force: true });
     }
+  }
+
+  private stagingStaleMs(): number {
+    return this.opts.stagingStaleMs ?? this.opts.lockStaleMs ?? 60_000;
   }
 
   private lockOpts(): { staleMs?: number } {
@@ -224,9 +261,9 @@ export class DirectoryStorage implements StorageProvider {
     const dir = this.kernelDir(id);
     await this.readable(this.opts.kernelRoot, 'kernel-storage-root');
     if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls' or import one with 'firebuild kernel import'`);
-    const metadata = await readKernelMetadata(path.join(dir, METADATA));
-    const k: StoredKernel = { id, dir, vmlinuxPath: path.join(dir, 'vmlinux'), metadata };
-    if (metadata.initrd) k.initrdPath = path.join(dir, 'initrd');
+    const metadata = await readKernelMetadata(await entryFile(dir, METADATA));
+    const k: StoredKernel = { id, dir, vmlinuxPath: await entryFile(dir, 'vmlinux'), metadata };
+    if (metadata.initrd) k.initrdPath = await entryFile(dir, 'initrd');
     return k;
   }
 
@@ -239,13 +276,11 @@ export class DirectoryStorage implements StorageProvider {
     }
     await this.ready();
     if (!opts.overwrite && (await exists(dest))) throw new UserError(`kernel ${id} already exists: choose another --id or pass --overwrite`);
-    const stagingRoot = path.join(this.opts.kernelRoot, '.staging');
-    await fsp.mkdir(stagingRoot, { recursive: true, mode: 0o700 });
-    await this.sweepStaging(stagingRoot);
-    const staging = path.join(stagingRoot, `${process.pid}-${randomBytes(6).toString('hex')}`);
-    await fsp.mkdir(staging);
+    const { staging, held } = await this.startStaging(path.join(this.opts.kernelRoot, '.staging'));
+    const content = path.join(staging, '.content');
     try {
-      await copyFileFast(vmlinux, path.join(staging, 'vmlinux'));
+      await fsp.mkdir(content, { mode: 0o755 });
+      await copyFileFast(vmlinux, path.join(content, 'vmlinux'));
       const meta: KernelMetadata = {
         schemaVersion: METADATA_SCHEMA_VERSION,
         id,
@@ -255,21 +290,16 @@ export class DirectoryStorage implements StorageProvider {
         vmlinux: { sha256: await sha256File(vmlinux), size: (await fsp.stat(vmlinux)).size },
       };
       if (opts.initrd) {
-        await copyFileFast(opts.initrd, path.join(staging, 'initrd'));
+        await copyFileFast(opts.initrd, path.join(content, 'initrd'));
         meta.initrd = { sha256: await sha256File(opts.initrd), size: (await fsp.stat(opts.initrd)).size };
       }
       if (opts.cmdline) meta.cmdline = opts.cmdline;
-      await writeFileAtomic(path.join(staging, METADATA), JSON.stringify(meta, null, 2) + '\n');
-      await withLock(path.join(this.opts.kernelRoot, '.locks', id), async () => {
-        if (await exists(dest)) {
-          if (!opts.overwrite) throw new UserError(`kernel ${id} already exists: choose another --id or pass --overwrite`);
-          await fsp.rm(dest, { recursive: true, force: true });
-        }
-        await fsp.rename(staging, dest);
-        await fsyncDir(this.opts.kernelRoot);
-      }, this.lockOpts());
+      await writeFileAtomic(path.join(content, METADATA), JSON.stringify(meta, null, 2) + '\n');
+      await fsyncDir(content);
+      await withLock(path.join(this.opts.kernelRoot, '.locks', id), () => this.commit(staging, held, content, dest, opts.overwrite ? undefined : `kernel ${id} already exists: choose another --id or pass --overwrite`), this.lockOpts());
     } finally {
       await fsp.rm(staging, { recursive: true, force: true });
+      await held.release();
     }
     return this.getKernel(id);
   }

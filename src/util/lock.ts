@@ -37,3 +37,34 @@ export async function withLock<T>(lockPath: string, fn: () => Promise<T>, opts: 
     await release().catch(() => undefined);
   }
 }
+
+/** A lock held for as long as a piece of work lasts (a staging directory being written). */
+export interface HeldLock {
+  release(): Promise<void>;
+  /** Set when the lock could not be kept fresh (it went stale and may have been taken over). */
+  compromised(): Error | undefined;
+}
+
+/**
+ * Take `<lockPath>.lock` now (no waiting) and keep its mtime fresh until released: others judge the work
+ * alive by the lock (lockIsFresh), never by a process id, which another PID namespace cannot see and a
+ * new process can reuse.
+ */
+export async function holdLock(lockPath: string, opts: { staleMs?: number } = {}): Promise<HeldLock> {
+  const staleMs = opts.staleMs ?? 60_000;
+  let lost: Error | undefined;
+  const release = await lockfile.lock(lockPath, {
+    realpath: false,
+    stale: staleMs,
+    update: Math.max(1000, staleMs / 4),
+    onCompromised: (err: Error) => {
+      lost = err;
+    },
+  });
+  return { release: () => release().catch(() => undefined), compromised: () => lost };
+}
+
+/** Whether `<lockPath>.lock` is held and was refreshed within `staleMs`. */
+export async function lockIsFresh(lockPath: string, staleMs = 60_000): Promise<boolean> {
+  return lockfile.check(lockPath, { realpath: false, stale: staleMs });
+}

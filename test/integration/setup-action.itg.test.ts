@@ -152,7 +152,7 @@ describe('the setup action', () => {
     expect(saved[0]!.finalized).toBe(true);
     expect(saved[0]!.body.length).toBeGreaterThan(1 << 20);
     // The packaged files existed only while the post step saved them.
-    expect(fs.existsSync(path.join(os.tmpdir(), 'firebuild-actions-cache', saved[0]!.key))).toBe(false);
+    expect(fs.readdirSync(path.join(os.tmpdir(), `firebuild-${process.geteuid?.() ?? 0}`, 'cache'))).not.toContain(saved[0]!.key);
 
     // A fresh runner: an empty store and an empty build cache; the kernel comes from the Actions cache.
     const second = await runAction('setup/index.js', inputs, homeEnv('k2', { FIREBUILD_CACHE_DIR: path.join(work, 'k2-cache') }));

@@ -460,7 +460,8 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
       expect(await ext4Tree(second.outputs.rootfs!)).toEqual(await ext4Tree(first.outputs.rootfs!));
       expect(second.summary).toContain('| steps run | 0 |');
       expect(second.summary).toContain('| steps from the cache | 3 |');
-      expect(fs.existsSync(path.join(os.tmpdir(), 'firebuild-actions-cache'))  ? fs.readdirSync(path.join(os.tmpdir(), 'firebuild-actions-cache')).filter((n) => n.includes('vmsteps')) : []).toEqual([]);
+      const cacheEntries = path.join(os.tmpdir(), `firebuild-${process.geteuid?.() ?? 0}`, 'cache');
+      expect(fs.existsSync(cacheEntries) ? fs.readdirSync(cacheEntries).filter((n) => n.includes('vmsteps')) : []).toEqual([]);
       // The COPY's source changes: steps 1 restored, 2 and 3 run, and a new entry is saved.
       fs.writeFileSync(path.join(dir, 'app.txt'), 'v2\n');
       const third = await job('3', 'fbtest/vm-actions-cache:3');

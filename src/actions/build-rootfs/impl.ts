@@ -78,7 +78,7 @@ async function withStepCache<T extends { stepKeys: string[]; cacheKey: string }>
   const { prefix } = stepCacheKeys(i.tag, i.cacheVersion);
   let restored = '';
   // One path for restore and save: @actions/cache's version hashes the paths.
-  const dir = cacheEntryDir(`${prefix}steps`);
+  const dir = await cacheEntryDir(`${prefix}steps`);
   if (i.stepCache) {
     try {
       const hit = await cacheRestore(dir, `${prefix}none`, [prefix]);

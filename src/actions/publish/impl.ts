@@ -1,13 +1,12 @@
 import type { Subject } from '@actions/attest';
 import * as core from '@actions/core';
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { pushImage } from '../../oci/artifact.js';
 import { openStorage } from '../../profile/settings.js';
 import { packageImage } from '../../store/package.js';
 import { UserError } from '../../util/errors.js';
-import { ActionsLogger, actionSettings, boolInput, input, listInput, summaryTable, uploadArtifact } from '../common.js';
+import { ActionsLogger, actionSettings, actionsWorkDir, boolInput, input, listInput, summaryTable, uploadArtifact } from '../common.js';
 import { publishRelease } from './release.js';
 
 /**
@@ -76,7 +75,7 @@ export async function run(): Promise<void> {
     subjects.push({ name: i.ociRef.replace(/[:@][^/]*$/, ''), digest: { sha256: r.digest.replace(/^sha256:/, '') } }, { name: 'rootfs.ext4', digest: { sha256: r.rootfsSha256 } });
   }
   const needsPackage = i.targets.includes('release') || i.targets.includes('artifact');
-  const dir = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), `firebuild-publish-${process.pid}`);
+  const dir = needsPackage ? await actionsWorkDir('publish-') : '';
   const pkg = needsPackage ? await core.group(`Package ${i.tag}`, () => packageImage(storage, i.tag, dir)) : undefined;
   if (pkg) {
     core.setOutput('sha256', pkg.sums['rootfs.ext4'] as string);
@@ -111,7 +110,7 @@ export async function run(): Promise<void> {
 /**
  * SLSA build provenance for the published files through @actions/attest: the runner's OIDC token, a
  * Sigstore signing certificate (GitHub's instance for private repositories, the public-good one for
- * public repositories), and the attestations API of the repository. The bundle is kept in RUNNER_TEMP.
+ * public repositories), and the attestations API of the repository. The bundle is kept in a fresh directory under the actions' private one (RUNNER_TEMP).
  */
 async function attest(subjects: Subject[], token: string): Promise<{ id?: string; url?: string; bundlePath: string }> {
   const { attestProvenance } = await import('@actions/attest');
@@ -123,7 +122,7 @@ async function attest(subjects: Subject[], token: string): Promise<{ id?: string
     const hint = /403|Resource not accessible|permission/i.test(msg) ? ": grant the job 'permissions: attestations: write' (and id-token: write)" : '';
     throw new UserError(`build provenance failed: ${msg.split('\n')[0]}${hint}`);
   }
-  const bundlePath = path.join(process.env.RUNNER_TEMP ?? os.tmpdir(), `firebuild-provenance-${process.pid}.sigstore.json`);
+  const bundlePath = path.join(await actionsWorkDir('provenance-'), 'provenance.sigstore.json');
   await fsp.writeFile(bundlePath, JSON.stringify(a.bundle) + '\n', { mode: 0o644 });
   const repo = process.env.GITHUB_REPOSITORY;
   const url = a.attestationID && repo ? `${process.env.GITHUB_SERVER_URL ?? 'https://github.com'}/${repo}/attestations/${a.attestationID}` : undefined;

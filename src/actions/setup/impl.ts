@@ -16,7 +16,7 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { detectKvm } from '../../vmm/kvm.js';
-import { ActionsLogger, boolInput, cacheEntryDir, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, actionsWorkDir, boolInput, cacheEntryDir, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
 
 /**
  * The setup action: check the runner (the doctor's checks; one annotation when KVM or a part is
@@ -130,7 +130,7 @@ export async function installFirecracker(version: string, sha256: string, urlTem
   } catch (err) {
     throw new UserError(`downloading ${url} failed: ${(err as Error).message}`);
   }
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-fc-'));
+  const work = await actionsWorkDir('fc-');
   try {
     const got = await sha256File(tarball);
     if (got !== sha256) throw new UserError(`${url} has sha256 ${got}, firecracker-sha256 pins ${sha256}: refusing it (check the version and the checksum)`);
@@ -176,7 +176,7 @@ export async function baseosKey(dockerfile: string, tag: string, cacheVersion: s
  * built again, with a warning). The restored files never outlive the call.
  */
 async function restoreVerified(key: string, store: (dir: string) => Promise<unknown>): Promise<boolean> {
-  const dir = cacheEntryDir(key);
+  const dir = await cacheEntryDir(key);
   try {
     if (!(await cacheRestore(dir, key))) return false;
     await store(dir);
@@ -312,8 +312,9 @@ export async function post(): Promise<void> {
     return;
   }
   for (const s of saves) {
-    const dir = cacheEntryDir(s.key);
+    let dir: string | undefined;
     try {
+      dir = await cacheEntryDir(s.key);
       const flags = { storageProviderPropertyString: Object.entries(s.home).map(([k, v]) => `${k}=${v}`) };
       const storage = openStorage(resolveSettings(flags, undefined));
       if (s.kind === 'kernel') await packageKernel(storage, s.name, dir);
@@ -322,7 +323,7 @@ export async function post(): Promise<void> {
     } catch (err) {
       core.warning(`could not save ${s.key}: ${(err as Error).message}`);
     } finally {
-      await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      if (dir) await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 }
