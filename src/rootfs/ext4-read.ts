@@ -455,7 +455,9 @@ export class Ext4Image {
     if (!top) throw this.err('no such directory', under);
     if ((top.inode.mode & 0o170000) !== 0o040000) throw this.err('not a directory', under);
     const seenDirs = new Set<number>([top.inode.ino]);
-    const stack: { path: string; inode: Inode }[] = [top];
+    // Paths below `under` as it was given (even when it is reached through a symlink).
+    const prefix = `/${under.split('/').filter((x) => x && x !== '.').join('/')}`;
+    const stack: { path: string; inode: Inode }[] = [{ path: prefix, inode: top.inode }];
     while (stack.length) {
       const d = stack.pop()!;
       const kids = (await this.dirEntries(d.inode, d.path)).sort(([a], [b]) => (Buffer.compare(Buffer.from(a), Buffer.from(b))));
