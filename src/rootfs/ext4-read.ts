@@ -46,7 +46,7 @@ function time(raw: Buffer, at: number, extraAt: number, hasExtra: boolean): Ext4
 }
 
 /** An ext4 ACL xattr value (version 1, short and long entries) in the VFS format (version 2, all long). */
-function aclToVfs(v: Buffer): Buffer {
+export function aclToVfs(v: Buffer): Buffer {
   if (v.length < 4 || v.readUInt32LE(0) !== 1) return v;
   const out: Buffer[] = [Buffer.from([2, 0, 0, 0])];
   for (let o = 4; o + 4 <= v.length;) {

@@ -40,8 +40,8 @@ export function richTree(dir: string, o: { bigDir?: number } = {}): void {
   fs.linkSync(path.join(dir, 'data/one'), path.join(dir, 'data/three'));
   const fd = fs.openSync(path.join(dir, 'data/sparse'), 'w');
   fs.writeSync(fd, Buffer.from('head'), 0, 4, 0);
-  fs.writeSync(fd, Buffer.from('middle'), 0, 6, 300 * 1024 * 1024);
-  fs.ftruncateSync(fd, 1024 * 1024 * 1024);
+  fs.writeSync(fd, Buffer.from("middle"), 0, 6, 40 * 1024 * 1024 + 123);
+  fs.ftruncateSync(fd, 96 * 1024 * 1024);
   fs.closeSync(fd);
   w('data/empty', '');
   fs.symlinkSync('one', path.join(dir, 'data/fast-link'));
@@ -74,7 +74,7 @@ export function richXattrs(image: string, scratch: string): void {
   };
   fs.writeFileSync(acl, Buffer.concat([Buffer.from([2, 0, 0, 0]), e(1, 7), e(2, 5, 1000), e(4, 5), e(0x10, 5), e(0x20, 4)]));
   const big = path.join(scratch, 'big');
-  fs.writeFileSync(big, Buffer.alloc(1500, 0x61));
+  fs.writeFileSync(big, Buffer.alloc(900, 0x61));
   debugfsWrite(image, [
     `ea_set -f ${cap} /usr/bin/su-like security.capability`,
     'ea_set /data/one user.note hello',

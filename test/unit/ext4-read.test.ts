@@ -1,0 +1,154 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { aclToVfs, checkExt4Image, Ext4Image, type ImageEntry } from '../../src/rootfs/ext4-read.js';
+import { xattrText } from '../../src/rootfs/debugfs.js';
+import { UserError } from '../../src/util/errors.js';
+import { debugfsTree, type RefEntry } from '../helpers/debugfs-tree.js';
+import { duplicateNameImage, hostileNameImage, mkfsFromDir, richTree, richXattrs } from '../helpers/ext4-craft.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ext4-read-test-'));
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** The reader's walk in the reference listing's shape (xattrs as debugfs prints them). */
+export async function readerTree(image: string): Promise<RefEntry[]> {
+  const img = await Ext4Image.open(image);
+  const out: RefEntry[] = [];
+  try {
+    for await (const e of img.walk('/')) {
+      if (e.path === '/lost+found' || e.path.startsWith('/lost+found/')) continue;
+      // (debugfs's `ls -p` gives no size for a directory)
+      const r: RefEntry = { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, size: e.type === 'dir' ? 0 : e.size, ino: e.ino };
+      if (e.linkTarget !== undefined) r.linkTarget = e.linkTarget;
+      if (e.rdev) r.rdev = `${e.rdev.major}:${e.rdev.minor}`;
+      if (e.xattrs.size) r.xattrs = Object.fromEntries([...e.xattrs].map(([k, v]) => [k, xattrText(v)]));
+      if (e.type === 'file') {
+        const h = createHash('sha256');
+        for await (const c of img.readFile(e.ino)) h.update(c);
+        r.sha256 = h.digest('hex');
+      }
+      out.push(r);
+    }
+  } finally {
+    await img.close();
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** debugfs prints ACLs raw (ext4's format) and long values not at all: the reference's xattrs made comparable. */
+function comparable(ref: RefEntry[], mine: RefEntry[]): void {
+  const byPath = new Map(mine.map((e) => [e.path, e]));
+  for (const e of ref) {
+    const m = byPath.get(e.path);
+    for (const [k, v] of Object.entries(e.xattrs ?? {})) if (k.startsWith('system.posix_acl_')) e.xattrs![k] = aclToVfs(Buffer.from(v, 'hex')).toString('hex');
+    for (const k of Object.keys(m?.xattrs ?? {})) if (!(k in (e.xattrs ?? {}))) {
+      e.xattrs = { ...(e.xattrs ?? {}), [k]: m!.xattrs![k]! };
+      expect(k).toBe('user.big'); // the only value too long for debugfs to print
+    }
+  }
+}
+
+describe('Ext4Image', () => {
+  const variants: [string, number, Parameters<typeof mkfsFromDir>[2]][] = [
+    ['ext4, metadata_csum, 64bit, extents, 5000-entry htree dir', 5000, { sizeMiB: 160 }],
+    ['ext4 without metadata_csum and 64bit, 128-byte inodes, 1 KiB blocks, htree', 1000, { sizeMiB: 160, features: '^metadata_csum,^64bit', inodeSize: 128, blockSize: 1024 }],
+    ['ext2 (legacy block maps, no extents)', 300, { sizeMiB: 160, type: 'ext2' }],
+    ['ext3 (journal, block maps)', 300, { sizeMiB: 160, type: 'ext3' }],
+  ];
+  test.each(variants)('walk equals the debugfs listing: %s', async (_name, bigDir, o) => {
+    const tree = path.join(dir, `tree-${o?.type ?? 'ext4'}-${o?.blockSize ?? 4096}`);
+    const image = `${tree}.img`;
+    richTree(tree, { bigDir });
+    mkfsFromDir(tree, image, o);
+    richXattrs(image, dir);
+    const ref = debugfsTree(image);
+    const mine = await readerTree(image);
+    comparable(ref, mine);
+    expect(mine.length).toBeGreaterThan(bigDir);
+    expect(mine).toEqual(ref);
+    const su = mine.find((e) => e.path === '/usr/bin/su-like');
+    expect(su).toMatchObject({ mode: 0o4755, xattrs: { 'security.capability': '0100000200200000000000000000000000000000' } });
+    expect(mine.find((e) => e.path === '/dev/big')?.rdev).toBe('259:70000');
+    expect(mine.filter((e) => e.ino === mine.find((x) => x.path === '/data/one')!.ino).map((e) => e.path)).toEqual(['/data/one', '/data/three', '/data/two']);
+    const img = await Ext4Image.open(image);
+    try {
+      const big = await img.stat('/dev/null');
+      expect(big?.xattrs.get('user.big')).toEqual(Buffer.alloc(900, 0x61));
+      expect((await img.stat('/data/fast-link', { follow: true }))?.path).toBe('/data/one');
+      expect((await img.readSmall('/etc/passwd'))?.toString()).toContain('alice:x:1000');
+    } finally {
+      await img.close();
+    }
+    await checkExt4Image(image, 'the test image');
+    fs.rmSync(tree, { recursive: true, force: true });
+    fs.rmSync(image, { force: true });
+  });
+
+  test('a name with ../ and two entries of one name are refused, by the walk and by the check', async () => {
+    const hostile = path.join(dir, 'hostile.img');
+    hostileNameImage(hostile, dir);
+    const dup = path.join(dir, 'dup.img');
+    duplicateNameImage(dup, dir, '/tmp/x-target');
+    for (const [image, why] of [[hostile, /"\.\.\/\.\.\/\.\.\/\.\.\/tmp\/x".*name with '\/'/], [dup, /"\/d\/x": two entries of this name/]] as const) {
+      const img = await Ext4Image.open(image, 'the crafted image');
+      const walked: string[] = [];
+      await expect((async () => {
+        for await (const e of img.walk()) walked.push(e.path);
+      })()).rejects.toThrow(why);
+      await img.close();
+      await expect(checkExt4Image(image, 'the crafted image')).rejects.toThrow(UserError);
+      await expect(checkExt4Image(image, 'the crafted image')).rejects.toThrow(/^the ext4 image the crafted image.*refusing/);
+    }
+  });
+
+  test('200 random byte flips never crash or hang the reader: each image reads or is a UserError', async () => {
+    const tree = path.join(dir, 'small');
+    richTree(tree, { bigDir: 300 });
+    fs.rmSync(path.join(tree, 'data/sparse'));
+    const image = path.join(dir, 'small.img');
+    mkfsFromDir(tree, image, { sizeMiB: 4, features: '^metadata_csum' });
+    richXattrs(image, dir);
+    const clean = fs.readFileSync(image);
+    // Where metadata lives: every 4 KiB block that is not all zeros (flips into unused zeros prove little).
+    const used: number[] = [];
+    for (let b = 0; b < clean.length / 4096; b++) if (clean.subarray(b * 4096, (b + 1) * 4096).some((x) => x !== 0)) used.push(b);
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const outcomes = { read: 0, refused: 0 };
+    const fuzzed = path.join(dir, 'fuzzed.img');
+    for (let i = 0; i < 200; i++) {
+      const buf = Buffer.from(clean);
+      for (let k = 0; k < 1 + rand(4); k++) {
+        const at = used[rand(used.length)]! * 4096 + rand(4096);
+        buf[at] = buf[at]! ^ (1 << rand(8));
+      }
+      fs.writeFileSync(fuzzed, buf);
+      const started = Date.now();
+      try {
+        const img = await Ext4Image.open(fuzzed, 'fuzzed');
+        try {
+          for await (const e of img.walk()) if (e.type === 'file') for await (const c of img.readFile(e.ino)) void c;
+        } finally {
+          await img.close();
+        }
+        outcomes.read++;
+      } catch (err) {
+        if (!(err instanceof UserError)) throw new Error(`flip ${i}: ${(err as Error).stack}`);
+        expect((err as Error).message).not.toContain('\n');
+        outcomes.refused++;
+      }
+      expect(Date.now() - started).toBeLessThan(10000);
+    }
+    expect(outcomes.read + outcomes.refused).toBe(200);
+    expect(outcomes.refused).toBeGreaterThan(0);
+  });
+});
+
+export type { ImageEntry };
