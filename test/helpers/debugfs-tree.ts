@@ -3,6 +3,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { expect } from '@jest/globals';
+import { xattrText } from '../../src/rootfs/debugfs.js';
+import { aclToVfs, Ext4Image } from '../../src/rootfs/ext4-read.js';
 
 /**
  * The debugfs-based listing the product used before its in-process reader (ls -p, stat, ea_list, and
@@ -68,3 +71,42 @@ export function debugfsTree(image: string): RefEntry[] {
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
+
+/** The reader's walk in the reference listing's shape (xattrs as debugfs prints them). */
+export async function readerTree(image: string): Promise<RefEntry[]> {
+  const img = await Ext4Image.open(image);
+  const out: RefEntry[] = [];
+  try {
+    for await (const e of img.walk('/')) {
+      if (e.path === '/lost+found' || e.path.startsWith('/lost+found/')) continue;
+      // (debugfs's `ls -p` gives no size for a directory)
+      const r: RefEntry = { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, size: e.type === 'dir' ? 0 : e.size, ino: e.ino };
+      if (e.linkTarget !== undefined) r.linkTarget = e.linkTarget;
+      if (e.rdev) r.rdev = `${e.rdev.major}:${e.rdev.minor}`;
+      if (e.xattrs.size) r.xattrs = Object.fromEntries([...e.xattrs].map(([k, v]) => [k, xattrText(v)]));
+      if (e.type === 'file') {
+        const h = createHash('sha256');
+        for await (const c of img.readFile(e.ino)) h.update(c);
+        r.sha256 = h.digest('hex');
+      }
+      out.push(r);
+    }
+  } finally {
+    await img.close();
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** debugfs prints ACLs raw (ext4's format) and long values not at all: the reference's xattrs made comparable. */
+export function comparable(ref: RefEntry[], mine: RefEntry[]): void {
+  const byPath = new Map(mine.map((e) => [e.path, e]));
+  for (const e of ref) {
+    const m = byPath.get(e.path);
+    for (const [k, v] of Object.entries(e.xattrs ?? {})) if (k.startsWith('system.posix_acl_')) e.xattrs![k] = aclToVfs(Buffer.from(v, 'hex')).toString('hex');
+    for (const k of Object.keys(m?.xattrs ?? {})) if (!(k in (e.xattrs ?? {}))) {
+      e.xattrs = { ...(e.xattrs ?? {}), [k]: m!.xattrs![k]! };
+      expect(k).toBe('user.big'); // the only value too long for debugfs to print
+    }
+  }
+}
+

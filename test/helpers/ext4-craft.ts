@@ -92,10 +92,13 @@ function patchOnce(image: string, from: Buffer, to: Buffer): void {
   fs.writeFileSync(image, buf);
 }
 
-/** An image whose root holds an entry named `../../../../tmp/<leaf>` (patched over a file `AAA…` of the same length). */
+/**
+ * An image whose root holds an entry named `../../../../tmp/<leaf>` with enough `../` to reach / from any
+ * scratch directory (patched over a setuid file `AAA…` of the same length). Returns the name.
+ */
 export function hostileNameImage(image: string, scratch: string, leaf = 'x'): string {
-  const name = `../../../../tmp/${leaf}`;
-  const dir = path.join(scratch, 'hostile-name-tree');
+  const name = `${'../'.repeat(16)}tmp/${leaf}`;
+  const dir = fs.mkdtempSync(path.join(scratch, 'hostile-name-tree-'));
   fs.mkdirSync(dir, { recursive: true });
   const placeholder = 'A'.repeat(Buffer.byteLength(name));
   fs.writeFileSync(path.join(dir, placeholder), 'written through a hostile name\n');
@@ -103,6 +106,7 @@ export function hostileNameImage(image: string, scratch: string, leaf = 'x'): st
   fs.mkdirSync(path.join(dir, 'etc'));
   fs.writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   mkfsFromDir(dir, image, { sizeMiB: 8, features: '^metadata_csum' });
+  fs.rmSync(dir, { recursive: true, force: true });
   patchOnce(image, Buffer.from(placeholder), Buffer.from(name));
   return name;
 }
@@ -112,7 +116,7 @@ export function hostileNameImage(image: string, scratch: string, leaf = 'x'): st
  * made as `y` and renamed by patching its directory entry): copied out by name, the file lands on the link.
  */
 export function duplicateNameImage(image: string, scratch: string, target: string): void {
-  const dir = path.join(scratch, 'dup-name-tree');
+  const dir = fs.mkdtempSync(path.join(scratch, 'dup-name-tree-'));
   fs.mkdirSync(path.join(dir, 'd'), { recursive: true });
   fs.symlinkSync(target, path.join(dir, 'd/x'));
   fs.writeFileSync(path.join(dir, 'd/y'), 'written through a duplicate name\n');
@@ -120,6 +124,7 @@ export function duplicateNameImage(image: string, scratch: string, target: strin
   fs.mkdirSync(path.join(dir, 'etc'));
   fs.writeFileSync(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   mkfsFromDir(dir, image, { sizeMiB: 8, features: '^metadata_csum' });
+  fs.rmSync(dir, { recursive: true, force: true });
   // Directory entries of /d: name_len 1, file type 7 (symlink) 'x', and name_len 1, type 1 (regular) 'y'.
   const buf = fs.readFileSync(image);
   const hits: number[] = [];
@@ -130,4 +135,17 @@ export function duplicateNameImage(image: string, scratch: string, target: strin
   if (hits.length !== 1) throw new Error(`found ${hits.length} candidate entries for d/y in ${image}`);
   buf[hits[0]! + 2] = 0x78;
   fs.writeFileSync(image, buf);
+}
+
+/**
+ * Put an ext4 file into a store under `tag` directly (DirectoryStorage, as the build commands write it),
+ * bypassing every check an image from outside gets: a hostile image as a build or an attacker's push has it.
+ */
+export async function storeRawImage(home: string, tag: string, ext4: string): Promise<void> {
+  const { DirectoryStorage } = await import('../../src/store/directory.js');
+  const store = new DirectoryStorage({ rootfsRoot: path.join(home, 'rootfs'), kernelRoot: path.join(home, 'kernels'), createRoots: true });
+  await store.writeImage(tag, async (s) => {
+    fs.copyFileSync(ext4, s.rootfsPath);
+    return { type: 'rootfs', source: { kind: 'test', ref: 'crafted' }, parents: [], config: {} };
+  }, { overwrite: true });
 }

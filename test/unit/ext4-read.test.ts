@@ -1,11 +1,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createHash } from 'node:crypto';
-import { aclToVfs, checkExt4Image, Ext4Image, type ImageEntry } from '../../src/rootfs/ext4-read.js';
-import { xattrText } from '../../src/rootfs/debugfs.js';
+import { checkExt4Image, Ext4Image } from '../../src/rootfs/ext4-read.js';
 import { UserError } from '../../src/util/errors.js';
-import { debugfsTree, type RefEntry } from '../helpers/debugfs-tree.js';
+import { comparable, debugfsTree, readerTree } from '../helpers/debugfs-tree.js';
 import { duplicateNameImage, hostileNameImage, mkfsFromDir, richTree, richXattrs } from '../helpers/ext4-craft.js';
 
 let dir: string;
@@ -13,44 +11,6 @@ beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ext4-read-test-'));
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-/** The reader's walk in the reference listing's shape (xattrs as debugfs prints them). */
-export async function readerTree(image: string): Promise<RefEntry[]> {
-  const img = await Ext4Image.open(image);
-  const out: RefEntry[] = [];
-  try {
-    for await (const e of img.walk('/')) {
-      if (e.path === '/lost+found' || e.path.startsWith('/lost+found/')) continue;
-      // (debugfs's `ls -p` gives no size for a directory)
-      const r: RefEntry = { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, size: e.type === 'dir' ? 0 : e.size, ino: e.ino };
-      if (e.linkTarget !== undefined) r.linkTarget = e.linkTarget;
-      if (e.rdev) r.rdev = `${e.rdev.major}:${e.rdev.minor}`;
-      if (e.xattrs.size) r.xattrs = Object.fromEntries([...e.xattrs].map(([k, v]) => [k, xattrText(v)]));
-      if (e.type === 'file') {
-        const h = createHash('sha256');
-        for await (const c of img.readFile(e.ino)) h.update(c);
-        r.sha256 = h.digest('hex');
-      }
-      out.push(r);
-    }
-  } finally {
-    await img.close();
-  }
-  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-}
-
-/** debugfs prints ACLs raw (ext4's format) and long values not at all: the reference's xattrs made comparable. */
-function comparable(ref: RefEntry[], mine: RefEntry[]): void {
-  const byPath = new Map(mine.map((e) => [e.path, e]));
-  for (const e of ref) {
-    const m = byPath.get(e.path);
-    for (const [k, v] of Object.entries(e.xattrs ?? {})) if (k.startsWith('system.posix_acl_')) e.xattrs![k] = aclToVfs(Buffer.from(v, 'hex')).toString('hex');
-    for (const k of Object.keys(m?.xattrs ?? {})) if (!(k in (e.xattrs ?? {}))) {
-      e.xattrs = { ...(e.xattrs ?? {}), [k]: m!.xattrs![k]! };
-      expect(k).toBe('user.big'); // the only value too long for debugfs to print
-    }
-  }
-}
 
 describe('Ext4Image', () => {
   const variants: [string, number, Parameters<typeof mkfsFromDir>[2]][] = [
@@ -93,7 +53,7 @@ describe('Ext4Image', () => {
     hostileNameImage(hostile, dir);
     const dup = path.join(dir, 'dup.img');
     duplicateNameImage(dup, dir, '/tmp/x-target');
-    for (const [image, why] of [[hostile, /"\.\.\/\.\.\/\.\.\/\.\.\/tmp\/x".*name with '\/'/], [dup, /"\/d\/x": two entries of this name/]] as const) {
+    for (const [image, why] of [[hostile, /\.\.\/\.\.\/tmp\/x".*name with '\/'/], [dup, /"\/d\/x": two entries of this name/]] as const) {
       const img = await Ext4Image.open(image, 'the crafted image');
       const walked: string[] = [];
       await expect((async () => {
@@ -140,7 +100,7 @@ describe('Ext4Image', () => {
         }
         outcomes.read++;
       } catch (err) {
-        if (!(err instanceof UserError)) throw new Error(`flip ${i}: ${(err as Error).stack}`);
+        if (!(err instanceof UserError)) throw new Error(`flip ${i}: ${(err as Error).stack}`, { cause: err });
         expect((err as Error).message).not.toContain('\n');
         outcomes.refused++;
       }
@@ -150,5 +110,3 @@ describe('Ext4Image', () => {
     expect(outcomes.refused).toBeGreaterThan(0);
   });
 });
-
-export type { ImageEntry };
