@@ -33,8 +33,11 @@ afterAll(() => {
 });
 
 function nothingOnTheHost(): void {
-  expect(fs.existsSync(`/tmp/${leaf}`)).toBe(false);
-  expect(fs.existsSync(target)).toBe(false);
+  const seen = (f: string): string | undefined => {
+    const st = fs.lstatSync(f, { throwIfNoEntry: false });
+    return st && `${f} ${st.isSymbolicLink() ? 'symlink' : (st.mode & 0o7777).toString(8)}`;
+  };
+  expect([seen(`/tmp/${leaf}`), seen(target)]).toEqual([undefined, undefined]);
 }
 
 describe('hostile ext4 images', () => {
@@ -60,6 +63,7 @@ describe('hostile ext4 images', () => {
     for (const [name, copy] of [['name', '/ /out/'], ['dup', '/d/ /out/']]) {
       fs.writeFileSync(path.join(ctx, 'Dockerfile'), `FROM scratch\nCOPY --from=evil/${name}:1 ${copy}\n`);
       const r = await runCli(['rootfs', '--engine', 'vm', '--dockerfile', path.join(ctx, 'Dockerfile'), '--tag', `fbtest/copy-evil-${name}:1`], { env: home('attacker') });
+      nothingOnTheHost();
       expect(r.code).toBe(2);
       expect(errorLines(r.stderr)).toHaveLength(1);
       expect(errorLines(r.stderr)[0]).toMatch(name === 'name' ? /tmp\/fb-hostile-\d+".*name with '\/'.*refusing/ : /"\/d\/x": two entries of this name in one directory/);
@@ -74,6 +78,7 @@ describe('hostile ext4 images', () => {
       execFileSync(DOCKER, ['rmi', '-f', `evil/${name}:1`], { stdio: 'ignore' });
       fs.writeFileSync(path.join(ctx, 'Dockerfile'), `FROM evil/${name}:1\nLABEL x=y\n`);
       const r = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(ctx, 'Dockerfile'), '--tag', `fbtest/docker-evil-${name}:1`], { env: home('attacker') });
+      nothingOnTheHost();
       expect(r.code).toBe(2);
       expect(errorLines(r.stderr)).toHaveLength(1);
       expect(errorLines(r.stderr)[0]).toMatch(/^error: the ext4 image evil\/(name|dup):1, at ".*refusing the image$/);
