@@ -1,9 +1,6 @@
-import { spawn } from 'node:child_process';
-import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import type { Readable } from 'node:stream';
-import { unpackExt4 } from '../rootfs/unpack.js';
+import { Readable } from 'node:stream';
+import { Ext4Image } from '../rootfs/ext4-read.js';
+import { imageTar } from '../rootfs/tar-write.js';
 import type { StoredImage } from '../store/provider.js';
 import type { Logger } from '../util/logger.js';
 import type { DockerEngine } from './docker-engine.js';
@@ -13,19 +10,25 @@ export const STORED_SHA_LABEL = 'org.firebuild.rootfs-sha256';
 /**
  * `FROM org/name:version` naming a stored firebuild image: make the engine hold that image under the
  * same name (imported from the ext4 file, with its config), unless it already holds this very version.
+ * The ext4 file is read in-process (Ext4Image) and streamed to `docker import` as a tar: no host tree.
  */
 export async function importStoredImage(engine: DockerEngine, img: StoredImage, ref: string, log: Logger): Promise<void> {
   const have = await engine.imageInspect(ref);
   if (have?.Config?.Labels?.[STORED_SHA_LABEL] === img.metadata.rootfs.sha256) return;
   log.info('importing a stored image into the Docker engine as a base', { tag: img.tag });
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-import-'));
+  // The tree is read in-process and streamed as a tar: nothing of the image lands on the host.
+  const image = await Ext4Image.open(img.rootfsPath, img.tag);
   try {
-    await unpackExt4(img.rootfsPath, dir);
-    await fsp.rm(path.join(dir, 'lost+found'), { recursive: true, force: true });
-    const tar = spawn('tar', ['-c', '--numeric-owner', '-C', dir, '.'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await engine.importTar(tar.stdout as Readable, ref, importChanges(img));
+    const tar = Readable.from(imageTar(image));
+    let readError: unknown;
+    tar.on('error', (err) => (readError = err));
+    // A read error (a broken image) cuts the upload short, which fails the import: the reader's own one line is the error.
+    await engine.importTar(tar, ref, importChanges(img)).catch((err: unknown) => {
+      throw readError ?? err;
+    });
+    if (readError) throw readError;
   } finally {
-    await fsp.rm(dir, { recursive: true, force: true });
+    await image.close();
   }
 }
 

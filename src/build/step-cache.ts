@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { checkExt4Image } from '../rootfs/ext4-read.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import { copySparse, sparseDigest } from '../util/fs.js';
@@ -80,9 +81,23 @@ export class StepCache {
       let n = 0;
       // Images first, then their json: an entry counts only once both are in place.
       const names = (await fsp.readdir(tmp)).filter((f) => ENTRY_NAME.test(f)).sort((x, y) => (x.endsWith('.json') ? 1 : 0) - (y.endsWith('.json') ? 1 : 0));
+      const dropped = new Set<string>();
       for (const f of names) {
+        if (f.endsWith('.json') && dropped.has(f.slice(0, -5))) continue;
         const st = await fsp.lstat(path.join(tmp, f));
         if (!st.isFile()) continue;
+        // An image from outside (the Actions cache): checked before it is kept; a bad one is dropped (rebuilt).
+        if (f.endsWith('.ext4')) {
+          const ok = await checkExt4Image(path.join(tmp, f), `step cache entry ${f.slice(0, 16)}`).then(() => true, (err: unknown) => {
+            if (!(err instanceof UserError)) throw err;
+            this.log.warn('a restored step cache entry fails its check: dropping it (the step is built again)', { reason: err.message });
+            return false;
+          });
+          if (!ok) {
+            dropped.add(f.slice(0, -5));
+            continue;
+          }
+        }
         await fsp.rename(path.join(tmp, f), path.join(this.dir, f));
         if (f.endsWith('.json')) n++;
       }

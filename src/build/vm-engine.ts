@@ -13,7 +13,8 @@ import { parseBuildArgs } from '../commands/plan.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../guest/prepare.js';
-import { batch, quote } from '../rootfs/debugfs.js';
+import { quote } from '../rootfs/debugfs.js';
+import { Ext4Image } from '../rootfs/ext4-read.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
 import { RunCache, vmmOf } from '../runtime/state.js';
 import { vmmAlive } from '../runtime/vmm-process.js';
@@ -117,20 +118,27 @@ interface Saved { path: string; data?: string; mode?: string; uid?: string; gid?
 
 /** The files the init writes into the image (hostname, hosts, resolv.conf): saved before a RUN, put back after, as Docker's bind mounts leave the image untouched. */
 async function saveGuestWritten(image: string, scratch: string): Promise<Saved[]> {
-  const out = await batch(image, GUEST_WRITTEN.map((p) => `stat ${quote(p)}`));
   const saved: Saved[] = [];
-  for (const [i, p] of GUEST_WRITTEN.entries()) {
-    const s = out[i] ?? '';
-    if (!/Type: regular/.test(s)) {
-      saved.push({ path: p });
-      continue;
+  // Read in-process into scratch files firebuild names (0600): the image's own names and modes stay in the image.
+  const img = await Ext4Image.open(image);
+  try {
+    for (const [i, p] of GUEST_WRITTEN.entries()) {
+      const e = await img.stat(p);
+      if (e?.type !== 'file') {
+        saved.push({ path: p });
+        continue;
+      }
+      const host = path.join(scratch, `saved-${i}`);
+      const fh = await fsp.open(host, 'wx', 0o600);
+      try {
+        for await (const c of img.readFile(e.ino)) await fh.write(c);
+      } finally {
+        await fh.close();
+      }
+      saved.push({ path: p, data: host, mode: e.mode.toString(8).padStart(4, '0'), uid: String(e.uid), gid: String(e.gid) });
     }
-    const host = path.join(scratch, `saved-${i}`);
-    await exec('debugfs', ['-R', `dump ${quote(p)} ${host}`, image]);
-    const mode = /Mode:\s+(\d+)/.exec(s)?.[1] ?? '0644';
-    const uid = /User:\s+(\d+)/.exec(s)?.[1] ?? '0';
-    const gid = /Group:\s+(\d+)/.exec(s)?.[1] ?? '0';
-    saved.push({ path: p, data: host, mode, uid, gid });
+  } finally {
+    await img.close();
   }
   return saved;
 }

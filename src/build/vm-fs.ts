@@ -1,19 +1,20 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BuildContext } from '../dockerfile/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
 import { extractTarStream } from '../rootfs/convert.js';
-import { batch, Ext4Reader, quote, type TreeEntry } from '../rootfs/debugfs.js';
+import { batch, quote } from '../rootfs/debugfs.js';
+import { Ext4Image, type ImageEntry } from '../rootfs/ext4-read.js';
 import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 
 /**
  * The file-system steps of the VM build engine, applied to the stage's ext4 image offline through
- * debugfs (nothing is mounted, nothing of the image runs on the host): COPY and ADD (local files and
+ * debugfs (nothing is mounted, nothing of the image runs on the host; what is read out of an image is
+ * read in-process by Ext4Image, never dumped by name onto the host): COPY and ADD (local files and
  * directories with .dockerignore, URLs, heredocs, local tar archives extracted, files of another stage's
  * image), and WORKDIR. Owners follow Docker: 0:0 unless --chown, whose names are resolved against the
  * image's own /etc/passwd and /etc/group; WORKDIR creates what is missing owned by the current USER.
@@ -21,19 +22,15 @@ import { exec } from '../util/exec.js';
 export interface Owner { uid: number; gid: number }
 export interface Accounts { passwd: string; group: string }
 
-async function dumpFile(image: string, p: string): Promise<string> {
-  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-dump-'));
-  try {
-    const dest = path.join(tmp, 'f');
-    await exec('debugfs', ['-R', `dump ${quote(p)} ${dest}`, image], { allowFailure: true });
-    return await fsp.readFile(dest, 'utf8').catch(() => '');
-  } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
-  }
-}
-
+/** The image's /etc/passwd and /etc/group, read in-process (empty when absent). */
 export async function imageAccounts(image: string): Promise<Accounts> {
-  return { passwd: await dumpFile(image, '/etc/passwd'), group: await dumpFile(image, '/etc/group') };
+  const img = await Ext4Image.open(image);
+  try {
+    const read = async (p: string): Promise<string> => (await img.readSmall(p))?.toString('utf8') ?? '';
+    return { passwd: await read('/etc/passwd'), group: await read('/etc/group') };
+  } finally {
+    await img.close();
+  }
 }
 
 function lookup(db: string, name: string): string[] | undefined {
@@ -212,71 +209,57 @@ async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out:
   }
 }
 
-const STAT_TYPES: Record<string, TreeEntry['type']> = { regular: 'file', directory: 'dir', symlink: 'symlink', character: 'char', block: 'block', FIFO: 'fifo', socket: 'socket' };
-
-/** One path's entry, read with `stat` (which follows symlinks on the way, as `ls` of a linked directory does not). */
-async function statEntry(image: string, p: string): Promise<TreeEntry> {
-  const [out = ''] = await batch(image, [`stat ${quote(p)}`]);
-  const m = /Inode: (\d+)\s+Type: (\w+)\s+Mode:\s+(\d+)/.exec(out);
-  const o = /User:\s+(\d+)\s+Group:\s+(\d+).*Size: (\d+)/.exec(out);
-  if (!m || !o) throw new UserError(`COPY --from: ${p} could not be read from the source image`);
-  return { path: p, type: STAT_TYPES[m[2]!] ?? 'file', mode: parseInt(m[3]!, 8) & 0o7777, uid: Number(o[1]), gid: Number(o[2]), size: Number(o[3]), ino: Number(m[1]) };
+/** A file's content into a new private scratch file (mode 0600, a name firebuild chose): never the image's name or mode. */
+async function toScratch(chunks: AsyncIterable<Buffer> | Iterable<Buffer>, file: string): Promise<void> {
+  const fh = await fsp.open(file, 'wx', 0o600);
+  try {
+    for await (const c of chunks) await fh.write(c);
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
- * What `COPY --from` takes out of another image (a stage's, or an external image's), read with debugfs:
- * contents, owners, modes, hard links, device nodes, FIFOs, symlinks and extended attributes, as Docker
- * keeps them. A directory source gives its contents under `dest`; a file source gives one entry.
+ * What `COPY --from` takes out of another image (a stage's, or an external image's), read in-process
+ * (Ext4Image): contents, owners, modes, hard links, device nodes, FIFOs, symlinks and extended attributes,
+ * as Docker keeps them. Contents and xattr values go to scratch files named `<n>` under a private
+ * directory: no name, link or mode of the image ever becomes a host file. A directory source gives its
+ * contents under `dest`; a file source gives one entry.
  */
-async function placeImageTree(from: string, src: string, dest: string, single: boolean, scratch: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
-  const reader = new Ext4Reader(from);
-  const isDir = !single;
-  const entries = isDir ? await reader.list(src) : [await statEntry(from, src)];
-  const content = path.join(scratch, 'from');
-  await fsp.mkdir(content, { recursive: true });
-  if (isDir) await exec('debugfs', ['-R', `rdump ${quote(src)} ${content}`, from]);
-  else await exec('debugfs', ['-R', `dump ${quote(src)} ${path.join(content, 'file')}`, from]);
-  const hostOf = (p: string): string => (isDir ? path.join(content, path.posix.basename(src), path.posix.relative(src, p)) : path.join(content, 'file'));
-  const destOf = (p: string): string => (isDir ? path.posix.join(dest, path.posix.relative(src, p)) : dest);
-  const withXattrs = entries.filter((e) => e.type !== 'symlink');
-  const lists = await batch(from, withXattrs.map((e) => `ea_list ${quote(e.path)}`));
-  const gets: string[] = [];
-  const xattrs = new Map<string, [string, string][]>();
-  withXattrs.forEach((e, i) => {
-    for (const m of (lists[i] ?? '').matchAll(/^\s+(\S+) \(\d+\) = /gm)) {
-      const file = path.join(scratch, `xattr-${gets.length}`);
-      gets.push(`ea_get -f ${quote(file)} ${quote(e.path)} ${quote(m[1]!)}`);
-      xattrs.set(e.path, [...(xattrs.get(e.path) ?? []), [m[1]!, file]]);
-    }
-  });
-  if (gets.length) await batch(from, gets);
-  const links = entries.filter((e) => e.type === 'symlink');
-  const targets = await batch(from, links.map((e) => `stat ${quote(e.path)}`));
-  const linkTarget = new Map(links.map((e, i) => [e.path, /Fast link dest: "(.*)"/.exec(targets[i] ?? '')?.[1]]));
-  const devs = entries.filter((e) => e.type === 'char' || e.type === 'block');
-  const devOut = await batch(from, devs.map((e) => `stat ${quote(e.path)}`));
-  const rdev = new Map(devs.map((e, i) => {
-    const m = /Device major\/minor number: (\d+):(\d+)/.exec(devOut[i] ?? '');
-    return [e.path, [Number(m?.[1] ?? 0), Number(m?.[2] ?? 0)] as [number, number]];
-  }));
+async function placeImageTree(img: Ext4Image, src: string, dest: string, single: boolean, scratch: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
+  const entries: ImageEntry[] = [];
+  if (single) {
+    const e = await img.stat(src);
+    if (!e) throw new UserError(`COPY --from: ${src} could not be read from the source image`);
+    entries.push(e);
+  } else for await (const e of img.walk(src)) entries.push(e);
+  const content = await fsp.mkdtemp(path.join(scratch, 'from-'));
+  let n = 0;
+  const scratchFile = (): string => path.join(content, String(n++));
   const firstName = new Map<number, string>();
   for (const e of entries) {
-    const d = destOf(e.path);
+    const d = single ? dest : path.posix.join(dest, path.posix.relative(src, e.path));
     const owner = { uid: e.uid, gid: e.gid };
     const perm = forcedMode ?? e.mode;
-    const xa = xattrs.get(e.path) ? { xattrs: xattrs.get(e.path)! } : {};
+    const pairs: [string, string][] = [];
+    for (const [name, value] of e.xattrs) {
+      const file = scratchFile();
+      await toScratch([value], file);
+      pairs.push([name, file]);
+    }
+    const xa = pairs.length ? { xattrs: pairs } : {};
     if (e.type === 'dir') out.push({ dest: d, type: 'dir', mode: perm, owner, ...xa });
-    else if (e.type === 'symlink') {
-      const target = linkTarget.get(e.path) ?? (await fsp.readlink(hostOf(e.path)));
-      out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: target, owner });
-    } else if (e.type === 'file') {
-      const first = firstName.get(e.ino);
+    else if (e.type === 'symlink') out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: e.linkTarget ?? '', owner });
+    else if (e.type === 'file') {
+      const first = e.nlink > 1 ? firstName.get(e.ino) : undefined;
       if (first) out.push({ dest: d, type: 'hardlink', mode: perm, linkTo: first });
       else {
         firstName.set(e.ino, d);
-        out.push({ dest: d, type: 'file', host: hostOf(e.path), mode: perm, owner, ...xa });
+        const host = scratchFile();
+        await toScratch(img.readFile(e.ino), host);
+        out.push({ dest: d, type: 'file', host, mode: perm, owner, ...xa });
       }
-    } else if (e.type === 'char' || e.type === 'block') out.push({ dest: d, type: e.type, mode: perm, rdev: rdev.get(e.path)!, owner });
+    } else if (e.type === 'char' || e.type === 'block') out.push({ dest: d, type: e.type, mode: perm, rdev: [e.rdev?.major ?? 0, e.rdev?.minor ?? 0], owner });
     else if (e.type === 'fifo') out.push({ dest: d, type: 'fifo', mode: perm, owner });
   }
 }
@@ -314,67 +297,70 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
   const dest = c.dest === '/' ? '/' : c.dest.replace(/\/+$/, '');
   const placements: Placement[] = [];
   let n = 0;
-  for (const r of resources) {
-    const stagingFile = path.join(c.scratch, `r${n++}`);
-    const single = (host: string, name: string, fileMode: number): void => {
-      placements.push({ dest: destIsDir ? path.posix.join(dest, name) : dest, type: 'file', host, mode: mode ?? fileMode });
-    };
-    if (r.kind === 'url') {
-      // The very file the plan hashed (fetched once per build), never a second download.
-      const file = await plannedDownload(r.url!, r.sha256, stagingFile, c.downloads, 'ADD').catch(at(where));
-      single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
-    } else if (r.kind === 'heredoc') {
-      const h = (c.step.heredocs ?? []).find((x) => x.name === r.source);
-      await fsp.writeFile(stagingFile, h?.content ?? '');
-      single(stagingFile, r.source, 0o644);
-    } else if (r.kind === 'stage' || r.kind === 'image') {
-      if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
-      // The source path is followed through symlinks, as Docker follows it (the copy keeps links below it).
-      let src = path.posix.resolve('/', r.path ?? r.source);
-      let kind = (await statPaths(c.fromImage, [src])).get(src);
-      for (let hops = 0; kind === 'symlink'; hops++) {
-        if (hops > 8) throw new UserError(`${what} --from: ${r.path ?? r.source} is a chain of more than 8 symlinks`, where);
-        const [st] = await batch(c.fromImage, [`stat ${quote(src)}`]);
-        const target = /Fast link dest: "(.*)"/.exec(st ?? '')?.[1];
-        if (target === undefined) throw new UserError(`${what} --from: ${src} is a symlink firebuild cannot follow (a long target): give the path it points to`, where);
-        src = path.posix.resolve(path.posix.dirname(src), target);
-        kind = (await statPaths(c.fromImage, [src])).get(src);
-      }
-      if (kind === 'missing') throw new UserError(`${what} --from: ${src} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
-      const sub = path.join(c.scratch, `from${n}`);
-      await fsp.mkdir(sub, { recursive: true });
-      if (kind === 'dir') {
-        placements.push({ dest, type: 'dir', mode: 0o755 });
-        await placeImageTree(c.fromImage, src, dest, false, sub, mode, placements);
+  let from: Ext4Image | undefined;
+  try {
+    for (const r of resources) {
+      const stagingFile = path.join(c.scratch, `r${n++}`);
+      const single = (host: string, name: string, fileMode: number): void => {
+        placements.push({ dest: destIsDir ? path.posix.join(dest, name) : dest, type: 'file', host, mode: mode ?? fileMode });
+      };
+      if (r.kind === 'url') {
+        // The very file the plan hashed (fetched once per build), never a second download.
+        const file = await plannedDownload(r.url!, r.sha256, stagingFile, c.downloads, 'ADD').catch(at(where));
+        single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
+      } else if (r.kind === 'heredoc') {
+        const h = (c.step.heredocs ?? []).find((x) => x.name === r.source);
+        await fsp.writeFile(stagingFile, h?.content ?? '');
+        single(stagingFile, r.source, 0o644);
+      } else if (r.kind === 'stage' || r.kind === 'image') {
+        if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
+        from ??= await Ext4Image.open(c.fromImage, `the ${r.kind === 'stage' ? 'stage' : 'image'} ${r.kind === 'image' ? r.source : ''}`.trim());
+        // The source path is followed through symlinks, as Docker follows it (the copy keeps links below it).
+        let src = path.posix.resolve('/', r.path ?? r.source);
+        let st = await from.stat(src);
+        for (let hops = 0; st?.type === 'symlink'; hops++) {
+          if (hops > 8) throw new UserError(`${what} --from: ${r.path ?? r.source} is a chain of more than 8 symlinks`, where);
+          src = path.posix.resolve(path.posix.dirname(src), st.linkTarget ?? '');
+          st = await from.stat(src);
+        }
+        if (!st) throw new UserError(`${what} --from: ${src} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
+        const sub = path.join(c.scratch, `from${n}`);
+        await fsp.mkdir(sub, { recursive: true, mode: 0o700 });
+        if (st.type === 'dir') {
+          placements.push({ dest, type: 'dir', mode: 0o755 });
+          await placeImageTree(from, src, dest, false, sub, mode, placements);
+        } else {
+          await placeImageTree(from, src, destIsDir ? path.posix.join(dest, path.posix.basename(src)) : dest, true, sub, mode, placements);
+        }
+      } else if (c.context.kind === 'local' && r.path !== undefined) {
+        const abs = path.join(c.context.root, r.path);
+        // The plan checked this; checked again here, as the file is read now: never a host file outside the context.
+        const [real, root] = await Promise.all([fsp.realpath(abs), fsp.realpath(c.context.root)]);
+        if (real !== root && !real.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${real}, outside the build context`, where);
+        const st = await fsp.stat(real);
+        if (r.extract) {
+          const out = path.join(c.scratch, `x${n}`);
+          await fsp.mkdir(out, { recursive: true });
+          await extractArchive(real, out, `the archive ${r.source}`).catch((err: unknown) => {
+            throw err instanceof UserError && err.file === undefined ? new UserError(`${what}: ${err.message}`, where) : err;
+          });
+          // The archive's owners, modes, hard links and device nodes are kept, as Docker's ADD keeps them.
+          await placeHostTree(out, dest, { ...(mode !== undefined ? { forcedMode: mode } : {}), keep: true }, placements);
+        } else if (st.isDirectory()) {
+          placements.push({ dest, type: 'dir', mode: 0o755 });
+          await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}) }, placements);
+        } else {
+          single(real, path.posix.basename(r.path), st.mode & 0o7777);
+        }
+      } else if (r.url) {
+        const file = await plannedDownload(r.url, r.sha256, stagingFile, c.downloads, what).catch(at(where));
+        single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
       } else {
-        await placeImageTree(c.fromImage, src, destIsDir ? path.posix.join(dest, path.posix.basename(src)) : dest, true, sub, mode, placements);
+        throw new UserError(`${what} source ${r.source} of kind ${r.kind} is not supported by the vm engine yet: use --engine docker`, where);
       }
-    } else if (c.context.kind === 'local' && r.path !== undefined) {
-      const abs = path.join(c.context.root, r.path);
-      // The plan checked this; checked again here, as the file is read now: never a host file outside the context.
-      const [real, root] = await Promise.all([fsp.realpath(abs), fsp.realpath(c.context.root)]);
-      if (real !== root && !real.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${real}, outside the build context`, where);
-      const st = await fsp.stat(real);
-      if (r.extract) {
-        const out = path.join(c.scratch, `x${n}`);
-        await fsp.mkdir(out, { recursive: true });
-        await extractArchive(real, out, `the archive ${r.source}`).catch((err: unknown) => {
-          throw err instanceof UserError && err.file === undefined ? new UserError(`${what}: ${err.message}`, where) : err;
-        });
-        // The archive's owners, modes, hard links and device nodes are kept, as Docker's ADD keeps them.
-        await placeHostTree(out, dest, { ...(mode !== undefined ? { forcedMode: mode } : {}), keep: true }, placements);
-      } else if (st.isDirectory()) {
-        placements.push({ dest, type: 'dir', mode: 0o755 });
-        await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}) }, placements);
-      } else {
-        single(real, path.posix.basename(r.path), st.mode & 0o7777);
-      }
-    } else if (r.url) {
-      const file = await plannedDownload(r.url, r.sha256, stagingFile, c.downloads, what).catch(at(where));
-      single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
-    } else {
-      throw new UserError(`${what} source ${r.source} of kind ${r.kind} is not supported by the vm engine yet: use --engine docker`, where);
     }
+  } finally {
+    await from?.close();
   }
   await writePlacements(image, placements, c, where);
   return placements.length;

@@ -1,14 +1,12 @@
 import { createHash } from 'node:crypto';
-import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
+import { Ext4Image } from './ext4-read.js';
 
 /**
- * Reads an ext4 image without mounting it, through `debugfs`: the tree with types, modes (setuid bits
- * included), owners, sizes, inode numbers (hard links share one), device numbers, symlink targets,
- * xattrs, and file contents.
+ * debugfs batches (the vm engine's writes into its own build images), and Ext4Reader: an ext4 image's
+ * tree with types, modes (setuid bits included), owners, sizes, inode numbers (hard links share one),
+ * device numbers, symlink targets, xattrs and contents, read in-process (ext4-read.ts), never dumped.
  */
 export type EntryType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
 
@@ -26,8 +24,6 @@ export interface TreeEntry {
   xattrs?: Record<string, string>;
   sha256?: string;
 }
-
-const TYPES: Record<number, EntryType> = { 0o040000: 'dir', 0o100000: 'file', 0o120000: 'symlink', 0o020000: 'char', 0o060000: 'block', 0o010000: 'fifo', 0o140000: 'socket' };
 
 /** Run debugfs with a batch of commands; returns the output of each command in order. */
 export async function batch(image: string, commands: string[]): Promise<string[]> {
@@ -56,80 +52,73 @@ export function quote(p: string): string {
   return q;
 }
 
+/** An xattr value as debugfs's ea_list printed it (blanks dropped): a quoted string when printable, else hex. */
+export function xattrText(v: Buffer): string {
+  const printable = v.length > 0 && v.every((b) => b >= 0x20 && b <= 0x7e);
+  return printable ? `"${v.toString('latin1').replace(/ /g, '')}"` : v.toString('hex');
+}
+
+/**
+ * The tree and files of an ext4 image, read in-process (Ext4Image): nothing of the image is written on
+ * the host, whatever its names say.
+ */
 export class Ext4Reader {
   constructor(readonly image: string) {}
 
+  private async with<T>(f: (img: Ext4Image) => Promise<T>): Promise<T> {
+    const img = await Ext4Image.open(this.image);
+    try {
+      return await f(img);
+    } finally {
+      await img.close();
+    }
+  }
+
   /** Every entry under `under` (default `/`; not `under` itself, nor the root's `lost+found`), sorted by path; `recursive: false` for one level. */
   async list(under = '/', o: { recursive?: boolean } = {}): Promise<TreeEntry[]> {
-    const out: TreeEntry[] = [];
-    let dirs = [under === '/' ? '/' : under.replace(/\/+$/, '')];
-    while (dirs.length > 0) {
-      const outputs = await batch(this.image, dirs.map((d) => `ls -p ${quote(d)}`));
-      const next: string[] = [];
-      dirs.forEach((dir, i) => {
-        for (const line of (outputs[i] ?? '').split('\n')) {
-          const m = /^\/(\d+)\/(\d+)\/(\d+)\/(\d+)\/(.*)\/(\d*)\/$/.exec(line);
-          if (!m) continue;
-          const name = m[5] as string;
-          if (name === '.' || name === '..' || (dir === '/' && name === 'lost+found')) continue;
-          const modeFull = parseInt(m[2] as string, 8);
-          const type = TYPES[modeFull & 0o170000] ?? 'file';
-          const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
-          out.push({ path: p, type, mode: modeFull & 0o7777, uid: Number(m[3]), gid: Number(m[4]), size: Number(m[6] || 0), ino: Number(m[1]) });
-          if (type === 'dir' && o.recursive !== false) next.push(p);
-        }
-      });
-      dirs = next;
-    }
-    return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    return (await this.entries(under, o)).map(({ entry }) => entry);
+  }
+
+  private async entries(under: string, o: { recursive?: boolean }): Promise<{ entry: TreeEntry; xattrs: Map<string, Buffer> }[]> {
+    return this.with(async (img) => {
+      const out: { entry: TreeEntry; xattrs: Map<string, Buffer> }[] = [];
+      const top = under === '/' ? '/' : under.replace(/\/+$/, '');
+      for await (const e of img.walk(top)) {
+        if (e.path === '/lost+found' || e.path.startsWith('/lost+found/')) continue;
+        const rel = top === '/' ? e.path : e.path.slice(top.length);
+        if (o.recursive === false && rel.lastIndexOf('/') > 0) continue;
+        const p = top === '/' ? e.path : `${top}${rel}`;
+        const t: TreeEntry = { path: p, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, size: e.type === 'dir' || e.type === 'file' || e.type === 'symlink' ? e.size : 0, ino: e.ino };
+        if (e.linkTarget !== undefined) t.linkTarget = e.linkTarget;
+        if (e.rdev) t.rdev = `${e.rdev.major}:${e.rdev.minor}`;
+        out.push({ entry: t, xattrs: e.xattrs });
+      }
+      return out.sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
+    });
   }
 
   /** The tree with symlink targets, device numbers, xattrs and (optionally) content digests. */
   async tree(opts: { hashes?: boolean; xattrs?: boolean } = {}): Promise<TreeEntry[]> {
-    const entries = await this.list();
-    const devs = entries.filter((e) => e.type === 'char' || e.type === 'block');
-    const devOut = await batch(this.image, devs.map((e) => `stat ${quote(e.path)}`));
-    devs.forEach((e, i) => {
-      const m = /Device major\/minor number: (\d+):(\d+)/.exec(devOut[i] ?? '');
-      if (m) e.rdev = `${Number(m[1])}:${Number(m[2])}`;
-    });
-    if (opts.xattrs !== false) {
-      const withXattr = entries.filter((e) => e.type !== 'symlink');
-      const ea = await batch(this.image, withXattr.map((e) => `ea_list ${quote(e.path)}`));
-      withXattr.forEach((e, i) => {
-        const attrs: Record<string, string> = {};
-        for (const m of (ea[i] ?? '').matchAll(/^\s+(\S+) \(\d+\) = (.*)$/gm)) attrs[m[1] as string] = (m[2] as string).trim().replace(/ /g, '');
-        if (Object.keys(attrs).length) e.xattrs = attrs;
-      });
-    }
-    // Contents and link targets: dump the tree once into a scratch directory.
-    const links = entries.filter((e) => e.type === 'symlink');
-    if (links.length > 0 || opts.hashes) {
-      const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-rdump-'));
-      try {
-        await exec('debugfs', ['-R', `rdump / ${tmp}`, this.image]);
-        for (const e of links) e.linkTarget = await fsp.readlink(path.join(tmp, e.path)).catch(() => undefined);
-        if (opts.hashes) {
-          for (const e of entries.filter((x) => x.type === 'file')) {
-            e.sha256 = createHash('sha256').update(await fsp.readFile(path.join(tmp, e.path))).digest('hex');
-          }
+    const entries = await this.entries('/', {});
+    return this.with(async (img) => {
+      for (const { entry: e, xattrs } of entries) {
+        if (opts.xattrs !== false && xattrs.size) e.xattrs = Object.fromEntries([...xattrs].map(([k, v]) => [k, xattrText(v)]));
+        if (opts.hashes && e.type === 'file') {
+          const h = createHash('sha256');
+          for await (const c of img.readFile(e.ino)) h.update(c);
+          e.sha256 = h.digest('hex');
         }
-      } finally {
-        await fsp.rm(tmp, { recursive: true, force: true });
       }
-    }
-    return entries;
+      return entries.map(({ entry }) => entry);
+    });
   }
 
-  /** One file's content (for small files: configs, passwd). */
+  /** One file's content (for small files: configs, passwd); symlinks followed inside the image. */
   async readFile(p: string): Promise<Buffer> {
-    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-dump-'));
-    try {
-      const dest = path.join(tmp, 'f');
-      await exec('debugfs', ['-R', `dump ${quote(p)} ${dest}`, this.image]);
-      return await fsp.readFile(dest);
-    } finally {
-      await fsp.rm(tmp, { recursive: true, force: true });
-    }
+    return this.with(async (img) => {
+      const parts: Buffer[] = [];
+      for await (const c of img.readFile(p)) parts.push(c);
+      return Buffer.concat(parts);
+    });
   }
 }

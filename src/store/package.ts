@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { checkExt4Image } from '../rootfs/ext4-read.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import { sha256File } from '../util/fs.js';
@@ -38,14 +39,16 @@ export async function packageImage(storage: StorageProvider, tag: string, outDir
 
 /**
  * Store an image from its compressed rootfs and parsed metadata (a pull, a cache restore): the rootfs
- * is decompressed into the store's staging area and must hash to the metadata's sha256, else nothing
- * lands under the tag.
+ * is decompressed into the store's staging area, must hash to the metadata's sha256 and pass
+ * checkExt4Image (e2fsck -fn, names, sizes), else nothing lands under the tag.
  */
 export async function storeCompressedImage(storage: StorageProvider, tag: string, zst: string, meta: ImageMetadata, source: ImageMetadata['source'], overwrite: boolean): Promise<StoredImage> {
   return storage.writeImage(tag, async (staging) => {
     await exec('zstd', ['-q', '-d', '-f', '-o', staging.rootfsPath, zst]);
     const got = await sha256File(staging.rootfsPath);
     if (got !== meta.rootfs.sha256) throw new UserError(`the rootfs of ${source.ref} has sha256 ${got}, its metadata says ${meta.rootfs.sha256}: refusing it`);
+    // From outside: e2fsck -fn and the whole tree read (names, duplicates, loops, sizes) before it is stored.
+    await checkExt4Image(staging.rootfsPath, source.ref);
     return {
       type: meta.type,
       source,

@@ -7,6 +7,7 @@ import * as http from 'node:http';
 import type * as net from 'node:net';
 import * as path from 'node:path';
 import { REPO, runCli, tempDir } from '../helpers/cli.js';
+import { hostileNameImage, mkfsFromDir, storeRawImage } from '../helpers/ext4-craft.js';
 import { startResultsService, type ResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runPost, type ActionRun } from '../helpers/runner.js';
 import { debianCloudKernel, killAll } from '../helpers/vm.js';
@@ -204,11 +205,20 @@ describe('the setup action', () => {
     expect(third.summary).toContain(`base image ${tag} | built`);
   }, 20 * 60_000);
 
-  test('what the cache restores is checked by its digests: a corrupt package or kernel is refused and nothing lands in the store', async () => {
+  test('what the cache restores is checked by its digests and as a file system: a corrupt package or kernel, or a hostile ext4 with valid digests, is refused and nothing lands in the store', async () => {
     const root = path.join(work, 'digests');
     const store = new DirectoryStorage({ rootfsRoot: path.join(root, 'rootfs'), kernelRoot: path.join(root, 'kernels'), createRoots: true });
-    execFileSync(process.execPath, [path.join(REPO, 'test/helpers/store-writer.mjs'), path.join(root, 'rootfs'), 'fbtest/pkg:1', 'write', 'q']);
+    fs.mkdirSync(path.join(root, 'tree', 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'tree', 'etc', 'motd'), 'packaged\n');
+    mkfsFromDir(path.join(root, 'tree'), path.join(root, 'clean.ext4'), { sizeMiB: 8 });
+    await storeRawImage(root, 'fbtest/pkg:1', path.join(root, 'clean.ext4'));
     await packageImage(store, 'fbtest/pkg:1', path.join(root, 'pkg'));
+    // A hostile ext4 (a root entry named ../…/tmp/<leaf>) packaged with valid digests, as a poisoned cache entry holds it.
+    hostileNameImage(path.join(root, 'evil.ext4'), root, `fb-setup-evil-${process.pid}`);
+    await storeRawImage(root, 'fbtest/evil:1', path.join(root, 'evil.ext4'));
+    await packageImage(store, 'fbtest/evil:1', path.join(root, 'evil-pkg'));
+    await expect(importPackagedImage(store, path.join(root, 'evil-pkg'), { tag: 'fbtest/evil:2', sourceRef: 'actions-cache:firebuild-baseos-x' })).rejects.toThrow(/^the ext4 image actions-cache:firebuild-baseos-x fails e2fsck -fn .*refusing it/);
+    expect(await store.hasImage('fbtest/evil:2')).toBe(false);
     const k = debianCloudKernel();
     await store.importKernel('k', k.kernel);
     await packageKernel(store, 'k', path.join(root, 'kpkg'));
