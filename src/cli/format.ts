@@ -1,4 +1,5 @@
 /** Plain-text output helpers for the CLI face. */
+import { formatBytes } from '../util/size.js';
 
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -6,16 +7,8 @@ export function table(headers: string[], rows: string[][]): string {
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
 }
 
-export function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
-}
+/** Bytes as a table cell: `512.0 MiB` (the same form as messages use). */
+export const humanBytes = formatBytes;
 
 export function json(v: unknown): string {
   return JSON.stringify(v, null, 2) + '\n';
