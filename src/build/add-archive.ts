@@ -83,30 +83,30 @@ export async function placeArchive(file: string, dest: string, prefix: string, w
     // A stream filter only: the process reads the archive and writes the tar stream to firebuild.
     const child = spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = exitOf(child, filter, what);
+    let eof = false;
+    child.stdout!.on('end', () => (eof = true));
     let parsed: unknown;
     await readInto(tree, child.stdout!, prefix, staged, what).catch((err: unknown) => {
       parsed = err ?? new Error('unknown');
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      // Stopped before the end (an unsafe entry, a bad header): the rest is not wanted.
+      if (!eof) child.kill('SIGKILL');
     });
-    // Both must succeed: a truncated or corrupt archive shows as a bad tar stream too, and the filter
-    // says why; a corrupt archive is an error even when what came out parsed as tar.
     const failure = await exited;
-    if (failure && !(parsed && failure.killed)) throw failure.error;
-    if (parsed) throw parsed;
+    // A truncated or corrupt archive shows as a bad tar stream too: when the filter's output ended,
+    // the filter says why. A corrupt archive is an error even when what came out parsed as tar.
+    if (parsed !== undefined) throw eof && failure ? failure : parsed;
+    if (failure) throw failure;
   }
   return toPlacements(tree, dest, prefix, forcedMode);
 }
 
-/** How the filter process ended: undefined when it succeeded. */
-function exitOf(child: ChildProcess, filter: string, what: string): Promise<{ error: UserError; killed: boolean } | undefined> {
+/** How the filter process ended: undefined when it succeeded, else why. */
+function exitOf(child: ChildProcess, filter: string, what: string): Promise<UserError | undefined> {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   return new Promise((resolve) => {
-    child.on('error', (err) => resolve({ error: new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`), killed: false }));
-    child.on('close', (code, signal) => {
-      if (code === 0) return resolve(undefined);
-      resolve({ error: new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() || `exit ${code ?? signal}`}`), killed: signal === 'SIGKILL' });
-    });
+    child.on('error', (err) => resolve(new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
+    child.on('close', (code, signal) => resolve(code === 0 ? undefined : new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() || `exit ${code ?? signal}`}`)));
   });
 }
 
