@@ -1,21 +1,19 @@
-import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { BuildContext } from '../dockerfile/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
-import { extractTarStream } from '../rootfs/convert.js';
 import { batch, quote } from '../rootfs/debugfs.js';
 import { Ext4Image, type ImageEntry } from '../rootfs/ext4-read.js';
 import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
+import { placeArchive } from './add-archive.js';
 
 /**
  * The file-system steps of the VM build engine, applied to the stage's ext4 image offline through
  * debugfs (nothing is mounted, nothing of the image runs on the host; what is read out of an image is
  * read in-process by Ext4Image, never dumped by name onto the host): COPY and ADD (local files and
- * directories with .dockerignore, URLs, heredocs, local tar archives extracted, files of another stage's
+ * directories with .dockerignore, URLs, heredocs, local tar archives read in-process, files of another stage's
  * image), and WORKDIR. Owners follow Docker: 0:0 unless --chown, whose names are resolved against the
  * image's own /etc/passwd and /etc/group; WORKDIR creates what is missing owned by the current USER.
  */
@@ -143,7 +141,7 @@ export async function applyWorkdir(image: string, dir: string, owner: Owner, whe
 type PlacedType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
 /** One entry to write into the image. `owner` is the entry's own (kept from a stage, an image or a tar archive); without it, the step's. */
-interface Placement {
+export interface Placement {
   dest: string;
   type: PlacedType;
   host?: string;
@@ -169,43 +167,22 @@ async function walk(root: string, rel: string, ignored: (rel: string) => boolean
   }
 }
 
-/** Linux's dev_t split (glibc's gnu_dev_major/minor). */
-function devNumbers(rdev: number): [number, number] {
-  const big = BigInt(rdev);
-  const major = Number(((big >> 8n) & 0xfffn) | ((big >> 32n) & ~0xfffn));
-  const minor = Number((big & 0xffn) | ((big >> 12n) & ~0xffn));
-  return [major, minor];
-}
-
 interface TreeOptions {
   ignored?: (rel: string) => boolean;
   forcedMode?: number;
-  /** Keep each entry's owner, hard links, device nodes and FIFOs (tar archives); else files get the step's owner. */
-  keep?: boolean;
 }
 
-/** A host directory's entries as placements under `dest`. */
+/** A build context directory's entries as placements under `dest`: the step's owner; no devices or FIFOs (Docker sends none). */
 async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out: Placement[]): Promise<void> {
   const entries: { rel: string; abs: string }[] = [];
   await walk(hostDir, '', o.ignored ?? (() => false), entries, hostDir);
-  const firstName = new Map<string, string>();
   for (const e of entries) {
     const st = await fsp.lstat(e.abs);
     const d = path.posix.join(dest, e.rel.split(path.sep).join('/'));
-    const owner = o.keep ? { owner: { uid: st.uid, gid: st.gid } } : {};
     const perm = o.forcedMode ?? st.mode & 0o7777;
-    if (st.isDirectory()) out.push({ dest: d, type: 'dir', mode: perm, ...owner });
-    else if (st.isSymbolicLink()) out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(e.abs), ...owner });
-    else if (st.isFile()) {
-      const inode = `${st.dev}:${st.ino}`;
-      const first = o.keep && st.nlink > 1 ? firstName.get(inode) : undefined;
-      if (first) out.push({ dest: d, type: 'hardlink', mode: perm, linkTo: first });
-      else {
-        if (o.keep && st.nlink > 1) firstName.set(inode, d);
-        out.push({ dest: d, type: 'file', host: e.abs, mode: perm, ...owner });
-      }
-    } else if (o.keep && (st.isCharacterDevice() || st.isBlockDevice())) out.push({ dest: d, type: st.isCharacterDevice() ? 'char' : 'block', mode: perm, rdev: devNumbers(st.rdev), ...owner });
-    else if (o.keep && st.isFIFO()) out.push({ dest: d, type: 'fifo', mode: perm, ...owner });
+    if (st.isDirectory()) out.push({ dest: d, type: 'dir', mode: perm });
+    else if (st.isSymbolicLink()) out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(e.abs) });
+    else if (st.isFile()) out.push({ dest: d, type: 'file', host: e.abs, mode: perm });
   }
 }
 
@@ -339,13 +316,12 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
         if (real !== root && !real.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${real}, outside the build context`, where);
         const st = await fsp.stat(real);
         if (r.extract) {
-          const out = path.join(c.scratch, `x${n}`);
-          await fsp.mkdir(out, { recursive: true });
-          await extractArchive(real, out, `the archive ${r.source}`).catch((err: unknown) => {
+          // Read in-process: the archive's owners, modes, hard links and device nodes are kept, as Docker's
+          // ADD keeps them, and only ever become data in the image; its file contents are staged in scratch.
+          const placed = await placeArchive(real, dest, path.join(c.scratch, `add${n}-`), `the archive ${r.source}`, mode).catch((err: unknown) => {
             throw err instanceof UserError && err.file === undefined ? new UserError(`${what}: ${err.message}`, where) : err;
           });
-          // The archive's owners, modes, hard links and device nodes are kept, as Docker's ADD keeps them.
-          await placeHostTree(out, dest, { ...(mode !== undefined ? { forcedMode: mode } : {}), keep: true }, placements);
+          placements.push(...placed);
         } else if (st.isDirectory()) {
           placements.push({ dest, type: 'dir', mode: 0o755 });
           await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}) }, placements);
@@ -415,31 +391,4 @@ async function writePlacements(image: string, placements: Placement[], c: CopyIn
   // debugfs's ln adds a name, not a link: the inode's count is set once every name exists.
   for (const [first, count] of linkCount) cmds.push(`sif ${quote(first)} links_count ${count}`);
   await write(image, [...cmds, ...xattrCmds], where, what);
-}
-
-/** A local archive (tar, optionally gzip, bzip2, xz or zstd compressed), checked entry by entry, extracted by GNU tar keeping owners. */
-async function extractArchive(file: string, dir: string, what: string): Promise<void> {
-  const head = Buffer.alloc(6);
-  const fh = await fsp.open(file, 'r');
-  try {
-    await fh.read(head, 0, 6, 0);
-  } finally {
-    await fh.close();
-  }
-  const filter = head[0] === 0x1f && head[1] === 0x8b ? 'gzip' : head.toString('latin1', 0, 3) === 'BZh' ? 'bzip2' : head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ? 'xz' : head.readUInt32LE(0) === 0xfd2fb528 ? 'zstd' : undefined;
-  if (!filter) {
-    await extractTarStream(fs.createReadStream(file), dir, what);
-    return;
-  }
-  const child = spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<void>((resolve, reject) => {
-    child.on('error', (err) => reject(new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() ?? `exit ${code}`}`))));
-  });
-  // Both must succeed: a truncated or corrupt archive is an error even when what came out parsed as tar.
-  const [x, d] = await Promise.allSettled([extractTarStream(child.stdout!, dir, what), exited]);
-  if (d.status === 'rejected') throw d.reason;
-  if (x.status === 'rejected') throw x.reason;
 }

@@ -1,12 +1,8 @@
-import { spawn } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { InternalError, UserError } from '../util/errors.js';
-import { tailLines } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
 import { Ext4Writer } from './ext4-writer.js';
 import { applyTar, type TarStats } from './tar-apply.js';
-import { TarGuard } from './tar-guard.js';
 
 export interface ConvertOptions {
   image: string;
@@ -55,55 +51,4 @@ export async function convertTarStream(source: Readable, o: ConvertOptions): Pro
     await w.abort().catch(() => undefined);
     throw err;
   }
-}
-
-/**
- * An archive a Dockerfile ADDs, extracted into a build directory (the vm engine's ADD): tee the stream
- * into the guard and into GNU tar (owners, modes, hard links, devices, xattrs kept); the first problem stops both. */
-export function extractTarStream(source: Readable, dir: string, what: string): Promise<TarStats> {
-  const guard = new TarGuard(what);
-  const tar = spawn('tar', [
-    '--extract', '--file=-', `--directory=${dir}`,
-    '--numeric-owner', '--same-owner', '--preserve-permissions',
-    '--xattrs', '--xattrs-include=*',
-    '--delay-directory-restore',
-  ], { stdio: ['pipe', 'ignore', 'pipe'] });
-  let stderr = '';
-  tar.stderr.on('data', (d) => (stderr += d));
-  return new Promise<TarStats>((resolve, reject) => {
-    let failed: Error | undefined;
-    const fail = (err: Error): void => {
-      if (failed) return;
-      failed = err;
-      source.destroy();
-      tar.kill('SIGKILL');
-    };
-    guard.parser.on('guard-error', (err: Error) => fail(err));
-    guard.parser.on('error', (err: Error) => fail(new UserError(`${what} is not a valid tar stream (${err.message})`)));
-    source.on('error', (err) => fail(err instanceof UserError ? err : new InternalError(`reading ${what} failed`, { cause: err })));
-    tar.stdin.on('error', () => undefined); // EPIPE after a kill; the exit tells why
-    tar.on('error', (err) => fail(new InternalError('cannot run tar', { cause: err })));
-    source.on('data', (chunk: Buffer) => {
-      guard.parser.write(chunk);
-      if (!tar.stdin.write(chunk)) {
-        source.pause();
-        tar.stdin.once('drain', () => source.resume());
-      }
-    });
-    source.on('end', () => {
-      guard.parser.end();
-      tar.stdin.end();
-    });
-    tar.on('close', (code) => {
-      if (failed) return reject(failed);
-      if (guard.error) return reject(guard.error);
-      if (code !== 0) {
-        if (/No space left on device/i.test(stderr)) {
-          return reject(new UserError(`out of disk space extracting ${what} into ${dir}: free some space or point the store (rootfs-storage-root) at a larger file system`));
-        }
-        return reject(new InternalError(`tar could not extract ${what} (exit ${code}): ${tailLines(stderr, 3)}`));
-      }
-      resolve(guard.stats);
-    });
-  });
 }

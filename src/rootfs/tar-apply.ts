@@ -40,7 +40,7 @@ export async function applyTar(w: Ext4Writer, source: Readable, o: ApplyOptions)
   const stats = o.stats ?? emptyStats();
   const fail = (why: string): UserError => new UserError(`unsafe entry in ${o.what}: ${why}; refusing to convert it`);
   for await (const e of readTar(source, o.what)) {
-    const p = clean(e.path, 'entry', fail);
+    const p = cleanTarPath(e.path, 'entry', fail);
     const parts = p === '' ? [] : p.split('/');
     // Docker's own bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`) and what is under it: never content.
     if (parts.slice(0, -1).some((x) => x.startsWith('.wh..wh.'))) continue;
@@ -80,7 +80,7 @@ async function add(w: Ext4Writer, e: TarEntry, p: string, fail: (why: string) =>
       return;
     case 'hardlink': {
       stats.hardlinks++;
-      const target = clean(e.linkTarget ?? '', `hard link ${JSON.stringify(e.path)} target`, fail);
+      const target = cleanTarPath(e.linkTarget ?? '', `hard link ${JSON.stringify(e.path)} target`, fail);
       if (target === '') throw fail(`hard link ${JSON.stringify(e.path)} points at the root directory`);
       w.addHardlink(p, target);
       return;
@@ -95,7 +95,7 @@ async function add(w: Ext4Writer, e: TarEntry, p: string, fail: (why: string) =>
 }
 
 /** A name relative to the image's root ('' for the root itself), or a UserError naming it. */
-function clean(p: string, role: string, fail: (why: string) => UserError): string {
+export function cleanTarPath(p: string, role: string, fail: (why: string) => UserError): string {
   const parts = p.split('/').filter((x) => x !== '' && x !== '.');
   if (parts.includes('..')) throw fail(`${role} ${JSON.stringify(p)} climbs out of the root with ..`);
   return parts.join('/');

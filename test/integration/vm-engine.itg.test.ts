@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { REPO, expectJsonResult, lines, runCli, tempDir } from '../helpers/cli.js';
 import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
-import { DOCKER, ext4Tree, type Tree } from '../helpers/trees.js';
+import { DOCKER, ext4Tree, rawTar, type Tree } from '../helpers/trees.js';
 import { importDebianCloud } from '../helpers/vm.js';
 import { annotations, runAction, type ActionRun } from '../helpers/runner.js';
 import { startResultsService } from '../helpers/results-service.js';
@@ -534,6 +534,67 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(c.code).not.toBe(0);
     expect(c.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:2: .*the archive bad\.tar\.gz/);
     expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
+  test('ADD of a hostile local archive materializes nothing on the host: a setuid-root file, devices, a FIFO, a symlink to /etc and an absolute name land only in the image; a path through the symlink is one line', async () => {
+    // A fresh TMPDIR for the build (its work and scratch directories live there), and debugfs wrapped by
+    // an observer that lists every setuid/setgid file, device node and FIFO under it each time the step
+    // writes: while the archive's entries are being written into the image, not only after.
+    const tmp = path.join(work, 'hostile-tmp');
+    const watch = path.join(work, 'hostile-watch');
+    fs.mkdirSync(tmp);
+    fs.mkdirSync(watch);
+    const seen = path.join(work, 'hostile-seen.log');
+    const real = execFileSync('sh', ['-c', 'command -v debugfs'], { encoding: 'utf8' }).trim();
+    fs.writeFileSync(path.join(watch, 'debugfs'), `#!/bin/sh\nfind "${tmp}" \\( -perm -4000 -o -perm -2000 -o -type c -o -type b -o -type p \\) -print >> "${seen}" 2>/dev/null\nexec ${real} "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(seen, '');
+    const hostileEnv = { ...env, TMPDIR: tmp, PATH: `${watch}:${process.env.PATH ?? ''}` };
+    const hostile = (name: string, tag: string): ReturnType<typeof runCli> =>
+      runCli(['rootfs', '--engine', 'vm', '--dockerfile', path.join(work, name, 'Dockerfile'), '--tag', tag, '--accel', 'tcg'], { env: hostileEnv });
+    const onHost = (): string[] => execFileSync('find', [tmp, '(', '-perm', '-4000', '-o', '-perm', '-2000', '-o', '-type', 'c', '-o', '-type', 'b', '-o', '-type', 'p', ')', '-print'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    expect(fs.existsSync('/etc/x')).toBe(false);
+
+    const dir = writeCtx('hostile', { Dockerfile: `FROM ${BASE}\nADD hostile.tar /opt/h/\nADD abs.tar.gz /opt/abs/\n` });
+    fs.writeFileSync(path.join(dir, 'hostile.tar'), rawTar([
+      { path: 'suid', data: '#!/bin/sh\necho root\n', mode: 0o4755, uid: 0, gid: 0 },
+      { path: 'suid-hard', type: 'Link', linkpath: 'suid' },
+      { path: 'sgid', type: 'Directory', mode: 0o2775, uid: 7, gid: 8 },
+      { path: 'null', type: 'CharacterDevice', mode: 0o666, devmaj: 1, devmin: 3 },
+      { path: 'sda', type: 'BlockDevice', mode: 0o660, devmaj: 8, devmin: 0, gid: 6 },
+      { path: 'fifo', type: 'FIFO', mode: 0o644 },
+      { path: 'evil', type: 'SymbolicLink', linkpath: '/etc' },
+    ]));
+    execFileSync('sh', ['-c', 'gzip -c > "$0"', path.join(dir, 'abs.tar.gz')], { input: rawTar([{ path: '/etc/x', data: 'absolute\n', mode: 0o4755 }]) });
+    const r = await hostile('hostile', 'fbtest/vm-hostile:1');
+    expectJsonResult(r);
+    const t = await ext4Tree((JSON.parse(r.stdout) as { rootfs: string }).rootfs);
+    expect(t['/opt/h/suid']).toMatchObject({ type: 'file', mode: '4755', uid: 0, gid: 0, links: ['/opt/h/suid', '/opt/h/suid-hard'] });
+    expect(t['/opt/h/sgid']).toMatchObject({ type: 'dir', mode: '2775', uid: 7, gid: 8 });
+    expect(t['/opt/h/null']).toMatchObject({ type: 'char', rdev: '1:3', mode: '666' });
+    expect(t['/opt/h/sda']).toMatchObject({ type: 'block', rdev: '8:0', gid: 6 });
+    expect(t['/opt/h/fifo']).toMatchObject({ type: 'fifo' });
+    expect(t['/opt/h/evil']).toMatchObject({ type: 'symlink', link: '/etc' });
+    // An absolute name is relative to the destination, as Docker unpacks it.
+    expect(t['/opt/abs/etc/x']).toMatchObject({ type: 'file', mode: '4755', size: 9 });
+    expect(t['/etc/x']).toBeUndefined();
+
+    const through = writeCtx('hostile-through', { Dockerfile: `FROM ${BASE}\nADD through.tar /opt/t/\n` });
+    fs.writeFileSync(path.join(through, 'through.tar'), rawTar([
+      { path: 'suid', data: 'x', mode: 0o4755 },
+      { path: 'evil', type: 'SymbolicLink', linkpath: '/etc' },
+      { path: 'evil/x', data: 'written through the link\n', mode: 0o4755 },
+    ]));
+    const f = await hostile('hostile-through', 'fbtest/vm-through:1');
+    expect(f.code).toBe(2);
+    expect(f.stderr.trim().split('\n').pop()).toMatch(/Dockerfile:2: ADD: unsafe entry in the archive through\.tar: entry "evil\/x" goes through the symlink "evil"; refusing to add it$/);
+    expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-through');
+
+    // Nothing of either archive was ever a host file: not while the steps wrote, not after; the work
+    // directories are gone.
+    expect(fs.readFileSync(seen, 'utf8')).toBe('');
+    expect(onHost()).toEqual([]);
+    expect(fs.readdirSync(tmp)).toEqual([]);
+    expect(fs.existsSync('/etc/x')).toBe(false);
   }, 10 * 60_000);
 
   test('a failing RUN at line 7 fails with that line, its exit code and the output tail; nothing is stored or left behind', async () => {

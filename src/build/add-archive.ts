@@ -1,0 +1,206 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as zlib from 'node:zlib';
+import { cleanTarPath } from '../rootfs/tar-apply.js';
+import { readTar, type TarEntry } from '../rootfs/tar-read.js';
+import { UserError } from '../util/errors.js';
+import type { Placement } from './vm-fs.js';
+
+/**
+ * `ADD <local archive>` of the vm engine, read in-process: the archive (tar, optionally gzip, bzip2, xz
+ * or zstd compressed) is parsed by readTar and its entries become placements the step writes into the
+ * image with debugfs. Nothing of the archive becomes a host file: no name, mode, owner, link or device
+ * node from it ever reaches the host file system. Only file CONTENT is staged, in private files whose
+ * names firebuild chooses (`<prefix><n>`, mode 0600, inside the step's own scratch directory).
+ *
+ * Docker's rules for the tree (moby's Unpack, which both builders use): names are relative to the
+ * destination (a leading `/` or `./` dropped); a `..` component, in a name or in a hard link's target,
+ * is refused naming the entry; a later entry replaces an earlier one with the same path (a directory
+ * over a directory only takes its metadata; anything else over a directory drops its subtree); missing
+ * parents are 0755 root:root directories; the archive's root entry is skipped. An entry under a
+ * symlink the archive made is refused (as the guard before it refused it): Docker would resolve it
+ * inside a chroot of the destination, which firebuild does not emulate.
+ */
+type Node =
+  | { type: 'dir'; meta: Meta; implicit?: boolean }
+  | { type: 'file'; inode: Inode }
+  | { type: 'symlink'; target: string; meta: Meta }
+  | { type: 'char' | 'block' | 'fifo'; meta: Meta; rdev?: [number, number] };
+
+interface Meta { mode: number; uid: number; gid: number; xattrs: Map<string, Buffer> }
+interface Inode { host: string; meta: Meta }
+
+const MAGIC = { xz: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) };
+
+/** The archive's compression, from its first bytes. */
+async function sniff(file: string): Promise<'gzip' | 'bzip2' | 'xz' | 'zstd' | undefined> {
+  const head = Buffer.alloc(6);
+  const fh = await fsp.open(file, 'r');
+  try {
+    await fh.read(head, 0, 6, 0);
+  } finally {
+    await fh.close();
+  }
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head.toString('latin1', 0, 3) === 'BZh') return 'bzip2';
+  if (head.equals(MAGIC.xz)) return 'xz';
+  if (head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+  return undefined;
+}
+
+/**
+ * The archive's entries as placements under `dest` (parents first, in the order a sorted walk of the
+ * extracted tree gives). `prefix` names the private content files (a path inside the step's scratch).
+ */
+export async function placeArchive(file: string, dest: string, prefix: string, what: string, forcedMode: number | undefined): Promise<Placement[]> {
+  const tree = new Map<string, Node>();
+  const staged = { n: 0 };
+  const filter = await sniff(file);
+  if (filter === undefined || filter === 'gzip') {
+    const input = fs.createReadStream(file);
+    let source: Readable = input;
+    let zerr: Error | undefined;
+    if (filter === 'gzip') {
+      const gunzip = zlib.createGunzip();
+      input.on('error', (err) => gunzip.destroy(err));
+      gunzip.on('error', (err) => (zerr ??= err));
+      source = input.pipe(gunzip);
+    }
+    try {
+      await readInto(tree, source, prefix, staged, what);
+    } catch (err) {
+      if (zerr) throw new UserError(`${what} is not a valid gzip archive: ${zerr.message}`);
+      throw err;
+    } finally {
+      input.destroy();
+      source.destroy();
+    }
+  } else {
+    // A stream filter only: the process reads the archive and writes the tar stream to firebuild.
+    const child = spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = exitOf(child, filter, what);
+    let eof = false;
+    child.stdout!.on('end', () => (eof = true));
+    let parsed: unknown;
+    await readInto(tree, child.stdout!, prefix, staged, what).catch((err: unknown) => {
+      parsed = err ?? new Error('unknown');
+      // Stopped before the end (an unsafe entry, a bad header): the rest is not wanted.
+      if (!eof) child.kill('SIGKILL');
+    });
+    const failure = await exited;
+    // A truncated or corrupt archive shows as a bad tar stream too: when the filter's output ended,
+    // the filter says why. A corrupt archive is an error even when what came out parsed as tar.
+    if (parsed !== undefined) throw eof && failure ? failure : parsed;
+    if (failure) throw failure;
+  }
+  return toPlacements(tree, dest, prefix, forcedMode);
+}
+
+/** How the filter process ended: undefined when it succeeded, else why. */
+function exitOf(child: ChildProcess, filter: string, what: string): Promise<UserError | undefined> {
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => {
+    child.on('error', (err) => resolve(new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
+    child.on('close', (code, signal) => resolve(code === 0 ? undefined : new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() || `exit ${code ?? signal}`}`)));
+  });
+}
+
+/** Every entry of the tar stream applied to the in-memory tree (relative, clean paths). */
+async function readInto(tree: Map<string, Node>, source: Readable, prefix: string, staged: { n: number }, what: string): Promise<void> {
+  const fail = (why: string): UserError => new UserError(`unsafe entry in ${what}: ${why}; refusing to add it`);
+  for await (const e of readTar(source, what)) {
+    const p = cleanTarPath(e.path, 'entry', fail);
+    if (p === '') continue; // the archive's root: the destination keeps its own metadata, as Docker's
+    const parts = p.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const prefixPath = parts.slice(0, i).join('/');
+      const parent = tree.get(prefixPath);
+      if (parent === undefined) tree.set(prefixPath, { type: 'dir', meta: { mode: 0o755, uid: 0, gid: 0, xattrs: new Map() }, implicit: true });
+      else if (parent.type === 'symlink') throw fail(`entry ${JSON.stringify(e.path)} goes through the symlink ${JSON.stringify(prefixPath)}`);
+      else if (parent.type !== 'dir') throw fail(`entry ${JSON.stringify(e.path)} is under ${JSON.stringify(prefixPath)}, which the archive made a ${parent.type}`);
+    }
+    const node = await nodeOf(e, tree, prefix, staged, fail);
+    const old = tree.get(p);
+    if (old?.type === 'dir' && node.type !== 'dir') for (const k of [...tree.keys()]) if (k.startsWith(p + '/')) tree.delete(k);
+    tree.set(p, node);
+  }
+}
+
+async function nodeOf(e: TarEntry, tree: Map<string, Node>, prefix: string, staged: { n: number }, fail: (why: string) => UserError): Promise<Node> {
+  const meta: Meta = { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, xattrs: e.xattrs };
+  switch (e.type) {
+    case 'dir':
+      return { type: 'dir', meta };
+    case 'file': {
+      const host = `${prefix}${staged.n++}`;
+      try {
+        await pipeline(e.body, fs.createWriteStream(host, { flags: 'wx', mode: 0o600 }) as Writable);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new UserError(`out of disk space staging the content of ${JSON.stringify(e.path)} in ${path.dirname(host)}: free some space on the host`);
+        throw err;
+      }
+      return { type: 'file', inode: { host, meta } };
+    }
+    case 'symlink':
+      // Kept exactly: an absolute target resolves inside the image, in the guest.
+      return { type: 'symlink', target: e.linkTarget ?? '', meta };
+    case 'hardlink': {
+      const target = cleanTarPath(e.linkTarget ?? '', `hard link ${JSON.stringify(e.path)} target`, fail);
+      const t = tree.get(target);
+      if (target === '' || t?.type === 'dir') throw fail(`hard link ${JSON.stringify(e.path)} points at the directory ${JSON.stringify(e.linkTarget)}`);
+      if (!t) throw fail(`hard link ${JSON.stringify(e.path)} points at ${JSON.stringify(e.linkTarget)}, which is not an earlier entry of the archive`);
+      // The same inode for a file; a link to a symlink, a device or a FIFO is another such node.
+      return t;
+    }
+    default:
+      return { type: e.type, meta, ...(e.type === 'fifo' ? {} : { rdev: [e.rdev?.major ?? 0, e.rdev?.minor ?? 0] as [number, number] }) };
+  }
+}
+
+/** Component-wise order: the order a walk of the tree, each directory's names sorted, gives. */
+function walkOrder(a: string, b: string): number {
+  const x = a.split('/');
+  const y = b.split('/');
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return (x[i] as string) < (y[i] as string) ? -1 : 1;
+  return x.length - y.length;
+}
+
+async function toPlacements(tree: Map<string, Node>, dest: string, prefix: string, forcedMode: number | undefined): Promise<Placement[]> {
+  const out: Placement[] = [];
+  const firstName = new Map<Inode, string>();
+  let nx = 0;
+  const xattrs = async (m: Meta): Promise<{ xattrs?: [string, string][] }> => {
+    if (!m.xattrs.size) return {};
+    const list: [string, string][] = [];
+    for (const [name, value] of m.xattrs) {
+      const f = `${prefix}xattr-${nx++}`;
+      await fsp.writeFile(f, value, { flag: 'wx', mode: 0o600 });
+      list.push([name, f]);
+    }
+    return { xattrs: list };
+  };
+  for (const rel of [...tree.keys()].sort(walkOrder)) {
+    const n = tree.get(rel)!;
+    const d = path.posix.join(dest, rel);
+    if (n.type === 'file') {
+      const first = firstName.get(n.inode);
+      const m = n.inode.meta;
+      if (first) out.push({ dest: d, type: 'hardlink', mode: forcedMode ?? m.mode, linkTo: first });
+      else {
+        firstName.set(n.inode, d);
+        out.push({ dest: d, type: 'file', host: n.inode.host, mode: forcedMode ?? m.mode, owner: { uid: m.uid, gid: m.gid }, ...(await xattrs(m)) });
+      }
+      continue;
+    }
+    const owner = { uid: n.meta.uid, gid: n.meta.gid };
+    if (n.type === 'symlink') out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: n.target, owner });
+    else if (n.type === 'dir') out.push({ dest: d, type: 'dir', mode: forcedMode ?? n.meta.mode, owner, ...(await xattrs(n.meta)) });
+    else out.push({ dest: d, type: n.type, mode: forcedMode ?? n.meta.mode, ...(n.rdev ? { rdev: n.rdev } : {}), owner, ...(await xattrs(n.meta)) });
+  }
+  return out;
+}
