@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as zlib from 'node:zlib';
+import { withDecompressed } from '../rootfs/decompress.js';
 import { cleanTarPath } from '../rootfs/tar-apply.js';
 import { readTar, type TarEntry } from '../rootfs/tar-read.js';
 import { UserError } from '../util/errors.js';
@@ -34,24 +33,6 @@ type Node =
 interface Meta { mode: number; uid: number; gid: number; xattrs: Map<string, Buffer> }
 interface Inode { host: string; meta: Meta }
 
-const MAGIC = { xz: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) };
-
-/** The archive's compression, from its first bytes. */
-async function sniff(file: string): Promise<'gzip' | 'bzip2' | 'xz' | 'zstd' | undefined> {
-  const head = Buffer.alloc(6);
-  const fh = await fsp.open(file, 'r');
-  try {
-    await fh.read(head, 0, 6, 0);
-  } finally {
-    await fh.close();
-  }
-  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
-  if (head.toString('latin1', 0, 3) === 'BZh') return 'bzip2';
-  if (head.equals(MAGIC.xz)) return 'xz';
-  if (head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
-  return undefined;
-}
-
 /**
  * The archive's entries as placements under `dest` (parents first, in the order a sorted walk of the
  * extracted tree gives). `prefix` names the private content files (a path inside the step's scratch).
@@ -59,55 +40,8 @@ async function sniff(file: string): Promise<'gzip' | 'bzip2' | 'xz' | 'zstd' | u
 export async function placeArchive(file: string, dest: string, prefix: string, what: string, forcedMode: number | undefined): Promise<Placement[]> {
   const tree = new Map<string, Node>();
   const staged = { n: 0 };
-  const filter = await sniff(file);
-  if (filter === undefined || filter === 'gzip') {
-    const input = fs.createReadStream(file);
-    let source: Readable = input;
-    let zerr: Error | undefined;
-    if (filter === 'gzip') {
-      const gunzip = zlib.createGunzip();
-      input.on('error', (err) => gunzip.destroy(err));
-      gunzip.on('error', (err) => (zerr ??= err));
-      source = input.pipe(gunzip);
-    }
-    try {
-      await readInto(tree, source, prefix, staged, what);
-    } catch (err) {
-      if (zerr) throw new UserError(`${what} is not a valid gzip archive: ${zerr.message}`);
-      throw err;
-    } finally {
-      input.destroy();
-      source.destroy();
-    }
-  } else {
-    // A stream filter only: the process reads the archive and writes the tar stream to firebuild.
-    const child = spawn(filter, ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = exitOf(child, filter, what);
-    let eof = false;
-    child.stdout!.on('end', () => (eof = true));
-    let parsed: unknown;
-    await readInto(tree, child.stdout!, prefix, staged, what).catch((err: unknown) => {
-      parsed = err ?? new Error('unknown');
-      // Stopped before the end (an unsafe entry, a bad header): the rest is not wanted.
-      if (!eof) child.kill('SIGKILL');
-    });
-    const failure = await exited;
-    // A truncated or corrupt archive shows as a bad tar stream too: when the filter's output ended,
-    // the filter says why. A corrupt archive is an error even when what came out parsed as tar.
-    if (parsed !== undefined) throw eof && failure ? failure : parsed;
-    if (failure) throw failure;
-  }
+  await withDecompressed(file, what, (tar) => readInto(tree, tar, prefix, staged, what));
   return toPlacements(tree, dest, prefix, forcedMode);
-}
-
-/** How the filter process ended: undefined when it succeeded, else why. */
-function exitOf(child: ChildProcess, filter: string, what: string): Promise<UserError | undefined> {
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => {
-    child.on('error', (err) => resolve(new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
-    child.on('close', (code, signal) => resolve(code === 0 ? undefined : new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() || `exit ${code ?? signal}`}`)));
-  });
 }
 
 /** Every entry of the tar stream applied to the in-memory tree (relative, clean paths). */

@@ -1,10 +1,7 @@
-import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { pipeline } from 'node:stream';
-import * as zlib from 'node:zlib';
 import { fromDockerConfig } from '../build/image-config.js';
+import { withDecompressed } from '../rootfs/decompress.js';
 import { Ext4Writer } from '../rootfs/ext4-writer.js';
 import { applyTar, emptyStats, type TarStats } from '../rootfs/tar-apply.js';
 import type { ImageConfig } from '../store/metadata.js';
@@ -83,38 +80,5 @@ export async function registryImageToExt4(img: RegistryImage, work: string, imag
 
 /** One layer blob (tar, gzip or zstd: told by its first bytes, not by the manifest) into the writer. */
 async function applyLayer(w: Ext4Writer, file: string, what: string, stats: TarStats): Promise<void> {
-  const head = Buffer.alloc(4);
-  const fh = await fsp.open(file, 'r');
-  try {
-    await fh.read(head, 0, 4, 0);
-  } finally {
-    await fh.close();
-  }
-  if (head.readUInt32LE(0) === 0xfd2fb528) {
-    const child = spawn('zstd', ['-dc', '--', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<void>((resolve, reject) => {
-      child.on('error', (err) => reject(new UserError(`cannot decompress ${what}: zstd is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
-      child.on('close', (code, signal) => (code === 0 || signal ? resolve() : reject(new UserError(`${what} is not valid zstd: ${stderr.trim().split('\n').pop() ?? `exit ${code}`}`))));
-    });
-    // Both must succeed: a corrupt blob is an error even when what came out parsed as tar.
-    const [a, x] = await Promise.allSettled([applyTar(w, child.stdout, { what, layer: true, stats }), exited]);
-    if (a.status === 'rejected') {
-      child.kill('SIGKILL');
-      throw x.status === 'rejected' ? x.reason : a.reason;
-    }
-    if (x.status === 'rejected') throw x.reason;
-    return;
-  }
-  const raw = fs.createReadStream(file);
-  const source = head[0] === 0x1f && head[1] === 0x8b ? pipeline(raw, zlib.createGunzip(), () => undefined) : raw;
-  try {
-    await applyTar(w, source, { what, layer: true, stats });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code?.startsWith('Z_')) throw new UserError(`${what} is not valid gzip (${(err as Error).message})`);
-    throw err;
-  } finally {
-    raw.destroy();
-  }
+  await withDecompressed(file, what, (tar) => applyTar(w, tar, { what, layer: true, stats }));
 }
