@@ -8,6 +8,7 @@ import { isStaticElf } from '../util/elf.js';
 import { nearestExisting } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { exec, which } from '../util/exec.js';
+import { checkIsolatedNet } from '../net/isolated-user.js';
 import { detectKvm } from '../vmm/kvm.js';
 
 export type CheckStatus = 'ok' | 'missing' | 'warn';
@@ -50,6 +51,7 @@ export async function doctor(o: DoctorOptions): Promise<CheckResult[]> {
     checkBinary('jailer', o.settings.binaryJailer, opt('jailer')),
     checkE2fsprogs(),
     checkBusybox(),
+    checkIsolated(),
     checkCni(o.cniBinDirs ?? ['/usr/lib/cni', '/opt/cni/bin'], opt('cni')),
     checkKernel(o.storage, opt('kernel')),
     checkProfileDir(o.profileConfDir, opt('profile-dir')),
@@ -128,6 +130,16 @@ async function checkBusybox(): Promise<CheckResult> {
     if (st?.isFile() && (await isStaticElf(p))) return result('busybox-static', true, true, `${p} (static)`, '');
   }
   return result('busybox-static', false, true, 'no statically linked busybox found', `${INSTALL} (package busybox-static)`);
+}
+
+/** The default user-mode network runs QEMU in a namespace of its own behind slirp4netns (docs/runtime.md). */
+async function checkIsolated(): Promise<CheckResult> {
+  try {
+    await checkIsolatedNet();
+    return result('isolated-net', true, true, 'slirp4netns and user namespaces (VMs reach no host service)', '');
+  } catch (err) {
+    return result('isolated-net', false, true, (err as Error).message, `${INSTALL} (package slirp4netns) and allow user namespaces, or run VMs with --network none or CNI`);
+  }
 }
 
 async function checkCni(dirs: string[], required: boolean): Promise<CheckResult> {

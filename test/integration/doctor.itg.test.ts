@@ -10,7 +10,7 @@ test('doctor reports every part on this host, and passes when the required ones 
   const r = await runCli(['doctor', '--json'], { env: home.env });
   const rows = JSON.parse(r.stdout) as Row[];
   const by = Object.fromEntries(rows.map((x) => [x.part, x]));
-  expect(Object.keys(by).sort()).toEqual(['busybox-static', 'cni', 'docker', 'e2fsprogs', 'firecracker', 'jailer', 'kernel', 'kvm', 'profile-dir', 'qemu', 'run-cache', 'storage', 'vmm'].sort());
+  expect(Object.keys(by).sort()).toEqual(['busybox-static', 'cni', 'docker', 'e2fsprogs', 'firecracker', 'isolated-net', 'jailer', 'kernel', 'kvm', 'profile-dir', 'qemu', 'run-cache', 'storage', 'vmm'].sort());
   // scripts/install-deps.sh installed and started these.
   expect(by['docker']?.status).toBe('ok');
   expect(by['qemu']?.status).toBe('ok');
@@ -18,6 +18,7 @@ test('doctor reports every part on this host, and passes when the required ones 
   expect(by['busybox-static']?.status).toBe('ok');
   expect(by['cni']?.status).toBe('ok');
   expect(by['vmm']?.status).toBe('ok');
+  expect(by['isolated-net']?.status).toBe('ok');
   if (fs.existsSync('/sys/module/kvm_pvm') && fs.existsSync('/dev/kvm')) {
     expect(by['kvm']).toMatchObject({ status: 'warn', required: false });
     expect(by['kvm']?.detail).toMatch(/PVM/);
