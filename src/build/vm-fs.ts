@@ -233,7 +233,7 @@ async function placeImageTree(img: Ext4Image, src: string, dest: string, single:
       else {
         firstName.set(e.ino, d);
         const host = scratchFile();
-        await toScratch(img.readFile(e.ino), host);
+        await toScratch(img.readFile(e.ino, e.path), host);
         out.push({ dest: d, type: 'file', host, mode: perm, owner, ...xa });
       }
     } else if (e.type === 'char' || e.type === 'block') out.push({ dest: d, type: e.type, mode: perm, rdev: [e.rdev?.major ?? 0, e.rdev?.minor ?? 0], owner });

@@ -30,6 +30,8 @@ const XATTR_PREFIX: Record<number, string> = { 1: 'user.', 2: 'system.posix_acl_
 const MAX_DEPTH = 5;
 const MAX_LINK_HOPS = 40;
 const CHUNK = 1 << 20;
+/** Bytes of holes (beyond the image's own size) that content read out of one image may hold. */
+export const HOLE_ALLOWANCE = 4 * 1024 ** 3;
 
 interface Inode {
   ino: number; mode: number; uid: number; gid: number; size: number; nlink: number; flags: number; blocks: number;
@@ -77,6 +79,9 @@ export class Ext4Image {
   private readonly firstMetaBg: number;
   private readonly groupCount: number;
   private readonly tables = new Map<number, number>();
+  /** Inodes whose content was read out (each counts once against the image's size). */
+  private readonly readOut = new Set<number>();
+  private contentBytes = 0;
 
   private constructor(private readonly fh: fsp.FileHandle, readonly what: string, private readonly fileSize: number, sb: Buffer) {
     const fail = (why: string): never => { throw this.err(`${why}: not an ext4 image firebuild can read`); };
@@ -260,6 +265,17 @@ export class Ext4Image {
 
   /** An inode's content, `size` bytes, holes and unwritten extents as zeros, in chunks of at most 1 MiB. */
   private async *content(n: Inode, entry: string): AsyncGenerator<Buffer> {
+    // Holes read as zeros: a sparse file (a stage's `truncate -s 16T`, a crafted i_size) would stream
+    // terabytes into scratch files or `docker import`. The contents read out of one image, each inode
+    // once, may not exceed the image's own size (as without holes they cannot) plus HOLE_ALLOWANCE.
+    if (!this.readOut.has(n.ino)) {
+      const cap = this.blocksCount * this.bs + HOLE_ALLOWANCE;
+      if (this.contentBytes + n.size > cap) {
+        throw this.err(`its files hold more than ${cap} bytes, its own size plus ${HOLE_ALLOWANCE / 1024 ** 3} GiB of holes (this one: ${n.size} bytes): refusing to read them out; make such sparse files smaller`, entry);
+      }
+      this.readOut.add(n.ino);
+      this.contentBytes += n.size;
+    }
     const runs = await this.runs(n, entry);
     let pos = 0;
     const zeros = async function* (upto: number): AsyncGenerator<Buffer> {
@@ -427,10 +443,10 @@ export class Ext4Image {
     return r ? this.toEntry(r.path, r.inode) : undefined;
   }
 
-  /** A regular file's content, by path (symlinks followed) or inode number. */
-  async *readFile(p: string | number): AsyncGenerator<Buffer> {
-    const n = typeof p === 'number' ? await this.inode(p, `inode ${p}`) : (await this.resolve(p, true))?.inode;
-    const name = typeof p === 'number' ? `inode ${p}` : p;
+  /** A regular file's content, by path (symlinks followed) or inode number (`as`: its path, for messages). */
+  async *readFile(p: string | number, as?: string): AsyncGenerator<Buffer> {
+    const name = as ?? (typeof p === 'number' ? `inode ${p}` : p);
+    const n = typeof p === 'number' ? await this.inode(p, name) : (await this.resolve(p, true))?.inode;
     if (!n) throw this.err('no such file', name);
     if ((n.mode & 0o170000) !== 0o100000) throw this.err('not a regular file', name);
     yield* this.content(n, name);

@@ -158,26 +158,34 @@ export class Tree {
     if (n?.kind === 'dir') this.clear(n);
   }
 
-  private clear(dir: Node): void {
-    for (const [name, c] of [...(dir.children as Map<string, Child>)]) {
-      if (c.gen < this.gen) {
-        dir.children?.delete(name);
-        this.drop(c.node);
-      } else if (c.node.kind === 'dir') {
-        this.clear(c.node);
+  // clear() and drop() keep their own stacks: a tree may be far deeper than the JS stack (an archive
+  // nests 70,000+ directories with a few dozen entries by paths through symlinks).
+  private clear(top: Node): void {
+    const todo = [top];
+    for (let dir = todo.pop(); dir; dir = todo.pop()) {
+      for (const [name, c] of [...(dir.children as Map<string, Child>)]) {
+        if (c.gen < this.gen) {
+          dir.children?.delete(name);
+          this.drop(c.node);
+        } else if (c.node.kind === 'dir') {
+          todo.push(c.node);
+        }
       }
     }
   }
 
-  /** One name of `n` is gone; a directory's children lose theirs with it. */
-  private drop(n: Node): void {
-    n.names--;
-    if (n.names > 0) return;
-    if (n.kind === 'dir') {
-      for (const c of (n.children as Map<string, Child>).values()) this.drop(c.node);
-      n.children?.clear();
-    } else if (n.ext.length > 0) {
-      this.freed.push(n.ext);
+  /** One name of `top` is gone; a directory's children lose theirs with it. */
+  private drop(top: Node): void {
+    const todo = [top];
+    for (let n = todo.pop(); n; n = todo.pop()) {
+      n.names--;
+      if (n.names > 0) continue;
+      if (n.kind === 'dir') {
+        for (const c of (n.children as Map<string, Child>).values()) todo.push(c.node);
+        n.children?.clear();
+      } else if (n.ext.length > 0) {
+        this.freed.push(n.ext);
+      }
     }
   }
 }

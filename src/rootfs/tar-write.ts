@@ -98,7 +98,7 @@ export async function* imageTar(img: Ext4Image): AsyncGenerator<Buffer> {
       if (e.nlink > 1) firstName.set(e.ino, name);
       yield tarHeader({ ...base, type: 'file', size: e.size });
       let got = 0;
-      for await (const c of img.readFile(e.ino)) {
+      for await (const c of img.readFile(e.ino, e.path)) {
         got += c.length;
         yield c;
       }
