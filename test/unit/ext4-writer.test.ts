@@ -138,11 +138,16 @@ describe('Ext4Writer', () => {
     await debugfs(img, `ea_get -f ${out} /bigx user.big`);
     expect(await fsp.readFile(out)).toEqual(largeX);
     expect(await debugfs(img, 'stat /bigx')).not.toMatch(/File ACL: 0\s/); // an xattr block
+    // Read back (Ext4Reader gives ACLs in the VFS format, as getxattr does): what was written.
     const acl = pick('/acl').xattrs ?? {};
-    // ext4's on-disk ACL (debugfs shows it raw): version 1, 4-byte entries but for user:1000 (8 bytes).
+    expect(acl['system.posix_acl_access']).toBe(vfsAcl().toString('hex'));
+    expect(acl['system.posix_acl_default']).toBe(vfsAcl().toString('hex'));
+    // On disk, ext4's own ACL format (debugfs's ea_list shows it raw): version 1, 4-byte entries but for
+    // user:1000 (8 bytes).
     const disk = '01000000' + '01000700' + '02000600e8030000' + '04000500' + '10000700' + '20000400';
-    expect(acl['system.posix_acl_access']).toBe(disk);
-    expect(acl['system.posix_acl_default']).toBe(disk);
+    const raw = (await debugfs(img, 'ea_list /acl')).replace(/\s/g, '');
+    expect(raw).toContain(`system.posix_acl_access(28)=${disk}`);
+    expect(raw).toContain(`system.posix_acl_default(28)=${disk}`);
     const st = await debugfs(img, 'stat /a/b/c/data');
     expect(st).toMatch(new RegExp(`mtime: 0x${T.sec.toString(16)}:${((T.nsec << 2) >>> 0).toString(16).padStart(8, '0')}`));
   });
