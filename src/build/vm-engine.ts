@@ -64,6 +64,8 @@ export interface VmBuildOptions {
   vm?: BuildVmSettings;
   /** The largest ADD URL or http context file (default: FIREBUILD_MAX_DOWNLOAD_SIZE, else 4 GiB). */
   maxDownloadBytes?: number;
+  /** --allow-host-urls: URLs the Dockerfile names may reach host-only addresses (net/host-only.ts). */
+  allowHostUrls?: boolean;
 }
 
 export interface VmBuildResult {
@@ -321,7 +323,7 @@ function joinWorkdir(current: string, value: string): string {
 
 export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, log: Logger): Promise<VmBuildResult> {
   // What the build fetches (ADD URLs, http context files) is fetched once, while planning, and used from there.
-  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) });
+  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) }, o.allowHostUrls === true);
   try {
     return await buildWithDownloads(o, storage, log, downloads);
   } finally {

@@ -294,7 +294,7 @@ export function buildProgram(io: CliIO): Command {
   type BuildCli = SettingsCliOpts & VmCliOpts & {
     dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
-    stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string;
+    stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string; allowHostUrls?: boolean;
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
     cmd
@@ -310,7 +310,8 @@ export function buildProgram(io: CliIO): Command {
       .option('--free-space <size>', 'free space kept in the image after shrinking', '256M')
       .option('--journal', 'give the file system a journal (off by default: every VM boots a throwaway copy)')
       .option('--overwrite', 'replace an existing image with the same tag')
-      .option('--max-download-size <size>', 'the largest ADD URL or http context file (e.g. 8G); default: $FIREBUILD_MAX_DOWNLOAD_SIZE, else 4G');
+      .option('--max-download-size <size>', 'the largest ADD URL or http context file (e.g. 8G); default: $FIREBUILD_MAX_DOWNLOAD_SIZE, else 4G')
+      .option('--allow-host-urls', "let the Dockerfile's ADD URLs (and redirects) reach this host's own addresses, loopback and link-local (trusted Dockerfiles only); also FIREBUILD_ALLOW_HOST_URLS=1");
     if (what === 'rootfs') {
       cmd
         .option('--docker-image <image>', 'convert an existing Docker image (pulled with your Docker credentials when absent)')
@@ -333,6 +334,7 @@ export function buildProgram(io: CliIO): Command {
         buildArgs: o.buildArg ?? [],
         ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
         cacheDir: defaultCacheDir(io.env),
+        ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
       }, logger.child('plan'));
       return out(json(plan));
     }
@@ -358,6 +360,7 @@ export function buildProgram(io: CliIO): Command {
         noCache: o.cache === false,
         vm: { ...(await vmSettings(o, settings)), runCache: settings.runCache },
         ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
+        ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
       }, storage, logger.child('vm-build'));
       return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: v.executed, cached: v.cached, timings: v.timings }));
     }
@@ -377,6 +380,7 @@ export function buildProgram(io: CliIO): Command {
       overwrite: o.overwrite ?? false,
       cacheDir: defaultCacheDir(io.env),
       ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
+      ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
     }, storage, logger.child(type));
     out(json({ tag: r.image.tag, rootfs: r.image.rootfsPath, metadata: r.image.metadataPath, sha256: r.image.metadata.rootfs.sha256, size: r.image.metadata.rootfs.apparentSize, builder: r.builder }));
   };

@@ -37,6 +37,8 @@ export interface BuildOptions {
   cacheDir: string;
   /** The largest http context file the plan fetches (default: FIREBUILD_MAX_DOWNLOAD_SIZE, else 4 GiB). */
   maxDownloadBytes?: number;
+  /** --allow-host-urls: URLs the Dockerfile names may reach host-only addresses (net/host-only.ts). */
+  allowHostUrls?: boolean;
 }
 
 export interface BuildResult {
@@ -62,7 +64,7 @@ export function buildkitOnly(step: Step): string | undefined {
 /** `baseos` and `rootfs --engine docker`: build (or take) an image with the Docker engine and store it as ext4. */
 export async function buildWithDocker(o: BuildOptions, storage: StorageProvider, log: Logger): Promise<BuildResult> {
   // What the plans fetch is fetched once (the Docker engine fetches ADD URLs itself; http context files come from here).
-  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) });
+  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) }, o.allowHostUrls === true);
   try {
     return await buildWithDockerDownloads(o, storage, log, downloads);
   } finally {

@@ -13,6 +13,8 @@ export interface PlanCommandOptions {
   target?: string;
   cacheDir: string;
   baseConfig?: (ref: string) => Promise<Partial<ImageConfig> | undefined>;
+  /** --allow-host-urls: ADD URLs may reach host-only addresses (net/host-only.ts). */
+  allowHostUrls?: boolean;
 }
 
 /** `--build-arg K=V` (or `K`, taking the value from the environment, as docker build does). */
@@ -43,6 +45,7 @@ export async function planCommand(o: PlanCommandOptions, log: Logger): Promise<P
     context: src.context,
     source,
     ...(o.baseConfig ? { baseConfig: o.baseConfig } : {}),
+    ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
   });
   for (const a of plan.unusedBuildArgs) log.warn(`build arg ${a} was not consumed by any ARG of the stages built`);
   return plan;

@@ -6,6 +6,8 @@ import { UserError } from '../util/errors.js';
 import { fileDigest } from '../util/fs.js';
 import type { Downloads } from '../source/downloads.js';
 import { httpDigest, httpFetch, httpTextOptional } from '../source/http.js';
+import { dockerfileUrlGuard, HostUrlRefused } from '../net/host-only.js';
+import { downloadLimits } from '../util/download.js';
 import type { Resource } from './plan-schema.js';
 
 /**
@@ -24,7 +26,7 @@ export interface BuildContext {
   /** The .dockerignore file that applies, if any. */
   readonly ignoreFile?: string;
   /** The resources `source` names; `downloads` keeps what an http context fetched for the build's steps. */
-  resolve(source: string, where: Where, downloads?: Downloads): Promise<Resource[]>;
+  resolve(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]>;
   /** Is this context-relative path excluded by .dockerignore? */
   ignored(rel: string): boolean;
 }
@@ -225,7 +227,7 @@ export class HttpContext implements BuildContext {
     return rel !== '.' && this.ig.ignores(rel);
   }
 
-  async resolve(source: string, where: Where, downloads?: Downloads): Promise<Resource[]> {
+  async resolve(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]> {
     const rel = contextRelative(source, where);
     if (hasWildcard(rel) || source.endsWith('/') || rel === '.') {
       throw new UserError(`${where.keyword} source ${source} is a directory or a wildcard, which an http(s) context cannot list: use a local or git source`, { file: where.file, line: where.line });
@@ -235,15 +237,18 @@ export class HttpContext implements BuildContext {
     }
     const url = new URL(rel, this.root).toString();
     const at = (err: unknown): never => {
-      if (err instanceof UserError) throw new UserError(err.message, { file: where.file, line: where.line, cause: err });
+      if (err instanceof UserError) throw new UserError(`${err instanceof HostUrlRefused ? `${where.keyword} ${url}: ` : ''}${err.message}`, { file: where.file, line: where.line, cause: err });
       throw err;
     };
-    const head = await httpFetch(url, 'HEAD').catch(at);
+    // The operator named the context's origin; a redirect elsewhere is checked like an ADD URL.
+    const origin = new URL(this.root).origin;
+    const guard = dockerfileUrlGuard(downloads ? downloads.allowHostUrls : allowHostUrls, origin);
+    const head = await httpFetch(url, 'HEAD', 60_000, guard).catch(at);
     // Servers answer a directory with an HTML listing; an http context can only copy files.
     if ((head.headers.get('content-type') ?? '').startsWith('text/html') && !/\.html?$/i.test(rel)) {
       throw new UserError(`${where.keyword} source ${source} is a directory or a wildcard, which an http(s) context cannot list (the server sent an HTML page): use a local or git source`, { file: where.file, line: where.line });
     }
-    const { sha256, size } = await (downloads ? downloads.get(url) : httpDigest(url)).catch(at);
+    const { sha256, size } = await (downloads ? downloads.get(url, origin) : httpDigest(url, downloadLimits(), guard)).catch(at);
     return [{ source, kind: 'file', path: rel, url, sha256, size }];
   }
 }

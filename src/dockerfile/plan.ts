@@ -4,6 +4,8 @@ import { ImageConfigSchema, type ImageConfig } from '../store/metadata.js';
 import { UserError } from '../util/errors.js';
 import type { Downloads } from '../source/downloads.js';
 import { httpDigest } from '../source/http.js';
+import { dockerfileUrlGuard } from '../net/host-only.js';
+import { downloadLimits } from '../util/download.js';
 import { isArchive } from './archive.js';
 import type { BuildContext } from './context.js';
 import { flagValue, parseDockerfile, type ParsedDockerfile, type ParsedInstruction } from './parse.js';
@@ -25,6 +27,8 @@ export interface PlanOptions {
    * hashed as they stream and nothing is kept.
    */
   downloads?: Downloads;
+  /** Without `downloads`: let ADD URLs reach host-only addresses (--allow-host-urls; net/host-only.ts). */
+  allowHostUrls?: boolean;
 }
 
 /** Build args Docker defines without an ARG instruction. */
@@ -435,7 +439,7 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
         resources.push('stage' in from ? { source: expandedSrc, kind: 'stage', stage: from.stage, path: expandedSrc } : { source: expandedSrc, kind: 'image', image: from.image, path: expandedSrc });
       } else if (/^https?:\/\//i.test(expandedSrc)) {
         if (ins.keyword === 'COPY') throw new UserError(`COPY cannot fetch URLs (${expandedSrc}): use ADD for a URL`, where(ins));
-        const d = await (opts.downloads ? opts.downloads.get(expandedSrc) : httpDigest(expandedSrc)).catch((err: unknown) => {
+        const d = await (opts.downloads ? opts.downloads.get(expandedSrc) : httpDigest(expandedSrc, downloadLimits(), dockerfileUrlGuard(opts.allowHostUrls))).catch((err: unknown) => {
           if (err instanceof UserError) throw new UserError(`ADD ${expandedSrc}: ${err.message}`, where(ins));
           throw err;
         });
@@ -444,7 +448,7 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
         }
         resources.push({ source: expandedSrc, kind: 'url', url: expandedSrc, sha256: d.sha256, size: d.size });
       } else {
-        const got = await opts.context.resolve(expandedSrc, { ...where(ins), keyword: ins.keyword }, opts.downloads);
+        const got = await opts.context.resolve(expandedSrc, { ...where(ins), keyword: ins.keyword }, opts.downloads, opts.allowHostUrls);
         for (const r of got) {
           if (ins.keyword === 'ADD' && r.kind === 'file' && r.path && opts.context.kind === 'local') {
             if (await isArchive(path.join(opts.context.root, r.path))) r.extract = true;

@@ -2,6 +2,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadLimits, type DownloadLimits } from '../util/download.js';
+import { dockerfileUrlGuard, HostUrlRefused } from '../net/host-only.js';
 import { UserError } from '../util/errors.js';
 import { httpDownload } from './http.js';
 
@@ -11,6 +12,8 @@ export interface Downloaded { file: string; sha256: string; size: number }
  * The URLs one build fetches (ADD URLs, http context files), each fetched once into a private
  * directory (mkdtemp, 0700): the plan records the digest of that very file and the step that uses it
  * reads that file, so what is built is what was planned and keyed. `dispose()` removes the files.
+ * These URLs come from a Dockerfile: every hop is refused when it leads to a host-only address
+ * (net/host-only.ts) unless `allowHostUrls` (--allow-host-urls, FIREBUILD_ALLOW_HOST_URLS=1).
  */
 export class Downloads {
   private dir: Promise<string> | undefined;
@@ -18,13 +21,13 @@ export class Downloads {
   private readonly bySha = new Map<string, string>();
   private n = 0;
 
-  constructor(readonly limits: DownloadLimits = downloadLimits()) {}
+  constructor(readonly limits: DownloadLimits = downloadLimits(), readonly allowHostUrls = false) {}
 
-  /** The file of `url`, downloading it on the first call. */
-  get(url: string): Promise<Downloaded> {
+  /** The file of `url`, downloading it on the first call; `trustedOrigin`: the operator's http context, not checked. */
+  get(url: string, trustedOrigin?: string): Promise<Downloaded> {
     let p = this.byUrl.get(url);
     if (!p) {
-      p = this.fetch(url);
+      p = this.fetch(url, trustedOrigin);
       this.byUrl.set(url, p);
       p.catch(() => this.byUrl.delete(url));
     }
@@ -41,10 +44,10 @@ export class Downloads {
     if (d) await fsp.rm(d, { recursive: true, force: true });
   }
 
-  private async fetch(url: string): Promise<Downloaded> {
+  private async fetch(url: string, trustedOrigin?: string): Promise<Downloaded> {
     this.dir ??= fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-download-'));
     const file = path.join(await this.dir, `d${this.n++}`);
-    const d = await httpDownload(url, file, this.limits);
+    const d = await httpDownload(url, file, this.limits, dockerfileUrlGuard(this.allowHostUrls, trustedOrigin));
     this.bySha.set(d.sha256, file);
     return { file, ...d };
   }
@@ -57,7 +60,10 @@ export class Downloads {
 export async function plannedDownload(url: string, sha256: string | undefined, dest: string, downloads: Downloads | undefined, what: string): Promise<string> {
   const have = downloads?.file(sha256);
   if (have) return have;
-  const d = await httpDownload(url, dest, downloads?.limits ?? downloadLimits());
+  const d = await httpDownload(url, dest, downloads?.limits ?? downloadLimits(), dockerfileUrlGuard(downloads?.allowHostUrls)).catch((err: unknown) => {
+    if (err instanceof HostUrlRefused) throw new HostUrlRefused(`${what} ${url}: ${err.message}`);
+    throw err;
+  });
   if (sha256 && d.sha256 !== sha256) {
     await fsp.rm(dest, { force: true });
     throw new UserError(`${what} ${url}: the content changed since the plan (sha256 ${d.sha256}, the plan has ${sha256}): the server sends different content per request; use a URL that names one version`);

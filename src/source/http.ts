@@ -1,14 +1,26 @@
 import { UserError } from '../util/errors.js';
-import { boundedFetch, downloadLimits, ENV_MAX_SIZE, formatBytes, smallLimits, TEXT_MAX_BYTES, type DownloadLimits } from '../util/download.js';
+import { boundedFetch, downloadLimits, ENV_MAX_SIZE, formatBytes, smallLimits, TEXT_MAX_BYTES, Watchdog, type DownloadLimits } from '../util/download.js';
 import { fetchWithTimeout } from '../util/fetch.js';
+import { guardedFetch, type HopGuard } from '../util/pinned-request.js';
 
 /** HTTP(S) access for Dockerfile sources, http contexts and ADD URLs: errors say what failed and where; every body is bounded (util/download.ts). */
-export async function httpFetch(url: string, method: 'GET' | 'HEAD' = 'GET', timeoutMs = 60_000): Promise<Response> {
+export async function httpFetch(url: string, method: 'GET' | 'HEAD' = 'GET', timeoutMs = 60_000, guard?: HopGuard): Promise<Response> {
   let res: Response;
   try {
-    res = await fetchWithTimeout(url, { method, redirect: 'follow' }, timeoutMs);
+    if (guard) {
+      // The response's headers are all a HEAD needs; a GET's body is read by the caller after the deadline.
+      const w = new Watchdog(`${method} ${url}`, { maxBytes: 0, deadlineMs: timeoutMs, stallMs: timeoutMs });
+      try {
+        res = (await guardedFetch(url, method, w.signal, guard).catch((err: unknown) => {
+          throw w.fail(err);
+        })).res;
+      } finally {
+        w.done();
+      }
+    } else res = await fetchWithTimeout(url, { method, redirect: 'follow' }, timeoutMs);
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    if (err instanceof UserError) throw err;
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause ?? (err as { code?: string; message?: string });
     const why = cause?.code ?? cause?.message ?? (err as Error).message;
     throw new UserError(`cannot reach ${new URL(url).host} for ${url} (${why}): check the URL and that the server is up`, { cause: err });
   }
@@ -45,14 +57,14 @@ export function tooLargeDownload(url: string): (limit: string) => string {
 }
 
 /** GET a URL into `file` (or only hash it when `file` is absent) under `limits`. */
-export async function httpDownload(url: string, file: string | undefined, limits: DownloadLimits = downloadLimits()): Promise<{ sha256: string; size: number }> {
-  const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), ...(file ? { file } : {}) });
+export async function httpDownload(url: string, file: string | undefined, limits: DownloadLimits = downloadLimits(), guard?: HopGuard): Promise<{ sha256: string; size: number }> {
+  const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), ...(file ? { file } : {}), ...(guard ? { guard } : {}) });
   return { sha256: r.sha256, size: r.size };
 }
 
 /** GET a URL and hash it without keeping it (the plan without a download directory): hashing needs no memory. */
-export async function httpDigest(url: string, limits: DownloadLimits = downloadLimits()): Promise<{ sha256: string; size: number }> {
-  const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), discard: true });
+export async function httpDigest(url: string, limits: DownloadLimits = downloadLimits(), guard?: HopGuard): Promise<{ sha256: string; size: number }> {
+  const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), discard: true, ...(guard ? { guard } : {}) });
   return { sha256: r.sha256, size: r.size };
 }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { UserError } from './errors.js';
+import { guardedFetch, type HopGuard } from './pinned-request.js';
 import { parseSize } from './size.js';
 
 /**
@@ -166,6 +167,11 @@ export interface BoundedFetchOptions extends Omit<ReadOptions, 'maxBytes'> {
   what: string;
   /** Checks the status (and headers) before the body is read; throw to refuse. */
   check?: (res: Response) => Promise<void> | void;
+  /**
+   * Checks every hop (redirects followed by hand, at most 10, http/https only) before it is requested,
+   * and connects to the address it checked; without it fetch follows redirects itself.
+   */
+  guard?: HopGuard;
 }
 
 export interface BoundedResponse extends BodyResult { status: number; headers: Headers; url: string }
@@ -175,12 +181,14 @@ export async function boundedFetch(url: string, o: BoundedFetchOptions): Promise
   const w = new Watchdog(o.what, o.limits);
   try {
     let res: Response;
+    let finalUrl = url;
     try {
-      res = await fetch(url, { redirect: 'follow', ...o.init, signal: w.signal });
+      if (o.guard) ({ res, url: finalUrl } = await guardedFetch(url, o.init?.method ?? 'GET', w.signal, o.guard));
+      else res = await fetch(url, { redirect: 'follow', ...o.init, signal: w.signal });
     } catch (err) {
       const f = w.fail(err);
-      if (f !== err) throw f;
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      if (f !== err || err instanceof UserError) throw f;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause ?? (err as { code?: string; message?: string });
       const why = cause?.code ?? cause?.message ?? (err as Error).message;
       throw new UserError(`cannot reach ${new URL(url).host} for ${url} (${why}): check the URL and that the server is up`, { cause: err });
     }
@@ -194,7 +202,7 @@ export async function boundedFetch(url: string, o: BoundedFetchOptions): Promise
       }
     }
     const body = await readBounded(res, w, { maxBytes: o.limits.maxBytes, tooLarge: o.tooLarge, ...(o.file ? { file: o.file } : {}), ...(o.discard ? { discard: true } : {}) });
-    return { ...body, status: res.status, headers: res.headers, url: res.url || url };
+    return { ...body, status: res.status, headers: res.headers, url: res.url || finalUrl };
   } finally {
     w.done();
   }

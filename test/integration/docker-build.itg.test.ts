@@ -22,7 +22,8 @@ const dockerImages: string[] = [];
 
 beforeAll(async () => {
   work = await tempDir();
-  env = { FIREBUILD_HOME: path.join(work, 'home') };
+  // The Dockerfile ADDs a URL of a server on 127.0.0.1, a host-only address: allowed for these tests (net/host-only.ts).
+  env = { FIREBUILD_HOME: path.join(work, 'home'), FIREBUILD_ALLOW_HOST_URLS: '1' };
   const site = path.join(work, 'site');
   fs.mkdirSync(site);
   execFileSync('sh', ['-c', `mkdir -p r && echo remote > r/remote.txt && tar -czf ${site}/remote.tar.gz -C r remote.txt`], { cwd: work });

@@ -17,6 +17,7 @@ import { lines, runCli, tempDir } from '../helpers/cli.js';
  */
 let work: string;
 let env: NodeJS.ProcessEnv;
+const outerEnv = (): NodeJS.ProcessEnv => env;
 
 interface Hostile { url: string; host: string; hits: Map<string, number>; sent: () => number; close(): Promise<void> }
 
@@ -197,7 +198,10 @@ describe('registry downloads are bounded', () => {
 
 describe('HTTP sources and ADD URLs are bounded', () => {
   let web: Hostile;
+  // The hostile servers listen on 127.0.0.1, which ADD URLs may only reach when allowed (net/host-only.ts).
+  let env: NodeJS.ProcessEnv;
   beforeAll(async () => {
+    env = { ...outerEnv(), FIREBUILD_ALLOW_HOST_URLS: '1' };
     web = await hostile((p, _req, res, count) => {
       if (p === '/endless/Dockerfile' || p === '/endless.bin') {
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -253,6 +257,10 @@ describe('HTTP sources and ADD URLs are bounded', () => {
 });
 
 describe('ADD <url> is fetched once per build', () => {
+  let env: NodeJS.ProcessEnv;
+  beforeAll(() => {
+    env = { ...outerEnv(), FIREBUILD_ALLOW_HOST_URLS: '1' };
+  });
   test('a URL whose content changes per request: the build holds the first (only) fetch, the step key carries its digest, a changed URL re-runs the step', async () => {
     const srv = await hostile((_p, _req, res, _count, hit) => {
       res.writeHead(200, { 'content-type': 'text/plain' }).end(`content of request ${hit}\n`);

@@ -158,9 +158,10 @@ describe('rootfs --engine vm', () => {
           '',
         ].join('\n'),
       });
-      const vm = await vmBuild(dir, 'fbtest/vm-conf2:1', ['--build-arg', 'LATE=given']);
+      // The URL is on 127.0.0.1, a host-only address: allowed here with --allow-host-urls (net/host-only.ts).
+      const vm = await vmBuild(dir, 'fbtest/vm-conf2:1', ['--build-arg', 'LATE=given', '--allow-host-urls']);
       expectJsonResult(vm);
-      const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-conf2:1', '--build-arg', 'LATE=given'], { env });
+      const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-conf2:1', '--build-arg', 'LATE=given', '--allow-host-urls'], { env });
       expectJsonResult(dk);
       const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs));
       const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs));
@@ -217,9 +218,9 @@ describe('rootfs --engine vm', () => {
       });
       // A tar.gz whose entries carry their own owners, a setuid bit and a hard link.
       execFileSync('sh', ['-c', 'rm -rf b && mkdir -p b/t && echo inside > b/t/inside && ln b/t/inside b/t/inside-hard && cp /bin/true b/t/suid && chmod 4755 b/t/suid && tar -czf "$0/bundle.tar.gz" --owner=1234 --group=2345 -C b t && rm -r b', dir], { cwd: work });
-      const vm = await vmBuild(dir, 'fbtest/vm-dockercases:1');
+      const vm = await vmBuild(dir, 'fbtest/vm-dockercases:1', ['--allow-host-urls']); // web.url is on 127.0.0.1
       expectJsonResult(vm);
-      const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-dockercases:1'], { env });
+      const dk = await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', 'fbtest/docker-dockercases:1', '--allow-host-urls'], { env });
       expectJsonResult(dk);
       const vt = comparable(await ext4Tree((JSON.parse(vm.stdout) as { rootfs: string }).rootfs, { xattrs: true }));
       const dt = comparable(await ext4Tree((JSON.parse(dk.stdout) as { rootfs: string }).rootfs, { xattrs: true }));
