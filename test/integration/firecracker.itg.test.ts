@@ -80,49 +80,53 @@ describe('Firecracker backend (test doubles for firecracker and the jailer)', ()
 
   test('the store\'s kernel, initrd and rootfs are never the jail\'s: the jail holds read-only copies owned by the jail user; the store keeps owner, mode, inode and one link', async () => {
     expect(await importDebianCloud(env, 'ki', true)).toBe(0);
-    // Every file of the store (kernels, images), outside the run cache: what a jail must never share.
-    const storeFiles = (): string[] => {
-      const out: string[] = [];
-      const walk = (d: string): void => {
-        for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-          const p = path.join(d, e.name);
-          if (p === runCache()) continue;
-          if (e.isDirectory()) walk(p);
-          else if (e.isFile() && /^(vmlinux|initrd|rootfs\.ext4)$/.test(e.name)) out.push(p);
-        }
+    try {
+      // Every file of the store (kernels, images), outside the run cache: what a jail must never share.
+      const storeFiles = (): string[] => {
+        const out: string[] = [];
+        const walk = (d: string): void => {
+          for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+            const p = path.join(d, e.name);
+            if (p === runCache()) continue;
+            if (e.isDirectory()) walk(p);
+            else if (e.isFile() && /^(vmlinux|initrd|rootfs\.ext4)$/.test(e.name)) out.push(p);
+          }
+        };
+        walk(path.join(work, 'home'));
+        return out.sort();
       };
-      walk(path.join(work, 'home'));
-      return out.sort();
-    };
-    const facts = (): Record<string, string> => Object.fromEntries(storeFiles().map((f) => {
-      const st = fs.statSync(f);
-      return [path.relative(work, f), `uid=${st.uid} gid=${st.gid} mode=${(st.mode & 0o7777).toString(8)} ino=${st.ino} nlink=${st.nlink}`];
-    }));
-    const before = facts();
-    expect(Object.keys(before).filter((f) => /\/ki\//.test(f)).map((f) => path.basename(f)).sort()).toEqual(['initrd', 'vmlinux']);
-    expect(Object.values(before).every((v) => /uid=0 gid=0 .*nlink=1$/.test(v))).toBe(true);
+      const facts = (): Record<string, string> => Object.fromEntries(storeFiles().map((f) => {
+        const st = fs.statSync(f);
+        return [path.relative(work, f), `uid=${st.uid} gid=${st.gid} mode=${(st.mode & 0o7777).toString(8)} ino=${st.ino} nlink=${st.nlink}`];
+      }));
+      const before = facts();
+      expect(Object.keys(before).filter((f) => /\/ki\//.test(f)).map((f) => path.basename(f)).sort()).toEqual(['initrd', 'vmlinux']);
+      expect(Object.values(before).every((v) => /uid=0 gid=0 .*nlink=1$/.test(v))).toBe(true);
 
-    const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--vmlinux-id', 'ki', '--daemonize'], { env });
-    expectJsonResult(r);
-    const id = (JSON.parse(r.stdout) as Started)['vmm-id'];
-    const root = path.join(jailOf(id), 'root');
-    const storeInodes = new Set(storeFiles().map((f) => fs.statSync(f).ino));
-    const k = storeFiles().find((f) => f.endsWith(path.join('ki', 'vmlinux')))!;
-    const i = storeFiles().find((f) => f.endsWith(path.join('ki', 'initrd')))!;
-    for (const [name, src] of [['vmlinux', k], ['initrd', i]] as const) {
-      const st = fs.statSync(path.join(root, name));
-      expect({ name, shared: storeInodes.has(st.ino), uid: st.uid, gid: st.gid, mode: (st.mode & 0o7777).toString(8), nlink: st.nlink })
-        .toEqual({ name, shared: false, uid: 65534, gid: 65534, mode: '400', nlink: 1 });
-      expect(fs.readFileSync(path.join(root, name)).equals(fs.readFileSync(src))).toBe(true);
+      const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--vmlinux-id', 'ki', '--daemonize'], { env });
+      expectJsonResult(r);
+      const id = (JSON.parse(r.stdout) as Started)['vmm-id'];
+      const root = path.join(jailOf(id), 'root');
+      const storeInodes = new Set(storeFiles().map((f) => fs.statSync(f).ino));
+      const k = storeFiles().find((f) => /\/ki\/(\.c-[^/]+\/)?vmlinux$/.test(f))!; // the store keeps content in .c-*/ behind .current
+      const i = storeFiles().find((f) => /\/ki\/(\.c-[^/]+\/)?initrd$/.test(f))!;
+      for (const [name, src] of [['vmlinux', k], ['initrd', i]] as const) {
+        const st = fs.statSync(path.join(root, name));
+        expect({ name, shared: storeInodes.has(st.ino), uid: st.uid, gid: st.gid, mode: (st.mode & 0o7777).toString(8), nlink: st.nlink })
+          .toEqual({ name, shared: false, uid: 65534, gid: 65534, mode: '400', nlink: 1 });
+        expect(fs.readFileSync(path.join(root, name)).equals(fs.readFileSync(src))).toBe(true);
+      }
+      expect(storeInodes.has(fs.statSync(path.join(root, 'rootfs.ext4')).ino)).toBe(false);
+      expect(facts()).toEqual(before);
+
+      const kr = await runCli(['kill', '--vmm-id', id], { env });
+      expect(kr.code).toBe(0);
+      expect(facts()).toEqual(before);
+      expect(fs.existsSync(jailOf(id))).toBe(false);
+    } finally {
+      // Later tests boot with the one kernel 'k': never leave 'ki' behind, whatever failed.
+      expect((await runCli(['kernel', 'rm', 'ki'], { env })).code).toBe(0);
     }
-    expect(storeInodes.has(fs.statSync(path.join(root, 'rootfs.ext4')).ino)).toBe(false);
-    expect(facts()).toEqual(before);
-
-    const kr = await runCli(['kill', '--vmm-id', id], { env });
-    expect(kr.code).toBe(0);
-    expect(facts()).toEqual(before);
-    expect(fs.existsSync(jailOf(id))).toBe(false);
-    expect((await runCli(['kernel', 'rm', 'ki'], { env })).code).toBe(0);
   });
 
   test('config-file mode: the config file validates as FullVmConfiguration and the console reaches the serial log', async () => {
