@@ -31,7 +31,11 @@ export function bootId(): string {
   return fs.readFileSync(BOOT_ID_FILE, 'utf8').trim();
 }
 
-/** Field 22 of /proc/<pid>/stat (start time), or undefined when there is no such process. */
+/**
+ * Field 22 of /proc/<pid>/stat (start time), or undefined when there is no such process or it has
+ * exited and not been reaped (a zombie: state Z or X). Hosts whose PID 1 reaps no orphans keep a killed
+ * VMM as a zombie for good; it runs nothing, so it is not the VM.
+ */
 export function procStartTime(pid: number): string | undefined {
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   let text: string;
@@ -42,6 +46,7 @@ export function procStartTime(pid: number): string | undefined {
   }
   // comm (field 2) is in parentheses and may hold spaces or ')': the fields after the last ')' start at field 3.
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
   return rest[22 - 3];
 }
 
@@ -58,7 +63,7 @@ function cmdline(pid: number): string[] {
   }
 }
 
-/** True when the process with this identity is still running (zombies included: not yet reaped counts as running). */
+/** True when the process with this identity is still running (a zombie is not). */
 export function vmmAlive(v: VmmIdentity): boolean {
   if (!v.pid) return false;
   const start = procStartTime(v.pid);

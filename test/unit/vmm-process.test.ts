@@ -34,6 +34,18 @@ describe('vmm identity', () => {
     expect(procStartTime(0)).toBeUndefined();
   });
 
+  test('a VMM that exited but was never reaped (a zombie, as under a PID 1 that reaps no orphans) is not running', async () => {
+    // `sleep 0` becomes a zombie: its parent execs into `sleep 30`, which never waits for it.
+    const c = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    procs.push(c);
+    const pid = Number(await new Promise<string>((r) => c.stdout!.once('data', (d: Buffer) => r(d.toString()))));
+    for (let i = 0; i < 50 && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).toMatch(/\) Z /);
+    expect(procStartTime(pid)).toBeUndefined();
+    expect(vmmAlive({ pid, startTime: '1', bootId: bootId() })).toBe(false);
+    expect(signalVmm({ pid, startTime: '1', bootId: bootId() }, 'SIGKILL')).toBe(false);
+  });
+
   test('the recorded process is alive and can be signalled; another start time or boot id is another process, never signalled', async () => {
     const c = start('sleep', ['300']);
     const me = identify(c.pid!);
@@ -47,6 +59,8 @@ describe('vmm identity', () => {
     expect(c.exitCode === null && c.signalCode === null).toBe(true);
     expect(signalVmm(me, 'SIGTERM')).toBe(true);
     expect(await waitVmmGone(me, 5000)).toBe(true);
+    // Gone means exited (maybe not yet reaped): the signal shows once Node has reaped it.
+    if (c.exitCode === null && c.signalCode === null) await new Promise((r) => c.once('exit', r));
     expect(c.signalCode).toBe('SIGTERM');
   });
 
