@@ -53,20 +53,20 @@ export interface FirecrackerStarted {
 }
 
 /**
- * Put a file into the jail, owned by the jail's uid/gid. Shared files (the stored kernel and initrd) are
+ * Put a file into the jail, owned by the jail's uid/gid. The store's files (the stored kernel and initrd) are
  * always copied, read-only: a hard link would hand the store's own inode to the jail user, who could then
  * rewrite it for every later VM. Only the VM's own files (its per-VM rootfs copy, config disk, a build's
  * disk: one name each) are hard-linked; anything with another name is copied too. Copies are sparse, by
  * reflink where the file system has them.
  */
-export async function placeFile(src: string, dst: string, uid: number, gid: number, kind: 'shared' | 'own'): Promise<void> {
+export async function placeFile(src: string, dst: string, uid: number, gid: number, kind: 'store' | 'own'): Promise<void> {
   let linked = false;
   if (kind === 'own' && (await fsp.stat(src)).nlink === 1) {
     linked = await fsp.link(src, dst).then(() => true, () => false);
   }
   if (!linked) {
     await copySparse(src, dst);
-    if (kind === 'shared') await fsp.chmod(dst, 0o400);
+    if (kind === 'store') await fsp.chmod(dst, 0o400);
   }
   await fsp.chown(dst, uid, gid);
 }
@@ -136,8 +136,8 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
   const jailDir = path.dirname(root);
   await fsp.mkdir(root, { recursive: true, mode: 0o700 });
   const inJail = (name: string): string => `/${name}`;
-  await placeFile(o.kernel, path.join(root, 'vmlinux'), o.uid, o.gid, 'shared');
-  if (o.initrd) await placeFile(o.initrd, path.join(root, 'initrd'), o.uid, o.gid, 'shared');
+  await placeFile(o.kernel, path.join(root, 'vmlinux'), o.uid, o.gid, 'store');
+  if (o.initrd) await placeFile(o.initrd, path.join(root, 'initrd'), o.uid, o.gid, 'store');
   await placeFile(o.rootfs, path.join(root, 'rootfs.ext4'), o.uid, o.gid, 'own');
   for (const [i, d] of o.disks.entries()) await placeFile(d, path.join(root, `disk${i}.ext4`), o.uid, o.gid, 'own');
   const serialLog = path.join(root, 'serial.log');

@@ -9,7 +9,7 @@ import { DirectoryStorage } from '../../src/store/directory.js';
 import { UserError } from '../../src/util/errors.js';
 import { MemoryLogger } from '../../src/util/logger.js';
 import { REPO, tempDir } from '../helpers/cli.js';
-import { DOCKER, ext4Tree, rawTar, tarTree } from '../helpers/trees.js';
+import { DOCKER, dockerExportTree, ext4Tree, rawTar, tarTree } from '../helpers/trees.js';
 
 let work: string;
 let src: string;
@@ -131,6 +131,37 @@ describe('tar stream to ext4, without mounting', () => {
     expect(r.stats.entries).toBeGreaterThan(500);
     execFileSync('e2fsck', ['-fn', path.join(dir, 'big.ext4')]);
   });
+
+  test('a Docker export of 50,000+ entries converts to the tree Docker exports (types, modes, owners, sizes, contents, links)', async () => {
+    const dir = path.join(work, 'c50k');
+    const tree = path.join(dir, 'tree');
+    fs.mkdirSync(tree, { recursive: true });
+    // 250 directories of 205 entries: files of varied sizes, modes and owners, symlinks, hard links.
+    execFileSync('sh', ['-c', `for d in $(seq 1 250); do mkdir -p t/$d; done
+      for d in $(seq 1 250); do (cd t/$d && for f in $(seq 1 200); do printf "$d/$f" > f$f; done
+        chmod 0600 f1 && chmod 4755 f2 && chown $d:$((d % 7)) f3 && ln -s f4 s1 && ln -s /t/$d/f5 s2 && ln f6 h1 && mkdir e && : > e/empty); done`], { cwd: tree });
+    const ref = `fbtest/convert-50k:${process.pid}`;
+    execFileSync('sh', ['-c', `tar -c --numeric-owner -C "${tree}" . | ${DOCKER} import - ${ref}`], { stdio: 'ignore' });
+    fs.rmSync(tree, { recursive: true, force: true });
+    try {
+      const want = await dockerExportTree(ref);
+      expect(Object.keys(want).length).toBeGreaterThan(50_000);
+      const cid = execFileSync(DOCKER, ['create', ref, '/x'], { encoding: 'utf8' }).trim();
+      const image = path.join(dir, 'rootfs.ext4');
+      try {
+        const exp = spawn(DOCKER, ['export', cid], { stdio: ['ignore', 'pipe', 'inherit'] });
+        await convertTarStream(exp.stdout, { image, what: `the export of ${ref}`, log });
+      } finally {
+        execFileSync(DOCKER, ['rm', '-f', cid], { stdio: 'ignore' });
+      }
+      execFileSync('e2fsck', ['-fn', image]);
+      const got = await ext4Tree(image);
+      // Docker's export carries the files the engine adds to every container (/.dockerenv, /etc/hosts, ...).
+      expect(got).toEqual(want);
+    } finally {
+      execFileSync(DOCKER, ['rmi', ref], { stdio: 'ignore' });
+    }
+  }, 20 * 60_000);
 
   test('conversion as an unprivileged user equals root\'s: owners, setuid bits, device nodes, capabilities', async () => {
     // A docker export of the test base image with devices, a FIFO, owners and setuid bits added.
