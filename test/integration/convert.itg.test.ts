@@ -156,7 +156,6 @@ describe('tar stream to ext4, without mounting', () => {
       }
       execFileSync('e2fsck', ['-fn', image]);
       const got = await ext4Tree(image);
-      // Docker's export carries the files the engine adds to every container (/.dockerenv, /etc/hosts, ...).
       expect(got).toEqual(want);
     } finally {
       execFileSync(DOCKER, ['rmi', ref], { stdio: 'ignore' });
