@@ -17,14 +17,15 @@ export interface CliResult {
 
 /** Run the built CLI as a user would: a real process, real files. */
 export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; wrap?: string[] } = {}): Promise<CliResult> {
+  // Through the bin's own shebang, as a user runs it; `wrap` prefixes a command (`ip netns exec NS`).
+  const [cmd, ...pre] = opts.wrap?.length ? [...opts.wrap, BIN] : [BIN];
+  return runCommand(cmd as string, [...pre, ...args], { cwd: opts.cwd ?? REPO, env: { ...process.env, FIREBUILD_LOG_LEVEL: 'info', ...opts.env }, input: opts.input ?? '' });
+}
+
+/** Any command (the CLI started another way: `node bin/firebuild.js`, an npm-style link), its output collected. */
+export function runCommand(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    // Through the bin's own shebang, as a user runs it; `wrap` prefixes a command (`ip netns exec NS`).
-    const [cmd, ...pre] = opts.wrap?.length ? [...opts.wrap, BIN] : [BIN];
-    const child = spawn(cmd as string, [...pre, ...args], {
-      cwd: opts.cwd ?? REPO,
-      env: { ...process.env, FIREBUILD_LOG_LEVEL: 'info', ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawn(cmd, args, { cwd: opts.cwd ?? REPO, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -4,11 +4,10 @@
  * `--` comes first, and runs the NODE_OPTIONS of that file in the host process.
  */
 import { describe, expect, test, beforeAll, afterAll } from '@jest/globals';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { BIN, REPO, runCli, tempDir, type CliResult } from '../helpers/cli.js';
+import { BIN, REPO, runCli, runCommand, tempDir, type CliResult } from '../helpers/cli.js';
 
 let dir: string;
 let marker: string;
@@ -34,15 +33,7 @@ function hostEnv(): NodeJS.ProcessEnv {
 }
 
 function spawnCli(cmd: string, args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: REPO, env: hostEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+  return runCommand(cmd, args, { env: hostEnv() });
 }
 
 // A malformed tag fails after argv parsing and before any VM or store work: the command got as far as firebuild's own code.
