@@ -28,8 +28,7 @@ import { diskFullError, requireFree } from '../util/disk-space.js';
 import { copySparse, diskUsage } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { StepCache } from './step-cache.js';
-import { Downloads } from '../source/downloads.js';
-import { downloadLimits } from '../util/download.js';
+import { withDownloads, type Downloads } from '../source/downloads.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from './vm-fs.js';
 
 /**
@@ -322,13 +321,7 @@ function joinWorkdir(current: string, value: string): string {
 }
 
 export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, log: Logger): Promise<VmBuildResult> {
-  // What the build fetches (ADD URLs, http context files) is fetched once, while planning, and used from there.
-  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) }, o.allowHostUrls === true);
-  try {
-    return await buildWithDownloads(o, storage, log, downloads);
-  } finally {
-    await downloads.dispose();
-  }
+  return withDownloads(o, (downloads) => buildWithDownloads(o, storage, log, downloads));
 }
 
 async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, log: Logger, downloads: Downloads): Promise<VmBuildResult> {

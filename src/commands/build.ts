@@ -5,8 +5,7 @@ import { buildxTar } from '../build/buildx.js';
 import type { ImageConfig } from '../store/metadata.js';
 import { DockerBuildError, DockerEngine } from '../build/docker-engine.js';
 import { contextTar } from '../build/context-tar.js';
-import { Downloads } from '../source/downloads.js';
-import { downloadLimits } from '../util/download.js';
+import { withDownloads, type Downloads } from '../source/downloads.js';
 import { fromDockerConfig, tagFromImageRef } from '../build/image-config.js';
 import { importStoredImage } from '../build/import-stored.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
@@ -63,13 +62,8 @@ export function buildkitOnly(step: Step): string | undefined {
 
 /** `baseos` and `rootfs --engine docker`: build (or take) an image with the Docker engine and store it as ext4. */
 export async function buildWithDocker(o: BuildOptions, storage: StorageProvider, log: Logger): Promise<BuildResult> {
-  // What the plans fetch is fetched once (the Docker engine fetches ADD URLs itself; http context files come from here).
-  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) }, o.allowHostUrls === true);
-  try {
-    return await buildWithDockerDownloads(o, storage, log, downloads);
-  } finally {
-    await downloads.dispose();
-  }
+  // The Docker engine fetches ADD URLs itself; http context files come from these downloads.
+  return withDownloads(o, (downloads) => buildWithDockerDownloads(o, storage, log, downloads));
 }
 
 async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvider, log: Logger, downloads: Downloads): Promise<BuildResult> {

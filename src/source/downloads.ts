@@ -15,6 +15,19 @@ export interface Downloaded { file: string; sha256: string; size: number }
  * These URLs come from a Dockerfile: every hop is refused when it leads to a host-only address
  * (net/host-only.ts) unless `allowHostUrls` (--allow-host-urls, FIREBUILD_ALLOW_HOST_URLS=1).
  */
+/**
+ * Run one build with its own Downloads (what it fetches is fetched once, while planning, and used from
+ * there), removed when the build ends however it ends.
+ */
+export async function withDownloads<T>(o: { maxDownloadBytes?: number | undefined; allowHostUrls?: boolean | undefined }, build: (d: Downloads) => Promise<T>): Promise<T> {
+  const downloads = new Downloads({ ...downloadLimits(), ...(o.maxDownloadBytes ? { maxBytes: o.maxDownloadBytes } : {}) }, o.allowHostUrls === true);
+  try {
+    return await build(downloads);
+  } finally {
+    await downloads.dispose();
+  }
+}
+
 export class Downloads {
   private dir: Promise<string> | undefined;
   private readonly byUrl = new Map<string, Promise<Downloaded>>();
