@@ -35,12 +35,14 @@ describe('vmm identity', () => {
   });
 
   test('a VMM that exited but was never reaped (a zombie, as under a PID 1 that reaps no orphans) is not running', async () => {
-    // `sleep 0` becomes a zombie: its parent execs into `sleep 30`, which never waits for it.
-    const c = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // `sleep 1` becomes a zombie: its parent execs into `sleep 30`, which never waits for it. The child must
+    // outlive the exec (a child that exits first may be reaped by the shell itself), hence a second, not 0.
+    const c = spawn('sh', ['-c', 'sleep 1 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     procs.push(c);
     const pid = Number(await new Promise<string>((r) => c.stdout!.once('data', (d: Buffer) => r(d.toString()))));
-    for (let i = 0; i < 50 && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).toMatch(/\) Z /);
+    const stat = (): string => fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    for (let i = 0; i < 200 && !/^\S+ \(.*\) Z/.test(stat()); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(stat()).toMatch(/\) Z /);
     expect(procStartTime(pid)).toBeUndefined();
     expect(vmmAlive({ pid, startTime: '1', bootId: bootId() })).toBe(false);
     expect(signalVmm({ pid, startTime: '1', bootId: bootId() }, 'SIGKILL')).toBe(false);
