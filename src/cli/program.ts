@@ -255,8 +255,9 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(
     kernel
       .command('build')
-      .description('build a Firecracker-ready vmlinux (x86_64 defconfig + kvm_guest + baseos/kernel/firecracker.config) and store it')
-      .requiredOption('--id <id>', 'kernel id, used by --vmlinux-id')
+      .description("build firebuild's fast guest kernel (allnoconfig + baseos/kernel/firebuild.config) and store it")
+      .option('--id <id>', 'kernel id, used by --vmlinux-id; the kernel `default` is booted when no --vmlinux-id is given', 'default')
+      .option('--fragment <file...>', 'extra kernel config fragments merged over firebuild\'s (repeatable)')
       .option('--source <dir>', 'a Linux source tree (built out of tree; never written)')
       .option('--version <series>', "Debian's linux-source-<series> package (default 6.1 when no --source)")
       .option('--jobs <n>', 'parallel make jobs (default: the number of CPUs)')
@@ -264,10 +265,10 @@ export function buildProgram(io: CliIO): Command {
       .option('--overwrite', 'replace a kernel with the same id'),
     io.env,
     { storage: true },
-  ).action(async (o: SettingsCliOpts & { id: string; source?: string; version?: string; jobs?: string; cacheDir?: string; overwrite?: boolean }) => {
+  ).action(async (o: SettingsCliOpts & { id: string; source?: string; version?: string; jobs?: string; cacheDir?: string; overwrite?: boolean; fragment?: string[] }) => {
     const { storage } = await ctx(o);
     const k = await kernelBuild(storage, {
-      id: o.id, ...(o.source ? { source: o.source } : {}), ...(o.version ? { version: o.version } : {}),
+      id: o.id, ...(o.source ? { source: o.source } : {}), ...(o.version ? { version: o.version } : {}), ...(o.fragment ? { fragments: o.fragment } : {}),
       ...(o.jobs ? { jobs: intFlag(o.jobs, '--jobs') } : {}), cacheDir: path.resolve(o.cacheDir ?? defaultCacheDir(io.env)), overwrite: o.overwrite ?? false,
     }, logger.child('kernel'));
     out(`${k.id}\n`);

@@ -7,7 +7,7 @@ import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../guest/prepare.js';
 import { RunCache, newVmmId, validateName, vmmOf, type VmState } from '../runtime/state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone } from '../runtime/vmm-process.js';
 import type { ImageConfig } from '../store/metadata.js';
-import type { StorageProvider, StoredKernel } from '../store/provider.js';
+import { DEFAULT_KERNEL_ID, type StorageProvider, type StoredKernel } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { TAP_PLUGIN, cniAdd, cniDel, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
@@ -113,8 +113,12 @@ async function portFree(p: PortSpec): Promise<boolean> {
 export async function pickKernel(storage: StorageProvider, id: string | undefined): Promise<StoredKernel> {
   if (id) return storage.getKernel(id);
   const ks = (await storage.listKernels()).filter((k) => !k.error);
-  if (ks.length === 1) return storage.getKernel(ks[0]!.id);
-  throw new UserError(ks.length === 0 ? 'no kernel stored: import one with firebuild kernel import --id ID FILE [--initrd FILE]' : `several kernels stored (${ks.map((k) => k.id).join(', ')}): choose one with --vmlinux-id`);
+  // The kernel named `default` (what `kernel build` and the setup action store), else the only one stored.
+  const pick = ks.find((k) => k.id === DEFAULT_KERNEL_ID) ?? (ks.length === 1 ? ks[0] : undefined);
+  if (pick) return storage.getKernel(pick.id);
+  throw new UserError(ks.length === 0
+    ? 'no kernel stored: build the fast guest kernel with firebuild kernel build, or import one with firebuild kernel import --id ID FILE [--initrd FILE]'
+    : `several kernels stored (${ks.map((k) => k.id).join(', ')}) and none named ${DEFAULT_KERNEL_ID}: choose one with --vmlinux-id`);
 }
 
 /** `--cni-bin-dir`, or the first of the usual places that exists. */
@@ -145,7 +149,7 @@ function runConfigFor(c: ImageConfig, o: RunOptions, hostname: string, net: RunC
     stopSignal: c.stopSignal,
     ...(o.sshUser ? { sshUser: o.sshUser } : {}),
     init: o.init ?? 'firebuild',
-    halt: backend === 'firecracker' ? 'reboot' : 'poweroff',
+    halt: 'reboot',
   };
 }
 
@@ -266,7 +270,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     let cfg: RunConfig;
     if (o.build) {
       rootfs = o.build.rootfs;
-      cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
+      cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: 'reboot' };
     } else {
       await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
       await prepareRootfs(image!.rootfsPath, rootfs);

@@ -30,6 +30,9 @@ export type ImageMetadataDraft = Omit<ImageMetadataInput, 'schemaVersion' | 'tag
   contentSize?: number;
 };
 
+/** The kernel `run` and build VMs boot when no --vmlinux-id is given (`kernel build` stores under it). */
+export const DEFAULT_KERNEL_ID = 'default';
+
 export interface StoredKernel {
   id: string;
   dir: string;

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { pidAlive } from '../../src/util/fs.js';
 import { runCli } from './cli.js';
 
-/** What the tests that boot VMs share: the host's Debian cloud kernel, free ports, and cleanup. */
+/** What the tests that boot VMs share: the suite's fast kernel, the host's Debian cloud kernel, free ports, and cleanup. */
 export const alive = pidAlive;
 
 /** Debian's cloud kernel and its initrd from /boot (installed by scripts/install-deps.sh). */
@@ -18,6 +18,18 @@ export function debianCloudKernel(): { kernel: string; initrd: string } {
 export async function importDebianCloud(env: NodeJS.ProcessEnv, id = 'debian-cloud', withInitrd = true): Promise<number> {
   const k = debianCloudKernel();
   return (await runCli(['kernel', 'import', '--id', id, k.kernel, ...(withInitrd ? ['--initrd', k.initrd] : [])], { env })).code;
+}
+
+/** The fast guest kernel the suite built once (global-setup.ts): its vmlinux. */
+export function testKernel(): string {
+  const k = process.env.FIREBUILD_TEST_KERNEL;
+  if (!k || !fs.existsSync(k)) throw new Error('FIREBUILD_TEST_KERNEL is not set or missing: the integration global setup builds it');
+  return k;
+}
+
+/** `firebuild kernel import` of the fast guest kernel (as `default`, the kernel booted without --vmlinux-id); returns the CLI's exit code. */
+export async function importTestKernel(env: NodeJS.ProcessEnv, id = 'default'): Promise<number> {
+  return (await runCli(['kernel', 'import', '--id', id, testKernel()], { env })).code;
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */

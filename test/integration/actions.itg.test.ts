@@ -5,7 +5,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { runCli, tempDir } from '../helpers/cli.js';
-import { alive, freePort, importDebianCloud, killAll } from '../helpers/vm.js';
+import { alive, freePort, importTestKernel, killAll } from '../helpers/vm.js';
 import { startResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
 
@@ -20,7 +20,7 @@ const runCache = (): string => path.join(work, 'home', 'run');
 beforeAll(async () => {
   work = await tempDir();
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
 });
 afterAll(async () => {
   await killAll(runCache(), env);

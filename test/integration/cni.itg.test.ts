@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
-import { alive, importDebianCloud, killAll } from '../helpers/vm.js';
+import { alive, importTestKernel, killAll } from '../helpers/vm.js';
 
 /**
  * CNI networking on real parts: Debian's CNI plugins (bridge, host-local, firewall), a network namespace
@@ -49,7 +49,7 @@ beforeAll(async () => {
   }));
   env = { FIREBUILD_HOME: path.join(work, 'home') };
   expect((await runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M'], { env })).code).toBe(0);
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
 });
 afterAll(async () => {
   await killAll(runCache(), env, { shutdownTimeout: 2, wrap: wrap() });

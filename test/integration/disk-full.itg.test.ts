@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expectJsonResult, lines, runCli, tempDir } from '../helpers/cli.js';
-import { importDebianCloud } from '../helpers/vm.js';
+import { importTestKernel } from '../helpers/vm.js';
 
 /**
  * Issue 12, item 11: a full host disk is one line naming the file system, never a hang until
@@ -45,7 +45,7 @@ function processesUsing(p: string): string[] {
 beforeAll(async () => {
   work = await tempDir('firebuild-diskfull-');
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
   const df = writeDockerfile('base', `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n`);
   expectJsonResult(await runCli(['baseos', '--dockerfile', df, '--tag', BASE, '--free-space', '64M'], { env }));
 }, 10 * 60_000);

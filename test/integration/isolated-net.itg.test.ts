@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
-import { freePort, importDebianCloud, killAll } from '../helpers/vm.js';
+import { freePort, importTestKernel, killAll } from '../helpers/vm.js';
 
 /**
  * Issue 12 item 3: VMs on user-mode networking (build VMs of the vm engine, run/smoke VMs) reach the
@@ -88,7 +88,7 @@ beforeAll(async () => {
     }
     expect(text).toBe(body);
   }
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
   const base = path.join(work, 'base');
   fs.mkdirSync(base);
   fs.writeFileSync(path.join(base, 'Dockerfile'), `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n`);

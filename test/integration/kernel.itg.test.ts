@@ -2,6 +2,8 @@ import { expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { pickKernel } from '../../src/commands/run.js';
+import { DirectoryStorage } from '../../src/store/directory.js';
 import { lines, runCli, useTempHome } from '../helpers/cli.js';
 
 /** Debian's cloud kernel, installed by scripts/install-deps.sh (linux-image-cloud-amd64). */
@@ -45,4 +47,17 @@ test('an ELF vmlinux is recognised as such', async () => {
   expect(r.code).toBe(0);
   const list = JSON.parse((await runCli(['kernel', 'ls', '--json'], { env: home.env })).stdout) as { id: string; metadata: { format: string } }[];
   expect(list.find((k) => k.id === 'elf')?.metadata.format).toBe('elf');
+});
+
+test('without --vmlinux-id the kernel named `default` boots (the fast kernel), else the only one; several without a default is one error naming them', async () => {
+  const root = fs.mkdtempSync(path.join(home.dir, 'pick-'));
+  const store = new DirectoryStorage({ rootfsRoot: path.join(root, 'rootfs'), kernelRoot: path.join(root, 'kernels'), createRoots: true });
+  await expect(pickKernel(store, undefined)).rejects.toThrow(/^no kernel stored: build the fast guest kernel with firebuild kernel build, or import one/);
+  await store.importKernel('debian-cloud', process.execPath);
+  expect((await pickKernel(store, undefined)).id).toBe('debian-cloud');
+  await store.importKernel('other', process.execPath);
+  await expect(pickKernel(store, undefined)).rejects.toThrow('several kernels stored (debian-cloud, other) and none named default: choose one with --vmlinux-id');
+  await store.importKernel('default', process.execPath);
+  expect((await pickKernel(store, undefined)).id).toBe('default');
+  expect((await pickKernel(store, 'other')).id).toBe('other');
 });

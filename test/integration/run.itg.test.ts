@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
-import { alive, freePort, importDebianCloud, killAll } from '../helpers/vm.js';
+import { alive, freePort, importTestKernel, killAll } from '../helpers/vm.js';
 
 /**
  * The runtime end to end on real parts: an image built from examples/hello boots under QEMU (TCG here)
@@ -16,7 +16,7 @@ const errorLines = (s: string): string[] => lines(s).filter((l) => l.startsWith(
 beforeAll(async () => {
   work = await tempDir();
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
   // The default engine (vm): the README's example built with its RUN in a build VM, then booted by every test here.
   const b = await runCli(['rootfs', '--dockerfile', path.resolve('examples/hello/Dockerfile'), '--tag', 'examples/hello:1', '--free-space', '32M', '--accel', 'tcg'], { env });
   expect({ code: b.code, stderr: b.code ? b.stderr : '' }).toEqual({ code: 0, stderr: '' });

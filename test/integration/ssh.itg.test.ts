@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
-import { freePort, importDebianCloud, killAll } from '../helpers/vm.js';
+import { freePort, importTestKernel, killAll } from '../helpers/vm.js';
 
 /**
  * SSH into VMs booted from the shipped Debian base OS (baseos/debian: systemd, OpenSSH, user `debian`
@@ -27,7 +27,7 @@ beforeAll(async () => {
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
   const b = await runCli(['baseos', '--dockerfile', path.resolve('baseos/debian/Dockerfile'), '--tag', 'tests/debian-ssh:1', '--free-space', '64M'], { env });
   expect(b.code).toBe(0);
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
 }, 20 * 60_000);
 afterAll(async () => {
   await killAll(runCache(), env);

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { REPO, expectJsonResult, lines, runCli, tempDir } from '../helpers/cli.js';
 import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 import { DOCKER, ext4Tree, rawTar, type Tree } from '../helpers/trees.js';
-import { importDebianCloud } from '../helpers/vm.js';
+import { importTestKernel } from '../helpers/vm.js';
 import { annotations, runAction, type ActionRun } from '../helpers/runner.js';
 import { startResultsService } from '../helpers/results-service.js';
 import { serveDir } from '../helpers/servers.js';
@@ -44,7 +44,7 @@ function leftovers(): string[] {
 beforeAll(async () => {
   work = await tempDir('firebuild-vmengine-');
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  expect(await importDebianCloud(env)).toBe(0);
+  expect(await importTestKernel(env)).toBe(0);
   const base = writeCtx('base', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n` });
   const r = await runCli(['baseos', '--dockerfile', path.join(base, 'Dockerfile'), '--tag', BASE, '--free-space', '64M'], { env });
   expectJsonResult(r);
@@ -499,7 +499,7 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     const withRun = writeCtx('default-run', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n` });
     const r = await runCli(['rootfs', '--dockerfile', path.join(withRun, 'Dockerfile'), '--tag', 'fbtest/default-run:1'], { env: bare });
     expect(r.code).toBe(2);
-    expect(r.stderr.trim().split('\n').pop()).toMatch(/^error: the vm engine boots RUN steps in microVMs, and no kernel stored: import one with firebuild kernel import .*; or build with --engine docker$/);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/^error: the vm engine boots RUN steps in microVMs, and no kernel stored: build the fast guest kernel with firebuild kernel build, or import one with firebuild kernel import .*; or build with --engine docker$/);
     const noRun = writeCtx('default-norun', { 'a.txt': 'a\n', Dockerfile: 'FROM scratch\nCOPY a.txt /a.txt\n' });
     const ok = await runCli(['rootfs', '--dockerfile', path.join(noRun, 'Dockerfile'), '--tag', 'fbtest/default-norun:1'], { env: bare });
     expectJsonResult(ok);
