@@ -5,6 +5,7 @@ import * as core from '@actions/core';
 import { defaultProfileConfDir } from '../profile/profile.js';
 import { loadSettings, type Settings } from '../profile/settings.js';
 import { InternalError, UserError } from '../util/errors.js';
+import { withLock } from '../util/lock.js';
 import { ensurePrivateDir, privateTempDir, userTempRoot } from '../util/private-dir.js';
 import type { Fields, Logger, Progress } from '../util/logger.js';
 
@@ -147,17 +148,26 @@ export async function actionsTempDir(base: string = os.tmpdir()): Promise<string
 }
 
 /**
- * Where a cache entry's files sit while @actions/cache archives or restores them. The path must be the
- * same in every job (the cache version hashes the paths: no random name, and not RUNNER_TEMP, which
- * differs between runner installs), so it lives in the private `<tmpdir>/firebuild-<uid>/cache/`, and is
- * emptied first (what a killed step left).
+ * Run `fn` with the directory where a cache entry's files sit while @actions/cache archives or restores
+ * them. The path must be the same in every job (the cache version hashes the paths: no random name, and
+ * not RUNNER_TEMP, which differs between runner installs), so it lives in the private
+ * `<tmpdir>/firebuild-<uid>/cache/`. Jobs of one user on one host (several runners, a matrix) share that
+ * path: each use holds the key's lock, so one job never empties or removes the files another is still
+ * archiving or restoring. The directory is emptied first (what a killed step left) and removed after.
  */
-export async function cacheEntryDir(key: string): Promise<string> {
+export async function withCacheEntryDir<T>(key: string, fn: (dir: string) => Promise<T>, base: string = os.tmpdir()): Promise<T> {
   if (!/^[A-Za-z0-9._-]{1,512}$/.test(key) || key.startsWith('.')) throw new InternalError(`unexpected cache key '${key}'`);
-  const caches = await ensurePrivateDir(path.join(await actionsTempDir(), 'cache'), 'actions cache directory');
+  const caches = await ensurePrivateDir(path.join(await actionsTempDir(base), 'cache'), 'actions cache directory');
   const dir = path.join(caches, key);
-  await fsp.rm(dir, { recursive: true, force: true });
-  return dir;
+  // The lock (`<key>.lock`, refreshed while held) goes stale when its holder is killed, and is taken over.
+  return withLock(dir, async () => {
+    await fsp.rm(dir, { recursive: true, force: true });
+    try {
+      return await fn(dir);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
 }
 
 /** A fresh directory with an unpredictable name (mkdtemp) in the actions' private directory under RUNNER_TEMP (emptied every job), else under the tmpdir. */

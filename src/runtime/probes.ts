@@ -59,7 +59,13 @@ async function tryHttp(url: string, status: number, body?: string): Promise<stri
   }
 }
 
-/** Run every probe until it passes; a probe still failing at the deadline is an error with the console tail. */
+/**
+ * Run every probe until it passes; a probe still failing at the deadline is an error with the console tail.
+ * The deadline counts from this call, which the callers make once the VM is up (its init started): the
+ * boot has a deadline of its own. The probes run one after another against one deadline, and each is
+ * tried at least once: one that passes on its first try is never failed as "not tried" because the probes
+ * before it took the time.
+ */
 export async function runProbes(p: Probes, serialLog: string): Promise<void> {
   const deadline = Date.now() + p.timeoutMs;
   const pending: { what: string; check: () => Promise<string | undefined> }[] = [
@@ -67,11 +73,10 @@ export async function runProbes(p: Probes, serialLog: string): Promise<void> {
     ...(p.http ?? []).map((h) => ({ what: `GET ${h.url}`, check: () => tryHttp(h.url, h.status, h.body) })),
   ];
   for (const probe of pending) {
-    let last: string | undefined = 'not tried';
-    while (Date.now() < deadline) {
+    let last = await probe.check();
+    while (last !== undefined && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now()))));
       last = await probe.check();
-      if (last === undefined) break;
-      await new Promise((r) => setTimeout(r, 500));
     }
     if (last !== undefined) {
       const console = await fsp.readFile(serialLog, 'utf8').catch(() => '');

@@ -28,11 +28,28 @@ export function parseFileCommands(text: string): Record<string, string> {
 
 export interface RunnerFiles { dir: string; output: string; summary: string; state: string; env: string; path: string }
 
-/** Every runner directory a test file made: what the steps left in RUNNER_TEMP stays readable until the file's tests end. */
+/**
+ * What this test file started and made: its steps still running, and its runner directories. The module
+ * is loaded once per test file (Jest gives every file its own module registry), so these lists are the
+ * file's own and the cleanup below never touches another file's directories.
+ */
+const running = new Set<{ child: ChildProcess; done: Promise<ActionRun> }>();
 const made: string[] = [];
-afterAll(() => {
+
+/**
+ * After the file's tests: stop every step still running (one a timed-out test left behind), wait until it
+ * has exited, and only then remove the runner directories. A step that outlived its directory used to end
+ * later and fail reading GITHUB_OUTPUT in its exit handler, an uncaught error that Jest blamed on whatever
+ * test file that worker ran next. Exported for the helper's own test.
+ */
+export async function endRunnerFiles(): Promise<void> {
+  for (const run of [...running]) {
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
+    await run.done.catch(() => undefined);
+  }
   for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+}
+afterAll(endRunnerFiles);
 
 export async function runnerFiles(): Promise<RunnerFiles> {
   const dir = await tempDir('firebuild-runner-');
@@ -51,15 +68,28 @@ export function startAction(entry: string, inputs: Record<string, string>, files
   let stdout = '';
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stdout += d));
-  const done = new Promise<ActionRun>((resolve) => child.on('close', (code) => resolve({
-    code: code ?? -1,
-    stdout,
-    outputs: parseFileCommands(fs.readFileSync(files.output, 'utf8')),
-    state: parseFileCommands(fs.readFileSync(files.state, 'utf8')),
-    exported: parseFileCommands(fs.readFileSync(files.env, 'utf8')),
-    summary: fs.readFileSync(files.summary, 'utf8'),
-  })));
-  return { child, done };
+  const done = new Promise<ActionRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => {
+      // Never a throw in an event handler: it would surface as an uncaught error outside any test.
+      try {
+        resolve({
+          code: code ?? -1,
+          stdout,
+          outputs: parseFileCommands(fs.readFileSync(files.output, 'utf8')),
+          state: parseFileCommands(fs.readFileSync(files.state, 'utf8')),
+          exported: parseFileCommands(fs.readFileSync(files.env, 'utf8')),
+          summary: fs.readFileSync(files.summary, 'utf8'),
+        });
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+  });
+  const run = { child, done };
+  running.add(run);
+  void done.finally(() => running.delete(run)).catch(() => undefined);
+  return run;
 }
 
 export async function runAction(entry: string, inputs: Record<string, string>, extraEnv: NodeJS.ProcessEnv = {}, files?: RunnerFiles, wrap: string[] = []): Promise<ActionRun> {

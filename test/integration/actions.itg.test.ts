@@ -142,8 +142,9 @@ describe('the bundled actions, run as the runner runs them', () => {
   test('the post step leaves no VM behind after the main step was killed mid-boot', async () => {
     const files = await runnerFiles();
     const main = startAction('smoke-test/index.js', { tag: 'examples/hello:ci', network: 'none', timeout: '120' }, files, env);
-    // Kill the main step as a cancelled job would, once it has saved the VM's id.
-    for (let i = 0; i < 200 && !fs.readFileSync(files.state, 'utf8').includes('vmm-id'); i++) await new Promise((r) => setTimeout(r, 50));
+    // Kill the main step as a cancelled job would, once it has saved the VM's id (however long that takes
+    // on a busy machine: no count of tries, only the step's own end).
+    while (!fs.readFileSync(files.state, 'utf8').includes('vmm-id') && main.child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
     await new Promise((r) => setTimeout(r, 1500));
     main.child.kill('SIGKILL');
     const killed = await main.done;
@@ -173,7 +174,8 @@ describe('the bundled actions, run as the runner runs them', () => {
   test('a probe that never passes fails with the console tail and uploads the serial log as an artifact; the post step removes the VM', async () => {
     const port = await freePort();
     const svc = await startResultsService();
-    const r = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, 'wait-http': `http://127.0.0.1:${port}/nothing-here`, timeout: '15' }, { ...env, ...svc.env });
+    // The probes' 15 s start when the VM is up; the boot (TCG, maybe on a busy machine) has its own deadline.
+    const r = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, 'wait-http': `http://127.0.0.1:${port}/nothing-here`, timeout: '15', 'boot-timeout': '600' }, { ...env, ...svc.env });
     svc.close();
     expect(r.code).toBe(1);
     expect(annotations(r.stdout)).toEqual([expect.stringMatching(/^::error::probe GET http:\/\/127\.0\.0\.1:\d+\/nothing-here failed within 15 s \(status 404, expected 200\): console tail: /)]);

@@ -1,9 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { cgroup2Mount } from '../../src/runtime/cgroup.js';
 import { REPO, lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
 import { alive, importDebianCloud, killAll } from '../helpers/vm.js';
+import { annotations, runAction, runPost } from '../helpers/runner.js';
 import { bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 
 /**
@@ -173,6 +175,41 @@ describe('Firecracker backend (test doubles for firecracker and the jailer)', ()
     expect(fs.existsSync(jailOf(vm['vmm-id']))).toBe(false);
     if (cgroupRoot) expect(fs.existsSync(path.join(cgroupRoot, vm['vmm-id']))).toBe(false);
     expect(fs.readdirSync(runCache())).toEqual([]);
+  });
+
+  test('a slow boot within its own deadline, then the probes with theirs: the probes\' deadline counts from the boot (run, and the smoke-test action)', async () => {
+    // The double's boot takes 3 s (the start line comes 3 s after InstanceStart): longer than the probes'
+    // deadline of 1 s, well within the boot's. The probed service (a TCP greeting) is up all along.
+    const slowBoot = path.join(jails, 'boot-delay-ms');
+    fs.writeFileSync(slowBoot, '3000');
+    const conns: net.Socket[] = [];
+    const service = net.createServer((c) => { conns.push(c); c.write('SSH-2.0-test\r\n'); });
+    const port = await new Promise<number>((r) => service.listen(0, '127.0.0.1', () => r((service.address() as net.AddressInfo).port)));
+    try {
+      const r = await runCli(['run', '--from', 'examples/hello:1', ...fcFlags(), '--daemonize', '--boot-timeout', '300', '--wait-tcp', String(port), '--wait-timeout', '1'], { env });
+      expectJsonResult(r);
+      expect((await runCli(['kill', '--vmm-id', (JSON.parse(r.stdout) as Started)['vmm-id']], { env })).code).toBe(0);
+
+      // The action as the runner runs it, its Firecracker doubles named by a profile (as setup writes one).
+      const conf = path.join(work, 'profiles');
+      expect((await runCli(['profile-create', '--profile', 'fc', '--profile-conf-dir', conf, '--binary-firecracker', FC, '--binary-jailer', JAILER, '--chroot-base', jails], { env })).code).toBe(0);
+      const actionEnv = { ...env, FIREBUILD_PROFILE_CONF_DIR: conf, FIREBUILD_PROFILE: 'fc' };
+      const smoke = await runAction('smoke-test/index.js', { tag: 'examples/hello:1', backend: 'firecracker', 'wait-tcp': String(port), timeout: '1', 'boot-timeout': '300' }, actionEnv);
+      // With one deadline for both (the old `timeout`), this boot failed: "the VM did not start its init within 1 s".
+      expect({ code: smoke.code, errors: annotations(smoke.stdout) }).toEqual({ code: 0, errors: [] });
+      expect(smoke.summary).toContain(`tcp ${port}`);
+      expect((await runPost('smoke-test/post/index.js', smoke.state, actionEnv)).code).toBe(0);
+
+      // The boot's own deadline still holds: a boot slower than boot-timeout fails as a boot, before any probe.
+      const late = await runAction('smoke-test/index.js', { tag: 'examples/hello:1', backend: 'firecracker', 'wait-tcp': String(port), timeout: '300', 'boot-timeout': '1' }, actionEnv);
+      expect({ code: late.code, errors: annotations(late.stdout) }).toEqual({ code: 1, errors: [expect.stringMatching(/^::error::the VM did not start its init within 1 s: console tail: /)] });
+      expect((await runPost('smoke-test/post/index.js', late.state, actionEnv)).code).toBe(0);
+      expect(fs.readdirSync(runCache())).toEqual([]);
+    } finally {
+      fs.rmSync(slowBoot, { force: true });
+      conns.forEach((c) => c.destroy());
+      service.close();
+    }
   });
 
   test.each([

@@ -37,13 +37,20 @@ function writeCtx(name: string, files: Record<string, string>): string {
 const vmBuild = (dir: string, tag: string, extra: string[] = []): ReturnType<typeof runCli> =>
   runCli(['rootfs', '--engine', 'vm', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', tag, '--accel', 'tcg', ...extra], { env });
 
+/**
+ * The file's own TMPDIR for every build it runs: other test files build in parallel Jest workers, so a
+ * look at the shared /tmp (or at every process on the host) would see their work directories too.
+ */
+const buildTmp = (): string => path.join(work, 'tmp');
+
 function leftovers(): string[] {
-  return fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('firebuild-vmbuild-'));
+  return fs.readdirSync(buildTmp()).filter((n) => n.startsWith('firebuild-vmbuild-'));
 }
 
 beforeAll(async () => {
   work = await tempDir('firebuild-vmengine-');
-  env = { FIREBUILD_HOME: path.join(work, 'home') };
+  fs.mkdirSync(buildTmp());
+  env = { FIREBUILD_HOME: path.join(work, 'home'), TMPDIR: buildTmp() };
   expect(await importTestKernel(env)).toBe(0);
   const base = writeCtx('base', { Dockerfile: `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nRUN true\n` });
   const r = await runCli(['baseos', '--dockerfile', path.join(base, 'Dockerfile'), '--tag', BASE, '--free-space', '64M'], { env });
@@ -461,7 +468,7 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
       expect(await ext4Tree(second.outputs.rootfs!)).toEqual(await ext4Tree(first.outputs.rootfs!));
       expect(second.summary).toContain('| steps run | 0 |');
       expect(second.summary).toContain('| steps from the cache | 3 |');
-      const cacheEntries = path.join(os.tmpdir(), `firebuild-${process.geteuid?.() ?? 0}`, 'cache');
+      const cacheEntries = path.join(buildTmp(), `firebuild-${process.geteuid?.() ?? 0}`, 'cache');
       expect(fs.existsSync(cacheEntries) ? fs.readdirSync(cacheEntries).filter((n) => n.includes('vmsteps')) : []).toEqual([]);
       // The COPY's source changes: steps 1 restored, 2 and 3 run, and a new entry is saved.
       fs.writeFileSync(path.join(dir, 'app.txt'), 'v2\n');
@@ -688,7 +695,7 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(leftovers()).toEqual([]);
     expect(fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
       try {
-        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('firebuild-vmbuild-');
+        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(path.join(buildTmp(), 'firebuild-vmbuild-'));
       } catch {
         return false;
       }

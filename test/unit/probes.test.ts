@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { runProbes } from '../../src/runtime/probes.js';
 
@@ -24,5 +25,27 @@ describe('tcp probe', () => {
     const greeting = await server((c) => c.write('SSH-2.0-test\r\n'));
     await expect(runProbes({ tcp: [{ host: '127.0.0.1', port: quiet }, { host: '127.0.0.1', port: greeting }], timeoutMs: 5000 }, '/nonexistent')).resolves.toBeUndefined();
     held.forEach((c) => c.destroy());
+  });
+});
+
+describe('probes against one deadline', () => {
+  test('a probe after one that took the whole deadline still gets its try: it passes on its first', async () => {
+    // The first probe's service answers only after the deadline (a check that began in time counts); the
+    // second's answers at once. The second used to fail as "not tried".
+    const slow = http.createServer((_req, res) => setTimeout(() => res.end('late but fine'), 1500));
+    const quick = http.createServer((_req, res) => res.end('at once'));
+    const urls: string[] = [];
+    for (const s of [slow, quick]) {
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+      urls.push(`http://127.0.0.1:${(s.address() as net.AddressInfo).port}/`);
+    }
+    try {
+      await expect(runProbes({ http: urls.map((url) => ({ url, status: 200 })), timeoutMs: 1000 }, '/nonexistent')).resolves.toBeUndefined();
+    } finally {
+      for (const s of [slow, quick]) {
+        s.closeAllConnections();
+        s.close();
+      }
+    }
   });
 });

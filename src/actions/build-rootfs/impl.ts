@@ -11,7 +11,7 @@ import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, actionSettings, boolInput, cacheEntryDir, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable, withCacheEntryDir } from '../common.js';
 import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
@@ -77,34 +77,34 @@ async function withStepCache<T extends { stepKeys: string[]; cacheKey: string }>
   const steps = new StepCache(defaultCacheDir(), DEFAULT_CACHE_MAX_BYTES, log);
   const { prefix } = stepCacheKeys(i.tag, i.cacheVersion);
   let restored = '';
-  // One path for restore and save: @actions/cache's version hashes the paths.
-  const dir = await cacheEntryDir(`${prefix}steps`);
+  // One path for restore and save (@actions/cache's version hashes the paths), held only while in use: a
+  // job building the same image name meanwhile waits for it, never the build between.
+  const entry = `${prefix}steps`;
   if (i.stepCache) {
-    try {
-      const hit = await cacheRestore(dir, `${prefix}none`, [prefix]);
-      if (hit) {
-        const n = await steps.unpack(path.join(dir, 'steps.tar.zst'));
-        restored = hit;
-        core.info(`step cache: ${n} entries restored from ${hit}`);
+    await withCacheEntryDir(entry, async (dir) => {
+      try {
+        const hit = await cacheRestore(dir, `${prefix}none`, [prefix]);
+        if (hit) {
+          const n = await steps.unpack(path.join(dir, 'steps.tar.zst'));
+          restored = hit;
+          core.info(`step cache: ${n} entries restored from ${hit}`);
+        }
+      } catch (err) {
+        core.warning(`the step cache from the Actions cache is unusable (${(err as Error).message}): building without it`);
       }
-    } catch (err) {
-      core.warning(`the step cache from the Actions cache is unusable (${(err as Error).message}): building without it`);
-    } finally {
-      await fsp.rm(dir, { recursive: true, force: true });
-    }
+    });
   }
   const result = await build();
   let saved = '';
   const { key } = stepCacheKeys(i.tag, i.cacheVersion, result.cacheKey);
   if (i.stepCache && key !== restored) {
-    const out = dir;
     try {
-      await fsp.mkdir(out, { recursive: true });
-      if ((await steps.pack(result.stepKeys, path.join(out, 'steps.tar.zst'))) > 0 && (await cacheSave(out, key))) saved = key;
+      await withCacheEntryDir(entry, async (out) => {
+        await fsp.mkdir(out, { recursive: true });
+        if ((await steps.pack(result.stepKeys, path.join(out, 'steps.tar.zst'))) > 0 && (await cacheSave(out, key))) saved = key;
+      });
     } catch (err) {
       core.warning(`saving the step cache failed (${(err as Error).message})`);
-    } finally {
-      await fsp.rm(out, { recursive: true, force: true });
     }
   }
   return { result, restored, saved };

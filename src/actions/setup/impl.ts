@@ -16,7 +16,7 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { detectKvm } from '../../vmm/kvm.js';
-import { ActionsLogger, actionsWorkDir, boolInput, cacheEntryDir, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable } from '../common.js';
+import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable, withCacheEntryDir } from '../common.js';
 
 /**
  * The setup action: check the runner (the doctor's checks; one annotation when KVM or a part is
@@ -176,17 +176,16 @@ export async function baseosKey(dockerfile: string, tag: string, cacheVersion: s
  * built again, with a warning). The restored files never outlive the call.
  */
 async function restoreVerified(key: string, store: (dir: string) => Promise<unknown>): Promise<boolean> {
-  const dir = await cacheEntryDir(key);
-  try {
-    if (!(await cacheRestore(dir, key))) return false;
-    await store(dir);
-    return true;
-  } catch (err) {
-    core.warning(`the cache entry ${key} is unusable (${(err as Error).message}): building it instead`);
-    return false;
-  } finally {
-    await fsp.rm(dir, { recursive: true, force: true });
-  }
+  return withCacheEntryDir(key, async (dir) => {
+    try {
+      if (!(await cacheRestore(dir, key))) return false;
+      await store(dir);
+      return true;
+    } catch (err) {
+      core.warning(`the cache entry ${key} is unusable (${(err as Error).message}): building it instead`);
+      return false;
+    }
+  });
 }
 
 /** What the post step saves: a kernel or a base image of the store, packaged then (nothing waits in /tmp between the steps). */
@@ -312,18 +311,16 @@ export async function post(): Promise<void> {
     return;
   }
   for (const s of saves) {
-    let dir: string | undefined;
     try {
-      dir = await cacheEntryDir(s.key);
-      const flags = { storageProviderPropertyString: Object.entries(s.home).map(([k, v]) => `${k}=${v}`) };
-      const storage = openStorage(resolveSettings(flags, undefined));
-      if (s.kind === 'kernel') await packageKernel(storage, s.name, dir);
-      else await packageImage(storage, s.name, dir);
-      if (await cacheSave(dir, s.key)) core.info(`saved ${s.key} to the Actions cache`);
+      await withCacheEntryDir(s.key, async (dir) => {
+        const flags = { storageProviderPropertyString: Object.entries(s.home).map(([k, v]) => `${k}=${v}`) };
+        const storage = openStorage(resolveSettings(flags, undefined));
+        if (s.kind === 'kernel') await packageKernel(storage, s.name, dir);
+        else await packageImage(storage, s.name, dir);
+        if (await cacheSave(dir, s.key)) core.info(`saved ${s.key} to the Actions cache`);
+      });
     } catch (err) {
       core.warning(`could not save ${s.key}: ${(err as Error).message}`);
-    } finally {
-      if (dir) await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 }
