@@ -1,5 +1,7 @@
 #!/bin/sh
-":" //# Node 20 reads --env-file anywhere in its argv, so start node with -- before the arguments ; exec node "$(dirname "$(readlink -f "$0")")/firebuild.js" -- "$@"
+":" //# Node 20 reads --env-file anywhere in its argv, so start node with -- before the arguments ; exec node --no-preserve-symlinks-main "$0" -- "$@"
+// (The line above: node resolves npm's bin symlink to this file by itself, so sh starts no readlink and
+// dirname processes for it: each is a fork and exec, about a tenth of node's own start-up.)
 import { main } from '../lib/cli/main.js';
 
 // Run by sh (the line above), node gets `--` first; run by node directly, it does not.

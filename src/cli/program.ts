@@ -1,28 +1,27 @@
-import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
-import { doctor, missingRequired, OPTIONAL_PARTS } from '../commands/doctor.js';
-import { imageInspect, imageList, imageRemove } from '../commands/image.js';
-import { kernelImport, kernelList, kernelRemove } from '../commands/kernel.js';
-import { kernelBuild } from '../commands/kernel-build.js';
-import { pullImage, pushImage } from '../oci/artifact.js';
-import { profileCreate, profileInspect, profileList } from '../commands/profile.js';
-import { defaultCacheDir, defaultProfileConfDir } from '../profile/profile.js';
-import { planCommand } from '../commands/plan.js';
-import { buildWithDocker } from '../commands/build.js';
-import { buildWithVm } from '../build/vm-engine.js';
-import * as path from 'node:path';
-import { DEFAULT_LOCK_DIR, chooseBackend, cniBinDir, inspectView, killVm, purgeVms, runVm, teardown, vmDiskFull, type NetworkMode, type RunOptions } from '../commands/run.js';
-import type { FirecrackerMode } from '../vmm/firecracker-run.js';
-import { RunCache, vmRunning, vmmOf } from '../runtime/state.js';
-import { vmmAlive } from '../runtime/vmm-process.js';
-import { runProbes, waitExitCode } from '../runtime/probes.js';
 import * as fsp from 'node:fs/promises';
-import { parseSize } from '../util/size.js';
-import { loadSettings, openStorage, type Settings, type SettingsFlags } from '../profile/settings.js';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+// Only what the command definitions need is imported here, as every command and --help load this module:
+// each command's implementation (dockerode, @actions/*, the ext4 writer, OCI, zod schemas, proper-lockfile...)
+// is imported by its own action when it runs. Keep new static imports type-only, or of modules with no
+// dependency beyond node: (bench/cli-start.mjs measures the start-up).
+import { OPTIONAL_PARTS } from '../commands/doctor-parts.js';
+import { defaultCacheDir, defaultProfileConfDir } from '../profile/paths.js';
+import type { NetworkMode, RunOptions } from '../commands/run.js';
+import type { FirecrackerMode } from '../vmm/firecracker-run.js';
+import type { Settings, SettingsFlags } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
+import { parseSize } from '../util/size.js';
 import { UserError } from '../util/errors.js';
 import { JsonLogger, LOG_LEVELS, TerminalLogger, isLogLevel, type Logger, type Sink } from '../util/logger.js';
 import { humanBytes, json, table } from './format.js';
+
+// commander is a CommonJS package: require() loads it in about 60 % of the CPU time of an ESM import, which
+// adds its ESM wrapper and a scan of its exports (Node 20), and every command but --version pays it.
+const commander = createRequire(import.meta.url)('commander') as typeof import('commander');
+const { Option } = commander;
+export const { CommanderError } = commander;
 
 export interface CliIO {
   stdout: Sink;
@@ -106,6 +105,7 @@ function intFlag(v: string, flag: string): number {
 /** The network, CNI and Firecracker settings of withVmOptions' flags and the profile. */
 async function vmSettings(o: VmCliOpts, settings: Settings): Promise<Pick<RunOptions, 'network' | 'backend' | 'firecracker'> & { cni?: RunOptions['cni'] }> {
   if (o.cniNetworkName && o.network) throw new UserError('--network and --cni-network-name exclude each other: keep one');
+  const { chooseBackend, cniBinDir } = await import('../commands/run.js');
   const firecracker: NonNullable<RunOptions['firecracker']> = {
     ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
     chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
@@ -122,7 +122,7 @@ async function vmSettings(o: VmCliOpts, settings: Settings): Promise<Pick<RunOpt
 }
 
 export function buildProgram(io: CliIO): Command {
-  const program = new Command('firebuild');
+  const program = new commander.Command('firebuild');
   const out = (s: string): void => io.stdout.write(s);
   let logger: Logger = new TerminalLogger(io.stderr);
 
@@ -143,6 +143,7 @@ export function buildProgram(io: CliIO): Command {
     });
 
   const ctx = async (o: SettingsCliOpts): Promise<{ settings: Settings; storage: StorageProvider }> => {
+    const { loadSettings, openStorage } = await import('../profile/settings.js');
     const settings = await loadSettings({ ...(o.profile ? { profile: o.profile } : {}), profileConfDir: o.profileConfDir, flags: settingsFlags(o) });
     return { settings, storage: openStorage(settings) };
   };
@@ -156,6 +157,7 @@ export function buildProgram(io: CliIO): Command {
       .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(io.env))
       .option('--overwrite', 'replace an existing profile'),
   ).action(async (o: SettingsCliOpts & { profile: string; overwrite?: boolean }) => {
+    const { profileCreate } = await import('../commands/profile.js');
     const r = await profileCreate({ name: o.profile, profileConfDir: o.profileConfDir, flags: settingsFlags(o), overwrite: o.overwrite ?? false }, logger.child('profile'));
     out(`${r.file}\n`);
   });
@@ -166,6 +168,7 @@ export function buildProgram(io: CliIO): Command {
     .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(io.env))
     .option('--json', 'print JSON')
     .action(async (o: { profileConfDir: string; json?: boolean }) => {
+      const { profileList } = await import('../commands/profile.js');
       const names = await profileList(o.profileConfDir);
       out(o.json ? json(names) : names.map((n) => `${n}\n`).join(''));
     });
@@ -176,6 +179,7 @@ export function buildProgram(io: CliIO): Command {
     .requiredOption('--profile <name>', 'profile name')
     .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(io.env))
     .action(async (o: { profile: string; profileConfDir: string }) => {
+      const { profileInspect } = await import('../commands/profile.js');
       out(json(await profileInspect(o.profile, o.profileConfDir)));
     });
 
@@ -184,6 +188,7 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(image.command('ls').description('list stored images').option('--json', 'print JSON'), io.env, { storage: true })
     .action(async (o: SettingsCliOpts & { json?: boolean }) => {
       const { storage } = await ctx(o);
+      const { imageList } = await import('../commands/image.js');
       const rows = await imageList(storage, logger.child('store'));
       if (o.json) return out(json(rows));
       out(table(
@@ -194,6 +199,7 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(image.command('inspect').description('print an image\'s metadata as JSON').argument('<tag>', 'org/name:version'), io.env, { storage: true })
     .action(async (tag: string, o: SettingsCliOpts) => {
       const { storage } = await ctx(o);
+      const { imageInspect } = await import('../commands/image.js');
       const img = await imageInspect(storage, tag);
       out(json({ tag: img.tag, path: img.dir, rootfs: img.rootfsPath, metadata: img.metadata }));
     });
@@ -217,6 +223,7 @@ export function buildProgram(io: CliIO): Command {
     .argument('<tag>', 'org/name:version').argument('<ref>', 'registry/repository:tag')), io.env, { storage: true })
     .action(async (tag: string, ref: string, o: RegistryCli) => {
       const { storage } = await ctx(o);
+      const { pushImage } = await import('../oci/artifact.js');
       out(json(await pushImage(storage, tag, ref, await registryCreds(o), logger.child('oci'))));
     });
   withProfileOptions(registryOpts(image.command('pull').description('pull a firebuild artifact from an OCI registry into the store, verifying every digest')
@@ -225,12 +232,14 @@ export function buildProgram(io: CliIO): Command {
     .option('--overwrite', 'replace an image with the same tag')), io.env, { storage: true })
     .action(async (ref: string, o: RegistryCli & { tag?: string; overwrite?: boolean }) => {
       const { storage } = await ctx(o);
+      const { pullImage } = await import('../oci/artifact.js');
       const img = await pullImage(storage, ref, { ...(await registryCreds(o)), ...(o.tag ? { tag: o.tag } : {}), overwrite: o.overwrite ?? false }, logger.child('oci'));
       out(json({ tag: img.tag, rootfs: img.rootfsPath, sha256: img.metadata.rootfs.sha256, source: img.metadata.source.ref }));
     });
   withProfileOptions(image.command('rm').description('remove a stored image').argument('<tag>', 'org/name:version'), io.env, { storage: true })
     .action(async (tag: string, o: SettingsCliOpts) => {
       const { storage } = await ctx(o);
+      const { imageRemove } = await import('../commands/image.js');
       await imageRemove(storage, tag, logger.child('store'));
     });
 
@@ -249,6 +258,7 @@ export function buildProgram(io: CliIO): Command {
     { storage: true },
   ).action(async (file: string, o: SettingsCliOpts & { id: string; initrd?: string; cmdline?: string; overwrite?: boolean }) => {
     const { storage } = await ctx(o);
+    const { kernelImport } = await import('../commands/kernel.js');
     const k = await kernelImport(storage, { id: o.id, vmlinux: file, ...(o.initrd ? { initrd: o.initrd } : {}), ...(o.cmdline ? { cmdline: o.cmdline } : {}), overwrite: o.overwrite ?? false }, logger.child('kernel'));
     out(`${k.id}\n`);
   });
@@ -267,6 +277,7 @@ export function buildProgram(io: CliIO): Command {
     { storage: true },
   ).action(async (o: SettingsCliOpts & { id: string; source?: string; version?: string; jobs?: string; cacheDir?: string; overwrite?: boolean; fragment?: string[] }) => {
     const { storage } = await ctx(o);
+    const { kernelBuild } = await import('../commands/kernel-build.js');
     const k = await kernelBuild(storage, {
       id: o.id, ...(o.source ? { source: o.source } : {}), ...(o.version ? { version: o.version } : {}), ...(o.fragment ? { fragments: o.fragment } : {}),
       ...(o.jobs ? { jobs: intFlag(o.jobs, '--jobs') } : {}), cacheDir: path.resolve(o.cacheDir ?? defaultCacheDir(io.env)), overwrite: o.overwrite ?? false,
@@ -276,6 +287,7 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(kernel.command('ls').description('list stored kernels').option('--json', 'print JSON'), io.env, { storage: true })
     .action(async (o: SettingsCliOpts & { json?: boolean }) => {
       const { storage } = await ctx(o);
+      const { kernelList } = await import('../commands/kernel.js');
       const list = await kernelList(storage, logger.child('kernel'));
       if (o.json) return out(json(list.map((k) => ({ id: k.id, path: k.dir, ...(k.metadata ? { metadata: k.metadata } : {}), ...(k.error ? { error: k.error } : {}) }))));
       out(table(
@@ -288,6 +300,7 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(kernel.command('rm').description('remove a stored kernel').argument('<id>', 'kernel id'), io.env, { storage: true })
     .action(async (id: string, o: SettingsCliOpts) => {
       const { storage } = await ctx(o);
+      const { kernelRemove } = await import('../commands/kernel.js');
       await kernelRemove(storage, id, logger.child('kernel'));
     });
 
@@ -329,6 +342,7 @@ export function buildProgram(io: CliIO): Command {
   const runBuild = async (type: 'baseos' | 'rootfs', o: BuildCli): Promise<void> => {
     if (o.plan) {
       if (!o.dockerfile) throw new UserError('--plan needs --dockerfile');
+      const { planCommand } = await import('../commands/plan.js');
       const plan = await planCommand({
         dockerfile: o.dockerfile,
         ...(o.context ? { context: o.context } : {}),
@@ -344,6 +358,7 @@ export function buildProgram(io: CliIO): Command {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
       if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
       if (!/^\d+$/.test(o.mem ?? '') || Number(o.mem) < 64) throw new UserError(`malformed --mem '${o.mem}': give MiB, at least 64`);
+      const { buildWithVm } = await import('../build/vm-engine.js');
       const v = await buildWithVm({
         dockerfile: o.dockerfile,
         ...(o.context ? { context: o.context } : {}),
@@ -365,6 +380,7 @@ export function buildProgram(io: CliIO): Command {
       }, storage, logger.child('vm-build'));
       return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: v.executed, cached: v.cached, timings: v.timings }));
     }
+    const { buildWithDocker } = await import('../commands/build.js');
     const r = await buildWithDocker({
       type,
       engine: 'docker',
@@ -434,6 +450,9 @@ export function buildProgram(io: CliIO): Command {
     { runtime: true },
   ).action(async (command: string[], o: RunCli) => {
     const { settings, storage } = await ctx(o);
+    const [{ DEFAULT_LOCK_DIR, killVm, runVm, teardown, vmDiskFull }, { RunCache, vmmOf }, { runProbes, waitExitCode }, { vmmAlive }] = await Promise.all([
+      import('../commands/run.js'), import('../runtime/state.js'), import('../runtime/probes.js'), import('../runtime/vmm-process.js'),
+    ]);
     const cache = new RunCache(settings.runCache);
     const log = logger.child('run');
     if (o.ipAddress && !o.cniNetworkName) throw new UserError('--ip-address needs --cni-network-name');
@@ -501,6 +520,7 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(program.command('ls').description('list VMs').option('--json', 'print JSON'), io.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { json?: boolean }) => {
       const { settings } = await ctx(o);
+      const { RunCache } = await import('../runtime/state.js');
       const vms = await new RunCache(settings.runCache).list();
       if (o.json) return out(json(vms));
       out(table(['ID', 'NAME', 'IMAGE', 'RUNNING', 'PID', 'IP', 'STARTED'], vms.map((v) => [v.id, v.name, v.image, v.running ? 'yes' : 'no', String(v.pid), v.network.ip ?? '-', v.started])));
@@ -508,12 +528,14 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(program.command('inspect').description('print a VM as JSON').requiredOption('--vmm-id <id>', 'the VM'), io.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { vmmId: string }) => {
       const { settings } = await ctx(o);
+      const [{ inspectView }, { RunCache, vmRunning }] = await Promise.all([import('../commands/run.js'), import('../runtime/state.js')]);
       const s = await new RunCache(settings.runCache).read(o.vmmId);
       out(json(inspectView({ ...s, running: vmRunning(s) })));
     });
   withProfileOptions(program.command('logs').description("print a VM's console").requiredOption('--vmm-id <id>', 'the VM').option('--follow', 'keep printing until the VM ends'), io.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { vmmId: string; follow?: boolean }) => {
       const { settings } = await ctx(o);
+      const [{ RunCache, vmmOf }, { vmmAlive }] = await Promise.all([import('../runtime/state.js'), import('../runtime/vmm-process.js')]);
       const s = await new RunCache(settings.runCache).read(o.vmmId);
       let offset = 0;
       for (;;) {
@@ -527,11 +549,13 @@ export function buildProgram(io: CliIO): Command {
   withProfileOptions(program.command('kill').description('stop a VM and remove everything it left').requiredOption('--vmm-id <id>', 'the VM').option('--shutdown-timeout <seconds>', 'wait this long before forcing', '10'), io.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { vmmId: string; shutdownTimeout: string }) => {
       const { settings } = await ctx(o);
+      const [{ killVm }, { RunCache }] = await Promise.all([import('../commands/run.js'), import('../runtime/state.js')]);
       await killVm(new RunCache(settings.runCache), o.vmmId, seconds(o.shutdownTimeout, '--shutdown-timeout'), logger.child('kill'));
     });
   withProfileOptions(program.command('purge').description('remove every VM whose process is gone'), io.env, { runtime: true })
     .action(async (o: SettingsCliOpts) => {
       const { settings } = await ctx(o);
+      const [{ purgeVms }, { RunCache }] = await Promise.all([import('../commands/run.js'), import('../runtime/state.js')]);
       const ids = await purgeVms(new RunCache(settings.runCache), logger.child('purge'));
       out(ids.map((i) => `${i}\n`).join(''));
     });
@@ -547,6 +571,7 @@ export function buildProgram(io: CliIO): Command {
     { runtime: true },
   ).action(async (o: SettingsCliOpts & { require?: string[]; json?: boolean }) => {
     const { settings, storage } = await ctx(o);
+    const { doctor, missingRequired } = await import('../commands/doctor.js');
     const results = await doctor({ settings, storage, profileConfDir: o.profileConfDir, require: o.require ?? [] });
     if (o.json) out(json(results));
     else out(table(['PART', 'STATUS', 'REQUIRED', 'DETAIL', 'FIX'], results.map((r) => [r.part, r.status, r.required ? 'yes' : 'no', r.detail, r.fix ?? ''])));
@@ -558,12 +583,3 @@ export function buildProgram(io: CliIO): Command {
 
   return program;
 }
-
-/** The package version, read from package.json two levels above (src/cli or lib/cli). */
-export const FIREBUILD_VERSION: string = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-})();

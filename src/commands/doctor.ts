@@ -10,6 +10,7 @@ import { UserError } from '../util/errors.js';
 import { exec, which } from '../util/exec.js';
 import { checkIsolatedNet } from '../net/isolated-user.js';
 import { detectKvm } from '../vmm/kvm.js';
+import { OPTIONAL_PARTS } from './doctor-parts.js';
 
 export type CheckStatus = 'ok' | 'missing' | 'warn';
 
@@ -21,8 +22,7 @@ export interface CheckResult {
   fix?: string;
 }
 
-/** Parts that are optional unless `--require` names them. */
-export const OPTIONAL_PARTS = ['kvm', 'docker', 'firecracker', 'jailer', 'cni', 'kernel', 'profile-dir'] as const;
+export { OPTIONAL_PARTS };
 
 export interface DoctorOptions {
   settings: Settings;

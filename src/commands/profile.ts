@@ -1,6 +1,6 @@
 import type { Logger } from '../util/logger.js';
-import { ProfileStore, validateProfileName, type Profile } from '../profile/profile.js';
-import { profileFromSettings, resolveSettings, validateForProfile, type SettingsFlags } from '../profile/settings.js';
+import { ProfileStore, profileFromSettings, validateProfileName, type Profile } from '../profile/profile.js';
+import { resolveSettings, validateForProfile, type SettingsFlags } from '../profile/settings.js';
 
 export interface ProfileCreateOptions {
   name: string;

@@ -1,4 +1,3 @@
-import * as dns from 'node:dns/promises';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import { UserError } from '../util/errors.js';
@@ -79,7 +78,9 @@ export class HostOnlyGuard implements HopGuard {
     }
     let addrs: { address: string; family: number }[];
     try {
-      addrs = await dns.lookup(host, { all: true, verbatim: true });
+      // node:dns loads with the first name to check, not with every plan (bench/cli-start.mjs).
+      const { lookup } = await import('node:dns/promises');
+      addrs = await lookup(host, { all: true, verbatim: true });
     } catch (err) {
       throw new UserError(`cannot reach ${u.host} for ${u.toString()} (${(err as { code?: string }).code ?? (err as Error).message}): check the URL and that the server is up`, { cause: err });
     }

@@ -1,11 +1,13 @@
 import * as fsp from 'node:fs/promises';
 import { constants } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { UserError, errnoCode } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { describeZodError } from '../store/metadata.js';
+import type { Settings } from './settings.js';
+
+export { DEFAULT_PROFILE_CONF_DIR, defaultCacheDir, defaultHome, defaultProfileConfDir } from './paths.js';
 
 /**
  * Profiles hold per-host settings, as the seed's: binaries, jail base, run cache, storage provider and
@@ -29,7 +31,6 @@ export const ProfileSchema = z.object({
 });
 export type Profile = z.infer<typeof ProfileSchema>;
 
-export const DEFAULT_PROFILE_CONF_DIR = '/etc/firebuild/profiles';
 const PROFILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 export function validateProfileName(name: string): string {
@@ -37,23 +38,6 @@ export function validateProfileName(name: string): string {
     throw new UserError(`invalid profile name '${name}': use 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit`);
   }
   return name;
-}
-
-/** The directory where firebuild keeps its own state when no profile says otherwise. */
-export function defaultHome(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.FIREBUILD_HOME) return path.resolve(env.FIREBUILD_HOME);
-  if (process.getuid?.() === 0) return '/var/lib/firebuild';
-  const xdg = env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
-  return path.join(xdg, 'firebuild');
-}
-
-/** Caches that can be rebuilt at any time (git checkouts, build step cache). */
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.FIREBUILD_CACHE_DIR ? path.resolve(env.FIREBUILD_CACHE_DIR) : path.join(defaultHome(env), 'cache');
-}
-
-export function defaultProfileConfDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.FIREBUILD_PROFILE_CONF_DIR ? path.resolve(env.FIREBUILD_PROFILE_CONF_DIR) : DEFAULT_PROFILE_CONF_DIR;
 }
 
 /** Profiles on disk: `<dir>/<name>.json`, directory 0700, files 0600. */
@@ -139,4 +123,23 @@ export class ProfileStore {
     await writeFileAtomic(file, JSON.stringify(profile, null, 2) + '\n', 0o600);
     return file;
   }
+}
+
+/** The profile `profile-create` writes from resolved settings. */
+export function profileFromSettings(name: string, s: Settings): Profile {
+  const p: Profile = {
+    'schema-version': PROFILE_SCHEMA_VERSION,
+    name,
+    'chroot-base': s.chrootBase,
+    'run-cache': s.runCache,
+    'storage-provider': s.storageProvider,
+    'storage-provider-property-string': Object.fromEntries(Object.entries(s.storageProperties).map(([k, v]) => [k, k.endsWith('-root') ? path.resolve(v) : v])),
+    'storage-provider-property-int64': s.storagePropertiesInt64,
+    'tracing-enable': s.tracingEnable,
+    'tracing-collector-host-port': s.tracingCollectorHostPort,
+    'tracing-log-enable': s.tracingLogEnable,
+  };
+  if (s.binaryFirecracker) p['binary-firecracker'] = s.binaryFirecracker;
+  if (s.binaryJailer) p['binary-jailer'] = s.binaryJailer;
+  return p;
 }

@@ -5,7 +5,9 @@ import { UserError } from '../util/errors.js';
 import { DirectoryStorage } from '../store/directory.js';
 import type { StorageProvider } from '../store/provider.js';
 import { MAX_SOCKET_PATH, jailerSocketPath, jailerSocketPathLength, VMM_ID_LENGTH } from '../vmm/jail-paths.js';
-import { PROFILE_SCHEMA_VERSION, ProfileStore, defaultHome, validateProfileName, type Profile } from './profile.js';
+import { defaultHome } from './paths.js';
+// profile.js (its zod schema) loads only when a profile is read: most commands run without --profile.
+import type { Profile } from './profile.js';
 
 /** Settings flags as the command line gave them; undefined means "not given". */
 export interface SettingsFlags {
@@ -143,8 +145,9 @@ export function resolveSettings(flags: SettingsFlags, profile: Profile | undefin
 
 /** Load the named profile (if any) and merge. */
 export async function loadSettings(opts: { profile?: string; profileConfDir: string; flags: SettingsFlags }): Promise<Settings> {
-  const profile = opts.profile ? await new ProfileStore(opts.profileConfDir).read(validateProfileName(opts.profile)) : undefined;
-  return resolveSettings(opts.flags, profile);
+  if (!opts.profile) return resolveSettings(opts.flags, undefined);
+  const { ProfileStore, validateProfileName } = await import('./profile.js');
+  return resolveSettings(opts.flags, await new ProfileStore(opts.profileConfDir).read(validateProfileName(opts.profile)));
 }
 
 /** The storage provider the settings name. Roots from built-in defaults are created on first write. */
@@ -206,22 +209,4 @@ export async function validateForProfile(s: Settings): Promise<void> {
     if (!dir) throw new UserError(`storage provider 'directory' needs --storage-provider-property-string ${key}=DIR`);
     await requireDir(dir, `storage property ${key}`);
   }
-}
-
-export function profileFromSettings(name: string, s: Settings): Profile {
-  const p: Profile = {
-    'schema-version': PROFILE_SCHEMA_VERSION,
-    name,
-    'chroot-base': s.chrootBase,
-    'run-cache': s.runCache,
-    'storage-provider': s.storageProvider,
-    'storage-provider-property-string': Object.fromEntries(Object.entries(s.storageProperties).map(([k, v]) => [k, k.endsWith('-root') ? path.resolve(v) : v])),
-    'storage-provider-property-int64': s.storagePropertiesInt64,
-    'tracing-enable': s.tracingEnable,
-    'tracing-collector-host-port': s.tracingCollectorHostPort,
-    'tracing-log-enable': s.tracingLogEnable,
-  };
-  if (s.binaryFirecracker) p['binary-firecracker'] = s.binaryFirecracker;
-  if (s.binaryJailer) p['binary-jailer'] = s.binaryJailer;
-  return p;
 }

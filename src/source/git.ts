@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { simpleGit } from 'simple-git';
 import { UserError } from '../util/errors.js';
 import { exists } from '../util/fs.js';
 import { withLock } from '../util/lock.js';
@@ -71,6 +70,9 @@ function displayUrl(url: string): string {
  * (shallow where the ref allows), reusing an earlier checkout. A failure leaves no partial clone.
  */
 export async function checkoutGit(spec: GitSpec, cacheRoot: string, log: Logger): Promise<GitCheckout> {
+  // simple-git (and debug, which it brings) loads for git sources only: every `rootfs --plan` and build
+  // imports this module (bench/cli-start.mjs).
+  const { simpleGit } = await import('simple-git');
   const git = simpleGit({ timeout: { block: 120_000 }, allowEnvironment: GIT_ENV_ALLOWED }).env(gitEnv());
   let remote: string;
   try {

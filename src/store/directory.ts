@@ -1,19 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { InternalError, UserError, errnoCode } from '../util/errors.js';
-import { diskUsage, exists, fsyncDir, fsyncFile, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
+import { diskUsage, exists, fsyncDir, fsyncFile, randomHex, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
 import { holdLock, lockIsFresh, withLock, type HeldLock } from '../util/lock.js';
 import { entryFile, newEntry, switchEntry, testPoint } from './entry.js';
-import {
-  ImageMetadataSchema,
-  KernelMetadataSchema,
-  METADATA_SCHEMA_VERSION,
-  describeZodError,
-  type ImageMetadata,
-  type KernelMetadata,
-} from './metadata.js';
+import type { ImageMetadata, KernelMetadata } from './metadata.js';
 import type { ImageListEntry, KernelListEntry, StagingArea, StorageProvider, StoredImage, StoredKernel, ImageMetadataDraft } from './provider.js';
 import { formatTag, parseTag } from './tag.js';
 
@@ -30,6 +22,13 @@ export interface DirectoryStorageOptions {
 const KERNEL_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ROOTFS = 'rootfs.ext4';
 const METADATA = 'metadata.json';
+
+/**
+ * The metadata schemas (zod, about a hundred modules) load with the first metadata file read or written,
+ * not with the store: listing an empty store, as a fresh host's `firebuild image ls` does, never needs
+ * them (bench/cli-start.mjs).
+ */
+const metadataModule = (): Promise<typeof import('./metadata.js')> => import('./metadata.js');
 
 /** The `directory` storage provider: `<root>/<org>/<name>/<version>/{rootfs.ext4,metadata.json}` (see entry.ts for the switchable layout). */
 export class DirectoryStorage implements StorageProvider {
@@ -123,6 +122,7 @@ export class DirectoryStorage implements StorageProvider {
       const rootfsPath = path.join(staging, ROOTFS);
       const draft = await write({ dir: staging, rootfsPath });
       const { contentSize, created, ...rest } = draft;
+      const { METADATA_SCHEMA_VERSION, ImageMetadataSchema, describeZodError } = await metadataModule();
       await fsyncFile(rootfsPath).catch((err) => {
         throw new InternalError(`the image writer did not produce ${ROOTFS}`, { cause: err });
       });
@@ -195,7 +195,7 @@ export class DirectoryStorage implements StorageProvider {
     if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
     await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), async () => {
       // Move out of the tree first so a crash mid-delete leaves no half image under the tag.
-      const trash = path.join(this.opts.rootfsRoot, '.staging', `rm-${randomBytes(6).toString('hex')}`);
+      const trash = path.join(this.opts.rootfsRoot, '.staging', `rm-${await randomHex(6)}`);
       await fsp.mkdir(path.dirname(trash), { recursive: true, mode: 0o700 });
       await fsp.rename(dir, trash);
       await fsp.rm(trash, { recursive: true, force: true });
@@ -281,6 +281,7 @@ export class DirectoryStorage implements StorageProvider {
     try {
       await fsp.mkdir(content, { mode: 0o755 });
       await copyFileFast(vmlinux, path.join(content, 'vmlinux'));
+      const { METADATA_SCHEMA_VERSION } = await metadataModule();
       const meta: KernelMetadata = {
         schemaVersion: METADATA_SCHEMA_VERSION,
         id,
@@ -331,7 +332,7 @@ async function removeEmptyParents(dir: string, stop: string): Promise<void> {
   }
 }
 
-async function readJson<T>(file: string, schema: z.ZodType<T>, what: string): Promise<T> {
+async function readJson<T>(file: string, pick: (m: Awaited<ReturnType<typeof metadataModule>>) => z.ZodType<T>, what: string): Promise<T> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -344,22 +345,24 @@ async function readJson<T>(file: string, schema: z.ZodType<T>, what: string): Pr
   } catch (err) {
     throw new UserError(`corrupt ${what} ${file}: not valid JSON (${(err as Error).message}); remove the entry or restore the file`);
   }
+  const m = await metadataModule();
+  const { METADATA_SCHEMA_VERSION } = m;
   if (typeof raw === 'object' && raw !== null && 'schemaVersion' in raw && typeof raw.schemaVersion === 'number' && raw.schemaVersion > METADATA_SCHEMA_VERSION) {
     throw new UserError(`${what} ${file} has schemaVersion ${raw.schemaVersion}, newer than this firebuild understands (${METADATA_SCHEMA_VERSION}): upgrade firebuild`);
   }
-  const parsed = schema.safeParse(raw);
+  const parsed = pick(m).safeParse(raw);
   if (!parsed.success) {
-    throw new UserError(`corrupt ${what} ${file}: ${describeZodError(parsed.error)}; remove the entry or restore the file`);
+    throw new UserError(`corrupt ${what} ${file}: ${m.describeZodError(parsed.error)}; remove the entry or restore the file`);
   }
   return parsed.data;
 }
 
 export function readImageMetadata(file: string): Promise<ImageMetadata> {
-  return readJson(file, ImageMetadataSchema as unknown as z.ZodType<ImageMetadata>, 'image metadata');
+  return readJson(file, (m) => m.ImageMetadataSchema as unknown as z.ZodType<ImageMetadata>, 'image metadata');
 }
 
 export function readKernelMetadata(file: string): Promise<KernelMetadata> {
-  return readJson(file, KernelMetadataSchema, 'kernel metadata');
+  return readJson(file, (m) => m.KernelMetadataSchema, 'kernel metadata');
 }
 
 /** ELF vmlinux (Firecracker, PVH) or a bzImage (QEMU with an initrd). */

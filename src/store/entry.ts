@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { fsyncDir } from '../util/fs.js';
+import { fsyncDir, randomHex } from '../util/fs.js';
 
 /**
  * The layout of one stored entry (an image version, a kernel), switched atomically:
@@ -17,7 +16,7 @@ import { fsyncDir } from '../util/fs.js';
  */
 export const CURRENT = '.current';
 
-const rnd = (): string => randomBytes(6).toString('hex');
+const rnd = (): Promise<string> => randomHex(6);
 
 /** Tests only: FIREBUILD_TEST_STORE_HOOK=<point> makes the store print `AT <point>` there and hang (to be killed). */
 export async function testPoint(name: string): Promise<void> {
@@ -35,7 +34,7 @@ export async function entryFile(entry: string, file: string): Promise<string> {
 /** Build a new entry at `entry` (which must not exist) around `content` (moved in); the caller renames it into place. */
 export async function newEntry(entry: string, content: string): Promise<void> {
   await fsp.mkdir(entry, { mode: 0o755 });
-  const c = `.c-${rnd()}`;
+  const c = `.c-${await rnd()}`;
   await fsp.rename(content, path.join(entry, c));
   await fsp.symlink(c, path.join(entry, CURRENT));
   for (const f of await fsp.readdir(path.join(entry, c))) await fsp.symlink(`${CURRENT}/${f}`, path.join(entry, f));
@@ -45,11 +44,11 @@ export async function newEntry(entry: string, content: string): Promise<void> {
 /** Replace the content of the existing entry `dest` by `content` (moved in), atomically. Call under the entry's lock. */
 export async function switchEntry(dest: string, content: string): Promise<void> {
   const old = await prepare(dest);
-  const c = `.c-${rnd()}`;
+  const c = `.c-${await rnd()}`;
   await fsp.rename(content, path.join(dest, c));
   await fsyncDir(dest);
   await testPoint('content-in');
-  const next = path.join(dest, `.next-${rnd()}`);
+  const next = path.join(dest, `.next-${await rnd()}`);
   await fsp.symlink(c, next);
   await fsp.rename(next, path.join(dest, CURRENT));
   await fsyncDir(dest);
@@ -71,7 +70,7 @@ async function ensureLink(dest: string, f: string): Promise<void> {
   const want = `${CURRENT}/${f}`;
   const st = await fsp.lstat(p).catch(() => undefined);
   if (st?.isDirectory() || (st?.isSymbolicLink() && (await fsp.readlink(p)) === want)) return;
-  const tmp = path.join(dest, `.l-${rnd()}`);
+  const tmp = path.join(dest, `.l-${await rnd()}`);
   await fsp.symlink(want, tmp);
   await fsp.rename(tmp, p);
 }
@@ -91,7 +90,7 @@ async function prepare(dest: string): Promise<string> {
     for (const f of await fsp.readdir(path.join(dest, cur))) await ensureLink(dest, f);
     return cur;
   }
-  const c = `.c-${rnd()}`;
+  const c = `.c-${await rnd()}`;
   await fsp.mkdir(path.join(dest, c), { mode: 0o755 });
   const files: string[] = [];
   for (const e of await fsp.readdir(dest, { withFileTypes: true })) {
@@ -101,7 +100,7 @@ async function prepare(dest: string): Promise<string> {
   }
   await fsyncDir(path.join(dest, c));
   await testPoint('legacy-linked');
-  const next = path.join(dest, `.next-${rnd()}`);
+  const next = path.join(dest, `.next-${await rnd()}`);
   await fsp.symlink(c, next);
   await fsp.rename(next, path.join(dest, CURRENT));
   await fsyncDir(dest);

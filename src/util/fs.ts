@@ -1,4 +1,3 @@
-import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { constants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -6,10 +5,19 @@ import * as path from 'node:path';
 import { UserError, errnoCode } from './errors.js';
 import { exec } from './exec.js';
 
+/**
+ * Random hex for temp names. node:crypto (sixteen internal modules) loads with the first call, not with
+ * every command that imports this module: listing a store needs none (bench/cli-start.mjs).
+ */
+export async function randomHex(bytes: number): Promise<string> {
+  const { randomBytes } = await import('node:crypto');
+  return randomBytes(bytes).toString('hex');
+}
+
 /** Write a file atomically: a temp file in the same directory, fsynced, renamed into place, directory fsynced. */
 export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${await randomHex(4)}.tmp`);
   const fh = await fsp.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -143,6 +151,7 @@ export function pidAlive(pid: number): boolean {
  */
 export async function sparseDigest(file: string): Promise<string> {
   const { exec } = await import('./exec.js');
+  const { createHash } = await import('node:crypto');
   const BLOCK = 4096;
   const size = (await fsp.stat(file)).size;
   const r = await exec('filefrag', ['-e', file], { allowFailure: true });

@@ -1,7 +1,10 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import lockfile from 'proper-lockfile';
 import { InternalError } from './errors.js';
+
+// proper-lockfile (and the signal-exit handlers it installs) loads with the first lock taken, not with every
+// module that may take one: `firebuild image ls` takes none (bench/cli-start.mjs).
+const lockfileModule = async (): Promise<typeof import('proper-lockfile')> => (await import('proper-lockfile')).default;
 
 export interface LockOptions {
   /** A lock not refreshed for this long is taken to belong to a dead process (proper-lockfile's `stale`). */
@@ -20,6 +23,7 @@ export async function withLock<T>(lockPath: string, fn: () => Promise<T>, opts: 
   await fsp.mkdir(path.dirname(lockPath), { recursive: true });
   const deadline = Date.now() + waitMs;
   let release: (() => Promise<void>) | undefined;
+  const lockfile = await lockfileModule();
   for (;;) {
     try {
       release = await lockfile.lock(lockPath, { realpath: false, stale: staleMs, update: Math.max(1000, staleMs / 4) });
@@ -53,6 +57,7 @@ export interface HeldLock {
 export async function holdLock(lockPath: string, opts: { staleMs?: number } = {}): Promise<HeldLock> {
   const staleMs = opts.staleMs ?? 60_000;
   let lost: Error | undefined;
+  const lockfile = await lockfileModule();
   const release = await lockfile.lock(lockPath, {
     realpath: false,
     stale: staleMs,
@@ -66,5 +71,5 @@ export async function holdLock(lockPath: string, opts: { staleMs?: number } = {}
 
 /** Whether `<lockPath>.lock` is held and was refreshed within `staleMs`. */
 export async function lockIsFresh(lockPath: string, staleMs = 60_000): Promise<boolean> {
-  return lockfile.check(lockPath, { realpath: false, stale: staleMs });
+  return (await lockfileModule()).check(lockPath, { realpath: false, stale: staleMs });
 }

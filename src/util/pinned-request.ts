@@ -1,5 +1,3 @@
-import * as http from 'node:http';
-import * as https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import { UserError } from './errors.js';
@@ -24,7 +22,7 @@ export const MAX_REDIRECTS = 10;
  * stay the URL's), answered as a WHATWG Response whose body streams (readBounded reads it under its cap).
  * No redirect is followed and no content coding is asked for.
  */
-export function pinnedRequest(u: URL, o: { method: string; signal: AbortSignal; pin?: Pin }): Promise<Response> {
+export async function pinnedRequest(u: URL, o: { method: string; signal: AbortSignal; pin?: Pin }): Promise<Response> {
   const pin = o.pin;
   const lookup: LookupFunction | undefined = pin
     ? (_host, opts, cb) => {
@@ -32,7 +30,8 @@ export function pinnedRequest(u: URL, o: { method: string; signal: AbortSignal; 
         else cb(null, pin.address, pin.family);
       }
     : undefined;
-  const mod = u.protocol === 'https:' ? https : http;
+  // node:http(s) and TLS load with the first request: every plan imports this module, few fetch (bench/cli-start.mjs).
+  const mod = u.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise((resolve, reject) => {
     const req = mod.request(u, { method: o.method, signal: o.signal, agent: false, ...(lookup ? { lookup } : {}) }, (res) => {
       const status = res.statusCode ?? 0;

@@ -3,9 +3,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { DirectoryStorage } from '../../src/store/directory.js';
 import { MAX_SOCKET_PATH, jailerSocketPathLength } from '../../src/vmm/jail-paths.js';
-import { REPO, lines, runCli, snapshot, tempDir } from '../helpers/cli.js';
+import { BIN, REPO, lines, runCli, runCommand, snapshot, tempDir } from '../helpers/cli.js';
 
 let work: string;
 let env: NodeJS.ProcessEnv;
@@ -172,6 +173,34 @@ describe('firebuild CLI', () => {
     const o = await runCli(['image', 'ls', '--nope'], { env });
     expect(o.code).toBe(2);
     expect(lines(o.stderr)).toEqual(["error: unknown option '--nope'"]);
+  });
+});
+
+describe('start-up: a command loads what it uses, not every command (issue 13; bench/cli-start.mjs measures the time)', () => {
+  /** The modules a CLI run imports (an ES module loader hook sees every import, node: ones included). */
+  async function imported(args: string[]): Promise<string[]> {
+    const hook = path.join(work, 'hook.mjs');
+    const body = `import { writeSync } from 'node:fs'; export async function load(url, context, next) { writeSync(2, 'IMPORTED ' + url + '\\n'); return next(url, context); }`;
+    await fsp.writeFile(hook, `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent(${JSON.stringify(body)}));\n`);
+    const r = await runCommand(process.execPath, ['--import', hook, BIN, '--', ...args], { env: { ...process.env, ...env } });
+    expect(r.code).toBe(0);
+    const urls = r.stderr.split('\n').filter((l) => l.startsWith('IMPORTED ')).map((l) => l.slice('IMPORTED '.length));
+    expect(urls).toContain(pathToFileURL(path.join(REPO, 'lib', 'cli', 'main.js')).href); // the hook saw the CLI
+    return urls;
+  }
+  const HEAVY = /\/node_modules\/(zod|dockerode|@actions|tar|simple-git|proper-lockfile|dockerfile-ast)\/|\/lib\/(build|oci|rootfs|runtime)\/|^node:(https?|tls|dns)/;
+
+  test('--version imports no dependency and no command', async () => {
+    const urls = await imported(['--version']);
+    expect(urls.filter((u) => u.includes('/node_modules/') || /\/lib\/(commands|store|profile)\//.test(u))).toEqual([]);
+  });
+
+  test('image ls (an empty store) and rootfs --plan import none of the other commands\' dependencies', async () => {
+    expect((await imported(['image', 'ls'])).filter((u) => HEAVY.test(u))).toEqual([]);
+    expect((await imported(['image', 'ls', '--json'])).filter((u) => HEAVY.test(u))).toEqual([]);
+    const plan = await imported(['rootfs', '--plan', '--dockerfile', 'examples/hello/Dockerfile']);
+    // The plan is parsed (dockerfile-ast) and checked (zod): those it needs; no engine, fetch or git.
+    expect(plan.filter((u) => HEAVY.test(u) && !/\/node_modules\/(zod|dockerfile-ast)\//.test(u))).toEqual([]);
   });
 });
 
