@@ -7,6 +7,7 @@
 // Prints JSON. Needs root, `npm run build`, a stored examples/hello:1 and the fast kernel stored as
 // `default` (`sudo bash scripts/quickstart.sh` makes both). BENCH_RUNS (default 5), BENCH_KERNEL,
 // BENCH_IMAGE, BENCH_NETWORK (firebuild's --network, default its own default: isolated user-mode).
+/* global fetch, AbortSignal */
 import { spawn, execFileSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
