@@ -155,7 +155,7 @@ async function checkKernel(storage: StorageProvider, required: boolean): Promise
   const stored = (await storage.listKernels().catch(() => [])).filter((k) => !k.error);
   if (stored.length > 0) return result('kernel', true, required, `${stored.length} in kernel storage (${stored.map((k) => k.id).join(', ')})`, '');
   const boot = (await fsp.readdir('/boot').catch(() => [] as string[])).filter((f) => f.startsWith('vmlinuz-'));
-  return result('kernel', false, required, boot.length > 0 ? `none imported; /boot has ${boot.join(', ')}` : 'no guest kernel', 'firebuild kernel import --id ID /boot/vmlinuz-... --initrd /boot/initrd.img-...');
+  return result('kernel', false, required, boot.length > 0 ? `none imported; /boot has ${boot.join(', ')}` : 'no guest kernel', 'firebuild kernel build (the fast guest kernel), or firebuild kernel import --id ID /boot/vmlinuz-... --initrd /boot/initrd.img-...');
 }
 
 async function checkProfileDir(dir: string, required: boolean): Promise<CheckResult> {

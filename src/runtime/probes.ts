@@ -74,8 +74,12 @@ export async function runProbes(p: Probes, serialLog: string): Promise<void> {
   ];
   for (const probe of pending) {
     let last = await probe.check();
+    // Retries start at 20 ms and back off to 500 ms: a service that comes up right after the init (the
+    // common case) is seen within a few tens of milliseconds, a slow one costs the guest little.
+    let pause = 20;
     while (last !== undefined && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now()))));
+      await new Promise((r) => setTimeout(r, Math.min(pause, Math.max(0, deadline - Date.now()))));
+      pause = Math.min(500, pause * 1.5);
       last = await probe.check();
     }
     if (last !== undefined) {
