@@ -149,7 +149,7 @@ function runConfigFor(c: ImageConfig, o: RunOptions, hostname: string, net: RunC
     stopSignal: c.stopSignal,
     ...(o.sshUser ? { sshUser: o.sshUser } : {}),
     init: o.init ?? 'firebuild',
-    halt: 'reboot',
+    halt: backend === 'firecracker' ? 'reboot' : 'poweroff',
   };
 }
 
@@ -270,7 +270,7 @@ export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunC
     let cfg: RunConfig;
     if (o.build) {
       rootfs = o.build.rootfs;
-      cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: 'reboot' };
+      cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
     } else {
       await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
       await prepareRootfs(image!.rootfsPath, rootfs);

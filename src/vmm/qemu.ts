@@ -37,9 +37,7 @@ export const DRIVE_ERRORS = 'werror=report,rerror=report';
 
 export function qemuArgv(vm: QemuVm): string[] {
   const argv = [
-    // acpi=off: the machine as Firecracker presents it (MP table, virtio-mmio devices on the command line),
-    // which firebuild's fast kernel (no ACPI) needs and every kernel boots; the guest stops by rebooting.
-    '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off',
+    '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on',
     '-accel', vm.accel,
     '-cpu', vm.accel === 'kvm' ? 'host' : 'max',
     '-smp', String(vm.cpus),

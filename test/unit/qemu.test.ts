@@ -6,7 +6,7 @@ const base = { kernel: '/k/vmlinuz', append: 'console=ttyS0 root=/dev/vda', root
 describe('qemu microvm argv', () => {
   test('the minimum: microvm, virtio-mmio root disk, serial to a file, no reboot, panic=-1', () => {
     expect(qemuArgv(base)).toEqual([
-      '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off', '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '256M',
+      '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '256M',
       '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'file:/run/vm1/serial.log',
       '-kernel', '/k/vmlinuz', '-append', 'console=ttyS0 root=/dev/vda panic=-1 tsc_early_khz=1000000',
       '-drive', 'id=root,file=/run/vm1/rootfs.ext4,format=raw,if=none,cache=unsafe,werror=report,rerror=report', '-device', 'virtio-blk-device,drive=root',
