@@ -36,7 +36,7 @@ const FLOOR_INIT = `#!/.floor/busybox sh
 /.floor/busybox ip link set lo up; /.floor/busybox ip link set eth0 up
 /.floor/busybox ip addr add 10.0.2.15/24 dev eth0; /.floor/busybox ip route add default via 10.0.2.2
 /.floor/busybox hostname floor; export GREETING=hi HOME=/srv/hello; cd /srv/hello
-exec /.floor/busybox chpst -u hello /bin/sh /srv/hello/serve.sh
+exec /.floor/busybox su -p -s /bin/sh hello -c '/bin/sh /srv/hello/serve.sh'
 `;
 fs.writeFileSync(path.join(work, 'floor-init'), FLOOR_INIT);
 
@@ -106,7 +106,7 @@ async function firebuildOnce(i) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/cgi-bin/index.cgi`;
   const t0 = performance.now();
-  const out = await cli(['run', '--from', image.tag, '--vmlinux-id', kernel.id, '--name', `bench-http-${process.pid}-${i}`,
+  const out = await cli(['run', '--from', image.tag, '--vmlinux-id', kernel.id, '--name', `bh${process.pid}x${i}`,
     ...(process.env.BENCH_NETWORK ? ['--network', process.env.BENCH_NETWORK] : []),
     '--port', `127.0.0.1:${port}:8080`, '--env', 'GREETING=hi', '--daemonize', '--wait-http', url]);
   const ms = performance.now() - t0;
