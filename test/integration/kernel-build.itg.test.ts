@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { lines, runCli, tempDir, expectJsonResult } from '../helpers/cli.js';
+import { KERNEL_CACHE as CACHE } from '../helpers/global-setup.js';
 import { killAll } from '../helpers/vm.js';
 
 /**
@@ -11,7 +12,6 @@ import { killAll } from '../helpers/vm.js';
  * setup built the same kernel into the same cache (/var/cache/firebuild-test/kernel, keyed by source and
  * fragment), so here `kernel build` only repeats make's up-to-date check: the suite builds one kernel.
  */
-const CACHE = process.env.FIREBUILD_TEST_KERNEL_CACHE ?? '/var/cache/firebuild-test/kernel';
 let work: string;
 let env: NodeJS.ProcessEnv;
 const runCache = (): string => path.join(work, 'home', 'run');

@@ -10,6 +10,7 @@ import { REPO, runCli, tempDir } from '../helpers/cli.js';
 import { hostileNameImage, mkfsFromDir, storeRawImage } from '../helpers/ext4-craft.js';
 import { startResultsService, type ResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runPost, type ActionRun } from '../helpers/runner.js';
+import { KERNEL_CACHE } from '../helpers/global-setup.js';
 import { debianCloudKernel, killAll } from '../helpers/vm.js';
 import { DirectoryStorage } from '../../src/store/directory.js';
 import { importPackagedImage, importPackagedKernel, packageImage, packageKernel } from '../../src/store/package.js';
@@ -22,7 +23,6 @@ import { detectKvm } from '../../src/vmm/kvm.js';
  * Debian's linux-source, the Docker engine for base images, and @actions/cache archiving with the
  * system's tar and zstd. The Actions cache service is the local stand-in (test/helpers/results-service).
  */
-const KERNEL_CACHE = process.env.FIREBUILD_TEST_KERNEL_CACHE ?? '/var/cache/firebuild-test/kernel';
 const FC_VERSION = 'v1.10.1';
 let work: string;
 let results: ResultsService;
