@@ -3,7 +3,7 @@
 // extraction, no mkfs). usage: node bench/convert-one.mjs IMAGE WORKDIR  -> prints one JSON object
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DockerEngine } from '../lib/build/docker-engine.js';
+import { DockerEngine } from '../lib/engine/docker-engine.js';
 import { convertTarStream } from '../lib/rootfs/convert.js';
 import { MemoryLogger } from '../lib/util/logger.js';
 

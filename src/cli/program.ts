@@ -358,7 +358,7 @@ export function buildProgram(io: CliIO): Command {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
       if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
       if (!/^\d+$/.test(o.mem ?? '') || Number(o.mem) < 64) throw new UserError(`malformed --mem '${o.mem}': give MiB, at least 64`);
-      const { buildWithVm } = await import('../build/vm-engine.js');
+      const { buildWithVm } = await import('../engine/vm-engine.js');
       const v = await buildWithVm({
         dockerfile: o.dockerfile,
         ...(o.context ? { context: o.context } : {}),

@@ -1,13 +1,13 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import { buildxTar } from '../build/buildx.js';
+import { buildxTar } from '../engine/buildx.js';
 import type { ImageConfig } from '../store/metadata.js';
-import { DockerBuildError, DockerEngine } from '../build/docker-engine.js';
-import { contextTar } from '../build/context-tar.js';
+import { DockerBuildError, DockerEngine } from '../engine/docker-engine.js';
+import { contextTar } from '../engine/context-tar.js';
 import { withDownloads, type Downloads } from '../source/downloads.js';
-import { fromDockerConfig, tagFromImageRef } from '../build/image-config.js';
-import { importStoredImage } from '../build/import-stored.js';
+import { fromDockerConfig, tagFromImageRef } from '../engine/image-config.js';
+import { importStoredImage } from '../engine/import-stored.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan, Step } from '../dockerfile/plan-schema.js';

@@ -1,7 +1,7 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { constants } from 'node:fs';
-import { dockerVersion } from '../build/docker-client.js';
+import { dockerVersion } from '../engine/docker-client.js';
 import type { Settings } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
 import { isStaticElf } from '../util/elf.js';

@@ -485,7 +485,7 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
   }, 15 * 60_000);
 
   test('a step cache archive holding anything but entries (a path, a link) is refused and nothing of it is extracted', async () => {
-    const { StepCache } = await import('../../src/build/step-cache.js');
+    const { StepCache } = await import('../../src/engine/step-cache.js');
     const { MemoryLogger } = await import('../../src/util/logger.js');
     const cacheDir = path.join(work, 'evil-cache');
     const steps = new StepCache(cacheDir, 1024 ** 3, new MemoryLogger());

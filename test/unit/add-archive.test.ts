@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { placeArchive } from '../../src/build/add-archive.js';
+import { placeArchive } from '../../src/engine/add-archive.js';
 import { UserError } from '../../src/util/errors.js';
 import { Header } from 'tar';
 import { rawTar } from '../helpers/trees.js';

@@ -1,8 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
-import { buildxArgv, parseBuildkitFailure } from '../../src/build/buildx.js';
-import { registryAuth, splitRef } from '../../src/build/docker-engine.js';
-import { fromDockerConfig, tagFromImageRef } from '../../src/build/image-config.js';
-import { importChanges } from '../../src/build/import-stored.js';
+import { buildxArgv, parseBuildkitFailure } from '../../src/engine/buildx.js';
+import { registryAuth, splitRef } from '../../src/engine/docker-engine.js';
+import { fromDockerConfig, tagFromImageRef } from '../../src/engine/image-config.js';
+import { importChanges } from '../../src/engine/import-stored.js';
 import { buildkitOnly } from '../../src/commands/build.js';
 import { mkfsArgv, resizeArgv } from '../../src/rootfs/ext4.js';
 import type { StoredImage } from '../../src/store/provider.js';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { StepCache } from '../../src/build/step-cache.js';
+import { StepCache } from '../../src/engine/step-cache.js';
 import { MemoryLogger } from '../../src/util/logger.js';
 import { duplicateNameImage, hostileNameImage, mkfsFromDir } from '../helpers/ext4-craft.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { runArgv, vmUnsupported } from '../../src/build/vm-engine.js';
+import { runArgv, vmUnsupported } from '../../src/engine/vm-engine.js';
 import { resolveEngine } from '../../src/cli/program.js';
 import type { Step } from '../../src/dockerfile/plan-schema.js';
 
