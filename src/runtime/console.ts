@@ -3,6 +3,9 @@ import { UserError } from '../util/errors.js';
 import { vmmAlive, type VmmIdentity } from './vmm-process.js';
 
 /** The VM's serial console as the runtime reads it: waiting for a line, and a tail for error messages. */
+
+/** What the host writes on QEMU's console socket to ask the guest init for a graceful stop. */
+export const STOP_LINE = 'FIREBUILD-STOP';
 /** Wait for a console line; a deadline or the VM's exit is an error carrying the console tail. */
 export async function waitForConsole(serialLog: string, re: RegExp, vmm: VmmIdentity, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { effectiveCommand, kernelIpArg, mergeEnv, type RunConfig } from '../guest/run-config.js';
@@ -13,12 +12,11 @@ import { diskFullError, requireFree } from '../util/disk-space.js';
 import { UserError } from '../util/errors.js';
 import { diskUsage, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
-import { chooseBackend, type BackendName, type FirecrackerSettings } from '../vmm/backend.js';
-import { startFirecracker } from '../vmm/firecracker-run.js';
+import { backendFor, chooseBackend, type BackendChoice, type BackendName, type FirecrackerSettings } from '../vmm/backend.js';
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
-import { qemuArgv, resolveAccel, type Accel } from '../vmm/qemu.js';
-import { createVmCgroup, inCgroupArgv } from './cgroup.js';
+import { resolveAccel, type Accel } from '../vmm/qemu.js';
+import { createVmCgroup } from './cgroup.js';
 import { waitForConsole } from './console.js';
 import { pickKernel } from './kernel.js';
 import { newVmmId, validateName, vmmOf, type RunCache, type VmState } from './state.js';
@@ -43,7 +41,7 @@ export interface LaunchSpec {
   cni?: { network: string; confDir: string; binDir: string; ip?: string };
   ports: PortSpec[];
   accel: string;
-  backend: 'auto' | BackendName;
+  backend: BackendChoice;
   firecracker?: FirecrackerSettings;
   init?: 'firebuild' | 'image';
   command?: string[];
@@ -201,60 +199,38 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
     await makeConfigDisk(cfg, config, log, o.authorizedKeys);
     const cmdline = `${ipArg} ${kernel.metadata.cmdline ?? ''}`.trim();
 
-    if (backend === 'qemu') {
-      const consoleSock = path.join(dir, 'console.sock');
-      const argv = qemuArgv({
-        kernel: kernel.vmlinuxPath,
-        ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}),
-        // microvm has no PCI bus: pci=off spares kernels built with PCI the probe.
-        append: `console=ttyS0 root=/dev/vda rw init=${INIT_PATH} quiet pci=off ${cmdline}`.trim(),
-        rootfs,
-        disks: [config],
-        memMib: o.memMib,
-        cpus: o.cpus,
-        accel,
-        serialLog: state.serialLog,
-        consoleSock,
-        pidFile: path.join(dir, 'qemu.pid'),
-        // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
-        ...(o.network === 'user-host' ? { userNet: { hostfwd: ports } } : {}),
-        ...(isolated ? { userNet: { hostfwd: ports.map((p) => ({ ...p, hostAddr: NS_ADDR })) } } : {}),
-        ...(tap ? { tap: { ifname: tap.name, mac: tap.mac } } : {}),
-      });
-      // Inside the VM's netns for CNI (the tap lives there), or a namespace of its own for isolated user
-      // networking; inside its cgroup always. Detached: the VM's processes are one process group.
-      let vmm: [string, string[]] = ['qemu-system-x86_64', argv];
-      if (nsName) vmm = ['ip', ['netns', 'exec', nsName, ...vmm.flat()]];
-      if (isolated) {
-        await prepareIsolatedDir(dir);
-        vmm = isolatedArgv({ dir, routes: blockedRoutes(await readHostView()), command: vmm.flat() });
-      }
-      const child = spawn(...inCgroupArgv(state.cgroup, ...vmm), { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
-      child.unref();
-      setVmm(state, child.pid ?? 0);
-      state.consoleSock = consoleSock;
-      if (isolated) {
-        state.network.isolated = true;
-        await cache.write(state);
-        if (ports.length) await publishPorts(dir, ports, state.pid);
-      }
-    } else {
-      const fc = o.firecracker!;
+    if (backend === 'firecracker') {
       // Recorded before the jail exists, so a failed start removes it too.
-      state.jailDir = path.dirname(jailRoot(fc.chrootBase, fc.binary!, id));
+      state.jailDir = path.dirname(jailRoot(o.firecracker!.chrootBase, o.firecracker!.binary!, id));
       await cache.write(state);
-      const started = await startFirecracker({
-        id, firecracker: fc.binary!, jailer: fc.jailer!, chrootBase: fc.chrootBase, uid: fc.uid, gid: fc.gid, mode: fc.mode,
-        kernel: kernel.vmlinuxPath, ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}),
-        bootArgs: `console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw init=${INIT_PATH} quiet ${cmdline}`.trim(),
-        rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
-        ...(nsName ? { netns: path.join(NETNS_DIR, nsName) } : {}),
-        ...(tap ? { tap } : {}),
-        ...(state.cgroup ? { cgroup: state.cgroup } : {}),
-        metadata: { firebuild: { id, name, image: state.image, hostname } },
-      });
-      setVmm(state, started.pid);
-      Object.assign(state, { jailDir: started.jailDir, apiSock: started.apiSock, serialLog: started.serialLog });
+    }
+    if (isolated) await prepareIsolatedDir(dir);
+    const routes = isolated ? blockedRoutes(await readHostView()) : [];
+    const started = await backendFor(backend).start({
+      id, dir, kernel: kernel.vmlinuxPath, ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}), init: INIT_PATH, cmdline,
+      rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
+      ...(state.cgroup ? { cgroup: state.cgroup } : {}),
+      // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
+      net: o.network === 'user-host' ? { kind: 'user', hostfwd: ports }
+        : isolated ? { kind: 'user', hostfwd: ports.map((p) => ({ ...p, hostAddr: NS_ADDR })) }
+          : tap ? { kind: 'tap', name: tap.name, mac: tap.mac, ...(nsName ? { netns: { name: nsName, path: path.join(NETNS_DIR, nsName) } } : {}) }
+            : { kind: 'none' },
+      ...(isolated ? { wrap: (vmm: [string, string[]]) => isolatedArgv({ dir, routes, command: vmm.flat() }) } : {}),
+      qemu: { accel },
+      ...(o.firecracker ? { firecracker: o.firecracker } : {}),
+      metadata: { firebuild: { id, name, image: state.image, hostname } },
+    });
+    setVmm(state, started.pid);
+    Object.assign(state, {
+      serialLog: started.serialLog,
+      ...(started.consoleSock ? { consoleSock: started.consoleSock } : {}),
+      ...(started.apiSock ? { apiSock: started.apiSock } : {}),
+      ...(started.jailDir ? { jailDir: started.jailDir } : {}),
+    });
+    if (isolated) {
+      state.network.isolated = true;
+      await cache.write(state);
+      if (ports.length) await publishPorts(dir, ports, state.pid);
     }
     await cache.write(state);
     log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });

@@ -1,5 +1,4 @@
 import * as fsp from 'node:fs/promises';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { cniDel, loadCniNetwork, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, removeNetns, removePortForwards } from '../net/host.js';
@@ -8,8 +7,9 @@ import { DEFAULT_LOCK_DIR } from '../net/network.js';
 import { diskFullError } from '../util/disk-space.js';
 import type { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { sendCtrlAltDel } from '../vmm/firecracker-run.js';
+import { backendFor } from '../vmm/backend.js';
 import { reapCgroup } from './cgroup.js';
+import { STOP_LINE } from './console.js';
 import { type RunCache, vmmOf, type VmState } from './state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
 
@@ -22,26 +22,14 @@ export async function vmDiskFull(s: VmState): Promise<UserError | undefined> {
   return diskFullError(path.join(s.cacheDir, 'rootfs.ext4'), `the disk of VM ${s.name}`, RUN_DISK_HINT);
 }
 
-/** Ask the guest to stop: FIREBUILD-STOP on QEMU's console socket, or SendCtrlAltDel through Firecracker's API. */
+/** Ask the guest to stop: the stop line on QEMU's console socket, or Ctrl+Alt+Del through Firecracker's API. */
 export async function requestStop(s: VmState): Promise<boolean> {
   try {
-    if (s.backend === 'firecracker' && s.apiSock) {
-      await sendCtrlAltDel(s.apiSock);
-      return true;
-    }
-    if (s.consoleSock) {
-      const sock = s.consoleSock;
-      await new Promise<void>((resolve, reject) => {
-        const c = net.connect(sock, () => c.end('\nFIREBUILD-STOP\n', () => resolve()));
-        c.on('error', reject);
-        c.setTimeout(2000, () => c.destroy(new Error('console socket timed out')));
-      });
-      return true;
-    }
+    return await backendFor(s.backend).requestStop(s, STOP_LINE);
   } catch {
     // no channel (the guest or the VMM is wedged): the forced path follows
+    return false;
   }
-  return false;
 }
 
 /** Remove everything a VM left on the host; each step tolerates what is already gone. */
