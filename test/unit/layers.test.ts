@@ -6,7 +6,8 @@ import ts from 'typescript';
  * The layer order of docs/architecture.md, checked on the import graph of the TypeScript sources: a folder
  * imports only folders of a lower layer (a larger rank), never one above it nor a sibling of its own rank.
  * The faces (cli, actions) are thin adapters: beyond `import type`, they reach only the use cases
- * (commands), the settings (profile) and util. Only actions/ imports @actions/*.
+ * (commands), the settings (profile), util and the value types they parse input into (VALUE_TYPES). Only
+ * actions/ imports @actions/*.
  */
 export const LAYERS: string[][] = [
   ['cli', 'actions'],
@@ -24,6 +25,8 @@ export const LAYERS: string[][] = [
 ];
 const FACES = new Set(LAYERS[0]);
 const FACE_MAY_IMPORT = new Set(['commands', 'profile', 'util']);
+/** Value types a face parses its input into, once, at the edge (a tag is validated where it enters). */
+const VALUE_TYPES = new Set(['src/store/tag.ts']);
 
 export interface Edge {
   from: string;
@@ -82,7 +85,7 @@ export function violations(edges: Edge[]): string[] {
     const rb = rank.get(b);
     if (ra === undefined) { bad.push(`${e.from}: folder src/${a}/ has no layer (add it to LAYERS and docs/architecture.md)`); continue; }
     if (rb === undefined) { bad.push(`${e.from} -> ${e.to}: folder src/${b}/ has no layer`); continue; }
-    if (FACES.has(a) && !FACE_MAY_IMPORT.has(b) && !e.typeOnly) bad.push(`${e.from} -> ${e.to}: a face reaches past commands/ (call a use case)`);
+    if (FACES.has(a) && !FACE_MAY_IMPORT.has(b) && !e.typeOnly && !VALUE_TYPES.has(e.to)) bad.push(`${e.from} -> ${e.to}: a face reaches past commands/ (call a use case)`);
     else if (rb < ra) bad.push(`${e.from} -> ${e.to}: ${a} (layer ${ra}) imports ${b} above it (layer ${rb})`);
     else if (rb === ra) bad.push(`${e.from} -> ${e.to}: ${a} and ${b} are siblings of one layer`);
   }
