@@ -17,7 +17,7 @@ import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
 import { resolveAccel, type Accel } from '../vmm/qemu.js';
 import { createVmCgroup } from './cgroup.js';
-import { waitForConsole } from './console.js';
+import { waitForStart } from './console.js';
 import { pickKernel } from './kernel.js';
 import { newVmmId, validateName, vmmOf, type RunCache, type VmState } from './state.js';
 import { RUN_DISK_HINT, teardown, vmDiskFull } from './stop.js';
@@ -235,7 +235,7 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
     await cache.write(state);
     log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
     try {
-      await waitForConsole(state.serialLog, /FIREBUILD-(START|EXIT)/, vmmOf(state), o.bootTimeoutMs);
+      await waitForStart(state.serialLog, vmmOf(state), o.bootTimeoutMs);
     } catch (err) {
       const why = isolated && err instanceof UserError ? await netLogReason(dir) : undefined;
       throw why ? new UserError(`${(err as Error).message} (isolated network: ${why})`) : err;

@@ -9,7 +9,7 @@ import type { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { backendFor } from '../vmm/backend.js';
 import { reapCgroup } from './cgroup.js';
-import { STOP_LINE } from './console.js';
+import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
 import { type RunCache, vmmOf, type VmState } from './state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
 
@@ -77,9 +77,9 @@ export async function killVm(cache: RunCache, id: string, timeoutMs: number, log
       if (!s.cgroup && signalVmm(vmm, 'SIGTERM', { group: s.network.isolated === true })) await waitVmmGone(vmm, 2000);
     }
   }
-  const exit = /FIREBUILD-EXIT code=(\d+)/.exec(await fsp.readFile(s.serialLog, 'utf8').catch(() => ''));
+  const exit = exitCodeOf(await readConsole(s.serialLog));
   await teardown(cache, s, lockDir, log);
-  log.info('VM removed', { id, name: s.name, stop, ...(exit ? { 'exit-code': Number(exit[1]) } : {}) });
+  log.info('VM removed', { id, name: s.name, stop, ...(exit !== undefined ? { 'exit-code': exit } : {}) });
 }
 
 /** Remove every VM whose process is gone (crashed, powered off, killed), with all it left on the host. */
