@@ -2,7 +2,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DEFAULT_LOCK_DIR, runVm, teardown, type NetworkMode, type RunOptions } from '../../commands/run.js';
-import type { BuildContext } from '../../dockerfile/context.js';
+import type { BuildContext } from '../../source/context.js';
 import type { Step } from '../../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../../guest/prepare.js';
 import { quote } from '../../rootfs/debugfs.js';
