@@ -9,6 +9,7 @@ import type { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { backendFor } from '../vmm/backend.js';
 import { reapCgroup } from './cgroup.js';
+import { disownVm } from './owner.js';
 import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
 import { type RunCache, vmmOf, type VmState } from './state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
@@ -34,6 +35,8 @@ export async function requestStop(s: VmState): Promise<boolean> {
 
 /** Remove everything a VM left on the host; each step tolerates what is already gone. */
 export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
+  // Nothing is left for this process's cancel handlers to remove.
+  disownVm(s.id);
   if (s.cgroup) await reapCgroup(s.cgroup);
   // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
   if (signalVmm(vmmOf(s), 'SIGKILL', { group: s.network.isolated === true })) await waitVmmGone(vmmOf(s), 5000);
