@@ -131,7 +131,7 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
     if (!v.usable) log.warn(`KVM not usable (${v.reason}): Firecracker needs KVM and will likely fail`);
   }
 
-  const dir = await cache.create(id);
+  const dir = cache.dir(id);
   const hostname = o.hostname ?? name;
   const state: VmState = {
     schemaVersion: 1, id, name, image: image?.tag ?? o.build!.label, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
@@ -153,7 +153,7 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
 
   async function boot(): Promise<VmState> {
     try {
-      await cache.write(state);
+      await cache.create(state);
       o.onCreated?.(id);
       throwIfCancelled();
       const cg = await createVmCgroup(id);
