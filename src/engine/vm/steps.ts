@@ -128,13 +128,39 @@ async function saveGuestWritten(image: string, scratch: string): Promise<Saved[]
   return saved;
 }
 
-async function restoreGuestWritten(image: string, saved: Saved[]): Promise<void> {
+/**
+ * Put back what saveGuestWritten saved (and remove what the init wrote where the image had no file). A
+ * restore that did not take is an error naming the step: the image would otherwise keep the build VM's
+ * hostname, hosts or resolv.conf. debugfs's exit code says nothing of a failed command inside a batch
+ * (and an `rm` of a file the RUN deleted fails, as it may), so the result is checked in the image itself.
+ */
+async function restoreGuestWritten(image: string, saved: Saved[], label: string, where: { file: string; line: number }): Promise<void> {
   const cmds: string[] = [];
   for (const s of saved) {
     cmds.push(`rm ${quote(s.path)}`);
     if (s.data) cmds.push(`write ${quote(s.data)} ${quote(s.path)}`, `sif ${quote(s.path)} mode 0100${s.mode!.slice(-3)}`, `sif ${quote(s.path)} uid ${s.uid}`, `sif ${quote(s.path)} gid ${s.gid}`);
   }
-  await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
+  const r = await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
+  const wrong: string[] = [];
+  const img = await Ext4Image.open(image);
+  try {
+    for (const s of saved) {
+      const e = await img.stat(s.path);
+      if (!s.data) {
+        if (e) wrong.push(`${s.path} is still there`);
+        continue;
+      }
+      const size = (await fsp.stat(s.data)).size;
+      if (e?.type !== 'file') wrong.push(`${s.path} is ${e ? `a ${e.type}` : 'missing'}`);
+      else if (e.size !== size || (e.mode & 0o777) !== parseInt(s.mode!.slice(-3), 8) || String(e.uid) !== s.uid || String(e.gid) !== s.gid) wrong.push(`${s.path} is not the saved file (size ${e.size}, mode ${(e.mode & 0o777).toString(8)}, owner ${e.uid}:${e.gid})`);
+    }
+  } finally {
+    await img.close();
+  }
+  if (wrong.length) {
+    const said = (r.stderr.split('\n').filter((l) => l && !/^debugfs \d/.test(l) && !/File not found by ext2_lookup/.test(l))[0] ?? '').trim();
+    throw new UserError(`${label}: could not restore the image's ${wrong.join(', ')} after the step${said ? ` (debugfs: ${said})` : ''}`, where);
+  }
 }
 
 /** RUN: boot the image with the step's command; returns once the guest has powered off. */
@@ -235,7 +261,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     await teardown(cache, vm, lockDir, b.log);
   }
   await removeGuest(image);
-  await restoreGuestWritten(image, saved);
+  await restoreGuestWritten(image, saved, label, where);
   await fsp.rm(scratch, { recursive: true, force: true });
   await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
     throw (await diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where)) ?? new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
