@@ -1,7 +1,7 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { pickKernel } from '../commands/run.js';
+import { pickKernel } from '../runtime/kernel.js';
 import type { Stage } from '../dockerfile/plan-schema.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
 import { withDownloads, type Downloads } from '../source/downloads.js';
