@@ -1,13 +1,14 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { pickKernel } from '../commands/run.js';
+import { pickKernel } from '../runtime/kernel.js';
 import type { Stage } from '../dockerfile/plan-schema.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
 import { withDownloads, type Downloads } from '../source/downloads.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
+import { own, throwIfCancelled } from '../util/cleanup.js';
 import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { StepCache } from './step-cache.js';
@@ -101,6 +102,8 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
     if (!o.overwrite) throw new UserError(`image ${tag} already exists (built from other inputs): choose another tag or pass --overwrite`);
   }
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-vmbuild-'));
+  // The work dir holds every stage's disk (GiBs): a cancelled build (SIGINT/SIGTERM) removes it too.
+  const releaseWork = own(`the build work directory ${work}`, () => fsp.rm(work, { recursive: true, force: true }));
   const b: BootContext = {
     vm: o.vm ?? { backend: 'qemu', network: 'user', runCache: path.join(o.cacheDir, 'build-vms') },
     storage, ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), accel: o.accel ?? 'auto', memMib: o.memMib ?? 512,
@@ -111,6 +114,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
     const externals = new Map<string, string>();
     let last: { stage: Stage; image: string; key: string; parents: string[] } | undefined;
     for (const stage of plan.stages) {
+      throwIfCancelled();
       const image = path.join(work, `stage-${stage.index}.ext4`);
       const p = planned.get(stage.index)!;
       const { keys, states, parents } = p;
@@ -140,6 +144,8 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
       for (let k = start; k < stage.steps.length; k++) {
         const step = stage.steps[k]!;
         if (!FS_STEPS.has(step.keyword)) continue;
+        // A cancel between two steps: the next one never starts (the current one's VM is torn down by its owner).
+        throwIfCancelled();
         const t0 = Date.now();
         log.info(`step ${path.basename(step.file)}:${step.line}`, { instruction: step.original.split('\n')[0]!.slice(0, 120) });
         await executeStep(image, step, states[k]!, b, {
@@ -154,12 +160,14 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
         });
         stepsMs += Date.now() - t0;
         executed++;
+        throwIfCancelled();
         if (!o.noCache) await cache.save(keys[k]!, image);
       }
       results.set(stage.index, { image, key: p.finalKey });
       last = { stage, image, key: p.finalKey, parents };
     }
     if (!last) throw new UserError('the Dockerfile has no stage to build');
+    throwIfCancelled();
     const t1 = Date.now();
     const target = last;
     const stored = await storage.writeImage(tag, async (staging) => {
@@ -168,6 +176,8 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
       await tools.check(staging.rootfsPath);
       await tools.shrink(staging.rootfsPath, { freeBytes: o.freeBytes ?? 64 * 1024 ** 2 });
       await tools.check(staging.rootfsPath);
+      // Cancelled while the image was shrunk: no tag is stored.
+      throwIfCancelled();
       return {
         type: 'rootfs',
         source: { kind: 'dockerfile', ref: src.ref, ...(src.commit ? { commit: src.commit } : {}), ...(target.stage.name ? { stage: target.stage.name } : {}) },
@@ -181,5 +191,6 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
     return { image: stored, executed, cached, timings: { bootMs: b.bootMs, stepsMs, convertMs, totalMs: Date.now() - started }, stepKeys, cacheKey: finalKey };
   } finally {
     await fsp.rm(work, { recursive: true, force: true });
+    releaseWork();
   }
 }

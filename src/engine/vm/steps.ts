@@ -1,18 +1,22 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DEFAULT_LOCK_DIR, runVm, teardown, type NetworkMode, type RunOptions } from '../../commands/run.js';
 import type { BuildContext } from '../../source/context.js';
 import type { Step } from '../../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../../guest/prepare.js';
 import { quote } from '../../rootfs/debugfs.js';
 import { Ext4Image } from '../../rootfs/ext4-read.js';
 import { Ext4Tools } from '../../rootfs/ext4.js';
+import { DEFAULT_LOCK_DIR, type NetworkMode } from '../../net/network.js';
+import { followConsole, lineKind } from '../../runtime/console.js';
+import { launchVm, type LaunchSpec } from '../../runtime/launch.js';
 import { RunCache, vmmOf } from '../../runtime/state.js';
+import { teardown } from '../../runtime/stop.js';
 import { vmmAlive } from '../../runtime/vmm-process.js';
 import type { Downloads } from '../../source/downloads.js';
 import type { StorageProvider } from '../../store/provider.js';
 import { diskFullError } from '../../util/disk-space.js';
+import { throwIfCancelled } from '../../util/cleanup.js';
 import { UserError } from '../../util/errors.js';
 import { exec } from '../../util/exec.js';
 import { copySparse } from '../../util/fs.js';
@@ -34,11 +38,11 @@ const FULL_GRACE_MS = 20_000;
 
 /** How build VMs boot: the runtime's settings (backend, network, Firecracker, run cache), shared with `firebuild run`. */
 export interface BuildVmSettings {
-  backend: RunOptions['backend'];
+  backend: LaunchSpec['backend'];
   /** `user` (QEMU's user-mode networking), `cni` (the CNI build network, e.g. machine-builds) or `none`. */
   network: NetworkMode;
-  cni?: RunOptions['cni'];
-  firecracker?: RunOptions['firecracker'];
+  cni?: LaunchSpec['cni'];
+  firecracker?: LaunchSpec['firecracker'];
   /** The run cache: build VMs show in `firebuild ls` while they run, and `purge` removes what a killed build left. */
   runCache: string;
   lockDir?: string;
@@ -128,13 +132,39 @@ async function saveGuestWritten(image: string, scratch: string): Promise<Saved[]
   return saved;
 }
 
-async function restoreGuestWritten(image: string, saved: Saved[]): Promise<void> {
+/**
+ * Put back what saveGuestWritten saved (and remove what the init wrote where the image had no file). A
+ * restore that did not take is an error naming the step: the image would otherwise keep the build VM's
+ * hostname, hosts or resolv.conf. debugfs's exit code says nothing of a failed command inside a batch
+ * (and an `rm` of a file the RUN deleted fails, as it may), so the result is checked in the image itself.
+ */
+async function restoreGuestWritten(image: string, saved: Saved[], label: string, where: { file: string; line: number }): Promise<void> {
   const cmds: string[] = [];
   for (const s of saved) {
     cmds.push(`rm ${quote(s.path)}`);
     if (s.data) cmds.push(`write ${quote(s.data)} ${quote(s.path)}`, `sif ${quote(s.path)} mode 0100${s.mode!.slice(-3)}`, `sif ${quote(s.path)} uid ${s.uid}`, `sif ${quote(s.path)} gid ${s.gid}`);
   }
-  await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
+  const r = await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
+  const wrong: string[] = [];
+  const img = await Ext4Image.open(image);
+  try {
+    for (const s of saved) {
+      const e = await img.stat(s.path);
+      if (!s.data) {
+        if (e) wrong.push(`${s.path} is still there`);
+        continue;
+      }
+      const size = (await fsp.stat(s.data)).size;
+      if (e?.type !== 'file') wrong.push(`${s.path} is ${e ? `a ${e.type}` : 'missing'}`);
+      else if (e.size !== size || (e.mode & 0o777) !== parseInt(s.mode!.slice(-3), 8) || String(e.uid) !== s.uid || String(e.gid) !== s.gid) wrong.push(`${s.path} is not the saved file (size ${e.size}, mode ${(e.mode & 0o777).toString(8)}, owner ${e.uid}:${e.gid})`);
+    }
+  } finally {
+    await img.close();
+  }
+  if (wrong.length) {
+    const said = (r.stderr.split('\n').filter((l) => l && !/^debugfs \d/.test(l) && !/File not found by ext2_lookup/.test(l))[0] ?? '').trim();
+    throw new UserError(`${label}: could not restore the image's ${wrong.join(', ')} after the step${said ? ` (debugfs: ${said})` : ''}`, where);
+  }
 }
 
 /** RUN: boot the image with the step's command; returns once the guest has powered off. */
@@ -148,78 +178,56 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   const cache = new RunCache(b.vm.runCache);
   const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
   const started = Date.now();
-  const vm = await runVm({
-    from: b.tag, memMib: b.memMib, cpus: Math.max(1, Math.min(2, os.cpus().length)), env: [], envFiles: [], ports: [],
+  const spec: LaunchSpec = {
+    from: b.tag, memMib: b.memMib, cpus: Math.max(1, Math.min(2, os.cpus().length)), env: [], ports: [],
     network: b.vm.network, ...(b.vm.cni ? { cni: b.vm.cni } : {}), ...(b.vm.firecracker ? { firecracker: b.vm.firecracker } : {}),
     backend: b.vm.backend, accel: b.accel, ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}), bootTimeoutMs: b.stepTimeoutMs, lockDir,
     build: {
       rootfs: image, label: `build of ${b.tag} (${label})`,
       config: { hostname: 'buildkitsandbox', env: step.env ?? [], command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true },
     },
-  }, b.storage, cache, b.log.child('vm'));
+  };
+  const vm = await launchVm(spec, b.storage, cache, b.log.child('vm'));
   b.bootMs += Date.now() - started;
-  // Stream the command's output (the console between the init's START and EXIT lines) as it comes.
-  let offset = 0;
+  // Stream the command's output (the console between the init's start and exit lines) as it comes.
   let partial = '';
   let running = false;
   const tail: string[] = [];
   let exitCode: number | undefined;
-  const pump = async (): Promise<void> => {
-    const fh = await fsp.open(vm.serialLog, 'r').catch(() => undefined);
-    if (!fh) return;
-    try {
-      const { size } = await fh.stat();
-      if (size <= offset) return;
-      const buf = Buffer.alloc(size - offset);
-      await fh.read(buf, 0, buf.length, offset);
-      offset = size;
-      const lines = (partial + buf.toString('utf8')).split(/\r?\n/);
-      partial = lines.pop() ?? '';
-      for (const l of lines) {
-        if (/FIREBUILD-START/.test(l)) {
-          running = true;
-          continue;
-        }
-        const m = /FIREBUILD-EXIT code=(\d+)/.exec(l);
-        if (m) {
-          exitCode = Number(m[1]);
-          running = false;
-          continue;
-        }
-        if (running || /^firebuild-init:/.test(l)) {
-          b.log.info(`${label}: ${l}`);
-          tail.push(l);
-          if (tail.length > 20) tail.shift();
-        }
-      }
-    } finally {
-      await fh.close();
+  const take = (l: string): void => {
+    const k = lineKind(l);
+    if (k.kind === 'start') running = true;
+    else if (k.kind === 'exit') {
+      exitCode = k.code;
+      running = false;
+    } else if (running || /^firebuild-init:/.test(l)) {
+      b.log.info(`${label}: ${l}`);
+      tail.push(l);
+      if (tail.length > 20) tail.shift();
     }
   };
-  const deadline = started + b.stepTimeoutMs;
-  let timedOut = false;
+  const deadline = AbortSignal.timeout(Math.max(0, started + b.stepTimeoutMs - Date.now()));
   // A full host disk: QEMU reports the failed writes to the guest (werror=report), whose command then
   // fails; should the guest hang on them instead, a disk that stays full ends the step after a grace.
   const full = (): Promise<UserError | undefined> => diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where);
   let fullSince = 0;
   let lastCheck = 0;
   try {
-    while (vmmAlive(vmmOf(vm))) {
-      await pump();
-      if (Date.now() > deadline) {
-        timedOut = true;
-        break;
-      }
+    for await (const chunk of followConsole(vm.serialLog, vmmOf(vm), { signal: deadline, pollMs: 200, ticks: true })) {
+      const lines = (partial + chunk).split(/\r?\n/);
+      partial = lines.pop() ?? '';
+      for (const l of lines) take(l);
       if (Date.now() - lastCheck > 2000) {
         lastCheck = Date.now();
         const err = await full();
         fullSince = err ? fullSince || Date.now() : 0;
         if (err && Date.now() - fullSince > FULL_GRACE_MS) throw err;
       }
-      await new Promise((r) => setTimeout(r, 200));
     }
-    await pump();
+    const timedOut = deadline.aborted && vmmAlive(vmmOf(vm));
     if (partial && running) tail.push(partial);
+    // Cancelled (SIGINT/SIGTERM): the VM's owner stopped it; that is not the step's failure.
+    throwIfCancelled();
     const diskFull = await full();
     if (diskFull) throw diskFull;
     if (timedOut) throw new UserError(`${label} did not finish within ${Math.round(b.stepTimeoutMs / 1000)} s: raise --step-timeout or fix the step${tail.length ? `; last output: ${tail.slice(-3).join(' | ')}` : ''}`, where);
@@ -235,7 +243,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     await teardown(cache, vm, lockDir, b.log);
   }
   await removeGuest(image);
-  await restoreGuestWritten(image, saved);
+  await restoreGuestWritten(image, saved, label, where);
   await fsp.rm(scratch, { recursive: true, force: true });
   await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
     throw (await diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where)) ?? new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
