@@ -13,7 +13,7 @@ import { parseBuildArgs } from '../commands/plan.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan, Stage, Step } from '../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../guest/prepare.js';
-import { quote } from '../rootfs/debugfs.js';
+import { Debugfs, mayBeMissing, quote, type WriteCommand } from '../rootfs/debugfs.js';
 import { Ext4Image } from '../rootfs/ext4-read.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
 import { RunCache, vmmOf } from '../runtime/state.js';
@@ -145,12 +145,13 @@ async function saveGuestWritten(image: string, scratch: string): Promise<Saved[]
 }
 
 async function restoreGuestWritten(image: string, saved: Saved[]): Promise<void> {
-  const cmds: string[] = [];
+  const cmds: WriteCommand[] = [];
   for (const s of saved) {
-    cmds.push(`rm ${quote(s.path)}`);
+    // The RUN may have removed the file: only its absence is expected; a failed write of the saved one fails the step.
+    cmds.push(mayBeMissing(`rm ${quote(s.path)}`));
     if (s.data) cmds.push(`write ${quote(s.data)} ${quote(s.path)}`, `sif ${quote(s.path)} mode 0100${s.mode!.slice(-3)}`, `sif ${quote(s.path)} uid ${s.uid}`, `sif ${quote(s.path)} gid ${s.gid}`);
   }
-  await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
+  await new Debugfs(image).write(cmds);
 }
 
 /** How build VMs boot: the runtime's settings (backend, network, Firecracker, run cache), shared with `firebuild run`. */
