@@ -1,9 +1,9 @@
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadLimits, type DownloadLimits } from '../util/download.js';
 import { dockerfileUrlGuard, HostUrlRefused } from '../net/host-only.js';
 import { UserError } from '../util/errors.js';
+import { ownedTempDir, type OwnedDir } from '../util/private-dir.js';
 import { httpDownload } from './http.js';
 
 export interface Downloaded { file: string; sha256: string; size: number }
@@ -29,7 +29,7 @@ export async function withDownloads<T>(o: { maxDownloadBytes?: number | undefine
 }
 
 export class Downloads {
-  private dir: Promise<string> | undefined;
+  private dir: Promise<OwnedDir> | undefined;
   private readonly byUrl = new Map<string, Promise<Downloaded>>();
   private readonly bySha = new Map<string, string>();
   private n = 0;
@@ -54,12 +54,13 @@ export class Downloads {
 
   async dispose(): Promise<void> {
     const d = await this.dir?.catch(() => undefined);
-    if (d) await fsp.rm(d, { recursive: true, force: true });
+    await d?.remove();
   }
 
   private async fetch(url: string, trustedOrigin?: string): Promise<Downloaded> {
-    this.dir ??= fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-download-'));
-    const file = path.join(await this.dir, `d${this.n++}`);
+    // Owned from its creation: a cancelled build leaves no download behind.
+    this.dir ??= ownedTempDir('firebuild-download-');
+    const file = path.join((await this.dir).path, `d${this.n++}`);
     const d = await httpDownload(url, file, this.limits, dockerfileUrlGuard(this.allowHostUrls, trustedOrigin));
     this.bySha.set(d.sha256, file);
     return { file, ...d };
