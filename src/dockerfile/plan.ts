@@ -7,7 +7,7 @@ import { httpDigest } from '../source/http.js';
 import { dockerfileUrlGuard } from '../net/host-only.js';
 import { downloadLimits } from '../util/download.js';
 import { isArchive } from './archive.js';
-import type { BuildContext } from './context.js';
+import type { BuildContext } from '../source/context.js';
 import { flagValue, parseDockerfile, type ParsedDockerfile, type ParsedInstruction } from './parse.js';
 import { PLAN_SCHEMA_VERSION, PlanSchema, type Plan, type Resource, type Stage, type Step } from './plan-schema.js';
 import { ExpansionError, processWord, processWords, type Lookup } from './shell-lex.js';

@@ -1,6 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import type { BuildContext } from '../dockerfile/context.js';
+import type { BuildContext } from '../source/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
 import { Debugfs, DebugfsError, failureKind, quote, type WriteCommand } from '../rootfs/debugfs.js';
 import { Ext4Image, type ImageEntry } from '../rootfs/ext4-read.js';

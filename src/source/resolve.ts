@@ -1,6 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { HttpContext, LocalContext, NoContext, type BuildContext } from '../dockerfile/context.js';
+import { HttpContext, LocalContext, NoContext, type BuildContext } from './context.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { checkoutGit, isGitSource, parseGitSource } from './git.js';

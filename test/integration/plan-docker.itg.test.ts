@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LocalContext } from '../../src/dockerfile/context.js';
+import { LocalContext } from '../../src/source/context.js';
 import { buildPlan } from '../../src/dockerfile/plan.js';
 import type { Plan } from '../../src/dockerfile/plan-schema.js';
 import { tempDir } from '../helpers/cli.js';

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LocalContext, contextRelative, parseDockerignore } from '../../src/dockerfile/context.js';
+import { LocalContext, contextRelative, parseDockerignore } from '../../src/source/context.js';
 import { UserError } from '../../src/util/errors.js';
 
 function ctx(patterns: string): LocalContext {

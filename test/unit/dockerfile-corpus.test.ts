@@ -2,7 +2,7 @@ import { describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LocalContext } from '../../src/dockerfile/context.js';
+import { LocalContext } from '../../src/source/context.js';
 import { KEYWORDS, parseDockerfile } from '../../src/dockerfile/parse.js';
 import { buildPlan } from '../../src/dockerfile/plan.js';
 import { PlanSchema } from '../../src/dockerfile/plan-schema.js';

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import type { BuildContext } from '../../src/dockerfile/context.js';
+import type { BuildContext } from '../../src/source/context.js';
 import { buildPlan, parseDuration } from '../../src/dockerfile/plan.js';
 import type { Plan, Resource } from '../../src/dockerfile/plan-schema.js';
 import { UserError } from '../../src/util/errors.js';

@@ -1,21 +1,14 @@
 import * as core from '@actions/core';
-import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildWithDocker } from '../../commands/build.js';
-import { doctor, missingRequired } from '../../commands/doctor.js';
-import { FRAGMENT, kernelBuild } from '../../commands/kernel-build.js';
-import { planCommand } from '../../commands/plan.js';
-import { profileCreate } from '../../commands/profile.js';
-import { defaultCacheDir, defaultProfileConfDir, validateProfileName } from '../../profile/profile.js';
+import { ACCELS, VMMS, checkRunner, packForCache, provideBaseImage, provideKernel, writeRunnerProfile, type CacheRestore } from '../../commands/setup.js';
+import { defaultProfileConfDir, validateProfileName } from '../../profile/profile.js';
 import { openStorage, resolveSettings, type Settings } from '../../profile/settings.js';
-import { importPackagedImage, importPackagedKernel, packageImage, packageKernel } from '../../store/package.js';
 import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
-import { detectKvm } from '../../vmm/kvm.js';
 import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable, withCacheEntryDir } from '../common.js';
 
 /**
@@ -25,8 +18,7 @@ import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheResto
  * restore base images, and write the profile later steps use (exported as FIREBUILD_PROFILE). Kernels and
  * base images are cached under keys made from their inputs' digests; the post step saves what this job built.
  */
-export const VMMS = ['auto', 'qemu', 'firecracker'] as const;
-export const ACCELS = ['kvm', 'tcg', 'auto'] as const;
+export { ACCELS, VMMS };
 export const INSTALL_CHOICES = ['auto', 'true', 'false'] as const;
 export const FIRECRACKER_VERSION = 'v1.10.1';
 export const FIRECRACKER_URL = 'https://github.com/firecracker-microvm/firecracker/releases/download/{version}/firecracker-{version}-{arch}.tgz';
@@ -89,13 +81,6 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
 
 const ARCH = os.arch() === 'arm64' ? 'aarch64' : 'x86_64';
 
-/** A cache key's digest part: sha256 over the parts, 20 hex digits. */
-function digest(...parts: string[]): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(p).update('\0');
-  return h.digest('hex').slice(0, 20);
-}
-
 /** The binary reports the release: `Firecracker v1.10.1`, `Jailer v1.10.1`. */
 async function reportsVersion(bin: string, version: string): Promise<boolean> {
   const r = await exec(bin, ['--version'], { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
@@ -152,30 +137,11 @@ export async function installFirecracker(version: string, sha256: string, urlTem
   }
 }
 
-/** The Debian linux-source package's version, so that a new package is a new cache key. */
-async function linuxSourceIdentity(version: string): Promise<string> {
-  const r = await exec('dpkg-query', ['-W', '-f=${Version}', `linux-source-${version}`], { allowFailure: true }).catch(() => undefined);
-  if (r && r.code === 0 && r.stdout.trim()) return `deb:linux-source-${version}=${r.stdout.trim()}`;
-  const st = await fsp.stat(`/usr/src/linux-source-${version}.tar.xz`).catch(() => undefined);
-  if (!st) throw new UserError(`/usr/src/linux-source-${version}.tar.xz not found: install Debian's linux-source-${version} package, or import a kernel with kernel-path`);
-  return `deb:linux-source-${version}:${st.size}`;
-}
-
-/**
- * A base image's cache key: the digest of its build plan (instructions after expansion, build args, and
- * the sha256 of every COPY/ADD source), with the host-specific paths left out.
- */
-export async function baseosKey(dockerfile: string, tag: string, cacheVersion: string, log: ActionsLogger): Promise<string> {
-  const plan = await planCommand({ dockerfile, cacheDir: defaultCacheDir() }, log);
-  const stable = JSON.stringify(plan, (k, v: unknown) => (['file', 'source', 'context', 'dockerfile'].includes(k) && typeof v !== 'number' ? undefined : v));
-  return `firebuild-baseos-${cacheVersion}-${tag.replace(/[^A-Za-z0-9._-]/g, '-')}-${digest(stable)}`;
-}
-
 /**
  * Restore a cache entry and store it: false on a miss, and also when the entry fails its digests (it is
  * built again, with a warning). The restored files never outlive the call.
  */
-async function restoreVerified(key: string, store: (dir: string) => Promise<unknown>): Promise<boolean> {
+const restoreVerified: CacheRestore = async (key, store) => {
   return withCacheEntryDir(key, async (dir) => {
     try {
       if (!(await cacheRestore(dir, key))) return false;
@@ -186,7 +152,7 @@ async function restoreVerified(key: string, store: (dir: string) => Promise<unkn
       return false;
     }
   });
-}
+};
 
 /** What the post step saves: a kernel or a base image of the store, packaged then (nothing waits in /tmp between the steps). */
 interface CacheSave { kind: 'kernel' | 'baseos'; name: string; key: string; home: Record<string, string> }
@@ -196,25 +162,13 @@ export async function run(): Promise<void> {
   const log = new ActionsLogger('setup');
   const saves: CacheSave[] = [];
   const rows: [string, string][] = [];
+  const restore = i.cache ? restoreVerified : undefined;
 
   // 1. The runner: KVM, the VMM, and the parts the requested work needs.
-  const kvm = await detectKvm();
-  const vmm = i.vmm === 'auto' ? (kvm.usable && i.accel !== 'tcg' ? 'firecracker' : 'qemu') : i.vmm;
-  if (vmm === 'firecracker' && i.accel === 'tcg') throw new UserError(`vmm 'firecracker' needs KVM and accel is 'tcg': use vmm qemu for TCG, or accel kvm on a KVM runner`);
-  const needKvm = i.accel === 'kvm' || vmm === 'firecracker';
-  await core.group('Check the runner', async () => {
-    const settings = resolveSettings({}, undefined);
-    const checks = await doctor({ settings, storage: openStorage(settings), profileConfDir: i.profileConfDir, require: [...(needKvm ? ['kvm'] : []), ...(i.baseos.length ? ['docker'] : [])] });
-    for (const c of checks) core.info(`${c.status.padEnd(7)} ${c.part}: ${c.detail}`);
-    // With Firecracker the host needs no QEMU: the vmm check is settled below, once Firecracker is in place.
-    const missing = missingRequired(checks).filter((c) => !(c.part === 'vmm' && vmm === 'firecracker'));
-    if (missing.length) {
-      const kvmMissing = missing.find((c) => c.part === 'kvm');
-      const parts = missing.map((c) => `${c.part} (${c.detail}${c.fix ? `; fix: ${c.fix}` : ''})`).join('; ');
-      throw new UserError(kvmMissing
-        ? `KVM is not usable on this runner: ${kvmMissing.detail}. Run on a KVM-capable runner (see runner-setup/), or set accel: tcg and vmm: qemu (slow; for tests)${missing.length > 1 ? `; also missing: ${missing.filter((c) => c !== kvmMissing).map((c) => c.part).join(', ')}` : ''}`
-        : `this runner lacks ${parts}`);
-    }
+  const { kvm, vmm } = await core.group('Check the runner', async () => {
+    const c = await checkRunner({ vmm: i.vmm, accel: i.accel, profileConfDir: i.profileConfDir, needDocker: i.baseos.length > 0 });
+    for (const line of c.lines) core.info(line);
+    return c;
   });
   rows.push(['KVM', kvm.usable ? 'usable' : `not usable (${kvm.reason})`], ['VMM', vmm], ['accel', i.accel]);
 
@@ -233,52 +187,28 @@ export async function run(): Promise<void> {
   const storage = openStorage(settings);
 
   // 3. The kernel.
-  let kernelFrom = 'store';
-  await core.group(`Kernel ${i.kernelId}`, async () => {
-    if (i.kernelPath) {
-      const k = await storage.importKernel(i.kernelId, path.resolve(i.kernelPath), { overwrite: true, ...(i.kernelInitrd ? { initrd: path.resolve(i.kernelInitrd) } : {}) });
-      kernelFrom = 'imported';
-      log.info('kernel imported', { id: k.id, sha256: k.metadata.vmlinux.sha256 });
-    } else if (i.kernelVersion) {
-      if (!/^\d+\.\d+$/.test(i.kernelVersion)) throw new UserError(`input 'kernel-version' is '${i.kernelVersion}': give a kernel series such as 6.1`);
-      const key = `firebuild-kernel-${i.cacheVersion}-${ARCH}-${digest(await linuxSourceIdentity(i.kernelVersion), await fsp.readFile(FRAGMENT, 'utf8'))}`;
-      if (i.cache && (await restoreVerified(key, (dir) => importPackagedKernel(storage, dir, i.kernelId, true)))) {
-        kernelFrom = 'cache';
-      } else {
-        await kernelBuild(storage, { id: i.kernelId, version: i.kernelVersion, cacheDir: defaultCacheDir(), overwrite: true }, log);
-        kernelFrom = 'built';
-        if (i.cache) saves.push({ kind: 'kernel', name: i.kernelId, key, home: storeHome(settings) });
-      }
-    }
-    const have = await storage.listKernels();
-    if (!have.some((k) => k.id === i.kernelId && !k.error)) {
-      throw new UserError(`no kernel ${i.kernelId} on this runner: set kernel-path (import a vmlinux) or kernel-version (build one, cached)`);
-    }
-  });
-  const kernel = await storage.getKernel(i.kernelId);
-  rows.push(['kernel', `${i.kernelId} (${kernelFrom}) sha256 \`${kernel.metadata.vmlinux.sha256.slice(0, 16)}…\``]);
+  const kernel = await core.group(`Kernel ${i.kernelId}`, () => provideKernel(storage, {
+    id: i.kernelId, ...(i.kernelPath ? { path: i.kernelPath } : {}), ...(i.kernelInitrd ? { initrd: i.kernelInitrd } : {}), ...(i.kernelVersion ? { version: i.kernelVersion } : {}),
+    cacheVersion: i.cacheVersion, ...(restore ? { restore } : {}),
+  }, log));
+  if (kernel.key) saves.push({ kind: 'kernel', name: i.kernelId, key: kernel.key, home: storeHome(settings) });
+  rows.push(['kernel', `${i.kernelId} (${kernel.from}) sha256 \`${kernel.sha256.slice(0, 16)}…\``]);
 
   // 4. Base images: restored from the cache when their plan's digest matches, else built (and saved by the post step).
   const images: string[] = [];
   let hits = 0;
   for (const b of i.baseos) {
     await core.group(`Base image ${b.tag}`, async () => {
-      const key = await baseosKey(b.dockerfile, b.tag, i.cacheVersion, log);
-      if (i.cache && (await restoreVerified(key, (dir) => importPackagedImage(storage, dir, { tag: b.tag, overwrite: true, sourceRef: `actions-cache:${key}` })))) {
-        hits++;
-        rows.push([`base image ${b.tag}`, `restored from the cache, sha256 \`${(await storage.getImage(b.tag)).metadata.rootfs.sha256.slice(0, 16)}…\``]);
-        return;
-      }
-      const r = await buildWithDocker({ type: 'baseos', engine: 'docker', dockerfile: b.dockerfile, tag: b.tag, journal: false, overwrite: true, cacheDir: defaultCacheDir() }, storage, log);
-      if (i.cache) saves.push({ kind: 'baseos', name: r.image.tag, key, home: storeHome(settings) });
-      rows.push([`base image ${b.tag}`, `built, sha256 \`${r.image.metadata.rootfs.sha256.slice(0, 16)}…\``]);
+      const r = await provideBaseImage(storage, { ...b, cacheVersion: i.cacheVersion, ...(restore ? { restore } : {}) }, log);
+      if (r.from === 'cache') hits++;
+      if (r.key) saves.push({ kind: 'baseos', name: b.tag, key: r.key, home: storeHome(settings) });
+      rows.push([`base image ${b.tag}`, `${r.from === 'cache' ? 'restored from the cache' : 'built'}, sha256 \`${r.sha256.slice(0, 16)}…\``]);
     });
     images.push(b.tag);
   }
 
   // 5. The profile every later step reads (FIREBUILD_PROFILE), written last: a failed setup leaves the previous one.
-  for (const d of [settings.chrootBase, settings.runCache, ...Object.values(settings.storageProperties)]) await fsp.mkdir(d, { recursive: true });
-  const profile = await profileCreate({ name: i.profile, profileConfDir: i.profileConfDir, flags, overwrite: true }, log);
+  const profile = await writeRunnerProfile(settings, { name: i.profile, profileConfDir: i.profileConfDir, flags }, log);
   core.exportVariable('FIREBUILD_PROFILE', i.profile);
   core.exportVariable('FIREBUILD_PROFILE_CONF_DIR', i.profileConfDir);
   if (i.accel !== 'auto') core.exportVariable('FIREBUILD_ACCEL', i.accel);
@@ -291,9 +221,9 @@ export async function run(): Promise<void> {
   core.setOutput('jailer', fc?.jailer ?? '');
   core.setOutput('profile', i.profile);
   core.setOutput('kernel-id', i.kernelId);
-  core.setOutput('kernel-source', kernelFrom);
+  core.setOutput('kernel-source', kernel.from);
   core.setOutput('base-images', images.join('\n'));
-  core.setOutput('cache-hit', String(i.baseos.length + (i.kernelVersion ? 1 : 0) > 0 && hits + (kernelFrom === 'cache' ? 1 : 0) === i.baseos.length + (i.kernelVersion ? 1 : 0)));
+  core.setOutput('cache-hit', String(i.baseos.length + (i.kernelVersion ? 1 : 0) > 0 && hits + (kernel.from === 'cache' ? 1 : 0) === i.baseos.length + (i.kernelVersion ? 1 : 0)));
   await core.summary.addHeading('firebuild setup', 3).addRaw(summaryTable(rows)).write();
 }
 
@@ -313,10 +243,7 @@ export async function post(): Promise<void> {
   for (const s of saves) {
     try {
       await withCacheEntryDir(s.key, async (dir) => {
-        const flags = { storageProviderPropertyString: Object.entries(s.home).map(([k, v]) => `${k}=${v}`) };
-        const storage = openStorage(resolveSettings(flags, undefined));
-        if (s.kind === 'kernel') await packageKernel(storage, s.name, dir);
-        else await packageImage(storage, s.name, dir);
+        await packForCache(s.kind, s.name, s.home, dir);
         if (await cacheSave(dir, s.key)) core.info(`saved ${s.key} to the Actions cache`);
       });
     } catch (err) {

@@ -4,11 +4,11 @@ import * as path from 'node:path';
 import dockerignoreModule from '@balena/dockerignore';
 import { UserError } from '../util/errors.js';
 import { fileDigest } from '../util/fs.js';
-import type { Downloads } from '../source/downloads.js';
-import { httpDigest, httpFetch, httpTextOptional } from '../source/http.js';
+import type { Downloads } from './downloads.js';
+import { httpDigest, httpFetch, httpTextOptional } from './http.js';
 import { dockerfileUrlGuard, HostUrlRefused } from '../net/host-only.js';
 import { downloadLimits } from '../util/download.js';
-import type { Resource } from './plan-schema.js';
+import type { Resource } from './resource.js';
 
 /**
  * The build context: where COPY/ADD sources come from. Local directories and http(s) URLs; a literal
