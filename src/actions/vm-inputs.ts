@@ -1,5 +1,6 @@
 import { vmSettingsFor, type VmChoice, type VmSettings } from '../commands/vm-settings.js';
 import type { Settings } from '../profile/settings.js';
+import { BACKEND_CHOICES, type BackendChoice } from '../commands/vm-choices.js';
 import { UserError } from '../util/errors.js';
 import { input } from './common.js';
 /** The VM inputs smoke-test and build-rootfs share: the VMM, and the network it boots on. */
@@ -9,12 +10,13 @@ export interface VmInputs {
    * user-host (QEMU user-mode networking that reaches the host's services) is for smoke-test only.
    */
   network: '' | 'user' | 'user-host' | 'none';
-  backend: 'auto' | 'qemu' | 'firecracker';
+  backend: BackendChoice;
   cniNetwork: string;
   cniConfDir: string;
 }
 
-export const BACKENDS = ['auto', 'qemu', 'firecracker'] as const;
+/** The `backend` input's choices (one list with the CLI's --backend and the state schema). */
+export const BACKENDS = BACKEND_CHOICES;
 export const NETWORKS = ['user', 'none'] as const;
 
 /** `forRun`: smoke-test's VM, which may opt in to reach the host's services; build VMs never do. */

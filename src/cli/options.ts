@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import type { Command } from 'commander';
 // Loaded by every command and --help (through program.ts): keep static imports type-only, or of modules with
 // no dependency beyond node: (the rule at the top of program.ts; bench/cli-start.mjs measures the start-up).
+import { BACKEND_CHOICES } from '../commands/vm-choices.js';
 import { defaultProfileConfDir } from '../profile/paths.js';
 import type { VmChoice, VmSettings } from '../commands/vm-settings.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
@@ -84,7 +85,7 @@ export function withVmOptions(cmd: Command, forBuild: boolean): Command {
     .option('--cni-network-name <name>', forBuild ? 'vm engine: attach the build VMs to this CNI network (the build network, e.g. machine-builds)' : 'attach the VM to this CNI network (a netns per VM, tap redirected to the CNI interface)')
     .option('--cni-conf-dir <dir>', 'where CNI network configuration lists live', '/etc/cni/conf.d')
     .option('--cni-bin-dir <dir>', 'where CNI plugins live (default: /opt/cni/bin, else /usr/lib/cni)')
-    .addOption(new Option('--backend <vmm>', `${p}the VMM (auto: Firecracker when its binaries are configured, else QEMU)`).choices(['auto', 'qemu', 'firecracker']).default('auto'))
+    .addOption(new Option('--backend <vmm>', `${p}the VMM (auto: Firecracker when its binaries are configured, else QEMU)`).choices([...BACKEND_CHOICES]).default('auto'))
     .addOption(new Option('--accel <accel>', `${p}QEMU accelerator (auto: KVM when usable, else TCG; env FIREBUILD_ACCEL)`).choices(['auto', 'kvm', 'tcg']).default('auto'))
     .addOption(new Option('--firecracker-mode <mode>', `${p}configure Firecracker over its API socket or with --config-file`).choices(['api', 'config-file']).default('api'))
     .option('--jailer-uid <uid>', `${p}the uid Firecracker runs as in the jail`, '65534')

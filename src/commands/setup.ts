@@ -7,6 +7,7 @@ import { doctor, missingRequired } from './doctor.js';
 import { FRAGMENT, kernelBuild } from './kernel-build.js';
 import { planCommand } from './plan.js';
 import { profileCreate } from './profile.js';
+import { BACKEND_CHOICES } from './vm-choices.js';
 import { defaultCacheDir } from '../profile/profile.js';
 import { openStorage, resolveSettings, type Settings } from '../profile/settings.js';
 import { importPackagedImage, importPackagedKernel, packageImage, packageKernel } from '../store/package.js';
@@ -23,7 +24,8 @@ import { detectKvm, type KvmVerdict } from '../vmm/kvm.js';
  * read, and package what was built for the cache. The cache itself is the caller's (the Actions cache):
  * it comes in as `restore`, which fills a directory for a key, and the packaging functions fill one for a save.
  */
-export const VMMS = ['auto', 'qemu', 'firecracker'] as const;
+/** The `vmm` input's choices: the backends' one list (vmm/backends.ts). */
+export const VMMS = BACKEND_CHOICES;
 export const ACCELS = ['kvm', 'tcg', 'auto'] as const;
 export type Vmm = (typeof VMMS)[number];
 export type SetupAccel = (typeof ACCELS)[number];

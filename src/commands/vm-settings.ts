@@ -1,14 +1,17 @@
 import * as path from 'node:path';
 import type { Settings } from '../profile/settings.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
-import { chooseBackend, cniBinDir, type NetworkMode, type RunOptions } from './run.js';
+import { cniBinDir, type NetworkMode } from '../net/network.js';
+import { chooseBackend } from '../vmm/backend.js';
+import type { BackendChoice } from '../vmm/backends.js';
+import type { RunOptions } from './run.js';
 
 /**
  * How a VM should boot and reach a network, as a face parsed it from flags (`run`, `rootfs --engine vm`)
  * or inputs (smoke-test, build-rootfs); which flags exclude each other is the face's to say, in its words.
  */
 export interface VmChoice {
-  backend: 'auto' | 'qemu' | 'firecracker';
+  backend: BackendChoice;
   /** Networking without CNI; undefined = the backend's default (user for QEMU, none for Firecracker, which has no user-mode networking). */
   network?: 'user' | 'user-host' | 'none';
   /** A CNI network to attach to; `binDir` undefined = the usual places (cniBinDir). */

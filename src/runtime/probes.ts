@@ -2,8 +2,8 @@ import * as fsp from 'node:fs/promises';
 import * as net from 'node:net';
 import { UserError } from '../util/errors.js';
 import { boundedFetch } from '../util/download.js';
-import { consoleTail } from './console.js';
-import { vmmAlive, type VmmIdentity } from './vmm-process.js';
+import { consoleTail, exitCodeOf, followConsole } from './console.js';
+import type { VmmIdentity } from './vmm-process.js';
 
 const PROBE_MAX_BYTES = 1024 ** 2;
 
@@ -94,11 +94,10 @@ export async function runProbes(p: Probes, serialLog: string): Promise<void> {
  * VMM gone) and require code `want`; a deadline or another code is an error with the console tail.
  */
 export async function waitExitCode(serialLog: string, vmm: VmmIdentity, want: number, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  while (vmmAlive(vmm) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
-  const text = await fsp.readFile(serialLog, 'utf8').catch(() => '');
-  const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
-  if (!code) throw new UserError(`the command did not exit within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`);
-  if (Number(code[1]) !== want) throw new UserError(`the command exited with code ${code[1]}, expected ${want}: console tail: ${consoleTail(text)}`);
+  let text = '';
+  for await (const chunk of followConsole(serialLog, vmm, { signal: AbortSignal.timeout(timeoutMs) })) text += chunk;
+  const code = exitCodeOf(text);
+  if (code === undefined) throw new UserError(`the command did not exit within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`);
+  if (code !== want) throw new UserError(`the command exited with code ${code}, expected ${want}: console tail: ${consoleTail(text)}`);
   return want;
 }

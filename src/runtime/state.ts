@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { UserError, errnoCode } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { BACKENDS } from '../vmm/backends.js';
 import { VMM_ID_LENGTH } from '../vmm/jail-paths.js';
 import { vmmAlive, type VmmIdentity } from './vmm-process.js';
 
@@ -17,7 +18,7 @@ export const VmStateSchema = z.object({
   name: z.string(),
   image: z.string(),
   kernel: z.string(),
-  backend: z.enum(['qemu', 'firecracker']),
+  backend: z.enum(BACKENDS),
   accel: z.string(),
   /** The VMM's host pid (QEMU, or Firecracker); 0 while the VM is being created. */
   pid: z.number().int(),

@@ -3,9 +3,9 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { inCgroupArgv } from '../runtime/cgroup.js';
 import { UserError } from '../util/errors.js';
 import { copySparse } from '../util/fs.js';
+import { inCgroupArgv } from './in-cgroup.js';
 import { apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type ApiRequest, type FirecrackerVm } from './firecracker.js';
 
 /**

@@ -1,4 +1,3 @@
-import * as fsp from 'node:fs/promises';
 import type { Command } from 'commander';
 import { UserError } from '../../util/errors.js';
 import { json, table } from '../format.js';
@@ -43,8 +42,8 @@ export function register(program: Command, ctx: CliContext): void {
     { runtime: true },
   ).action(async (command: string[], o: RunCli) => {
     const { settings, storage } = await ctx.load(o);
-    const [{ DEFAULT_LOCK_DIR, killVm, runVm, teardown, vmDiskFull }, { RunCache, vmmOf }, { runProbes, waitExitCode }, { vmmAlive }] = await Promise.all([
-      import('../../commands/run.js'), import('../../runtime/state.js'), import('../../runtime/probes.js'), import('../../runtime/vmm-process.js'),
+    const [{ DEFAULT_LOCK_DIR, exitCodeOf, followConsole, killVm, runVm, teardown, vmDiskFull }, { RunCache, vmmOf }, { runProbes, waitExitCode }] = await Promise.all([
+      import('../../commands/run.js'), import('../../runtime/state.js'), import('../../runtime/probes.js'),
     ]);
     const cache = new RunCache(settings.runCache);
     const log = ctx.logger.child('run');
@@ -84,30 +83,24 @@ export function register(program: Command, ctx: CliContext): void {
       return;
     }
     // Foreground: stream the console until the VM ends; Ctrl-C stops it.
-    let offset = 0;
     const stop = (): void => void killVm(cache, state.id, 10000, log).catch(() => undefined);
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
     let text = '';
-    for (;;) {
-      text = await fsp.readFile(state.serialLog, 'utf8').catch(() => text);
-      if (text.length > offset) {
-        out(text.slice(offset));
-        offset = text.length;
-      }
-      if (!vmmAlive(vmmOf(state))) break;
-      await new Promise((r) => setTimeout(r, 250));
+    for await (const chunk of followConsole(state.serialLog, vmmOf(state))) {
+      out(chunk);
+      text += chunk;
     }
-    const code = /FIREBUILD-EXIT code=(\d+)/.exec(text);
+    const exit = exitCodeOf(text);
     // A command that failed on a full host disk (QEMU hands the write error to the guest): say so.
-    const full = code?.[1] === '0' ? undefined : await vmDiskFull(state);
+    const full = exit === 0 ? undefined : await vmDiskFull(state);
     // The VM ended: everything it had on the host goes (cgroup, netns, CNI, port rules, jail, run cache), as kill does.
     await teardown(cache, state, DEFAULT_LOCK_DIR, log).catch(() => undefined);
     if (full) throw full;
     // The image's own init powers off without firebuild's exit line.
-    if (!code && o.init === 'image') return;
-    if (!code) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');
-    if (code[1] !== '0') throw Object.assign(new UserError(`the command exited with code ${code[1]}`), { exitCode: Number(code[1]) });
+    if (exit === undefined && o.init === 'image') return;
+    if (exit === undefined) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');
+    if (exit !== 0) throw Object.assign(new UserError(`the command exited with code ${exit}`), { exitCode: exit });
   });
 
   withProfileOptions(program.command('ls').description('list VMs').option('--json', 'print JSON'), ctx.env, { runtime: true })
@@ -128,16 +121,10 @@ export function register(program: Command, ctx: CliContext): void {
   withProfileOptions(program.command('logs').description("print a VM's console").requiredOption('--vmm-id <id>', 'the VM').option('--follow', 'keep printing until the VM ends'), ctx.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { vmmId: string; follow?: boolean }) => {
       const { settings } = await ctx.load(o);
-      const [{ RunCache, vmmOf }, { vmmAlive }] = await Promise.all([import('../../runtime/state.js'), import('../../runtime/vmm-process.js')]);
+      const [{ RunCache, vmmOf }, { followConsole, readConsole }] = await Promise.all([import('../../runtime/state.js'), import('../../commands/run.js')]);
       const s = await new RunCache(settings.runCache).read(o.vmmId);
-      let offset = 0;
-      for (;;) {
-        const text = await fsp.readFile(s.serialLog, 'utf8').catch(() => '');
-        if (text.length > offset) out(text.slice(offset));
-        offset = Math.max(offset, text.length);
-        if (!o.follow || !vmmAlive(vmmOf(s))) break;
-        await new Promise((r) => setTimeout(r, 250));
-      }
+      if (!o.follow) return out(await readConsole(s.serialLog));
+      for await (const chunk of followConsole(s.serialLog, vmmOf(s))) out(chunk);
     });
   withProfileOptions(program.command('kill').description('stop a VM and remove everything it left').requiredOption('--vmm-id <id>', 'the VM').option('--shutdown-timeout <seconds>', 'wait this long before forcing', '10'), ctx.env, { runtime: true })
     .action(async (o: SettingsCliOpts & { vmmId: string; shutdownTimeout: string }) => {

@@ -1,0 +1,93 @@
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { cniDel, loadCniNetwork, withTapPlugin } from '../net/cni.js';
+import { NETNS_DIR, removeNetns, removePortForwards } from '../net/host.js';
+import { isolatedVmProcesses } from '../net/isolated-user.js';
+import { DEFAULT_LOCK_DIR } from '../net/network.js';
+import { diskFullError } from '../util/disk-space.js';
+import type { UserError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { backendFor } from '../vmm/backend.js';
+import { reapCgroup } from './cgroup.js';
+import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
+import { type RunCache, vmmOf, type VmState } from './state.js';
+import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
+
+/** The end of a VM's life: the graceful stop request, kill, the teardown of all it left, and purge. */
+
+export const RUN_DISK_HINT = 'free space there, or point --run-cache at a larger file system';
+
+/** The one-line error when the file system holding the VM's disk is full (checked after a VM failed), else undefined. */
+export async function vmDiskFull(s: VmState): Promise<UserError | undefined> {
+  return diskFullError(path.join(s.cacheDir, 'rootfs.ext4'), `the disk of VM ${s.name}`, RUN_DISK_HINT);
+}
+
+/** Ask the guest to stop: the stop line on QEMU's console socket, or Ctrl+Alt+Del through Firecracker's API. */
+export async function requestStop(s: VmState): Promise<boolean> {
+  try {
+    return await backendFor(s.backend).requestStop(s, STOP_LINE);
+  } catch {
+    // no channel (the guest or the VMM is wedged): the forced path follows
+    return false;
+  }
+}
+
+/** Remove everything a VM left on the host; each step tolerates what is already gone. */
+export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
+  if (s.cgroup) await reapCgroup(s.cgroup);
+  // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
+  if (signalVmm(vmmOf(s), 'SIGKILL', { group: s.network.isolated === true })) await waitVmmGone(vmmOf(s), 5000);
+  // An isolated VM whose wrapper died alone (SIGKILL, no cgroup): its QEMU and slirp4netns, found by their
+  // process group and the run cache path on their command line.
+  if (s.network.isolated && s.pid) {
+    for (const p of await isolatedVmProcesses(s.pid, s.cacheDir)) {
+      const who = identify(p);
+      if (signalVmm(who, 'SIGKILL')) await waitVmmGone(who, 5000);
+    }
+  }
+  const problems: string[] = [];
+  const cni = s.network.cni;
+  if (cni) {
+    if (s.network.ports.length) await removePortForwards(lockDir, s.id).catch((e: Error) => problems.push(e.message));
+    const result = await fsp.readFile(path.join(s.cacheDir, 'cni-result.json'), 'utf8').then((t) => JSON.parse(t) as unknown).catch(() => undefined);
+    try {
+      const { net } = await withTapPlugin(await loadCniNetwork(cni.confDir, cni.network), cni.binDir);
+      await cniDel(net, cni.binDir, { containerId: s.id, netns: path.join(NETNS_DIR, cni.netns), ifname: cni.ifname }, result);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    await removeNetns(cni.netns).catch((e: Error) => problems.push(e.message));
+  }
+  if (s.jailDir) await fsp.rm(s.jailDir, { recursive: true, force: true });
+  await cache.remove(s.id);
+  if (problems.length) log.warn('teardown left something behind', { id: s.id, problems });
+}
+
+/** Stop a VM (graceful stop, then forced after the timeout) and remove everything it left. */
+export async function killVm(cache: RunCache, id: string, timeoutMs: number, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<void> {
+  const s = await cache.read(id);
+  let stop: 'graceful' | 'forced' | 'already stopped' = 'already stopped';
+  const vmm = vmmOf(s);
+  if (vmmAlive(vmm)) {
+    const asked = await requestStop(s);
+    stop = 'graceful';
+    if (!asked || !(await waitVmmGone(vmm, timeoutMs))) {
+      stop = 'forced';
+      log.warn(asked ? 'VM did not stop in time: forcing it' : 'VM has no stop channel: forcing it', { id });
+      if (!s.cgroup && signalVmm(vmm, 'SIGTERM', { group: s.network.isolated === true })) await waitVmmGone(vmm, 2000);
+    }
+  }
+  const exit = exitCodeOf(await readConsole(s.serialLog));
+  await teardown(cache, s, lockDir, log);
+  log.info('VM removed', { id, name: s.name, stop, ...(exit !== undefined ? { 'exit-code': exit } : {}) });
+}
+
+/** Remove every VM whose process is gone (crashed, powered off, killed), with all it left on the host. */
+export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<string[]> {
+  const gone = (await cache.list()).filter((v) => !v.running);
+  for (const v of gone) {
+    await teardown(cache, v, lockDir, log);
+    log.info('purged', { id: v.id, name: v.name });
+  }
+  return gone.map((v) => v.id);
+}

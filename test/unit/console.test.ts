@@ -1,0 +1,67 @@
+import { describe, expect, test } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { consoleLines, exitCodeOf, followConsole, lineKind, waitForStart } from '../../src/runtime/console.js';
+import { identify } from '../../src/runtime/vmm-process.js';
+
+/** The guest console protocol on a real log written by a real process standing in for the VMM. */
+function vmmWriting(script: string): { log: string; vmm: ReturnType<typeof identify> } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
+  const log = path.join(dir, 'serial.log');
+  const c = spawn('sh', ['-c', script, log], { stdio: 'ignore' });
+  return { log, vmm: identify(c.pid!) };
+}
+async function collect(it: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+describe('guest console protocol', () => {
+  test('exitCodeOf and lineKind read the init lines', () => {
+    expect(exitCodeOf('boot\nFIREBUILD-START pid=1\nhello\nFIREBUILD-EXIT code=42\r\n')).toBe(42);
+    expect(exitCodeOf('FIREBUILD-START pid=1\nhello\n')).toBeUndefined();
+    expect(lineKind('FIREBUILD-START pid=1 init-began=0.3')).toEqual({ kind: 'start' });
+    expect(lineKind('FIREBUILD-EXIT code=0')).toEqual({ kind: 'exit', code: 0 });
+    expect(lineKind('FIREBUILD-EXIT code=')).toEqual({ kind: 'output' });
+  });
+
+  test('followConsole yields everything until the VMM is gone, including what it wrote right before exiting, and a character split across writes whole', async () => {
+    // 'é' is 0xc3 0xa9: its two bytes arrive in separate polls.
+    const { log, vmm } = vmmWriting(`printf 'boot\\nFIREBUILD-START pid=1\\n' >> "$0"; sleep 0.4; printf 'caf\\303' >> "$0"; sleep 0.4; printf '\\251\\nFIREBUILD-EXIT code=3' >> "$0"`);
+    const chunks = await collect(followConsole(log, vmm, { pollMs: 50 }));
+    const text = chunks.join('');
+    expect(text).toBe('boot\nFIREBUILD-START pid=1\ncafé\nFIREBUILD-EXIT code=3');
+    expect(chunks.every((c) => !c.includes('\ufffd'))).toBe(true);
+    expect(exitCodeOf(text)).toBe(3);
+  });
+
+  test('consoleLines splits into whole lines, the unterminated last one at the end; fromOffset skips what was read', async () => {
+    const { log, vmm } = vmmWriting(`printf 'a\\r\\nb\\n' >> "$0"; sleep 0.2; printf 'c\\nd' >> "$0"`);
+    expect(await collect(consoleLines(followConsole(log, vmm, { pollMs: 50 })))).toEqual(['a', 'b', 'c', 'd']);
+    expect((await collect(followConsole(log, vmm, { fromOffset: 5 }))).join('')).toBe('c\nd');
+  });
+
+  test('a signal stops following while the VMM still runs; ticks come on idle polls', async () => {
+    const { log, vmm } = vmmWriting(`printf 'x\\n' >> "$0"; exec sleep 30`);
+    const started = Date.now();
+    const chunks = await collect(followConsole(log, vmm, { pollMs: 50, ticks: true, signal: AbortSignal.timeout(500) }));
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(chunks.join('')).toBe('x\n');
+    expect(chunks.filter((c) => c === '').length).toBeGreaterThan(2);
+    process.kill(vmm.pid, 'SIGKILL');
+  });
+
+  test('waitForStart: the start line returns, a VMM gone first is an error with the console tail', async () => {
+    const ok = vmmWriting(`sleep 0.2; printf 'FIREBUILD-START pid=1\\n' >> "$0"; exec sleep 30`);
+    await expect(waitForStart(ok.log, ok.vmm, 10_000)).resolves.toContain('FIREBUILD-START');
+    process.kill(ok.vmm.pid, 'SIGKILL');
+    const dead = vmmWriting(`printf 'Kernel panic\\n' >> "$0"`);
+    await expect(waitForStart(dead.log, dead.vmm, 10_000)).rejects.toThrow('the VM exited before its init started: console tail: Kernel panic');
+    const slow = vmmWriting('exec sleep 30');
+    await expect(waitForStart(slow.log, slow.vmm, 300)).rejects.toThrow('the VM did not start its init within 0 s: console tail: (empty)');
+    process.kill(slow.vmm.pid, 'SIGKILL');
+  });
+});
