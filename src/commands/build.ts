@@ -6,7 +6,7 @@ import type { ImageConfig } from '../store/metadata.js';
 import { DockerBuildError, DockerEngine } from '../engine/docker-engine.js';
 import { contextTar } from '../engine/context-tar.js';
 import { withDownloads, type Downloads } from '../source/downloads.js';
-import { fromDockerConfig, tagFromImageRef } from '../engine/image-config.js';
+import { fromDockerConfig, tagFromImageRef } from '../oci/image-config.js';
 import { importStoredImage } from '../engine/import-stored.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import { buildPlan } from '../dockerfile/plan.js';
@@ -17,7 +17,7 @@ import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, isValidTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { parseBuildArgs } from './plan.js';
+import { parseBuildArgs } from '../dockerfile/build-args.js';
 
 export interface BuildOptions {
   type: 'baseos' | 'rootfs';

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
+import { parseBuildArgs } from '../dockerfile/build-args.js';
 import { buildPlan } from '../dockerfile/plan.js';
 import type { Plan } from '../dockerfile/plan-schema.js';
 import { resolveSource } from '../source/resolve.js';
-import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { ImageConfig } from '../store/metadata.js';
 
@@ -15,22 +15,6 @@ export interface PlanCommandOptions {
   baseConfig?: (ref: string) => Promise<Partial<ImageConfig> | undefined>;
   /** --allow-host-urls: ADD URLs may reach host-only addresses (net/host-only.ts). */
   allowHostUrls?: boolean;
-}
-
-/** `--build-arg K=V` (or `K`, taking the value from the environment, as docker build does). */
-export function parseBuildArgs(items: readonly string[] | undefined, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const item of items ?? []) {
-    const i = item.indexOf('=');
-    const key = i < 0 ? item : item.slice(0, i);
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new UserError(`malformed --build-arg '${item}': use NAME=value`);
-    if (i < 0) {
-      const v = env[key];
-      if (v === undefined) continue; // docker build ignores a bare name that is not set
-      out[key] = v;
-    } else out[key] = item.slice(i + 1);
-  }
-  return out;
 }
 
 /** Resolve the source and print nothing: returns the plan. */

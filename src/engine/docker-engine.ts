@@ -9,21 +9,6 @@ import type { Logger } from '../util/logger.js';
 import { dockerClient, dockerVersion } from './docker-client.js';
 
 /** The Docker engine through dockerode: build, pull, inspect, export, import. */
-export interface DockerImageConfig {
-  Env?: string[] | null;
-  Cmd?: string[] | null;
-  Entrypoint?: string[] | null;
-  WorkingDir?: string;
-  User?: string;
-  ExposedPorts?: Record<string, unknown> | null;
-  Labels?: Record<string, string> | null;
-  Volumes?: Record<string, unknown> | null;
-  StopSignal?: string;
-  Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
-  OnBuild?: string[] | null;
-  Shell?: string[] | null;
-}
-
 export interface BuildFailure {
   step?: number;
   /** The failing step as the builder printed it, e.g. `RUN false`. */

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { checkExt4Image } from '../rootfs/ext4-read.js';
+import { own } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import { copySparse, sparseDigest } from '../util/fs.js';
@@ -43,10 +44,19 @@ export class StepCache {
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const f = this.files(key);
     const tmp = `${f.img}.tmp-${process.pid}`;
-    await copySparse(image, tmp);
-    const digest = await sparseDigest(tmp);
-    await fsp.rename(tmp, f.img);
-    await fsp.writeFile(f.meta, JSON.stringify({ sha256: digest, created: new Date().toISOString() }) + '\n');
+    // A cancel mid-copy must not leave a partial image (a GiB-sized file no entry names) in the cache.
+    const release = own(`the step cache's partial entry ${tmp}`, () => fsp.rm(tmp, { force: true }));
+    try {
+      await copySparse(image, tmp);
+      const digest = await sparseDigest(tmp);
+      await fsp.rename(tmp, f.img);
+      await fsp.writeFile(f.meta, JSON.stringify({ sha256: digest, created: new Date().toISOString() }) + '\n');
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    } finally {
+      release();
+    }
     await this.evict();
   }
   /** The keys among `keys` that have an entry. */
@@ -76,6 +86,7 @@ export class StepCache {
     }
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const tmp = await fsp.mkdtemp(path.join(this.dir, '.import-'));
+    const release = own(`the step cache import directory ${tmp}`, () => fsp.rm(tmp, { recursive: true, force: true }));
     try {
       await exec('tar', ['--sparse', '--zstd', '-xf', archive, '-C', tmp, '--no-same-owner', '--no-same-permissions']);
       let n = 0;
@@ -105,6 +116,7 @@ export class StepCache {
       return n;
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
+      release();
     }
   }
 

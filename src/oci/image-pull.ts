@@ -1,6 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { fromDockerConfig } from '../engine/image-config.js';
+import { fromDockerConfig } from './image-config.js';
 import { withDecompressed } from '../rootfs/decompress.js';
 import { Ext4Writer } from '../rootfs/ext4-writer.js';
 import { applyTar, emptyStats, type TarStats } from '../rootfs/tar-apply.js';

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalContext } from '../../src/source/context.js';
 import { buildPlan } from '../../src/dockerfile/plan.js';
-import { tagFromImageRef } from '../../src/engine/image-config.js';
+import { tagFromImageRef } from '../../src/oci/image-config.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 

@@ -1,7 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { buildxArgv, parseBuildkitFailure } from '../../src/engine/buildx.js';
 import { registryAuth, splitRef } from '../../src/engine/docker-engine.js';
-import { fromDockerConfig, tagFromImageRef } from '../../src/engine/image-config.js';
+import { fromDockerConfig, tagFromImageRef } from '../../src/oci/image-config.js';
 import { importChanges } from '../../src/engine/import-stored.js';
 import { buildkitOnly } from '../../src/commands/build.js';
 import { mkfsArgv, resizeArgv } from '../../src/rootfs/ext4.js';

@@ -1,5 +1,20 @@
 import { ImageConfigSchema, type ImageConfig } from '../store/metadata.js';
-import type { DockerImageConfig } from './docker-engine.js';
+
+/** An image's config as Docker and OCI registries give it (the fields firebuild keeps). */
+export interface DockerImageConfig {
+  Env?: string[] | null;
+  Cmd?: string[] | null;
+  Entrypoint?: string[] | null;
+  WorkingDir?: string;
+  User?: string;
+  ExposedPorts?: Record<string, unknown> | null;
+  Labels?: Record<string, string> | null;
+  Volumes?: Record<string, unknown> | null;
+  StopSignal?: string;
+  Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
+  OnBuild?: string[] | null;
+  Shell?: string[] | null;
+}
 
 /** Docker's image config in firebuild's metadata shape. */
 export function fromDockerConfig(c: DockerImageConfig | undefined): ImageConfig {

@@ -1,0 +1,114 @@
+import type { Command } from 'commander';
+import { defaultCacheDir } from '../../profile/paths.js';
+import { parseSize } from '../../util/size.js';
+import { UserError } from '../../util/errors.js';
+import { json } from '../format.js';
+import { collect, Option, resolveEngine, vmSettings, withProfileOptions, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
+
+/** baseos and rootfs. */
+export function register(program: Command, ctx: CliContext): void {
+  const { out } = ctx;
+  type BuildCli = SettingsCliOpts & VmCliOpts & {
+    dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
+    engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
+    stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string; allowHostUrls?: boolean;
+  };
+  const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
+    cmd
+      .option('--dockerfile <source>', 'a local path, Dockerfile text, an http(s) URL, or git+https://host/repo.git:/path/Dockerfile#ref')
+      .option('--context <dir>', "build context directory (default: the Dockerfile's directory)")
+      .option('--build-arg <name=value>', 'build argument, repeatable', collect)
+      .option('--dockerfile-stage <name>', 'the stage to build (default: the last)')
+      .option('--tag <org/name:version>', what === 'baseos' ? 'tag of the stored image (default: derived from FROM, alpine:3.12 -> _/alpine:3.12)' : 'tag of the stored image')
+      .addOption(what === 'rootfs'
+        ? new Option('--engine <engine>', "build engine: vm (firebuild's own: RUN steps inside a microVM booted from the base image; the default for --dockerfile) or docker (the Docker engine; the default for --docker-image)").choices(['docker', 'vm'])
+        : new Option('--engine <engine>', 'build engine').choices(['docker']).default('docker'))
+      .option('--size <size>', 'exact size of the ext4 file (e.g. 2G); default: content plus --free-space')
+      .option('--free-space <size>', 'free space kept in the image after shrinking', '256M')
+      .option('--journal', 'give the file system a journal (off by default: every VM boots a throwaway copy)')
+      .option('--overwrite', 'replace an existing image with the same tag')
+      .option('--max-download-size <size>', 'the largest ADD URL or http context file (e.g. 8G); default: $FIREBUILD_MAX_DOWNLOAD_SIZE, else 4G')
+      .option('--allow-host-urls', "let the Dockerfile's ADD URLs (and redirects) reach this host's own addresses, loopback and link-local (trusted Dockerfiles only); also FIREBUILD_ALLOW_HOST_URLS=1");
+    if (what === 'rootfs') {
+      cmd
+        .option('--docker-image <image>', 'convert an existing Docker image (pulled with your Docker credentials when absent)')
+        .option('--docker-image-base <image>', 'record this image as the parent of --docker-image')
+        .option('--plan', 'print the resolved build plan as JSON and stop')
+        .option('--step-timeout <seconds>', 'vm engine: the longest a RUN step may take', '1800')
+        .option('--no-cache', 'vm engine: run every step, ignoring (and not refilling) the step cache')
+        .option('--vmlinux-id <id>', 'vm engine: the kernel that boots the build VMs (default: the only stored kernel)')
+        .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512');
+      withVmOptions(cmd, true);
+    }
+    return withProfileOptions(cmd, ctx.env, { storage: true });
+  };
+  const runBuild = async (type: 'baseos' | 'rootfs', o: BuildCli): Promise<void> => {
+    if (o.plan) {
+      if (!o.dockerfile) throw new UserError('--plan needs --dockerfile');
+      const { planCommand } = await import('../../commands/plan.js');
+      const plan = await planCommand({
+        dockerfile: o.dockerfile,
+        ...(o.context ? { context: o.context } : {}),
+        buildArgs: o.buildArg ?? [],
+        ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+        cacheDir: defaultCacheDir(ctx.env),
+        ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
+      }, ctx.logger.child('plan'));
+      return out(json(plan));
+    }
+    const { settings, storage } = await ctx.load(o);
+    if (resolveEngine(type, o.engine, o.dockerImage) === 'vm') {
+      if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
+      if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
+      if (!/^\d+$/.test(o.mem ?? '') || Number(o.mem) < 64) throw new UserError(`malformed --mem '${o.mem}': give MiB, at least 64`);
+      const { buildWithVm } = await import('../../engine/vm-engine.js');
+      const v = await buildWithVm({
+        dockerfile: o.dockerfile,
+        ...(o.context ? { context: o.context } : {}),
+        buildArgs: o.buildArg ?? [],
+        ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+        tag: o.tag ?? '',
+        ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
+        freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
+        overwrite: o.overwrite ?? false,
+        cacheDir: defaultCacheDir(ctx.env),
+        ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}),
+        memMib: Number(o.mem),
+        accel: o.accel ?? 'auto',
+        stepTimeoutMs: Number(o.stepTimeout) * 1000,
+        noCache: o.cache === false,
+        vm: { ...(await vmSettings(o, settings)), runCache: settings.runCache },
+        ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
+        ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
+      }, storage, ctx.logger.child('vm-build'));
+      return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: v.executed, cached: v.cached, timings: v.timings }));
+    }
+    const { buildWithDocker } = await import('../../commands/build.js');
+    const r = await buildWithDocker({
+      type,
+      engine: 'docker',
+      ...(o.dockerfile ? { dockerfile: o.dockerfile } : {}),
+      ...(o.context ? { context: o.context } : {}),
+      buildArgs: o.buildArg ?? [],
+      ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+      ...(o.tag ? { tag: o.tag } : {}),
+      ...(o.dockerImage ? { dockerImage: o.dockerImage } : {}),
+      ...(o.dockerImageBase ? { dockerImageBase: o.dockerImageBase } : {}),
+      ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
+      freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
+      journal: o.journal ?? false,
+      overwrite: o.overwrite ?? false,
+      cacheDir: defaultCacheDir(ctx.env),
+      ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
+      ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
+    }, storage, ctx.logger.child(type));
+    out(json({ tag: r.image.tag, rootfs: r.image.rootfsPath, metadata: r.image.metadataPath, sha256: r.image.metadata.rootfs.sha256, size: r.image.metadata.rootfs.apparentSize, builder: r.builder }));
+  };
+  buildOptions(program.command('baseos').description('build a base OS root file system from a Dockerfile with the Docker engine'), 'baseos')
+    .action(async (o: BuildCli) => {
+      if (!o.dockerfile) throw new UserError('baseos needs --dockerfile PATH');
+      await runBuild('baseos', o);
+    });
+  buildOptions(program.command('rootfs').description('build an application root file system from a Dockerfile or a Docker image (--plan prints the build plan)'), 'rootfs')
+    .action(async (o: BuildCli) => runBuild('rootfs', o));
+}

@@ -1,0 +1,67 @@
+import type { Command } from 'commander';
+import { UserError } from '../../util/errors.js';
+import { humanBytes, json, table } from '../format.js';
+import { withProfileOptions, type CliContext, type SettingsCliOpts } from '../options.js';
+
+/** image ls, inspect, push, pull, rm. */
+export function register(program: Command, ctx: CliContext): void {
+  const { out } = ctx;
+  const image = program.command('image').description('manage stored images (tags org/name:version)');
+  withProfileOptions(image.command('ls').description('list stored images').option('--json', 'print JSON'), ctx.env, { storage: true })
+    .action(async (o: SettingsCliOpts & { json?: boolean }) => {
+      const { storage } = await ctx.load(o);
+      const { imageList } = await import('../../commands/image.js');
+      const rows = await imageList(storage, ctx.logger.child('store'));
+      if (o.json) return out(json(rows));
+      out(table(
+        ['TAG', 'TYPE', 'SIZE', 'APPARENT', 'CREATED', 'PARENT'],
+        rows.map((r) => [r.tag, r.error ? 'CORRUPT' : r.type, humanBytes(r.sizeOnDisk), humanBytes(r.apparentSize), r.created, r.error ? r.error : r.parent]),
+      ));
+    });
+  withProfileOptions(image.command('inspect').description('print an image\'s metadata as JSON').argument('<tag>', 'org/name:version'), ctx.env, { storage: true })
+    .action(async (tag: string, o: SettingsCliOpts) => {
+      const { storage } = await ctx.load(o);
+      const { imageInspect } = await import('../../commands/image.js');
+      const img = await imageInspect(storage, tag);
+      out(json({ tag: img.tag, path: img.dir, rootfs: img.rootfsPath, metadata: img.metadata }));
+    });
+  type RegistryCli = SettingsCliOpts & { username?: string; passwordStdin?: boolean; insecure?: boolean };
+  const registryOpts = (c: Command): Command => c
+    .option('--username <user>', 'registry user (default: the Docker config\'s credentials for that registry)')
+    .option('--password-stdin', 'read the registry password or token from stdin')
+    .option('--insecure', 'plain HTTP to the registry (always for localhost and 127.0.0.1)');
+  const registryCreds = async (o: RegistryCli): Promise<{ credentials?: { username: string; password: string }; insecure?: boolean }> => {
+    if (o.passwordStdin && !o.username) throw new UserError('--password-stdin needs --username');
+    if (o.username && !o.passwordStdin) throw new UserError('--username needs --password-stdin (passwords never go on the command line)');
+    let password = '';
+    if (o.passwordStdin) {
+      for await (const chunk of process.stdin) password += String(chunk);
+      password = password.replace(/\r?\n$/, '');
+      if (!password) throw new UserError('--password-stdin read an empty password');
+    }
+    return { ...(o.username ? { credentials: { username: o.username, password } } : {}), ...(o.insecure ? { insecure: true } : {}) };
+  };
+  withProfileOptions(registryOpts(image.command('push').description('push a stored image to an OCI registry as a firebuild artifact (rootfs.ext4 zstd + metadata.json)')
+    .argument('<tag>', 'org/name:version').argument('<ref>', 'registry/repository:tag')), ctx.env, { storage: true })
+    .action(async (tag: string, ref: string, o: RegistryCli) => {
+      const { storage } = await ctx.load(o);
+      const { pushImage } = await import('../../oci/artifact.js');
+      out(json(await pushImage(storage, tag, ref, await registryCreds(o), ctx.logger.child('oci'))));
+    });
+  withProfileOptions(registryOpts(image.command('pull').description('pull a firebuild artifact from an OCI registry into the store, verifying every digest')
+    .argument('<ref>', 'registry/repository:tag or @sha256:digest')
+    .option('--tag <org/name:version>', 'store it under this tag (default: the tag it was pushed from)')
+    .option('--overwrite', 'replace an image with the same tag')), ctx.env, { storage: true })
+    .action(async (ref: string, o: RegistryCli & { tag?: string; overwrite?: boolean }) => {
+      const { storage } = await ctx.load(o);
+      const { pullImage } = await import('../../oci/artifact.js');
+      const img = await pullImage(storage, ref, { ...(await registryCreds(o)), ...(o.tag ? { tag: o.tag } : {}), overwrite: o.overwrite ?? false }, ctx.logger.child('oci'));
+      out(json({ tag: img.tag, rootfs: img.rootfsPath, sha256: img.metadata.rootfs.sha256, source: img.metadata.source.ref }));
+    });
+  withProfileOptions(image.command('rm').description('remove a stored image').argument('<tag>', 'org/name:version'), ctx.env, { storage: true })
+    .action(async (tag: string, o: SettingsCliOpts) => {
+      const { storage } = await ctx.load(o);
+      const { imageRemove } = await import('../../commands/image.js');
+      await imageRemove(storage, tag, ctx.logger.child('store'));
+    });
+}

@@ -1,0 +1,144 @@
+import * as path from 'node:path';
+import { parseBuildArgs } from '../../dockerfile/build-args.js';
+import { buildPlan } from '../../dockerfile/plan.js';
+import type { Plan, Stage, Step } from '../../dockerfile/plan-schema.js';
+import type { Downloads } from '../../source/downloads.js';
+import { resolveSource, type ResolvedSource } from '../../source/resolve.js';
+import type { ImageConfig } from '../../store/metadata.js';
+import { UserError } from '../../util/errors.js';
+import type { Logger } from '../../util/logger.js';
+import type { ImageResolver, ImageSource } from './bases.js';
+import { sha } from './keys.js';
+
+/**
+ * The vm engine's planning: the Dockerfile's plan (source resolved, build args applied, features the
+ * engine does not do refused) and, before anything runs, every file-system step's cache key, chained
+ * from its parent's key and its inputs (the instruction after expansion, resource digests, USER, WORKDIR).
+ */
+
+/** The steps that change the file system: each is executed (or restored from the step cache) and keyed. */
+export const FS_STEPS = new Set(['RUN', 'COPY', 'ADD', 'WORKDIR']);
+/** Starts every step key: bumped whenever what a step makes of the same inputs changes, so older cache entries (local, or carried by the Actions cache) and up-to-date images no longer match. */
+export const ENGINE_SEMANTICS = 'vm-engine-semantics-2';
+
+export interface PlanInputs {
+  dockerfile: string;
+  context?: string;
+  buildArgs?: string[];
+  target?: string;
+  cacheDir: string;
+}
+
+/** The source and the plan of a build; refuses the BuildKit features the vm engine does not do. */
+export async function resolvePlan(o: PlanInputs, images: ImageResolver, downloads: Downloads, log: Logger): Promise<{ src: ResolvedSource; plan: Plan }> {
+  const src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
+  const plan: Plan = await buildPlan(src.text, {
+    buildArgs: parseBuildArgs(o.buildArgs),
+    ...(o.target !== undefined ? { target: o.target } : {}),
+    context: src.context,
+    source: { kind: src.kind, ref: src.ref, dockerfile: src.kind === 'literal' ? 'Dockerfile' : src.dockerfile, ...(src.commit ? { commit: src.commit } : {}) },
+    baseConfig: async (ref): Promise<Partial<ImageConfig> | undefined> => (await images.resolve(ref))?.config,
+    downloads,
+  });
+  for (const st of plan.stages) {
+    for (const step of st.steps) {
+      const feature = vmUnsupported(step);
+      if (feature) throw new UserError(`${feature} is not supported by the vm engine yet: remove it, or build with --engine docker on a host with BuildKit`, { file: step.file, line: step.line });
+    }
+  }
+  return { src, plan };
+}
+
+/** BuildKit features the vm engine does not do (refused rather than ignored). `COPY --link` changes only how BuildKit caches layers, not the tree: accepted. */
+export function vmUnsupported(step: Step): string | undefined {
+  if (step.mounts?.length) return 'RUN --mount';
+  if (step.network !== undefined) return 'RUN --network';
+  if (step.security !== undefined) return 'RUN --security';
+  if (step.checksum !== undefined) return 'ADD --checksum';
+  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude)\b/i.exec(step.original);
+  if (m) return `${step.keyword} --${m[1]}`;
+  return undefined;
+}
+
+export interface StepState { user: string; workdir: string }
+
+export interface PlannedStage {
+  base: { kind: 'image'; image: ImageSource } | { kind: 'stage'; stage: number } | { kind: 'scratch' };
+  parents: string[];
+  /** Per step of the stage (every step, file-system or not): its key and the USER and WORKDIR it runs with. */
+  keys: string[];
+  states: StepState[];
+  finalKey: string;
+}
+
+export interface KeyedPlan {
+  planned: Map<number, PlannedStage>;
+  /** The stage built into the image: the last one. */
+  target: Stage;
+  /** The step cache keys of every file-system step (what carries a build to another runner). */
+  stepKeys: string[];
+  /** The image's own key: an unchanged rebuild of the same tag keeps the stored image. */
+  finalKey: string;
+}
+
+/** Every step's key, before anything runs. */
+export async function keyPlan(plan: Plan, images: ImageResolver, o: { freeBytes?: number; sizeBytes?: number }): Promise<KeyedPlan> {
+  const planned = new Map<number, PlannedStage>();
+  for (const stage of plan.stages) planned.set(stage.index, await planStage(stage, plan, planned, images));
+  const target = plan.stages[plan.stages.length - 1];
+  if (!target) throw new UserError('the Dockerfile has no stage to build');
+  const stepKeys = plan.stages.flatMap((st) => st.steps.flatMap((x, k) => (FS_STEPS.has(x.keyword) ? [planned.get(st.index)!.keys[k]!] : [])));
+  const finalKey = sha('image', planned.get(target.index)!.finalKey, String(o.freeBytes ?? 64 * 1024 ** 2), String(o.sizeBytes ?? ''));
+  return { planned, target, stepKeys, finalKey };
+}
+
+/** What a step's result depends on besides its parent: the instruction after expansion, never where it is written. */
+function stepInputs(step: Step, state: StepState, fromKey?: string): string {
+  const { file: _f, line: _l, original: _o, ...rest } = step;
+  return JSON.stringify({ ...rest, user: state.user, workdir: state.workdir, ...(fromKey ? { fromKey } : {}) });
+}
+
+/** Resolve a WORKDIR value against the current one. */
+function joinWorkdir(current: string, value: string): string {
+  return path.posix.resolve(current || '/', value);
+}
+
+/** A stage's base and the key of every step (chained from the base's digest or the base stage's final key). */
+async function planStage(stage: Stage, plan: Plan, planned: Map<number, PlannedStage>, images: ImageResolver): Promise<PlannedStage> {
+  const where = { file: stage.file, line: stage.line };
+  let key: string;
+  let baseCfg: ImageConfig | undefined;
+  let base: PlannedStage['base'];
+  const parents: string[] = [];
+  if (stage.base.kind === 'stage') {
+    const prev = planned.get(stage.base.stage);
+    if (!prev) throw new UserError(`stage ${stage.base.stage} was not built before stage ${stage.index}`, where);
+    key = prev.finalKey;
+    base = { kind: 'stage', stage: stage.base.stage };
+    const baseIndex = stage.base.stage;
+    baseCfg = plan.stages.find((s) => s.index === baseIndex)?.config;
+  } else if (stage.base.kind === 'image') {
+    const r = await images.need(stage.base.ref, 'base ', where);
+    key = sha(ENGINE_SEMANTICS, r.key);
+    base = { kind: 'image', image: r.source };
+    baseCfg = r.config;
+    parents.push(r.parent);
+  } else {
+    key = sha(ENGINE_SEMANTICS, 'scratch');
+    base = { kind: 'scratch' };
+  }
+  const state = { user: baseCfg?.user ?? '', workdir: baseCfg?.workingDir || '/' };
+  const keys: string[] = [];
+  const states: StepState[] = [];
+  for (const step of stage.steps) {
+    if (step.keyword === 'USER') state.user = step.value ?? '';
+    if (step.keyword === 'WORKDIR') state.workdir = joinWorkdir(state.workdir, step.value ?? '/');
+    let from: string | undefined;
+    if (step.from && 'stage' in step.from) from = planned.get(step.from.stage)?.finalKey;
+    else if (step.from) from = (await images.need(step.from.image, `COPY --from=${step.from.image}: `, { file: step.file, line: step.line })).key;
+    key = sha(key, stepInputs(step, state, from));
+    keys.push(key);
+    states.push({ ...state });
+  }
+  return { base, parents, keys, states, finalKey: key };
+}
