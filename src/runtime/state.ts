@@ -153,7 +153,9 @@ export class RunCache {
       const old = async (): Promise<boolean> => now - (await fsp.stat(dir)).mtimeMs > graceMs;
       let reason: string | undefined;
       if (id !== e.name) {
-        if (await old()) reason = 'not a VM directory';
+        // A `.new-<id>` whose creating process is gone goes at once (it holds only the first state).
+        if (id && !(await this.creatorAlive(path.join(dir, 'state.json')))) reason = 'creation interrupted';
+        else if (await old()) reason = 'not a VM directory';
       } else {
         try {
           await this.read(e.name);
@@ -167,6 +169,19 @@ export class RunCache {
       if (reason) out.push({ name: e.name, dir, ...(id ? { id } : {}), reason });
     }
     return out;
+  }
+
+  private async creatorAlive(file: string): Promise<boolean> {
+    const text = await fsp.readFile(file, 'utf8').catch(() => undefined);
+    let parsed: ReturnType<typeof VmStateSchema.safeParse> | undefined;
+    try {
+      parsed = text === undefined ? undefined : VmStateSchema.safeParse(JSON.parse(text));
+    } catch {
+      parsed = undefined;
+    }
+    // Unreadable: the age decides (a state being written right now may not parse yet).
+    if (!parsed?.success) return true;
+    return vmRunning(parsed.data);
   }
 
   async remove(id: string): Promise<void> {

@@ -61,6 +61,14 @@ describe('run cache', () => {
     const leftNew = `.new-${newVmmId()}`;
     fs.mkdirSync(path.join(root, leftNew));
     aged(path.join(root, leftNew));
+    // A creation interrupted by a kill (its creator is gone): removed at once, however young.
+    const interrupted = newVmmId();
+    fs.mkdirSync(path.join(root, `.new-${interrupted}`));
+    fs.writeFileSync(path.join(root, `.new-${interrupted}`, 'state.json'), JSON.stringify(state(interrupted, { creator: { pid: 999_999_999, startTime: '1', bootId: 'x' } })));
+    // One being created by a live process stays.
+    const creating = newVmmId();
+    fs.mkdirSync(path.join(root, `.new-${creating}`));
+    fs.writeFileSync(path.join(root, `.new-${creating}`, 'state.json'), JSON.stringify(state(creating, { creator: identify(process.pid) })));
     // A VM being created by this (live) process: running, never purged.
     const live = state(newVmmId(), { creator: identify(process.pid) });
     await cache.create(live);
@@ -70,8 +78,8 @@ describe('run cache', () => {
     expect((await cache.list()).map((v) => [v.id, v.running])).toEqual(expect.arrayContaining([[live.id, true], [orphan.id, false]]));
 
     const purged = await purgeVms(cache, log, path.join(root, 'locks'));
-    expect(purged.sort()).toEqual([unparsable, invalid, stateless, leftNew.slice('.new-'.length), orphan.id].sort());
-    expect(fs.readdirSync(root).sort()).toEqual([live.id, young].sort());
-    expect(log.entries.filter((e) => e.message === 'purged unreadable VM state')).toHaveLength(4);
+    expect(purged.sort()).toEqual([unparsable, invalid, stateless, leftNew.slice('.new-'.length), interrupted, orphan.id].sort());
+    expect(fs.readdirSync(root).sort()).toEqual([live.id, young, `.new-${creating}`].sort());
+    expect(log.entries.filter((e) => e.message === 'purged unreadable VM state')).toHaveLength(5);
   });
 });
