@@ -1,5 +1,4 @@
-import { vmSettingsFor, type VmChoice, type VmSettings } from '../commands/vm-settings.js';
-import type { Settings } from '../profile/settings.js';
+import type { VmChoice } from '../commands/vm-settings.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../commands/vm-choices.js';
 import { UserError } from '../util/errors.js';
 import { input } from './common.js';
@@ -31,16 +30,14 @@ export function getVmInputs(forRun = false): VmInputs {
   return i;
 }
 
-/** Those inputs as a VM choice (the jailer's ids and Firecracker's api mode are the defaults). */
+/**
+ * Those inputs as a VM choice (the jailer's ids and Firecracker's api mode are the defaults); Firecracker's
+ * binaries come from the profile the setup action wrote (or one named by FIREBUILD_PROFILE).
+ */
 export function vmChoice(i: VmInputs): VmChoice {
   return {
     backend: i.backend,
     ...(i.network ? { network: i.network } : {}),
     ...(i.cniNetwork ? { cni: { network: i.cniNetwork, confDir: i.cniConfDir } } : {}),
   };
-}
-
-/** The runtime's options for those inputs; Firecracker's binaries come from the profile the setup action wrote (or one named by FIREBUILD_PROFILE). */
-export async function vmRuntime(i: VmInputs, settings: Settings): Promise<VmSettings> {
-  return vmSettingsFor(vmChoice(i), settings);
 }

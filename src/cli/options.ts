@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 // no dependency beyond node: (the rule at the top of program.ts; bench/cli-start.mjs measures the start-up).
 import { BACKEND_CHOICES } from '../commands/vm-choices.js';
 import { defaultProfileConfDir } from '../profile/paths.js';
-import type { VmChoice, VmSettings } from '../commands/vm-settings.js';
+import type { VmChoice } from '../commands/vm-settings.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import type { Settings, SettingsFlags } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
@@ -114,11 +114,4 @@ export function vmChoice(o: VmCliOpts): VmChoice {
     jailer: { uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid') },
     firecrackerMode: o.firecrackerMode as FirecrackerMode,
   };
-}
-
-/** The network, CNI and Firecracker settings of withVmOptions' flags and the profile (`run`). */
-export async function vmSettings(o: VmCliOpts, settings: Settings): Promise<VmSettings> {
-  const choice = vmChoice(o);
-  const { vmSettingsFor } = await import('../commands/vm-settings.js');
-  return vmSettingsFor(choice, settings);
 }

@@ -1,91 +1,67 @@
-import * as fsp from 'node:fs/promises';
-import { launchVm, type LaunchSpec } from '../runtime/launch.js';
-import type { RunCache, VmState } from '../runtime/state.js';
-import { parsePort } from '../net/network.js';
-import type { StorageProvider } from '../store/provider.js';
+import { exitCodeOf, followConsole } from '../runtime/console.js';
+import { disownVm } from '../runtime/owner.js';
+import { vmmOf, type VmState } from '../runtime/state.js';
+import { teardown, vmDiskFull } from '../runtime/stop.js';
+import { DEFAULT_LOCK_DIR } from '../net/network.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { hasProbes, removeSmokedVm, smoke, type SmokeProbes } from './smoke.js';
+import { bootVm, runCacheOf, type BootRequest, type VmContext } from './vm-boot.js';
 
-// The VM lifecycle lives in runtime/ (launch, stop), the network's values in net/network.ts, the backend
-// choice in vmm/backend.ts; re-exported here for the callers that still import them from this file.
-export { launchVm, type LaunchSpec } from '../runtime/launch.js';
-export { killVm, purgeVms, requestStop, teardown, vmDiskFull } from '../runtime/stop.js';
-export { pickKernel } from '../runtime/kernel.js';
-export { disownVm } from '../runtime/owner.js';
-export { exitCodeOf, followConsole, readConsole } from '../runtime/console.js';
-export { CNI_IFNAME, DEFAULT_LOCK_DIR, NETWORK_MODES, USER_NET, cniBinDir, parsePort, type NetworkMode, type PortSpec } from '../net/network.js';
-export { chooseBackend, type BackendName } from '../vmm/backend.js';
+export { parseEnvFile, type BootRequest, type VmContext } from './vm-boot.js';
 
-/** `firebuild run`'s options as the faces give them: env files, `--env` names and the key file still unread. */
-export interface RunOptions extends Omit<LaunchSpec, 'env' | 'ports' | 'authorizedKeys'> {
-  env: string[];
-  envFiles: string[];
-  identityFile?: string;
-  ports: string[];
+/** `firebuild run`: a VM to boot, the probes it must pass, and whether it outlives this process. */
+export interface RunRequest extends BootRequest {
+  /** `--wait-tcp`, `--wait-http`, `--wait-exit-code` and their deadline (no probe: none of the lists, no exit code). */
+  probes: SmokeProbes;
+  /** Return once the VM is up (and its probes passed), leaving it running. */
+  daemonize: boolean;
 }
 
-export function parseEnvFile(text: string, file: string): string[] {
-  const out: string[] = [];
-  text.split(/\r?\n/).forEach((line, i) => {
-    const l = line.trim();
-    if (l === '' || l.startsWith('#')) return;
-    const kv = l.replace(/^export\s+/, '');
-    if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv)) throw new UserError(`${file}:${i + 1}: not KEY=value`);
-    out.push(kv);
-  });
-  return out;
-}
+/** How a `run` ended, for the face to print (a failure is an error instead). */
+export type RunResult =
+  /** The command ran in the foreground and exited 0 (or the image's own init powered off). */
+  | { mode: 'foreground' }
+  /** `--wait-exit-code`: the command exited with the expected code; the VM is removed. */
+  | { mode: 'exit-code'; vm: VmState; exitCode: number }
+  /** `--daemonize`: the VM runs on, no longer owned by this process. */
+  | { mode: 'daemonized'; vm: VmState };
 
-const PUBLIC_KEY_RE = /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
-
-/** Env files in order, then `--env` (a bare name takes this process's value): the entries over the image's ENV. */
-async function runEnv(o: Pick<RunOptions, 'env' | 'envFiles'>): Promise<string[]> {
-  const out: string[] = [];
-  for (const f of o.envFiles) {
-    const text = await fsp.readFile(f, 'utf8').catch(() => {
-      throw new UserError(`env file ${f} not found: check the --env-file path`);
-    });
-    out.push(...parseEnvFile(text, f));
+/**
+ * Boot a stored image as a microVM and, after its probes (commands/smoke.ts: a failed probe kills it):
+ * with `--wait-exit-code`, remove it; with `--daemonize`, hand it over (it outlives this process);
+ * otherwise follow its console in the foreground (each chunk to `onConsole`) until it ends, then remove
+ * all it left on the host. The command's non-zero exit code is a UserError carrying `exitCode`; a
+ * failure on a full disk says so. A SIGINT/SIGTERM until then tears the VM down (runtime/owner.ts).
+ */
+export async function runCommand(r: RunRequest, ctx: VmContext, log: Logger, onConsole: (chunk: string) => void): Promise<RunResult> {
+  const { probes, daemonize, ...boot } = r;
+  const vm = hasProbes(probes) ? await smoke(boot, probes, ctx, log) : await bootVm(boot, ctx, log);
+  if (probes.exitCode !== undefined) {
+    await removeSmokedVm(vm, ctx, log);
+    return { mode: 'exit-code', vm, exitCode: probes.exitCode };
   }
-  for (const e of o.env) {
-    if (e.includes('=')) {
-      out.push(e);
-      continue;
-    }
-    const v = process.env[e];
-    if (v === undefined) throw new UserError(`--env ${e} has no value and is not set here: write --env ${e}=value`);
-    out.push(`${e}=${v}`);
+  if (daemonize) {
+    // The VM outlives this process from here: a signal no longer tears it down.
+    disownVm(vm.id);
+    return { mode: 'daemonized', vm };
   }
-  return out;
-}
-
-/** The authorized_keys text of `--identity-file`: public keys only (a private key is refused). */
-async function authorizedKeysOf(file: string): Promise<string> {
-  const text = (await fsp.readFile(file, 'utf8').catch(() => {
-    throw new UserError(`identity file ${file} not found`);
-  })).trim();
-  if (!text.split('\n').every((l) => PUBLIC_KEY_RE.test(l.trim()))) {
-    throw new UserError(`identity file ${file} is not an SSH public key: give the .pub file (never the private key)`);
+  // Foreground: stream the console until the VM ends. Ctrl-C (SIGINT) or SIGTERM: the process's cancel
+  // handlers (bin/firebuild.js) tear the VM down, as they do during the boot, and exit 130/143.
+  let text = '';
+  for await (const chunk of followConsole(vm.serialLog, vmmOf(vm))) {
+    onConsole(chunk);
+    text += chunk;
   }
-  return text + '\n';
-}
-
-/** Boot a stored image as a microVM in the background (see launchVm); returns once the init has started the command. */
-export async function runVm(o: RunOptions, storage: StorageProvider, cache: RunCache, log: Logger): Promise<VmState> {
-  const { env: _env, envFiles: _files, identityFile, ports, ...rest } = o;
-  const spec: LaunchSpec = {
-    ...rest,
-    env: await runEnv(o),
-    ...(identityFile ? { authorizedKeys: await authorizedKeysOf(identityFile) } : {}),
-    ports: ports.map((p) => parsePort(p, o.network === 'cni' ? '0.0.0.0' : '127.0.0.1')),
-  };
-  return launchVm(spec, storage, cache, log);
-}
-
-/** `inspect` in the seed's shape: `.NetworkInterfaces[0].StaticConfiguration.IPConfiguration.IP`. */
-export function inspectView(s: VmState & { running?: boolean }): Record<string, unknown> {
-  return {
-    ...s,
-    NetworkInterfaces: s.network.ip ? [{ StaticConfiguration: { IPConfiguration: { IP: s.network.ip } } }] : [],
-  };
+  const exit = exitCodeOf(text);
+  // A command that failed on a full host disk (QEMU hands the write error to the guest): say so.
+  const full = exit === 0 ? undefined : await vmDiskFull(vm);
+  // The VM ended: everything it had on the host goes (cgroup, netns, CNI, port rules, jail, run cache), as kill does.
+  await teardown(runCacheOf(ctx.settings), vm, DEFAULT_LOCK_DIR, log).catch(() => undefined);
+  if (full) throw full;
+  // The image's own init powers off without firebuild's exit line.
+  if (exit === undefined && r.init === 'image') return { mode: 'foreground' };
+  if (exit === undefined) throw new UserError('the VM ended without reporting an exit code (a crash or a kill)');
+  if (exit !== 0) throw Object.assign(new UserError(`the command exited with code ${exit}`), { exitCode: exit });
+  return { mode: 'foreground' };
 }

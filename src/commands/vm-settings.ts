@@ -4,7 +4,7 @@ import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { cniBinDir, type NetworkMode } from '../net/network.js';
 import { chooseBackend } from '../vmm/backend.js';
 import type { BackendChoice } from '../vmm/backends.js';
-import type { RunOptions } from './run.js';
+import type { LaunchSpec } from '../runtime/launch.js';
 
 /**
  * How a VM should boot and reach a network, as a face parsed it from flags (`run`, `rootfs --engine vm`)
@@ -21,11 +21,11 @@ export interface VmChoice {
   firecrackerMode?: FirecrackerMode;
 }
 
-export type VmSettings = Pick<RunOptions, 'network' | 'backend' | 'firecracker'> & { cni?: RunOptions['cni'] };
+export type VmSettings = Pick<LaunchSpec, 'network' | 'backend' | 'firecracker'> & { cni?: LaunchSpec['cni'] };
 
 /** The runtime's VM settings of a choice and the profile's settings (Firecracker's binaries and chroot base come from the profile). */
 export async function vmSettingsFor(c: VmChoice, settings: Settings): Promise<VmSettings> {
-  const firecracker: NonNullable<RunOptions['firecracker']> = {
+  const firecracker: NonNullable<LaunchSpec['firecracker']> = {
     ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
     chrootBase: settings.chrootBase, uid: c.jailer?.uid ?? 65534, gid: c.jailer?.gid ?? 65534, mode: c.firecrackerMode ?? 'api',
   };

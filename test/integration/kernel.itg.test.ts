@@ -2,7 +2,7 @@ import { expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { pickKernel } from '../../src/commands/run.js';
+import { pickKernel } from '../../src/runtime/kernel.js';
 import { DirectoryStorage } from '../../src/store/directory.js';
 import { lines, runCli, useTempHome } from '../helpers/cli.js';
 

@@ -1,17 +1,18 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { disownVm, killVm, runVm } from '../../commands/run.js';
+import { smoke } from '../../commands/smoke.js';
+import { vmKill } from '../../commands/vm.js';
 import { openStorage } from '../../profile/settings.js';
-import { runProbes, waitExitCode } from '../../runtime/probes.js';
-import { RunCache, vmmOf } from '../../runtime/state.js';
+import type { VmState } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
 import { ActionsLogger, actionSettings, input, listInput, summaryTable, uploadArtifact } from '../common.js';
-import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
+import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
 
 /**
  * The smoke-test action: boot a stored image, run the probes (TCP ports, HTTP checks, or the command's
- * exit code), output the VM's IP and serial log. The VM keeps running for later steps; the post step
- * (post.ts) always tears it down, also after a failure or a cancel.
+ * exit code) through commands/smoke.ts, output the VM's IP and serial log. The VM keeps running for later
+ * steps; the post step (post.ts) always tears it down, also after a cancel. A failed probe removes the VM
+ * in the main step, after its serial log went up as an artifact.
  */
 export const ACCELS = ['auto', 'kvm', 'tcg'] as const;
 export const STATE_VMM_ID = 'vmm-id';
@@ -79,51 +80,46 @@ export async function run(): Promise<void> {
   const log = new ActionsLogger('smoke-test');
   const settings = await actionSettings();
   const storage = openStorage(settings);
-  const cache = new RunCache(settings.runCache);
-  const vm = await vmRuntime(i, settings);
-  const backend = vm.backend;
-  const state = await core.group(`Boot ${i.tag}`, async () => runVm({
-    from: i.tag, ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), memMib: i.mem, cpus: i.cpu, env: i.env, envFiles: [],
-    ports: i.ports, accel: i.accel, bootTimeoutMs: i.bootTimeoutMs, ...vm,
-    // Saved before the VM starts: the post step tears it down even if the boot, the probes or the job fail or are cancelled.
-    onCreated: (id) => core.saveState(STATE_VMM_ID, id),
-  }, storage, cache, log));
+  // One use case boots the VM and runs the probes; the hooks fold its log into the runner's two groups.
+  core.startGroup(`Boot ${i.tag}`);
+  let vm: VmState;
   try {
-    core.setOutput('vmm-id', state.id);
-    core.setOutput('ip-address', state.network.ip ?? '');
-    core.setOutput('serial-log', state.serialLog);
-    const checks: [string, string][] = [];
-    await core.group('Probes', async () => {
-      try {
-        await probe();
-      } catch (err) {
-        await uploadSerialLog(state.id, state.serialLog);
-        throw err;
-      }
+    vm = await smoke({
+      from: i.tag, ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), memMib: i.mem, cpus: i.cpu, env: i.env, envFiles: [],
+      ports: i.ports, accel: i.accel, bootTimeoutMs: i.bootTimeoutMs, machine: vmChoice(i),
+      // Saved before the VM starts: the post step tears it down even if the boot, the probes or the job fail or are cancelled.
+      onCreated: (id) => core.saveState(STATE_VMM_ID, id),
+    }, {
+      tcp: i.waitTcp,
+      http: i.waitHttp.map((url) => ({ url, status: i.waitHttpStatus, ...(i.waitHttpBody ? { body: i.waitHttpBody } : {}) })),
+      ...(i.expectExitCode !== undefined ? { exitCode: i.expectExitCode } : {}),
+      timeoutMs: i.timeoutMs,
+    }, { settings, storage }, log, {
+      booted: (up) => {
+        core.setOutput('vmm-id', up.id);
+        core.setOutput('ip-address', up.network.ip ?? '');
+        core.setOutput('serial-log', up.serialLog);
+        core.endGroup();
+        core.startGroup('Probes');
+      },
+      // Before the failed VM is removed (with its serial log).
+      failed: (up) => uploadSerialLog(up.id, up.serialLog),
+      // The VM outlives this step (later steps use it; the post step removes it): from here a cancel of this
+      // process no longer tears it down. Until here (boot, probes) a SIGINT/SIGTERM does.
+      handOver: true,
     });
-    async function probe(): Promise<void> {
-      if (i.waitTcp.length || i.waitHttp.length) {
-        await runProbes({
-          tcp: i.waitTcp.map((port) => ({ host: '127.0.0.1', port })),
-          http: i.waitHttp.map((url) => ({ url, status: i.waitHttpStatus, ...(i.waitHttpBody ? { body: i.waitHttpBody } : {}) })),
-          timeoutMs: i.timeoutMs,
-        }, state.serialLog);
-        checks.push(...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']), ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]));
-      }
-      if (i.expectExitCode !== undefined) {
-        await waitExitCode(state.serialLog, vmmOf(state), i.expectExitCode, i.timeoutMs);
-        checks.push(['exit code', String(i.expectExitCode)]);
-      }
-    }
-    log.info('smoke test passed', { tag: i.tag, id: state.id });
-    await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
-      ['VM', `\`${state.id}\``], ['backend', backend], ['IP', state.network.ip ?? '-'], ['accel', state.accel], ...checks,
-    ])).write();
   } finally {
-    // The VM outlives this step (later steps use it; the post step removes it): from here a cancel of this
-    // process no longer tears it down. Until here (boot, probes) a SIGINT/SIGTERM does.
-    disownVm(state.id);
+    core.endGroup();
   }
+  const checks: [string, string][] = [
+    ...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']),
+    ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]),
+    ...(i.expectExitCode !== undefined ? [['exit code', String(i.expectExitCode)] as [string, string]] : []),
+  ];
+  log.info('smoke test passed', { tag: i.tag, id: vm.id });
+  await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
+    ['VM', `\`${vm.id}\``], ['backend', vm.backend], ['IP', vm.network.ip ?? '-'], ['accel', vm.accel], ...checks,
+  ])).write();
 }
 
 /** The post step: tear the VM down; never fail the job (a problem is a warning). */
@@ -132,9 +128,8 @@ export async function post(): Promise<void> {
   if (!id) return;
   try {
     const settings = await actionSettings();
-    const cache = new RunCache(settings.runCache);
-    if (!(await cache.list()).some((v) => v.id === id)) return;
-    await killVm(cache, id, 10_000, new ActionsLogger('smoke-test'));
+    // Gone already (a failed probe removed it in the main step): nothing to do.
+    if (!(await vmKill(settings, id, 10_000, new ActionsLogger('smoke-test'), { missingOk: true }))) return;
     core.info(`VM ${id} removed`);
   } catch (err) {
     core.warning(`could not remove VM ${id}: ${(err as Error).message}: run firebuild purge on the runner`);
