@@ -17,8 +17,8 @@ import { BIN, REPO, tempDir } from '../helpers/cli.js';
  */
 const REGISTRY = '127.0.0.1:5000';
 const repo = `fbtest/cancel-${process.pid}`;
-// Until bin/firebuild.js installs the cancel handlers itself, a harness starts the CLI with them.
-const ENTRY = fs.readFileSync(BIN, 'utf8').includes('exitOnSignals') ? [BIN] : [process.execPath, path.join(REPO, 'test', 'helpers', 'cancel-harness.mjs')];
+// The real entry point: bin/firebuild.js installs the cancel handlers (util/cleanup.ts exitOnSignals).
+const ENTRY = [BIN];
 
 let work: string;
 let proxy: http.Server;
