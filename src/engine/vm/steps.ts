@@ -151,19 +151,22 @@ async function restoreGuestWritten(image: string, saved: Saved[], label: string,
     for (const s of saved) {
       const e = await img.stat(s.path);
       if (!s.data) {
-        if (e) wrong.push(`${s.path} is still there`);
+        if (e) wrong.push(`${s.path} (the image had no file there, and the build VM's ${e.type} is still there)`);
         continue;
       }
       const size = (await fsp.stat(s.data)).size;
-      if (e?.type !== 'file') wrong.push(`${s.path} is ${e ? `a ${e.type}` : 'missing'}`);
-      else if (e.size !== size || (e.mode & 0o777) !== parseInt(s.mode!.slice(-3), 8) || String(e.uid) !== s.uid || String(e.gid) !== s.gid) wrong.push(`${s.path} is not the saved file (size ${e.size}, mode ${(e.mode & 0o777).toString(8)}, owner ${e.uid}:${e.gid})`);
+      const mode = parseInt(s.mode!.slice(-3), 8);
+      if (e?.type !== 'file') wrong.push(`${s.path} (${e ? `a ${e.type} is there` : 'it is missing'})`);
+      else if (e.size !== size || (e.mode & 0o777) !== mode || String(e.uid) !== s.uid || String(e.gid) !== s.gid) {
+        wrong.push(`${s.path} (size ${e.size}, mode ${(e.mode & 0o777).toString(8)}, owner ${e.uid}:${e.gid}; before the step: ${size}, ${mode.toString(8)}, ${s.uid}:${s.gid})`);
+      }
     }
   } finally {
     await img.close();
   }
   if (wrong.length) {
     const said = (r.stderr.split('\n').filter((l) => l && !/^debugfs \d/.test(l) && !/File not found by ext2_lookup/.test(l))[0] ?? '').trim();
-    throw new UserError(`${label}: could not restore the image's ${wrong.join(', ')} after the step${said ? ` (debugfs: ${said})` : ''}`, where);
+    throw new UserError(`${label}: could not put back what the image held before the step: ${wrong.join(', ')}${said ? `; debugfs: ${said}` : ''}`, where);
   }
 }
 
