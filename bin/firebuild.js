@@ -3,6 +3,7 @@
 // (The line above: node resolves npm's bin symlink to this file by itself, so sh starts no readlink and
 // dirname processes for it: each is a fork and exec, about a tenth of node's own start-up.)
 import { main } from '../lib/cli/main.js';
+import { exitOnSignals } from '../lib/util/cleanup.js';
 
 // Run by sh (the line above), node gets `--` first; run by node directly, it does not.
 const args = process.argv.slice(2);
@@ -18,6 +19,8 @@ else if (args.some((a) => /^--env-file(-if-exists)?(=|$)/.test(a))) {
 // and signal-exit (pulled in by proper-lockfile) turns Node's "unsettled top-level await" exit code 13
 // into 0: a silent, successful-looking exit with nothing printed.
 const keepAlive = setInterval(() => undefined, 1 << 30);
+// SIGINT/SIGTERM/SIGHUP: remove every VM and work dir this process owns (lib/util/cleanup.js), exit 130/143/129.
+exitOnSignals();
 try {
   process.exitCode = await main(args);
 } finally {

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import { defaultProfileConfDir } from '../profile/profile.js';
 import { loadSettings, type Settings } from '../profile/settings.js';
+import { exitOnSignals } from '../util/cleanup.js';
 import { InternalError, UserError } from '../util/errors.js';
 import { withLock } from '../util/lock.js';
 import { ensurePrivateDir, privateTempDir, userTempRoot } from '../util/private-dir.js';
@@ -74,6 +75,9 @@ export function boolInput(name: string, def = false): boolean {
 export async function runAction(body: () => Promise<void>): Promise<void> {
   // As bin/firebuild.js: the event loop stays referenced until the body settles (see there why).
   const keepAlive = setInterval(() => undefined, 1 << 30);
+  // The runner cancels with SIGINT, then SIGTERM 7.5 s later, then SIGKILL: every VM and work dir the body
+  // owns (util/cleanup.ts) is removed on the first signal, and the step exits 130/143.
+  const removeHandlers = exitOnSignals({ report: (line) => core.info(line) });
   try {
     await body();
   } catch (err) {
@@ -84,6 +88,7 @@ export async function runAction(body: () => Promise<void>): Promise<void> {
     core.error(e.message, props);
     process.exitCode = 1;
   } finally {
+    removeHandlers();
     clearInterval(keepAlive);
   }
 }

@@ -1,5 +1,4 @@
-import * as path from 'node:path';
-import { chooseBackend, cniBinDir, type NetworkMode, type RunOptions } from '../commands/run.js';
+import { vmSettingsFor, type VmChoice, type VmSettings } from '../commands/vm-settings.js';
 import type { Settings } from '../profile/settings.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../commands/vm-choices.js';
 import { UserError } from '../util/errors.js';
@@ -32,13 +31,16 @@ export function getVmInputs(forRun = false): VmInputs {
   return i;
 }
 
-/** The runtime's options for those inputs; Firecracker's binaries come from the profile the setup action wrote (or one named by FIREBUILD_PROFILE). */
-export async function vmRuntime(i: VmInputs, settings: Settings): Promise<Pick<RunOptions, 'backend' | 'network' | 'firecracker'> & { cni?: RunOptions['cni'] }> {
-  const firecracker: NonNullable<RunOptions['firecracker']> = {
-    ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
-    chrootBase: settings.chrootBase, uid: 65534, gid: 65534, mode: 'api',
+/** Those inputs as a VM choice (the jailer's ids and Firecracker's api mode are the defaults). */
+export function vmChoice(i: VmInputs): VmChoice {
+  return {
+    backend: i.backend,
+    ...(i.network ? { network: i.network } : {}),
+    ...(i.cniNetwork ? { cni: { network: i.cniNetwork, confDir: i.cniConfDir } } : {}),
   };
-  const backend = chooseBackend({ backend: i.backend, firecracker });
-  const network: NetworkMode = i.cniNetwork ? 'cni' : (i.network || (backend === 'firecracker' ? 'none' : 'user'));
-  return { backend, network, firecracker, ...(i.cniNetwork ? { cni: { network: i.cniNetwork, confDir: path.resolve(i.cniConfDir), binDir: await cniBinDir() } } : {}) };
+}
+
+/** The runtime's options for those inputs; Firecracker's binaries come from the profile the setup action wrote (or one named by FIREBUILD_PROFILE). */
+export async function vmRuntime(i: VmInputs, settings: Settings): Promise<VmSettings> {
+  return vmSettingsFor(vmChoice(i), settings);
 }

@@ -1,11 +1,10 @@
 import { createRequire } from 'node:module';
-import * as path from 'node:path';
 import type { Command } from 'commander';
 // Loaded by every command and --help (through program.ts): keep static imports type-only, or of modules with
 // no dependency beyond node: (the rule at the top of program.ts; bench/cli-start.mjs measures the start-up).
 import { BACKEND_CHOICES } from '../commands/vm-choices.js';
 import { defaultProfileConfDir } from '../profile/paths.js';
-import type { NetworkMode, RunOptions } from '../commands/run.js';
+import type { VmChoice, VmSettings } from '../commands/vm-settings.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import type { Settings, SettingsFlags } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
@@ -95,12 +94,6 @@ export function withVmOptions(cmd: Command, forBuild: boolean): Command {
 
 export interface VmCliOpts { network?: string; cniNetworkName?: string; cniConfDir: string; cniBinDir?: string; backend: string; accel: string; firecrackerMode: string; jailerUid: string; jailerGid: string }
 
-/** The engine of a build: what --engine says; else vm for a Dockerfile (no step runs on the host) and docker for --docker-image (a conversion) and baseos. */
-export function resolveEngine(type: 'baseos' | 'rootfs', engine: string | undefined, dockerImage: string | undefined): 'docker' | 'vm' {
-  if (engine === 'docker' || engine === 'vm') return engine;
-  return type === 'rootfs' && !dockerImage ? 'vm' : 'docker';
-}
-
 export function intFlag(v: string, flag: string): number {
   if (!/^\d{1,10}$/.test(v)) throw new UserError(`malformed ${flag} '${v}': give a number`);
   return Number(v);
@@ -111,21 +104,21 @@ export const seconds = (v: string, flag: string): number => {
   return Number(v) * 1000;
 };
 
-/** The network, CNI and Firecracker settings of withVmOptions' flags and the profile. */
-export async function vmSettings(o: VmCliOpts, settings: Settings): Promise<Pick<RunOptions, 'network' | 'backend' | 'firecracker'> & { cni?: RunOptions['cni'] }> {
+/** withVmOptions' flags as a VM choice (the jailer's ids checked here, the rest by commander's choices). */
+export function vmChoice(o: VmCliOpts): VmChoice {
   if (o.cniNetworkName && o.network) throw new UserError('--network and --cni-network-name exclude each other: keep one');
-  const { chooseBackend, cniBinDir } = await import('../commands/run.js');
-  const firecracker: NonNullable<RunOptions['firecracker']> = {
-    ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
-    chrootBase: settings.chrootBase, uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid'), mode: o.firecrackerMode as FirecrackerMode,
-  };
-  // The network's default follows the backend auto picks (Firecracker has no user-mode networking).
-  const backend = chooseBackend({ backend: o.backend as RunOptions['backend'], firecracker });
-  const network: NetworkMode = o.cniNetworkName ? 'cni' : ((o.network as NetworkMode | undefined) ?? (backend === 'firecracker' ? 'none' : 'user'));
   return {
-    network,
-    backend: o.backend as RunOptions['backend'],
-    ...(o.cniNetworkName ? { cni: { network: o.cniNetworkName, confDir: path.resolve(o.cniConfDir), binDir: await cniBinDir(o.cniBinDir) } } : {}),
-    firecracker,
+    backend: o.backend as VmChoice['backend'],
+    ...(o.network ? { network: o.network as NonNullable<VmChoice['network']> } : {}),
+    ...(o.cniNetworkName ? { cni: { network: o.cniNetworkName, confDir: o.cniConfDir, ...(o.cniBinDir ? { binDir: o.cniBinDir } : {}) } } : {}),
+    jailer: { uid: intFlag(o.jailerUid, '--jailer-uid'), gid: intFlag(o.jailerGid, '--jailer-gid') },
+    firecrackerMode: o.firecrackerMode as FirecrackerMode,
   };
+}
+
+/** The network, CNI and Firecracker settings of withVmOptions' flags and the profile (`run`). */
+export async function vmSettings(o: VmCliOpts, settings: Settings): Promise<VmSettings> {
+  const choice = vmChoice(o);
+  const { vmSettingsFor } = await import('../commands/vm-settings.js');
+  return vmSettingsFor(choice, settings);
 }

@@ -15,7 +15,6 @@ import { register as registerVm } from './commands/vm.js';
 import { commander, Option, settingsFlags, type CliContext, type CliIO, type SettingsCliOpts } from './options.js';
 
 export type { CliIO } from './options.js';
-export { resolveEngine } from './options.js';
 export const { CommanderError } = commander;
 
 export function buildProgram(io: CliIO): Command {

@@ -14,10 +14,12 @@ import type { Plan, Step } from '../dockerfile/plan-schema.js';
 import { convertTarStream, type ConvertResult } from '../rootfs/convert.js';
 import { resolveSource, type ResolvedSource } from '../source/resolve.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
-import { formatTag, isValidTag, parseTag } from '../store/tag.js';
+import { formatTag, isValidTag, parseTag, type Tag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { parseBuildArgs } from '../dockerfile/build-args.js';
+import { vmSettingsFor, type VmChoice } from './vm-settings.js';
+import type { Settings } from '../profile/settings.js';
 
 export interface BuildOptions {
   type: 'baseos' | 'rootfs';
@@ -26,7 +28,8 @@ export interface BuildOptions {
   context?: string;
   buildArgs?: string[];
   target?: string;
-  tag?: string;
+  /** Parsed by the face; baseos derives it from FROM when absent. */
+  tag?: Tag;
   dockerImage?: string;
   dockerImageBase?: string;
   sizeBytes?: number;
@@ -74,7 +77,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
 
   let src: ResolvedSource | undefined;
   let plan: Plan | undefined;
-  let tag = o.tag;
+  let tag: Tag | undefined = o.tag;
   if (o.dockerfile) {
     src = await resolveSource(o.dockerfile, { ...(o.context ? { context: o.context } : {}), cacheDir: o.cacheDir, logger: log });
     plan = await buildPlan(src.text, {
@@ -86,13 +89,14 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
     });
     if (!tag && o.type === 'baseos') {
       const base = externalBase(plan);
-      tag = base ? tagFromImageRef(base) : undefined;
-      if (!tag) throw new UserError(`cannot derive a tag from FROM ${base ?? 'scratch'}: pass --tag org/name:version`);
-      log.info('tag derived from FROM', { from: base, tag });
+      const derived = base ? tagFromImageRef(base) : undefined;
+      if (!derived) throw new UserError(`cannot derive a tag from FROM ${base ?? 'scratch'}: pass --tag org/name:version`);
+      log.info('tag derived from FROM', { from: base, tag: derived });
+      tag = parseTag(derived);
     }
   }
   if (!tag) throw new UserError('--tag org/name:version is required');
-  const canonical = formatTag(parseTag(tag));
+  const canonical = formatTag(tag);
   if (!o.overwrite && (await storage.hasImage(canonical))) throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
   await engine.ensureReachable();
 
@@ -145,7 +149,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       };
     } else {
       builder = 'classic';
-      const t = parseTag(canonical);
+      const t = tag;
       const ref = `firebuild-build/${t.name}:${t.org}-${t.version}`;
       const scratchDir = path.join(o.cacheDir, 'build', `${process.pid}-${Date.now()}`);
       try {
@@ -246,4 +250,109 @@ function exportOf(engine: DockerEngine, ref: string): (scratch: string) => Promi
     const exp = await engine.exportImage(info.Id);
     return { stream: exp.stream, done: exp.done, config: fromDockerConfig(info.Config as never), dockerImageId: info.Id };
   };
+}
+
+/** The engine of a build: what --engine (input engine) says; else vm for a Dockerfile (no step runs on the host) and docker for --docker-image (a conversion) and baseos. */
+export function resolveEngine(type: 'baseos' | 'rootfs', engine: string | undefined, dockerImage: string | undefined): 'docker' | 'vm' {
+  if (engine === 'docker' || engine === 'vm') return engine;
+  return type === 'rootfs' && !dockerImage ? 'vm' : 'docker';
+}
+
+/** What both engines take: the face parsed every value (tag, sizes, durations) once. */
+interface ImageBuildCommon {
+  type: 'baseos' | 'rootfs';
+  context?: string;
+  buildArgs: string[];
+  target?: string;
+  sizeBytes?: number;
+  freeBytes: number;
+  overwrite: boolean;
+  cacheDir: string;
+  maxDownloadBytes?: number;
+  allowHostUrls?: boolean;
+}
+
+/** The Docker engine: a Dockerfile built by Docker, or a Docker image converted. */
+export interface DockerImageBuild extends ImageBuildCommon {
+  engine: 'docker';
+  dockerfile?: string;
+  tag?: Tag;
+  dockerImage?: string;
+  dockerImageBase?: string;
+  journal: boolean;
+}
+
+/** firebuild's own engine: a Dockerfile's RUN steps inside microVMs booted from the base image (rootfs only). */
+export interface VmImageBuild extends ImageBuildCommon {
+  type: 'rootfs';
+  engine: 'vm';
+  dockerfile: string;
+  tag: Tag;
+  machine: VmChoice;
+  vmlinuxId?: string;
+  memMib?: number;
+  accel?: string;
+  stepTimeoutMs?: number;
+  noCache?: boolean;
+}
+
+export type ImageBuild = DockerImageBuild | VmImageBuild;
+
+/** One result for either engine; `steps` is the vm engine's (what ran, what came from the step cache). */
+export interface ImageBuildResult {
+  image: StoredImage;
+  engine: 'docker' | 'vm';
+  builder: BuildResult['builder'] | 'vm';
+  steps?: { executed: number; cached: number; timings: { bootMs: number; stepsMs: number; convertMs: number; totalMs: number }; stepKeys: string[]; cacheKey: string };
+}
+
+/**
+ * `baseos`, `rootfs` and the build-rootfs/build-baseos actions: build with the engine the face resolved
+ * (resolveEngine), the build VMs booted as the profile's settings and the face's VM choice say.
+ */
+export async function buildImage(b: ImageBuild, env: { settings: Settings; storage: StorageProvider }, log: Logger): Promise<ImageBuildResult> {
+  const common = {
+    ...(b.context ? { context: b.context } : {}),
+    buildArgs: b.buildArgs,
+    ...(b.target ? { target: b.target } : {}),
+    ...(b.sizeBytes !== undefined ? { sizeBytes: b.sizeBytes } : {}),
+    freeBytes: b.freeBytes,
+    overwrite: b.overwrite,
+    cacheDir: b.cacheDir,
+    ...(b.maxDownloadBytes !== undefined ? { maxDownloadBytes: b.maxDownloadBytes } : {}),
+    ...(b.allowHostUrls ? { allowHostUrls: true } : {}),
+  };
+  if (b.engine === 'vm') {
+    const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };
+    const { buildWithVm } = await import('../engine/vm-engine.js');
+    const v = await buildWithVm({
+      dockerfile: b.dockerfile, tag: formatTag(b.tag), ...common,
+      ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}),
+      ...(b.memMib !== undefined ? { memMib: b.memMib } : {}),
+      ...(b.accel ? { accel: b.accel } : {}),
+      ...(b.stepTimeoutMs !== undefined ? { stepTimeoutMs: b.stepTimeoutMs } : {}),
+      ...(b.noCache ? { noCache: true } : {}),
+      vm,
+    }, env.storage, log);
+    return { image: v.image, engine: 'vm', builder: 'vm', steps: { executed: v.executed, cached: v.cached, timings: v.timings, stepKeys: v.stepKeys, cacheKey: v.cacheKey } };
+  }
+  const r = await buildWithDocker({
+    type: b.type, engine: 'docker', ...common,
+    ...(b.dockerfile ? { dockerfile: b.dockerfile } : {}),
+    ...(b.tag ? { tag: b.tag } : {}),
+    ...(b.dockerImage ? { dockerImage: b.dockerImage } : {}),
+    ...(b.dockerImageBase ? { dockerImageBase: b.dockerImageBase } : {}),
+    journal: b.journal,
+  }, env.storage, log);
+  return { image: r.image, engine: 'docker', builder: r.builder };
+}
+
+/**
+ * The vm engine's step cache under `cacheDir`, as files to carry between hosts (the build-rootfs action
+ * through the Actions cache): `unpack` before a build, `pack` the build's entries (`steps.stepKeys`) after.
+ */
+export async function stepCacheFiles(cacheDir: string, log: Logger): Promise<{ unpack: (file: string) => Promise<number>; pack: (keys: string[], file: string) => Promise<number> }> {
+  const [{ StepCache }, { DEFAULT_CACHE_MAX_BYTES }] = await Promise.all([import('../engine/step-cache.js'), import('../engine/vm-engine.js')]);
+  const steps = new StepCache(cacheDir, DEFAULT_CACHE_MAX_BYTES, log);
+  return { unpack: (file) => steps.unpack(file), pack: (keys, file) => steps.pack(keys, file) };
 }

@@ -1,5 +1,6 @@
+import type { PushResult, RegistryOptions } from '../oci/artifact.js';
 import type { StorageProvider, ImageListEntry, StoredImage } from '../store/provider.js';
-import { parseTag } from '../store/tag.js';
+import { formatTag, type Tag } from '../store/tag.js';
 import type { Logger } from '../util/logger.js';
 
 export interface ImageRow {
@@ -32,13 +33,27 @@ export async function imageList(store: StorageProvider, log: Logger): Promise<Im
   return rows;
 }
 
-export async function imageInspect(store: StorageProvider, tag: string): Promise<StoredImage> {
-  parseTag(tag);
-  return store.getImage(tag);
+/** The faces parse the tag (store/tag.ts); the store takes its canonical text. */
+export async function imageInspect(store: StorageProvider, tag: Tag): Promise<StoredImage> {
+  return store.getImage(formatTag(tag));
 }
 
-export async function imageRemove(store: StorageProvider, tag: string, log: Logger): Promise<void> {
-  parseTag(tag);
-  await store.removeImage(tag);
-  log.info('image removed', { tag });
+export async function imageRemove(store: StorageProvider, tag: Tag, log: Logger): Promise<void> {
+  const t = formatTag(tag);
+  await store.removeImage(t);
+  log.info('image removed', { tag: t });
+}
+
+/** `image push` (and the publish action's oci target): a stored image to an OCI registry as a firebuild artifact. */
+export async function imagePush(store: StorageProvider, tag: Tag, ref: string, registry: RegistryOptions, log: Logger): Promise<PushResult> {
+  // OCI (and zstd) load only for a push: `image ls` stays light (bench/cli-start.mjs).
+  const { pushImage } = await import('../oci/artifact.js');
+  return pushImage(store, formatTag(tag), ref, registry, log);
+}
+
+/** `image pull`: a firebuild artifact into the store, under `tag` or the tag it was pushed from; every digest checked. */
+export async function imagePull(store: StorageProvider, ref: string, o: RegistryOptions & { tag?: Tag; overwrite: boolean }, log: Logger): Promise<StoredImage> {
+  const { pullImage } = await import('../oci/artifact.js');
+  const { tag, ...rest } = o;
+  return pullImage(store, ref, { ...rest, ...(tag ? { tag: formatTag(tag) } : {}) }, log);
 }

@@ -1,12 +1,13 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { tarExtract } from '../rootfs/gnu-tar.js';
 import type { StorageProvider, StoredKernel } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
+import { exec, spawnStream } from '../util/exec.js';
 import { exists } from '../util/fs.js';
 import { withLock } from '../util/lock.js';
 import type { Logger } from '../util/logger.js';
@@ -74,7 +75,7 @@ async function sourceTree(o: KernelBuildOptions, log: Logger): Promise<{ dir: st
     const staging = `${dir}.tmp-${process.pid}`;
     await fsp.rm(staging, { recursive: true, force: true });
     await fsp.mkdir(staging, { recursive: true });
-    await exec('tar', ['-xJf', tarball, '-C', staging, '--strip-components=1']);
+    await tarExtract(tarball, { dir: staging, compression: 'xz', stripComponents: 1 });
     await fsp.writeFile(path.join(staging, '.firebuild-extracted'), identity + '\n');
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.rename(staging, dir);
@@ -82,33 +83,24 @@ async function sourceTree(o: KernelBuildOptions, log: Logger): Promise<{ dir: st
   return { dir, identity };
 }
 
-function make(src: string, out: string, args: string[], log: Logger): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('make', ['-C', src, `O=${out}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let tail: string[] = [];
-    let n = 0;
-    const onLine = (l: string): void => {
-      tail = [...tail.slice(-19), l];
-      n++;
-      if (n % 500 === 0) log.info('building the kernel', { lines: n, last: l.trim() });
-      else log.debug(l);
-    };
-    let buf = '';
-    const feed = (d: Buffer): void => {
-      buf += d.toString();
-      const parts = buf.split('\n');
-      buf = parts.pop() ?? '';
-      parts.forEach(onLine);
-    };
-    child.stdout.on('data', feed);
-    child.stderr.on('data', feed);
-    child.on('error', (e) => reject(new UserError(`cannot run make: ${e.message}: install build-essential, bison, flex, bc, libelf-dev and libssl-dev`)));
-    child.on('close', (code) => {
-      if (code === 0) return resolve();
-      const err = tail.filter((l) => /error|Error/.test(l)).slice(-3);
-      reject(new UserError(`the kernel build failed (make ${args.join(' ')}, exit ${code}): ${(err.length ? err : tail.slice(-3)).join(' | ')}`));
-    });
+async function make(src: string, out: string, args: string[], log: Logger): Promise<void> {
+  let tail: string[] = [];
+  let n = 0;
+  const onLine = (l: string): void => {
+    tail = [...tail.slice(-19), l];
+    n++;
+    if (n % 500 === 0) log.info('building the kernel', { lines: n, last: l.trim() });
+    else log.debug(l);
+  };
+  const child = spawnStream('make', ['-C', src, `O=${out}`, ...args], {
+    onStderrLine: onLine,
+    notFound: 'install build-essential, bison, flex, bc, libelf-dev and libssl-dev',
   });
+  for await (const l of createInterface({ input: child.stdout, crlfDelay: Infinity })) onLine(l);
+  const { code, signal } = await child.exit;
+  if (code === 0) return;
+  const err = tail.filter((l) => /error|Error/.test(l)).slice(-3);
+  throw new UserError(`the kernel build failed (make ${args.join(' ')}, exit ${signal ?? code}): ${(err.length ? err : tail.slice(-3)).join(' | ')}`);
 }
 
 export async function kernelBuild(storage: StorageProvider, o: KernelBuildOptions, log: Logger): Promise<StoredKernel> {

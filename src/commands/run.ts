@@ -11,6 +11,7 @@ import type { Logger } from '../util/logger.js';
 export { launchVm, type LaunchSpec } from '../runtime/launch.js';
 export { killVm, purgeVms, requestStop, teardown, vmDiskFull } from '../runtime/stop.js';
 export { pickKernel } from '../runtime/kernel.js';
+export { disownVm } from '../runtime/owner.js';
 export { exitCodeOf, followConsole, readConsole } from '../runtime/console.js';
 export { CNI_IFNAME, DEFAULT_LOCK_DIR, NETWORK_MODES, USER_NET, cniBinDir, parsePort, type NetworkMode, type PortSpec } from '../net/network.js';
 export { chooseBackend, type BackendName } from '../vmm/backend.js';

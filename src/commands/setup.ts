@@ -12,6 +12,7 @@ import { defaultCacheDir } from '../profile/profile.js';
 import { openStorage, resolveSettings, type Settings } from '../profile/settings.js';
 import { importPackagedImage, importPackagedKernel, packageImage, packageKernel } from '../store/package.js';
 import type { StorageProvider } from '../store/provider.js';
+import { parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
@@ -132,7 +133,7 @@ export async function provideBaseImage(storage: StorageProvider, b: { tag: strin
   if (b.restore && (await b.restore(key, (dir) => importPackagedImage(storage, dir, { tag: b.tag, overwrite: true, sourceRef: `actions-cache:${key}` })))) {
     return { from: 'cache', sha256: (await storage.getImage(b.tag)).metadata.rootfs.sha256 };
   }
-  const r = await buildWithDocker({ type: 'baseos', engine: 'docker', dockerfile: b.dockerfile, tag: b.tag, journal: false, overwrite: true, cacheDir: defaultCacheDir() }, storage, log);
+  const r = await buildWithDocker({ type: 'baseos', engine: 'docker', dockerfile: b.dockerfile, tag: parseTag(b.tag), journal: false, overwrite: true, cacheDir: defaultCacheDir() }, storage, log);
   return { from: 'built', sha256: r.image.metadata.rootfs.sha256, ...(b.restore ? { key } : {}) };
 }
 

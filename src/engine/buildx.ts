@@ -1,13 +1,22 @@
-import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { UserError, InternalError } from '../util/errors.js';
-import { tailLines } from '../util/exec.js';
+import { exec, spawnStream, tailLines } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
 
 /**
- * BuildKit through `docker buildx build`, taking the file system straight from `--output type=tar`:
- * the context tar goes in on stdin, the root file system tar comes out on stdout (no image is made).
+ * The one way firebuild runs `docker buildx`: BuildKit through `docker buildx build`, taking the file
+ * system straight from `--output type=tar`: the context tar goes in on stdin, the root file system tar
+ * comes out on stdout (no image is made). Its error policy: a failing Dockerfile step (BuildKit names its
+ * line or exit code) is a UserError at that line; any other non-zero exit an InternalError with the end
+ * of BuildKit's output; no docker CLI is the one-line not-found UserError; the build is killed when
+ * firebuild is cancelled.
  */
+
+/** Whether `docker buildx` is there (a docker CLI with the buildx plugin). */
+export async function buildxAvailable(): Promise<boolean> {
+  return exec('docker', ['buildx', 'version'], { allowFailure: true }).then((r) => r.code === 0, () => false);
+}
+
 export interface BuildxOptions {
   dockerfile: string;
   buildArgs: Record<string, string>;
@@ -40,20 +49,18 @@ export function parseBuildkitFailure(stderr: string): { line?: number; exitCode?
 }
 
 export function buildxTar(context: Readable, o: BuildxOptions, file: string, log: Logger): { stream: Readable; done: () => Promise<void> } {
-  const child = spawn('docker', buildxArgv(o), { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d;
-    for (const l of d.toString().split('\n')) if (l.trim()) log.debug(l);
-    if (stderr.length > 1 << 20) stderr = stderr.slice(-(1 << 19));
+  const child = spawnStream('docker', buildxArgv(o), {
+    stdin: context,
+    onStderrLine: (l) => {
+      if (l.trim()) log.debug(l);
+    },
+    tailBytes: 1 << 19,
+    notFound: 'install the docker CLI with the buildx plugin (docker-buildx)',
   });
-  context.pipe(child.stdin);
-  child.stdin.on('error', () => undefined);
-  const exited = new Promise<number>((resolve) => child.on('close', (code) => resolve(code ?? -1)));
   return {
     stream: child.stdout,
     done: async () => {
-      const code = await exited;
+      const { code, stderr } = await child.exit;
       if (code === 0) return;
       const f = parseBuildkitFailure(stderr);
       if (f.exitCode !== undefined || f.line !== undefined) {

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { UserError, InternalError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
+import { buildxAvailable } from './buildx.js';
 import type { Logger } from '../util/logger.js';
 import { dockerClient, dockerVersion } from './docker-client.js';
 
@@ -39,7 +39,7 @@ export class DockerEngine {
 
   /** Whether `docker buildx` is there (BuildKit builds with --output type=tar). Memoised. */
   hasBuildx(): Promise<boolean> {
-    this.buildxMemo ??= exec('docker', ['buildx', 'version'], { allowFailure: true }).then((r) => r.code === 0, () => false);
+    this.buildxMemo ??= buildxAvailable();
     return this.buildxMemo;
   }
 

@@ -2,9 +2,9 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { checkExt4Image } from '../rootfs/ext4-read.js';
+import { tarCreate, tarExtract, tarList } from '../rootfs/gnu-tar.js';
 import { own } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
 import { copySparse, sparseDigest } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 
@@ -68,7 +68,7 @@ export class StepCache {
   async pack(keys: string[], archive: string): Promise<number> {
     const names = (await this.present(keys)).flatMap((k) => [`${k}.ext4`, `${k}.json`]);
     if (!names.length) return 0;
-    await exec('tar', ['--sparse', '--zstd', '-cf', archive, '-C', this.dir, '--', ...names]);
+    await tarCreate(archive, { dir: this.dir, names, compression: 'zstd', sparse: true });
     return names.length / 2;
   }
 
@@ -78,17 +78,14 @@ export class StepCache {
    * digest when a build uses it.
    */
   async unpack(archive: string): Promise<number> {
-    const listing = await exec('tar', ['--zstd', '-tvf', archive]);
-    const members = listing.stdout.split('\n').filter(Boolean);
-    for (const line of members) {
-      const name = line.split(/\s+/).pop() ?? '';
-      if (!line.startsWith('-') || !ENTRY_NAME.test(name)) throw new UserError(`the step cache archive holds ${JSON.stringify(name)}, which is not a step cache entry: refusing it`);
+    for (const { type, name } of await tarList(archive, { compression: 'zstd' })) {
+      if (type !== '-' || !ENTRY_NAME.test(name)) throw new UserError(`the step cache archive holds ${JSON.stringify(name)}, which is not a step cache entry: refusing it`);
     }
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const tmp = await fsp.mkdtemp(path.join(this.dir, '.import-'));
     const release = own(`the step cache import directory ${tmp}`, () => fsp.rm(tmp, { recursive: true, force: true }));
     try {
-      await exec('tar', ['--sparse', '--zstd', '-xf', archive, '-C', tmp, '--no-same-owner', '--no-same-permissions']);
+      await tarExtract(archive, { dir: tmp, compression: 'zstd', sparse: true });
       let n = 0;
       // Images first, then their json: an entry counts only once both are in place.
       const names = (await fsp.readdir(tmp)).filter((f) => ENTRY_NAME.test(f)).sort((x, y) => (x.endsWith('.json') ? 1 : 0) - (y.endsWith('.json') ? 1 : 0));

@@ -2,11 +2,10 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { BuildContext } from '../source/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
-import { batch, quote } from '../rootfs/debugfs.js';
+import { Debugfs, DebugfsError, failureKind, quote, type WriteCommand } from '../rootfs/debugfs.js';
 import { Ext4Image, type ImageEntry } from '../rootfs/ext4-read.js';
 import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
 import { placeArchive } from './add-archive.js';
 
 /**
@@ -80,13 +79,15 @@ export function userOwner(user: string, acc: Accounts, where: Where): Owner {
 
 type Kind = 'file' | 'dir' | 'symlink' | 'other' | 'missing';
 
-/** The type of each path in the image (one debugfs run). */
+/** The type of each path in the image (one debugfs run); a path that cannot be looked up (not found, a parent not a directory) is missing. */
 async function statPaths(image: string, paths: string[]): Promise<Map<string, Kind>> {
   const uniq = [...new Set(paths)];
-  const out = await batch(image, uniq.map((p) => `stat ${quote(p)}`));
+  const out = await new Debugfs(image).read(uniq.map((p) => `stat ${quote(p)}`));
   const m = new Map<string, Kind>();
   uniq.forEach((p, i) => {
-    const t = /Type: (\w+)/.exec(out[i] ?? '')?.[1];
+    const r = out[i];
+    if (r?.error !== undefined && failureKind(r.error) !== 'missing' && !/is not a directory/.test(r.error)) throw new DebugfsError(image, r.command, r.error);
+    const t = /Type: (\w+)/.exec(r?.out ?? '')?.[1];
     m.set(p, t === 'regular' ? 'file' : t === 'directory' ? 'dir' : t === 'symlink' ? 'symlink' : t ? 'other' : 'missing');
   });
   return m;
@@ -102,25 +103,18 @@ function ancestors(p: string): string[] {
   return out;
 }
 
-/** What debugfs -w prints when all goes well, besides the echo of each command: its banner, new inodes. */
-const DEBUGFS_OK = /^(debugfs [\d.]+ \(.*\)|Allocated inode: \d+|)$/;
-
 /**
- * Run debugfs -w commands, grouped in units that never straddle two debugfs runs (a `cd` and the
- * `mknod` after it); a full file system is a UserError saying so, and any other line debugfs prints
- * (an error, a usage line, unbalanced quotes) is a UserError naming the step.
+ * Write into the image through Debugfs (one error policy: the first command that fails fails the step); a
+ * full file system is a UserError saying to grow it, any other failure a UserError naming the step.
+ * Groups (a `cd` and the `mknod` after it) never straddle two debugfs runs.
  */
-async function write(image: string, commands: (string | string[])[], where: Where, what: string): Promise<void> {
-  const units = commands.map((c) => (typeof c === 'string' ? [c] : c));
-  for (let i = 0; i < units.length;) {
-    const chunk: string[] = [];
-    while (i < units.length && (chunk.length === 0 || chunk.length + units[i]!.length <= 2000)) chunk.push(...units[i++]!);
-    const r = await exec('debugfs', ['-w', '-f', '-', image], { input: chunk.join('\n') + '\n', allowFailure: true });
-    const text = r.stdout + '\n' + r.stderr;
-    if (/No free space|Could not allocate|Ran out of/i.test(text)) throw new UserError(`${what} at ${where.file}:${where.line}: the build disk is full: grow it with --size`, where);
-    const echoes = new Set(chunk.map((c) => `debugfs: ${c}`));
-    const bad = text.split('\n').map((l) => l.trim()).find((l) => !DEBUGFS_OK.test(l) && !echoes.has(l));
-    if (r.code !== 0 || bad) throw new UserError(`${what} at ${where.file}:${where.line} failed in debugfs: ${bad ?? text.trim().split('\n').pop()}`, where);
+async function write(image: string, commands: (WriteCommand | WriteCommand[])[], where: Where, what: string): Promise<void> {
+  try {
+    await new Debugfs(image).write(commands);
+  } catch (err) {
+    if (!(err instanceof DebugfsError)) throw err;
+    if (err.kind === 'full') throw new UserError(`${what} at ${where.file}:${where.line}: the build disk is full: grow it with --size`, { ...where, cause: err });
+    throw new UserError(`${what} at ${where.file}:${where.line} failed in debugfs: ${err.command}: ${err.reason}`, { ...where, cause: err });
   }
 }
 

@@ -1,12 +1,12 @@
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Debugfs, DebugfsError, mayBeMissing, quote } from '../rootfs/debugfs.js';
 import { Ext4Tools } from '../rootfs/ext4.js';
 import { UserError } from '../util/errors.js';
-import { exec } from '../util/exec.js';
 import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
+import { ownedTempDir } from '../util/private-dir.js';
 import { renderEnvSh, renderRunNul, renderRunSh, type RunConfig } from './run-config.js';
 
 /** The guest side's files, shipped in the package's guest/ folder. */
@@ -35,29 +35,33 @@ export async function injectGuest(copy: string, env: NodeJS.ProcessEnv = process
     'mkdir /.firebuild',
     'mkdir /.firebuild/bin',
     'mkdir /.firebuild/config',
-    `write ${busybox} /.firebuild/bin/busybox`,
+    `write ${quote(busybox)} /.firebuild/bin/busybox`,
     'symlink /.firebuild/bin/sh busybox',
-    `write ${init} /.firebuild/init`,
-    `write ${path.join(GUEST_DIR, 'udhcpc.sh')} /.firebuild/udhcpc.sh`,
+    `write ${quote(init)} /.firebuild/init`,
+    `write ${quote(path.join(GUEST_DIR, 'udhcpc.sh'))} /.firebuild/udhcpc.sh`,
     'sif /.firebuild/bin/busybox mode 0100755',
     'sif /.firebuild/init mode 0100755',
     'sif /.firebuild/udhcpc.sh mode 0100755',
     'sif /.firebuild mode 040755',
   ];
-  const r = await exec('debugfs', ['-w', '-f', '-', copy], { input: script.join('\n') + '\n' });
-  if (/Could not allocate|No free space/i.test(r.stderr + r.stdout)) {
-    throw new UserError('the image has no room for the firebuild init: rebuild it with more --free-space');
+  try {
+    await new Debugfs(copy).write(script);
+  } catch (err) {
+    if (err instanceof DebugfsError && err.kind === 'full') throw new UserError('the image has no room for the firebuild init: rebuild it with more --free-space', { cause: err });
+    throw err;
   }
 }
 
 /** Take injectGuest's files out again (a built image carries nothing of firebuild's). */
 export async function removeGuest(image: string): Promise<void> {
-  await exec('debugfs', ['-w', '-f', '-', image], { input: [...GUEST_FILES.map((f) => `rm ${f}`), ...GUEST_DIRS.map((d) => `rmdir ${d}`)].join('\n') + '\n' });
+  // A RUN may have removed them itself: only their absence is expected (a /.firebuild the RUN filled is an error).
+  await new Debugfs(image).write([...GUEST_FILES.map((f) => mayBeMissing(`rm ${f}`)), ...GUEST_DIRS.map((d) => mayBeMissing(`rmdir ${d}`))]);
 }
 
 /** The read-only config disk: an ext4 file holding run.sh, env.sh and authorized_keys (mode 0600). */
 export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, authorizedKeys?: string): Promise<void> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-config-'));
+  const tmp = await ownedTempDir('firebuild-config-');
+  const dir = tmp.path;
   try {
     await fsp.chmod(dir, 0o700);
     await fsp.writeFile(path.join(dir, 'run.sh'), renderRunSh(c), { mode: 0o600 });
@@ -70,7 +74,7 @@ export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, a
     await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: 4 << 20, label: 'fbconfig' });
     await fsp.chmod(image, 0o600);
   } finally {
-    await fsp.rm(dir, { recursive: true, force: true });
+    await tmp.remove();
   }
 }
 

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { exec } from '../util/exec.js';
 
 /**
  * A minimal CNI runtime (the CNI spec's ADD/DEL for a network configuration list): loads the conflist
@@ -56,39 +56,29 @@ export async function loadCniNetwork(confDir: string, name: string): Promise<Cni
   throw new UserError(`CNI network ${name} not found in ${confDir}: add a conflist with "name": "${name}" or fix --cni-network-name`);
 }
 
-function runPlugin(binDir: string, type: string, command: 'ADD' | 'DEL', rt: CniRuntime, conf: Record<string, unknown>): Promise<string> {
+/** One CNI plugin call (the CNI protocol: config JSON on stdin, environment variables, the result JSON on stdout). */
+async function runPlugin(binDir: string, type: string, command: 'ADD' | 'DEL', rt: CniRuntime, conf: Record<string, unknown>): Promise<string> {
   const bin = path.join(binDir, type);
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, [], {
-      env: {
-        PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: rt.containerId,
-        CNI_NETNS: rt.netns,
-        CNI_IFNAME: rt.ifname,
-        CNI_PATH: binDir,
-        ...(rt.ip ? { CNI_ARGS: `IgnoreUnknown=1;IP=${rt.ip}` } : {}),
-      },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', (e) => reject(new UserError(`CNI plugin ${type} not found in ${binDir} (${(e as NodeJS.ErrnoException).code}): set --cni-bin-dir`)));
-    child.on('close', (code) => {
-      if (code === 0) return resolve(out);
-      let msg = (err || out).trim();
-      try {
-        const j = JSON.parse(out) as { msg?: string; details?: string };
-        msg = [j.msg, j.details].filter(Boolean).join(': ');
-      } catch {
-        // plain text
-      }
-      reject(new UserError(`CNI ${command} with plugin ${type} failed: ${msg || `exit code ${code}`}`));
-    });
-    child.stdin.end(JSON.stringify(conf));
-  });
+  const env = {
+    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: rt.containerId,
+    CNI_NETNS: rt.netns,
+    CNI_IFNAME: rt.ifname,
+    CNI_PATH: binDir,
+    ...(rt.ip ? { CNI_ARGS: `IgnoreUnknown=1;IP=${rt.ip}` } : {}),
+  };
+  const r = await exec(bin, [], { env, input: JSON.stringify(conf), allowFailure: true, notFound: `no CNI plugin ${type} in ${binDir}: set --cni-bin-dir` });
+  if (r.code === 0) return r.stdout;
+  // A plugin reports its error as JSON on stdout (the CNI spec), else as text.
+  let msg = (r.stderr || r.stdout).trim();
+  try {
+    const j = JSON.parse(r.stdout) as { msg?: string; details?: string };
+    msg = [j.msg, j.details].filter(Boolean).join(': ');
+  } catch {
+    // plain text
+  }
+  throw new UserError(`CNI ${command} with plugin ${type} failed: ${msg || `exit code ${r.signal ?? r.code}`}`);
 }
 
 function pluginConf(net: CniNetwork, plugin: Record<string, unknown>, rt: CniRuntime, prevResult: unknown): Record<string, unknown> {

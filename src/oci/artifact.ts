@@ -1,10 +1,10 @@
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { ImageMetadataSchema, describeZodError, type ImageMetadata } from '../store/metadata.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
+import { ownedTempDir } from '../util/private-dir.js';
 import { packageImage, storeCompressedImage } from '../store/package.js';
 import type { Logger } from '../util/logger.js';
 import { RegistryClient, dockerConfigCredentials, parseRef, type Credentials } from './registry.js';
@@ -35,7 +35,8 @@ export async function pushImage(storage: StorageProvider, tag: string, refText: 
   const ref = parseRef(refText);
   const image = await storage.getImage(tag);
   const reg = await client(ref.registry, o);
-  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-push-'));
+  const tmpDir = await ownedTempDir('firebuild-push-');
+  const tmp = tmpDir.path;
   try {
     log.info('compressing the rootfs', { tag, size: image.metadata.rootfs.apparentSize });
     // The same files a release gets (store/package.ts): rootfs.ext4.zst and metadata.json, with their digests.
@@ -68,7 +69,7 @@ export async function pushImage(storage: StorageProvider, tag: string, refText: 
     log.info('pushed', { ref: refText, digest });
     return { ref: refText, digest, rootfsSha256: image.metadata.rootfs.sha256, compressedSize: rootfs.size };
   } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
+    await tmpDir.remove();
   }
 }
 
@@ -93,7 +94,8 @@ export async function pullImage(storage: StorageProvider, refText: string, o: Re
   if (!tag) throw new UserError(`${refText} names no firebuild tag: give one with --tag org/name:version`);
   parseTag(tag);
   if (!o.overwrite && (await storage.hasImage(tag))) throw new UserError(`image ${tag} already exists: pass --overwrite or choose another --tag`);
-  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-pull-'));
+  const tmpDir = await ownedTempDir('firebuild-pull-');
+  const tmp = tmpDir.path;
   try {
     const metaFile = path.join(tmp, 'metadata.json');
     await reg.getBlob(ref.repository, metaLayer.digest, metaLayer.size, metaFile);
@@ -107,6 +109,6 @@ export async function pullImage(storage: StorageProvider, refText: string, o: Re
     log.info('pulled', { ref: refText, tag, sha256: stored.metadata.rootfs.sha256 });
     return stored;
   } finally {
-    await fsp.rm(tmp, { recursive: true, force: true });
+    await tmpDir.remove();
   }
 }

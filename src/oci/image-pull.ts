@@ -7,6 +7,7 @@ import { applyTar, emptyStats, type TarStats } from '../rootfs/tar-apply.js';
 import type { ImageConfig } from '../store/metadata.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { ownedTempDir } from '../util/private-dir.js';
 import { dockerConfigCredentials, parseRef, RegistryClient } from './registry.js';
 
 /**
@@ -37,13 +38,14 @@ export async function resolveRegistryImage(refText: string): Promise<RegistryIma
     doc = JSON.parse(m.body.toString('utf8'));
   }
   if (!doc.config || !doc.layers) throw new UserError(`${refText} is not a container image (no config or layers)`);
-  const cfgFile = await fsp.mkdtemp(path.join((await import('node:os')).tmpdir(), 'firebuild-cfg-'));
+  const cfgDir = await ownedTempDir('firebuild-cfg-');
+  const cfgFile = cfgDir.path;
   try {
     await client.getBlob(ref.repository, doc.config.digest, doc.config.size, path.join(cfgFile, 'c'));
     const cfg = JSON.parse(await fsp.readFile(path.join(cfgFile, 'c'), 'utf8')) as { config?: Record<string, unknown> };
     return { ref: refText, digest: m.digest, config: fromDockerConfig((cfg.config ?? {}) as never), layers: doc.layers, repository: ref.repository, client };
   } finally {
-    await fsp.rm(cfgFile, { recursive: true, force: true });
+    await cfgDir.remove();
   }
 }
 

@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { UserError } from '../util/errors.js';
+import { spawnStream, type StreamChild } from '../util/exec.js';
 
 /**
  * A possibly compressed archive (gzip, bzip2, xz, zstd: told by its first bytes, never by a name or a
@@ -52,18 +52,18 @@ export async function withDecompressed<T>(file: string, what: string, consume: (
       source.destroy();
     }
   }
-  const child = spawn(filter, ['-dc', '--', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnStream(filter, ['-dc', '--', file], { notFound: `it is needed to decompress ${what}: install it (scripts/install-deps.sh)` });
   const exited = exitOf(child, filter, what);
   let eof = false;
-  child.stdout!.on('end', () => (eof = true));
+  child.stdout.on('end', () => (eof = true));
   let failed: { err: unknown } | undefined;
   let result: T | undefined;
   try {
-    result = await consume(child.stdout!);
+    result = await consume(child.stdout);
   } catch (err) {
     failed = { err };
     // Stopped before the end (an unsafe entry, a bad header): the rest is not wanted.
-    if (!eof) child.kill('SIGKILL');
+    if (!eof) await child.kill();
   }
   const failure = await exited;
   // A truncated or corrupt archive shows as a bad tar stream too: when the filter's output ended, the
@@ -73,12 +73,12 @@ export async function withDecompressed<T>(file: string, what: string, consume: (
   return result as T;
 }
 
-/** How the filter process ended: undefined when it succeeded, else why. */
-function exitOf(child: ChildProcess, filter: string, what: string): Promise<UserError | undefined> {
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => {
-    child.on('error', (err) => resolve(new UserError(`cannot decompress ${what}: ${filter} is not installed here (${err.message}): install it (scripts/install-deps.sh)`)));
-    child.on('close', (code, signal) => resolve(code === 0 ? undefined : new UserError(`${what} is not a valid ${filter} archive: ${stderr.trim().split('\n').pop() || `exit ${code ?? signal}`}`)));
-  });
+/** How the filter process ended: undefined when it succeeded (or was stopped by us), else why. */
+async function exitOf(child: StreamChild, filter: string, what: string): Promise<Error | undefined> {
+  try {
+    const r = await child.exit;
+    return r.code === 0 || r.killed ? undefined : new UserError(`${what} is not a valid ${filter} archive: ${r.stderr.trim().split('\n').pop() || `exit ${r.signal ?? r.code}`}`);
+  } catch (err) {
+    return err as Error;
+  }
 }

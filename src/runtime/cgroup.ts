@@ -19,12 +19,17 @@ export async function cgroup2Mount(mounts = '/proc/mounts'): Promise<string | un
   return undefined;
 }
 
-/** Make the VM's cgroup; undefined when the host has no usable cgroup v2 (with cgroup.kill). */
-export async function createVmCgroup(id: string): Promise<string | undefined> {
+/** Where the VM's cgroup is (or would be); undefined without a cgroup2 mount. */
+export async function vmCgroupPath(id: string): Promise<string | undefined> {
   if (!/^[a-z0-9]{1,64}$/.test(id)) throw new Error(`invalid cgroup id ${id}`);
   const mount = await cgroup2Mount();
-  if (!mount) return undefined;
-  const dir = path.join(mount, CGROUP_PARENT, id);
+  return mount ? path.join(mount, CGROUP_PARENT, id) : undefined;
+}
+
+/** Make the VM's cgroup; undefined when the host has no usable cgroup v2 (with cgroup.kill). */
+export async function createVmCgroup(id: string): Promise<string | undefined> {
+  const dir = await vmCgroupPath(id);
+  if (!dir) return undefined;
   try {
     await fsp.mkdir(dir, { recursive: true });
     await fsp.access(path.join(dir, 'cgroup.kill'));

@@ -1,5 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
+import { throwIfCancelled } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import { vmmAlive, type VmmIdentity } from './vmm-process.js';
 
@@ -99,7 +100,9 @@ export async function readConsole(serialLog: string): Promise<string> {
 /** Wait for the init's start line (or its exit line: a command that ended at once); a deadline or the VM's exit is an error carrying the console tail. */
 export async function waitForStart(serialLog: string, vmm: VmmIdentity, timeoutMs: number): Promise<string> {
   let text = '';
-  for await (const chunk of followConsole(serialLog, vmm, { signal: AbortSignal.timeout(timeoutMs), pollMs: 200 })) {
+  for await (const chunk of followConsole(serialLog, vmm, { signal: AbortSignal.timeout(timeoutMs), pollMs: 200, ticks: true })) {
+    // A cancelled process (SIGINT/SIGTERM) stops waiting: its owner registry tears the VM down.
+    throwIfCancelled();
     text += chunk;
     if (START_RE.test(text) || EXIT_RE.test(text)) return text;
   }

@@ -9,6 +9,7 @@ import { CNI_IFNAME, DEFAULT_LOCK_DIR, USER_NET, type NetworkMode, type PortSpec
 import type { ImageConfig } from '../store/metadata.js';
 import type { StorageProvider } from '../store/provider.js';
 import { diskFullError, requireFree } from '../util/disk-space.js';
+import { throwIfCancelled } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import { diskUsage, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
@@ -19,6 +20,7 @@ import { resolveAccel, type Accel } from '../vmm/qemu.js';
 import { createVmCgroup } from './cgroup.js';
 import { waitForStart } from './console.js';
 import { pickKernel } from './kernel.js';
+import { ownVm } from './owner.js';
 import { newVmmId, validateName, vmmOf, type RunCache, type VmState } from './state.js';
 import { RUN_DISK_HINT, teardown, vmDiskFull } from './stop.js';
 import { identify } from './vmm-process.js';
@@ -58,6 +60,8 @@ export interface LaunchSpec {
   build?: { rootfs: string; config: Omit<RunConfig, 'net' | 'dns' | 'halt'>; label: string };
 }
 
+/** How long a cancel waits for a launch in flight to stop at its next step before tearing the VM down anyway. */
+const CANCEL_WAIT_MS = 5000;
 const BUILD_DISK_HINT = 'free space there, or point TMPDIR at a larger file system (the build works under TMPDIR)';
 
 async function portFree(p: PortSpec): Promise<boolean> {
@@ -127,7 +131,7 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
     if (!v.usable) log.warn(`KVM not usable (${v.reason}): Firecracker needs KVM and will likely fail`);
   }
 
-  const dir = await cache.create(id);
+  const dir = cache.dir(id);
   const hostname = o.hostname ?? name;
   const state: VmState = {
     schemaVersion: 1, id, name, image: image?.tag ?? o.build!.label, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
@@ -135,116 +139,134 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
     network: { mode: o.network, ports },
     serialLog: path.join(dir, 'serial.log'), cacheDir: dir,
   };
-  await cache.write(state);
-  o.onCreated?.(id);
   const lockDir = o.lockDir ?? DEFAULT_LOCK_DIR;
-  try {
-    const cg = await createVmCgroup(id);
-    if (cg) state.cgroup = cg;
-    else log.debug('no writable cgroup v2 here: the VM runs without its own cgroup');
-    await cache.write(state);
-
-    let netCfg: RunConfig['net'] = { mode: 'none' };
-    let dns: string[] = [];
-    let tap: { name: string; mac: string } | undefined;
-    let nsName: string | undefined;
-    if (o.network === 'user' || o.network === 'user-host') {
-      netCfg = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
-      dns = [USER_NET.dns];
-      state.network.ip = USER_NET.ip.split('/')[0] as string;
-    } else if (cniNet && o.cni) {
-      nsName = netnsName(id);
-      state.network.cni = { network: cniNet.name, confDir: o.cni.confDir, binDir: o.cni.binDir, netns: nsName, ifname: CNI_IFNAME };
-      await cache.write(state);
-      const nsPath = await createNetns(nsName);
-      const chain = await withTapPlugin(cniNet, o.cni.binDir);
-      const result = await cniAdd(chain.net, o.cni.binDir, { containerId: id, netns: nsPath, ifname: CNI_IFNAME, ...(o.cni.ip ? { ip: o.cni.ip } : {}) });
-      await writeFileAtomic(path.join(dir, 'cni-result.json'), JSON.stringify(result) + '\n', 0o600);
-      const ipc = result.ips![0]!;
-      if (chain.tapPlugin) {
-        const t = tapFromResult(result, nsPath, CNI_IFNAME);
-        if (!t) throw new UserError(`${TAP_PLUGIN} reported no tap in the VM's network namespace: check the plugin's version`);
-        tap = { name: t.tap, mac: t.mac ?? (await linkMac(nsName, CNI_IFNAME)) };
-      } else {
-        const { mac } = await redirectTap(nsName, CNI_IFNAME, TAP_NAME);
-        tap = { name: TAP_NAME, mac };
-      }
-      const mac = tap.mac;
-      state.network.cni.mac = mac;
-      state.network.ip = ipc.address.split('/')[0] as string;
-      netCfg = { mode: 'static', ip: ipc.address, ...(ipc.gateway ? { gateway: ipc.gateway } : {}) };
-      dns = result.dns?.nameservers ?? [];
-      await cache.write(state);
-      await addPortForwards(lockDir, id, ports.map((p) => ({ ...p, guestIp: state.network.ip as string })));
-    }
-
-    // Without an initrd the kernel configures a static address itself (ip=, CONFIG_IP_PNP): faster boots.
-    let ipArg = '';
-    if (netCfg.mode === 'static' && !kernel.initrdPath) {
-      ipArg = kernelIpArg(netCfg.ip, netCfg.gateway);
-      netCfg = { ...netCfg, mode: 'kernel' };
-    }
-    let rootfs = path.join(dir, 'rootfs.ext4');
-    let cfg: RunConfig;
-    if (o.build) {
-      rootfs = o.build.rootfs;
-      cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
-    } else {
-      await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
-      await prepareRootfs(image!.rootfsPath, rootfs);
-      cfg = runConfigFor(image!.metadata.config, o, hostname, netCfg, dns, backend);
-    }
-    if (cfg.command.length === 0 && cfg.init !== 'image') throw new UserError(`image ${o.from} has no ENTRYPOINT or CMD: give a command after --`);
-    const config = path.join(dir, 'config.ext4');
-    await makeConfigDisk(cfg, config, log, o.authorizedKeys);
-    const cmdline = `${ipArg} ${kernel.metadata.cmdline ?? ''}`.trim();
-
-    if (backend === 'firecracker') {
-      // Recorded before the jail exists, so a failed start removes it too.
-      state.jailDir = path.dirname(jailRoot(o.firecracker!.chrootBase, o.firecracker!.binary!, id));
-      await cache.write(state);
-    }
-    if (isolated) await prepareIsolatedDir(dir);
-    const routes = isolated ? blockedRoutes(await readHostView()) : [];
-    const started = await backendFor(backend).start({
-      id, dir, kernel: kernel.vmlinuxPath, ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}), init: INIT_PATH, cmdline,
-      rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
-      ...(state.cgroup ? { cgroup: state.cgroup } : {}),
-      // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
-      net: o.network === 'user-host' ? { kind: 'user', hostfwd: ports }
-        : isolated ? { kind: 'user', hostfwd: ports.map((p) => ({ ...p, hostAddr: NS_ADDR })) }
-          : tap ? { kind: 'tap', name: tap.name, mac: tap.mac, ...(nsName ? { netns: { name: nsName, path: path.join(NETNS_DIR, nsName) } } : {}) }
-            : { kind: 'none' },
-      ...(isolated ? { wrap: (vmm: [string, string[]]) => isolatedArgv({ dir, routes, command: vmm.flat() }) } : {}),
-      qemu: { accel },
-      ...(o.firecracker ? { firecracker: o.firecracker } : {}),
-      metadata: { firebuild: { id, name, image: state.image, hostname } },
-    });
-    setVmm(state, started.pid);
-    Object.assign(state, {
-      serialLog: started.serialLog,
-      ...(started.consoleSock ? { consoleSock: started.consoleSock } : {}),
-      ...(started.apiSock ? { apiSock: started.apiSock } : {}),
-      ...(started.jailDir ? { jailDir: started.jailDir } : {}),
-    });
-    if (isolated) {
-      state.network.isolated = true;
-      await cache.write(state);
-      if (ports.length) await publishPorts(dir, ports, state.pid);
-    }
-    await cache.write(state);
-    log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
-    try {
-      await waitForStart(state.serialLog, vmmOf(state), o.bootTimeoutMs);
-    } catch (err) {
-      const why = isolated && err instanceof UserError ? await netLogReason(dir) : undefined;
-      throw why ? new UserError(`${(err as Error).message} (isolated network: ${why})`) : err;
-    }
-    return state;
-  } catch (err) {
-    // A VM that could not start on a full disk: say so rather than what failed next.
-    const full = o.build ? await diskFullError(o.build.rootfs, `the build disk of ${o.build.label}`, BUILD_DISK_HINT) : await vmDiskFull(state);
+  // Owned from here (its state exists): a SIGINT/SIGTERM of this process tears it down. The cleanup lets a
+  // launch in flight stop at its next step first (each step checks for the cancel and tears down what it
+  // made), so it never races the launch creating more; a launch stuck longer is torn down anyway.
+  const launch: { inFlight?: Promise<VmState> } = {};
+  ownVm(id, `VM ${name} (${id})`, async () => {
+    if (launch.inFlight) await Promise.race([launch.inFlight.catch(() => undefined), new Promise((r) => setTimeout(r, CANCEL_WAIT_MS))]);
     await teardown(cache, state, lockDir, log);
-    throw full ?? err;
+  });
+  launch.inFlight = boot();
+  return launch.inFlight;
+
+  async function boot(): Promise<VmState> {
+    try {
+      await cache.create(state);
+      o.onCreated?.(id);
+      throwIfCancelled();
+      const cg = await createVmCgroup(id);
+      if (cg) state.cgroup = cg;
+      else log.debug('no writable cgroup v2 here: the VM runs without its own cgroup');
+      await cache.write(state);
+
+      let netCfg: RunConfig['net'] = { mode: 'none' };
+      let dns: string[] = [];
+      let tap: { name: string; mac: string } | undefined;
+      let nsName: string | undefined;
+      if (o.network === 'user' || o.network === 'user-host') {
+        netCfg = { mode: 'static', ip: USER_NET.ip, gateway: USER_NET.gateway };
+        dns = [USER_NET.dns];
+        state.network.ip = USER_NET.ip.split('/')[0] as string;
+      } else if (cniNet && o.cni) {
+        throwIfCancelled();
+        nsName = netnsName(id);
+        state.network.cni = { network: cniNet.name, confDir: o.cni.confDir, binDir: o.cni.binDir, netns: nsName, ifname: CNI_IFNAME };
+        await cache.write(state);
+        const nsPath = await createNetns(nsName);
+        const chain = await withTapPlugin(cniNet, o.cni.binDir);
+        const result = await cniAdd(chain.net, o.cni.binDir, { containerId: id, netns: nsPath, ifname: CNI_IFNAME, ...(o.cni.ip ? { ip: o.cni.ip } : {}) });
+        await writeFileAtomic(path.join(dir, 'cni-result.json'), JSON.stringify(result) + '\n', 0o600);
+        const ipc = result.ips![0]!;
+        if (chain.tapPlugin) {
+          const t = tapFromResult(result, nsPath, CNI_IFNAME);
+          if (!t) throw new UserError(`${TAP_PLUGIN} reported no tap in the VM's network namespace: check the plugin's version`);
+          tap = { name: t.tap, mac: t.mac ?? (await linkMac(nsName, CNI_IFNAME)) };
+        } else {
+          const { mac } = await redirectTap(nsName, CNI_IFNAME, TAP_NAME);
+          tap = { name: TAP_NAME, mac };
+        }
+        const mac = tap.mac;
+        state.network.cni.mac = mac;
+        state.network.ip = ipc.address.split('/')[0] as string;
+        netCfg = { mode: 'static', ip: ipc.address, ...(ipc.gateway ? { gateway: ipc.gateway } : {}) };
+        dns = result.dns?.nameservers ?? [];
+        await cache.write(state);
+        await addPortForwards(lockDir, id, ports.map((p) => ({ ...p, guestIp: state.network.ip as string })));
+      }
+
+      // Without an initrd the kernel configures a static address itself (ip=, CONFIG_IP_PNP): faster boots.
+      let ipArg = '';
+      if (netCfg.mode === 'static' && !kernel.initrdPath) {
+        ipArg = kernelIpArg(netCfg.ip, netCfg.gateway);
+        netCfg = { ...netCfg, mode: 'kernel' };
+      }
+      let rootfs = path.join(dir, 'rootfs.ext4');
+      let cfg: RunConfig;
+      if (o.build) {
+        rootfs = o.build.rootfs;
+        cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
+      } else {
+        await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
+        await prepareRootfs(image!.rootfsPath, rootfs);
+        throwIfCancelled();
+        cfg = runConfigFor(image!.metadata.config, o, hostname, netCfg, dns, backend);
+      }
+      if (cfg.command.length === 0 && cfg.init !== 'image') throw new UserError(`image ${o.from} has no ENTRYPOINT or CMD: give a command after --`);
+      const config = path.join(dir, 'config.ext4');
+      await makeConfigDisk(cfg, config, log, o.authorizedKeys);
+      const cmdline = `${ipArg} ${kernel.metadata.cmdline ?? ''}`.trim();
+
+      if (backend === 'firecracker') {
+        // Recorded before the jail exists, so a failed start removes it too.
+        state.jailDir = path.dirname(jailRoot(o.firecracker!.chrootBase, o.firecracker!.binary!, id));
+        await cache.write(state);
+      }
+      throwIfCancelled();
+      if (isolated) await prepareIsolatedDir(dir);
+      const routes = isolated ? blockedRoutes(await readHostView()) : [];
+      throwIfCancelled();
+      const started = await backendFor(backend).start({
+        id, dir, kernel: kernel.vmlinuxPath, ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}), init: INIT_PATH, cmdline,
+        rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
+        ...(state.cgroup ? { cgroup: state.cgroup } : {}),
+        // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
+        net: o.network === 'user-host' ? { kind: 'user', hostfwd: ports }
+          : isolated ? { kind: 'user', hostfwd: ports.map((p) => ({ ...p, hostAddr: NS_ADDR })) }
+            : tap ? { kind: 'tap', name: tap.name, mac: tap.mac, ...(nsName ? { netns: { name: nsName, path: path.join(NETNS_DIR, nsName) } } : {}) }
+              : { kind: 'none' },
+        ...(isolated ? { wrap: (vmm: [string, string[]]) => isolatedArgv({ dir, routes, command: vmm.flat() }) } : {}),
+        qemu: { accel },
+        ...(o.firecracker ? { firecracker: o.firecracker } : {}),
+        metadata: { firebuild: { id, name, image: state.image, hostname } },
+      });
+      setVmm(state, started.pid);
+      Object.assign(state, {
+        serialLog: started.serialLog,
+        ...(started.consoleSock ? { consoleSock: started.consoleSock } : {}),
+        ...(started.apiSock ? { apiSock: started.apiSock } : {}),
+        ...(started.jailDir ? { jailDir: started.jailDir } : {}),
+      });
+      if (isolated) {
+        state.network.isolated = true;
+        await cache.write(state);
+        if (ports.length) await publishPorts(dir, ports, state.pid);
+      }
+      await cache.write(state);
+      log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
+      try {
+        await waitForStart(state.serialLog, vmmOf(state), o.bootTimeoutMs);
+      } catch (err) {
+        const why = isolated && err instanceof UserError ? await netLogReason(dir) : undefined;
+        throw why ? new UserError(`${(err as Error).message} (isolated network: ${why})`) : err;
+      }
+      return state;
+    } catch (err) {
+      // A VM that could not start on a full disk: say so rather than what failed next.
+      const full = o.build ? await diskFullError(o.build.rootfs, `the build disk of ${o.build.label}`, BUILD_DISK_HINT) : await vmDiskFull(state);
+      await teardown(cache, state, lockDir, log);
+      throw full ?? err;
+    }
   }
 }

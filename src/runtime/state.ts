@@ -62,6 +62,9 @@ export function vmRunning(s: VmState): boolean {
 }
 
 const NAME_RE = /^[a-zA-Z0-9]{1,20}$/;
+const ID_RE = /^[a-z0-9]{1,64}$/;
+/** The temporary name of a VM directory being created (RunCache.create). */
+const NEW_PREFIX = '.new-';
 
 export function newVmmId(): string {
   const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
@@ -78,14 +81,23 @@ export class RunCache {
   constructor(readonly root: string) {}
 
   dir(id: string): string {
-    if (!/^[a-z0-9]{1,64}$/.test(id)) throw new UserError(`invalid --vmm-id '${id}': list VMs with 'firebuild ls'`);
+    if (!ID_RE.test(id)) throw new UserError(`invalid --vmm-id '${id}': list VMs with 'firebuild ls'`);
     return path.join(this.root, id);
   }
 
-  async create(id: string): Promise<string> {
+  /**
+   * Create the VM's directory holding its first state, atomically: the state is written into a temporary
+   * `.new-<id>` directory that is then renamed into place, so a process killed at any moment never leaves
+   * a VM directory without a state (which nothing would list or purge). A `.new-*` left by a kill is purged
+   * as unreadable (unreadable()).
+   */
+  async create(s: VmState): Promise<string> {
     await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
-    const d = this.dir(id);
-    await fsp.mkdir(d, { mode: 0o700 });
+    const d = this.dir(s.id);
+    const tmp = path.join(this.root, `${NEW_PREFIX}${s.id}`);
+    await fsp.mkdir(tmp, { mode: 0o700 });
+    await writeFileAtomic(path.join(tmp, 'state.json'), JSON.stringify(s, null, 2) + '\n', 0o600);
+    await fsp.rename(tmp, d);
     return d;
   }
 
@@ -101,7 +113,13 @@ export class RunCache {
       if (errnoCode(err) === 'ENOENT') throw new UserError(`no VM with id ${id}: list VMs with 'firebuild ls'`);
       throw err;
     }
-    const parsed = VmStateSchema.safeParse(JSON.parse(text));
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    const parsed = VmStateSchema.safeParse(json);
     if (!parsed.success) throw new UserError(`corrupt VM state ${path.join(this.dir(id), 'state.json')}: remove it with 'firebuild purge'`);
     return parsed.data;
   }
@@ -118,6 +136,52 @@ export class RunCache {
       }
     }
     return out;
+  }
+
+  /**
+   * The run cache's directories that hold no readable VM state: a corrupt or unparsable state.json, or (older
+   * than `graceMs`, so a VM being created right now is left alone) no state.json at all, or a name that is
+   * no VM id (a `.new-<id>` a killed `run` left). `purge` removes them; `id` is the VM id the name carries.
+   */
+  async unreadable(graceMs = 60_000, now = Date.now()): Promise<{ name: string; dir: string; id?: string; reason: string }[]> {
+    const entries = await fsp.readdir(this.root, { withFileTypes: true }).catch(() => []);
+    const out: { name: string; dir: string; id?: string; reason: string }[] = [];
+    for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      if (!e.isDirectory()) continue;
+      const dir = path.join(this.root, e.name);
+      const id = ID_RE.test(e.name) ? e.name : e.name.startsWith(NEW_PREFIX) && ID_RE.test(e.name.slice(NEW_PREFIX.length)) ? e.name.slice(NEW_PREFIX.length) : undefined;
+      const old = async (): Promise<boolean> => now - (await fsp.stat(dir)).mtimeMs > graceMs;
+      let reason: string | undefined;
+      if (id !== e.name) {
+        // A `.new-<id>` whose creating process is gone goes at once (it holds only the first state).
+        if (id && !(await this.creatorAlive(path.join(dir, 'state.json')))) reason = 'creation interrupted';
+        else if (await old()) reason = 'not a VM directory';
+      } else {
+        try {
+          await this.read(e.name);
+        } catch (err) {
+          if (errnoCode(err) !== undefined && errnoCode(err) !== 'ENOENT') throw err;
+          const missing = !(await fsp.access(path.join(dir, 'state.json')).then(() => true, () => false));
+          if (!missing) reason = (err as Error).message;
+          else if (await old()) reason = 'no state.json';
+        }
+      }
+      if (reason) out.push({ name: e.name, dir, ...(id ? { id } : {}), reason });
+    }
+    return out;
+  }
+
+  private async creatorAlive(file: string): Promise<boolean> {
+    const text = await fsp.readFile(file, 'utf8').catch(() => undefined);
+    let parsed: ReturnType<typeof VmStateSchema.safeParse> | undefined;
+    try {
+      parsed = text === undefined ? undefined : VmStateSchema.safeParse(JSON.parse(text));
+    } catch {
+      parsed = undefined;
+    }
+    // Unreadable: the age decides (a state being written right now may not parse yet).
+    if (!parsed?.success) return true;
+    return vmRunning(parsed.data);
   }
 
   async remove(id: string): Promise<void> {

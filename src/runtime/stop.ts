@@ -1,14 +1,15 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { cniDel, loadCniNetwork, withTapPlugin } from '../net/cni.js';
-import { NETNS_DIR, removeNetns, removePortForwards } from '../net/host.js';
+import { NETNS_DIR, netnsName, removeNetns, removePortForwards } from '../net/host.js';
 import { isolatedVmProcesses } from '../net/isolated-user.js';
 import { DEFAULT_LOCK_DIR } from '../net/network.js';
 import { diskFullError } from '../util/disk-space.js';
 import type { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { backendFor } from '../vmm/backend.js';
-import { reapCgroup } from './cgroup.js';
+import { reapCgroup, vmCgroupPath } from './cgroup.js';
+import { disownVm } from './owner.js';
 import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
 import { type RunCache, vmmOf, type VmState } from './state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
@@ -34,6 +35,8 @@ export async function requestStop(s: VmState): Promise<boolean> {
 
 /** Remove everything a VM left on the host; each step tolerates what is already gone. */
 export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
+  // Nothing is left for this process's cancel handlers to remove.
+  disownVm(s.id);
   if (s.cgroup) await reapCgroup(s.cgroup);
   // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
   if (signalVmm(vmmOf(s), 'SIGKILL', { group: s.network.isolated === true })) await waitVmmGone(vmmOf(s), 5000);
@@ -82,12 +85,27 @@ export async function killVm(cache: RunCache, id: string, timeoutMs: number, log
   log.info('VM removed', { id, name: s.name, stop, ...(exit !== undefined ? { 'exit-code': exit } : {}) });
 }
 
-/** Remove every VM whose process is gone (crashed, powered off, killed), with all it left on the host. */
+/**
+ * Remove every VM whose process is gone (crashed, powered off, killed, or whose creating `run` died before
+ * its VMM started), with all it left on the host; then every run cache directory holding no readable state
+ * (RunCache.unreadable: a corrupt state.json, a directory a killed `run` left): its directory, and the
+ * cgroup and network namespace named after its id (the state that would name more is unreadable).
+ */
 export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<string[]> {
   const gone = (await cache.list()).filter((v) => !v.running);
   for (const v of gone) {
     await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name });
   }
-  return gone.map((v) => v.id);
+  const unreadable = await cache.unreadable();
+  for (const u of unreadable) {
+    if (u.id) {
+      const cg = await vmCgroupPath(u.id);
+      if (cg) await reapCgroup(cg);
+      await removeNetns(netnsName(u.id)).catch((e: Error) => log.warn('could not remove the network namespace', { id: u.id, error: e.message }));
+    }
+    await fsp.rm(u.dir, { recursive: true, force: true });
+    log.info('purged unreadable VM state', { dir: u.dir, reason: u.reason });
+  }
+  return [...gone.map((v) => v.id), ...unreadable.map((u) => u.id ?? u.name)];
 }

@@ -1,10 +1,9 @@
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadLimits, type DownloadLimits } from '../util/download.js';
 import { dockerfileUrlGuard, HostUrlRefused } from '../net/host-only.js';
-import { own } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
+import { ownedTempDir, type OwnedDir } from '../util/private-dir.js';
 import { httpDownload } from './http.js';
 
 export interface Downloaded { file: string; sha256: string; size: number }
@@ -30,8 +29,7 @@ export async function withDownloads<T>(o: { maxDownloadBytes?: number | undefine
 }
 
 export class Downloads {
-  private dir: Promise<string> | undefined;
-  private release: (() => void) | undefined;
+  private dir: Promise<OwnedDir> | undefined;
   private readonly byUrl = new Map<string, Promise<Downloaded>>();
   private readonly bySha = new Map<string, string>();
   private n = 0;
@@ -56,17 +54,13 @@ export class Downloads {
 
   async dispose(): Promise<void> {
     const d = await this.dir?.catch(() => undefined);
-    if (d) await fsp.rm(d, { recursive: true, force: true });
-    this.release?.();
+    await d?.remove();
   }
 
   private async fetch(url: string, trustedOrigin?: string): Promise<Downloaded> {
-    this.dir ??= fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-download-')).then((dir) => {
-      // What a cancelled build downloaded goes with it.
-      this.release = own(`the download directory ${dir}`, () => fsp.rm(dir, { recursive: true, force: true }));
-      return dir;
-    });
-    const file = path.join(await this.dir, `d${this.n++}`);
+    // Owned from its creation: a cancelled build leaves no download behind.
+    this.dir ??= ownedTempDir('firebuild-download-');
+    const file = path.join((await this.dir).path, `d${this.n++}`);
     const d = await httpDownload(url, file, this.limits, dockerfileUrlGuard(this.allowHostUrls, trustedOrigin));
     this.bySha.set(d.sha256, file);
     return { file, ...d };

@@ -1,6 +1,7 @@
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { own } from './cleanup.js';
 import { UserError, errnoCode } from './errors.js';
 
 /**
@@ -41,4 +42,27 @@ export async function privateTempDir(parent: string, prefix: string): Promise<st
 /** The default place for a user's private scratch directories: `<tmpdir>/firebuild-<uid>` (mode 0700, checked). */
 export function userTempRoot(base = os.tmpdir()): string {
   return path.join(base, `firebuild-${process.geteuid?.() ?? 0}`);
+}
+
+export interface OwnedDir {
+  path: string;
+  /** Remove the directory, then release it from the process's cleanups. */
+  remove(): Promise<void>;
+}
+
+/**
+ * A temp directory (mkdtemp under the system's temp dir) owned by this process from the moment it exists:
+ * if firebuild is cancelled (SIGINT/SIGTERM) while it is there, the cancel removes it (util/cleanup.ts).
+ */
+export async function ownedTempDir(prefix: string): Promise<OwnedDir> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  const rm = (): Promise<void> => fsp.rm(dir, { recursive: true, force: true });
+  const release = own(`temp dir ${dir}`, rm);
+  return {
+    path: dir,
+    remove: async () => {
+      await rm();
+      release();
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import { runArgv, vmUnsupported } from '../../src/engine/vm-engine.js';
-import { resolveEngine } from '../../src/cli/program.js';
+import { resolveEngine } from '../../src/commands/build.js';
 import type { Step } from '../../src/dockerfile/plan-schema.js';
 
 const step = (over: Partial<Step>): Step => ({ file: 'Dockerfile', line: 3, keyword: 'RUN', original: 'RUN x', form: 'shell', shell: ['/bin/sh', '-c'], ...over });

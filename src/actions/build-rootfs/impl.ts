@@ -2,17 +2,15 @@ import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { DEFAULT_CACHE_MAX_BYTES } from '../../engine/vm-engine.js';
-import { StepCache } from '../../engine/step-cache.js';
-import { buildWithVm } from '../../engine/vm-engine.js';
-import { buildWithDocker } from '../../commands/build.js';
+import { buildImage, resolveEngine, stepCacheFiles, type ImageBuildResult } from '../../commands/build.js';
 import type { StoredImage } from '../../store/provider.js';
+import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
 import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable, withCacheEntryDir } from '../common.js';
-import { getVmInputs, vmRuntime, type VmInputs } from '../vm-inputs.js';
+import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
 export interface BuildInputs extends VmInputs {
@@ -73,8 +71,8 @@ export function stepCacheKeys(tag: string, cacheVersion: string, cacheKey?: stri
  * under the build's own key, unless that very entry was restored. Entries are still checked by their
  * digests when used; a failed restore or save is a warning, never a failed build.
  */
-async function withStepCache<T extends { stepKeys: string[]; cacheKey: string }>(i: BuildInputs, log: ActionsLogger, build: () => Promise<T>): Promise<{ result: T; restored: string; saved: string }> {
-  const steps = new StepCache(defaultCacheDir(), DEFAULT_CACHE_MAX_BYTES, log);
+async function withStepCache(i: BuildInputs, log: ActionsLogger, build: () => Promise<ImageBuildResult>): Promise<{ result: ImageBuildResult; restored: string; saved: string }> {
+  const steps = await stepCacheFiles(defaultCacheDir(), log);
   const { prefix } = stepCacheKeys(i.tag, i.cacheVersion);
   let restored = '';
   // One path for restore and save (@actions/cache's version hashes the paths), held only while in use: a
@@ -96,12 +94,12 @@ async function withStepCache<T extends { stepKeys: string[]; cacheKey: string }>
   }
   const result = await build();
   let saved = '';
-  const { key } = stepCacheKeys(i.tag, i.cacheVersion, result.cacheKey);
+  const { key } = stepCacheKeys(i.tag, i.cacheVersion, result.steps?.cacheKey);
   if (i.stepCache && key !== restored) {
     try {
       await withCacheEntryDir(entry, async (out) => {
         await fsp.mkdir(out, { recursive: true });
-        if ((await steps.pack(result.stepKeys, path.join(out, 'steps.tar.zst'))) > 0 && (await cacheSave(out, key))) saved = key;
+        if ((await steps.pack(result.steps?.stepKeys ?? [], path.join(out, 'steps.tar.zst'))) > 0 && (await cacheSave(out, key))) saved = key;
       });
     } catch (err) {
       core.warning(`saving the step cache failed (${(err as Error).message})`);
@@ -114,36 +112,40 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
   const log = new ActionsLogger(type);
   const settings = await actionSettings();
   const storage = openStorage(settings);
-  if (i.engine === 'vm') {
-    if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
-    const vm = { ...(await vmRuntime(i, settings)), runCache: settings.runCache };
-    const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildWithVm({
-      dockerfile: i.dockerfile, ...(i.context ? { context: i.context } : {}), buildArgs: i.buildArgs, ...(i.target ? { target: i.target } : {}), tag: i.tag,
-      ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}), freeBytes: parseSize(i.freeSpace, 'free-space'), overwrite: i.overwrite, cacheDir: defaultCacheDir(),
-      ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}),
-      vm,
-    }, storage, log)));
-    core.setOutput('step-cache-restored', restored);
-    core.setOutput('step-cache-saved', saved);
-    return report(type, v.image, 'vm', [['steps run', String(v.executed)], ['steps from the cache', String(v.cached)], ['step cache', restored ? `restored from \`${restored}\`` : 'nothing restored'], ...(saved ? [['step cache saved', `\`${saved}\``] as [string, string]] : [])]);
-  }
-  const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildWithDocker({
+  const common = {
     type,
-    engine: 'docker',
-    ...(i.dockerfile ? { dockerfile: i.dockerfile } : {}),
     ...(i.context ? { context: i.context } : {}),
     buildArgs: i.buildArgs,
     ...(i.target ? { target: i.target } : {}),
-    ...(i.tag ? { tag: i.tag } : {}),
-    ...(i.dockerImage ? { dockerImage: i.dockerImage } : {}),
-    ...(i.dockerImageBase ? { dockerImageBase: i.dockerImageBase } : {}),
-    ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}),
-    freeBytes: parseSize(i.freeSpace, 'free-space'),
-    journal: false,
     overwrite: i.overwrite,
     cacheDir: defaultCacheDir(),
-  }, storage, log));
+  };
+  if (resolveEngine(type, i.engine, i.dockerImage) === 'vm') {
+    if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
+    // Inputs parsed once, here: the tag, the sizes, the VM choice.
+    const build = { ...common, type, engine: 'vm' as const, dockerfile: i.dockerfile, tag: parseTag(i.tag), ...sizeInputs(i), machine: vmChoice(i), ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}) };
+    const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildImage(build, { settings, storage }, log)));
+    core.setOutput('step-cache-restored', restored);
+    core.setOutput('step-cache-saved', saved);
+    return report(type, v.image, 'vm', [['steps run', String(v.steps?.executed)], ['steps from the cache', String(v.steps?.cached)], ['step cache', restored ? `restored from \`${restored}\`` : 'nothing restored'], ...(saved ? [['step cache saved', `\`${saved}\``] as [string, string]] : [])]);
+  }
+  const build = {
+    ...common,
+    engine: 'docker' as const,
+    ...(i.dockerfile ? { dockerfile: i.dockerfile } : {}),
+    ...(i.tag ? { tag: parseTag(i.tag) } : {}),
+    ...(i.dockerImage ? { dockerImage: i.dockerImage } : {}),
+    ...(i.dockerImageBase ? { dockerImageBase: i.dockerImageBase } : {}),
+    ...sizeInputs(i),
+    journal: false,
+  };
+  const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildImage(build, { settings, storage }, log));
   return report(type, r.image, r.builder, []);
+}
+
+/** Inputs size and free-space in bytes. */
+function sizeInputs(i: BuildInputs): { sizeBytes?: number; freeBytes: number } {
+  return { ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}), freeBytes: parseSize(i.freeSpace, 'free-space') };
 }
 
 async function report(type: 'rootfs' | 'baseos', image: StoredImage, builder: string, extra: [string, string][]): Promise<void> {

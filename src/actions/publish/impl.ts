@@ -2,9 +2,9 @@ import type { Subject } from '@actions/attest';
 import * as core from '@actions/core';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { pushImage } from '../../oci/artifact.js';
+import { artifactNameOf, packageForRelease, provenanceSubjects, publishToRegistry } from '../../commands/publish.js';
 import { openStorage } from '../../profile/settings.js';
-import { packageImage } from '../../store/package.js';
+import { formatTag, parseTag, type Tag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { ActionsLogger, actionSettings, actionsWorkDir, boolInput, input, listInput, summaryTable, uploadArtifact } from '../common.js';
 import { publishRelease } from './release.js';
@@ -19,7 +19,7 @@ export const TARGETS = ['oci', 'release', 'artifact'] as const;
 export const ATTEST_CHOICES = ['auto', 'true', 'false'] as const;
 
 export interface PublishInputs {
-  tag: string;
+  tag: Tag;
   targets: string[];
   ociRef: string;
   username: string;
@@ -38,7 +38,7 @@ export function getInputs(): PublishInputs {
   const t = targets.length ? targets : ['oci'];
   for (const x of t) if (!(TARGETS as readonly string[]).includes(x)) throw new UserError(`input 'targets' has '${x}': use oci, release and/or artifact`);
   const i = {
-    tag: input('tag', { required: true }),
+    tag: parseTag(input('tag', { required: true })),
     targets: t,
     ociRef: input('oci-ref', { required: t.includes('oci') }),
     username: input('registry-username'),
@@ -60,30 +60,27 @@ export function getInputs(): PublishInputs {
 
 export async function run(): Promise<void> {
   const i = getInputs();
+  const tag = formatTag(i.tag);
   const storage = openStorage(await actionSettings());
   const rows: [string, string][] = [];
-  const subjects: Subject[] = [];
-  if (i.targets.includes('oci')) {
-    const r = await core.group(`Push ${i.tag} to ${i.ociRef}`, () => pushImage(storage, i.tag, i.ociRef, {
+  const pushed = i.targets.includes('oci')
+    ? await core.group(`Push ${tag} to ${i.ociRef}`, () => publishToRegistry(storage, i.tag, i.ociRef, {
       ...(i.username ? { credentials: { username: i.username, password: i.password } } : {}),
       insecure: i.insecure,
-    }, new ActionsLogger('publish')));
-    core.setOutput('digest', r.digest);
-    core.setOutput('ref', `${i.ociRef.replace(/[:@][^/]*$/, '')}@${r.digest}`);
-    core.setOutput('sha256', r.rootfsSha256);
-    rows.push(['OCI artifact', `\`${i.ociRef}\``], ['digest', `\`${r.digest}\``], ['rootfs sha256', `\`${r.rootfsSha256}\``], ['compressed size', `${r.compressedSize} bytes`]);
-    subjects.push({ name: i.ociRef.replace(/[:@][^/]*$/, ''), digest: { sha256: r.digest.replace(/^sha256:/, '') } }, { name: 'rootfs.ext4', digest: { sha256: r.rootfsSha256 } });
+    }, new ActionsLogger('publish')))
+    : undefined;
+  if (pushed) {
+    core.setOutput('digest', pushed.digest);
+    core.setOutput('ref', pushed.refByDigest);
+    core.setOutput('sha256', pushed.rootfsSha256);
+    rows.push(['OCI artifact', `\`${i.ociRef}\``], ['digest', `\`${pushed.digest}\``], ['rootfs sha256', `\`${pushed.rootfsSha256}\``], ['compressed size', `${pushed.compressedSize} bytes`]);
   }
   const needsPackage = i.targets.includes('release') || i.targets.includes('artifact');
   const dir = needsPackage ? await actionsWorkDir('publish-') : '';
-  const pkg = needsPackage ? await core.group(`Package ${i.tag}`, () => packageImage(storage, i.tag, dir)) : undefined;
-  if (pkg) {
-    core.setOutput('sha256', pkg.sums['rootfs.ext4'] as string);
-    if (!subjects.some((x) => x.name === 'rootfs.ext4')) subjects.push({ name: 'rootfs.ext4', digest: { sha256: pkg.sums['rootfs.ext4'] as string } });
-    subjects.push({ name: 'rootfs.ext4.zst', digest: { sha256: pkg.sums['rootfs.ext4.zst'] as string } });
-  }
+  const pkg = needsPackage ? await core.group(`Package ${tag}`, () => packageForRelease(storage, i.tag, dir)) : undefined;
+  if (pkg) core.setOutput('sha256', pkg.sums['rootfs.ext4'] as string);
   if (pkg && i.targets.includes('artifact')) {
-    const name = i.artifactName || `firebuild-${i.tag.replace(/[/:]/g, '-')}`;
+    const name = i.artifactName || artifactNameOf(i.tag);
     const r = await core.group(`Artifact ${name}`, () => uploadArtifact(name, pkg.files, pkg.dir));
     core.setOutput('artifact-id', String(r.id ?? ''));
     rows.push(['artifact', `${name} (${r.size ?? 0} bytes)`]);
@@ -97,6 +94,7 @@ export async function run(): Promise<void> {
     rows.push(['release', r.url], ...r.assets.map((a): [string, string] => ['asset', a]));
   }
   if (i.attest === 'true' || (i.attest === 'auto' && process.env.ACTIONS_ID_TOKEN_REQUEST_URL && i.githubToken)) {
+    const subjects = provenanceSubjects(pushed, pkg);
     const a = await core.group('Build provenance', () => attest(subjects, i.githubToken));
     core.setOutput('attestation-id', a.id ?? '');
     core.setOutput('attestation-bundle', a.bundlePath);
@@ -104,7 +102,7 @@ export async function run(): Promise<void> {
   } else if (i.attest === 'auto') {
     rows.push(['provenance', 'not attested: grant id-token: write and attestations: write and give github-token']);
   }
-  await core.summary.addHeading(`firebuild publish: ${i.tag}`, 3).addRaw(summaryTable(rows)).write();
+  await core.summary.addHeading(`firebuild publish: ${tag}`, 3).addRaw(summaryTable(rows)).write();
 }
 
 /**

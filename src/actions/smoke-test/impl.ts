@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import * as core from '@actions/core';
-import { killVm, runVm } from '../../commands/run.js';
+import { disownVm, killVm, runVm } from '../../commands/run.js';
 import { openStorage } from '../../profile/settings.js';
 import { runProbes, waitExitCode } from '../../runtime/probes.js';
 import { RunCache, vmmOf } from '../../runtime/state.js';
@@ -88,36 +88,42 @@ export async function run(): Promise<void> {
     // Saved before the VM starts: the post step tears it down even if the boot, the probes or the job fail or are cancelled.
     onCreated: (id) => core.saveState(STATE_VMM_ID, id),
   }, storage, cache, log));
-  core.setOutput('vmm-id', state.id);
-  core.setOutput('ip-address', state.network.ip ?? '');
-  core.setOutput('serial-log', state.serialLog);
-  const checks: [string, string][] = [];
-  await core.group('Probes', async () => {
-    try {
-      await probe();
-    } catch (err) {
-      await uploadSerialLog(state.id, state.serialLog);
-      throw err;
+  try {
+    core.setOutput('vmm-id', state.id);
+    core.setOutput('ip-address', state.network.ip ?? '');
+    core.setOutput('serial-log', state.serialLog);
+    const checks: [string, string][] = [];
+    await core.group('Probes', async () => {
+      try {
+        await probe();
+      } catch (err) {
+        await uploadSerialLog(state.id, state.serialLog);
+        throw err;
+      }
+    });
+    async function probe(): Promise<void> {
+      if (i.waitTcp.length || i.waitHttp.length) {
+        await runProbes({
+          tcp: i.waitTcp.map((port) => ({ host: '127.0.0.1', port })),
+          http: i.waitHttp.map((url) => ({ url, status: i.waitHttpStatus, ...(i.waitHttpBody ? { body: i.waitHttpBody } : {}) })),
+          timeoutMs: i.timeoutMs,
+        }, state.serialLog);
+        checks.push(...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']), ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]));
+      }
+      if (i.expectExitCode !== undefined) {
+        await waitExitCode(state.serialLog, vmmOf(state), i.expectExitCode, i.timeoutMs);
+        checks.push(['exit code', String(i.expectExitCode)]);
+      }
     }
-  });
-  async function probe(): Promise<void> {
-    if (i.waitTcp.length || i.waitHttp.length) {
-      await runProbes({
-        tcp: i.waitTcp.map((port) => ({ host: '127.0.0.1', port })),
-        http: i.waitHttp.map((url) => ({ url, status: i.waitHttpStatus, ...(i.waitHttpBody ? { body: i.waitHttpBody } : {}) })),
-        timeoutMs: i.timeoutMs,
-      }, state.serialLog);
-      checks.push(...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']), ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]));
-    }
-    if (i.expectExitCode !== undefined) {
-      await waitExitCode(state.serialLog, vmmOf(state), i.expectExitCode, i.timeoutMs);
-      checks.push(['exit code', String(i.expectExitCode)]);
-    }
+    log.info('smoke test passed', { tag: i.tag, id: state.id });
+    await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
+      ['VM', `\`${state.id}\``], ['backend', backend], ['IP', state.network.ip ?? '-'], ['accel', state.accel], ...checks,
+    ])).write();
+  } finally {
+    // The VM outlives this step (later steps use it; the post step removes it): from here a cancel of this
+    // process no longer tears it down. Until here (boot, probes) a SIGINT/SIGTERM does.
+    disownVm(state.id);
   }
-  log.info('smoke test passed', { tag: i.tag, id: state.id });
-  await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
-    ['VM', `\`${state.id}\``], ['backend', backend], ['IP', state.network.ip ?? '-'], ['accel', state.accel], ...checks,
-  ])).write();
 }
 
 /** The post step: tear the VM down; never fail the job (a problem is a warning). */

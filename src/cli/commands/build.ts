@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { defaultCacheDir } from '../../profile/paths.js';
 import { parseSize } from '../../util/size.js';
+import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { json } from '../format.js';
-import { collect, Option, resolveEngine, vmSettings, withProfileOptions, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
+import { collect, Option, vmChoice, withProfileOptions, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
 
 /** baseos and rootfs. */
 export function register(program: Command, ctx: CliContext): void {
@@ -57,53 +58,47 @@ export function register(program: Command, ctx: CliContext): void {
       return out(json(plan));
     }
     const { settings, storage } = await ctx.load(o);
+    const { buildImage, resolveEngine } = await import('../../commands/build.js');
+    const common = {
+      type,
+      ...(o.context ? { context: o.context } : {}),
+      buildArgs: o.buildArg ?? [],
+      ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+      overwrite: o.overwrite ?? false,
+      cacheDir: defaultCacheDir(ctx.env),
+      ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
+    };
     if (resolveEngine(type, o.engine, o.dockerImage) === 'vm') {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
       if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
       if (!/^\d+$/.test(o.mem ?? '') || Number(o.mem) < 64) throw new UserError(`malformed --mem '${o.mem}': give MiB, at least 64`);
-      const { buildWithVm } = await import('../../engine/vm-engine.js');
-      const v = await buildWithVm({
-        dockerfile: o.dockerfile,
-        ...(o.context ? { context: o.context } : {}),
-        buildArgs: o.buildArg ?? [],
-        ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
-        tag: o.tag ?? '',
-        ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
-        freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
-        overwrite: o.overwrite ?? false,
-        cacheDir: defaultCacheDir(ctx.env),
-        ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}),
-        memMib: Number(o.mem),
-        accel: o.accel ?? 'auto',
-        stepTimeoutMs: Number(o.stepTimeout) * 1000,
-        noCache: o.cache === false,
-        vm: { ...(await vmSettings(o, settings)), runCache: settings.runCache },
-        ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
-        ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
-      }, storage, ctx.logger.child('vm-build'));
-      return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: v.executed, cached: v.cached, timings: v.timings }));
+      const sizes = sizeFlags(o);
+      const machine = vmChoice(o);
+      const v = await buildImage({
+        ...common, type: 'rootfs', engine: 'vm', dockerfile: o.dockerfile, ...sizes, tag: parseTag(o.tag ?? ''), machine,
+        ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), memMib: Number(o.mem), accel: o.accel ?? 'auto',
+        stepTimeoutMs: Number(o.stepTimeout) * 1000, noCache: o.cache === false,
+      }, { settings, storage }, ctx.logger.child('vm-build'));
+      const s = v.steps!;
+      return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: s.executed, cached: s.cached, timings: s.timings }));
     }
-    const { buildWithDocker } = await import('../../commands/build.js');
-    const r = await buildWithDocker({
-      type,
-      engine: 'docker',
+    const sizes = sizeFlags(o);
+    const r = await buildImage({
+      ...common, engine: 'docker', ...sizes,
       ...(o.dockerfile ? { dockerfile: o.dockerfile } : {}),
-      ...(o.context ? { context: o.context } : {}),
-      buildArgs: o.buildArg ?? [],
-      ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
-      ...(o.tag ? { tag: o.tag } : {}),
+      ...(o.tag ? { tag: parseTag(o.tag) } : {}),
       ...(o.dockerImage ? { dockerImage: o.dockerImage } : {}),
       ...(o.dockerImageBase ? { dockerImageBase: o.dockerImageBase } : {}),
-      ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
-      freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
       journal: o.journal ?? false,
-      overwrite: o.overwrite ?? false,
-      cacheDir: defaultCacheDir(ctx.env),
-      ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
-      ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
-    }, storage, ctx.logger.child(type));
+    }, { settings, storage }, ctx.logger.child(type));
     out(json({ tag: r.image.tag, rootfs: r.image.rootfsPath, metadata: r.image.metadataPath, sha256: r.image.metadata.rootfs.sha256, size: r.image.metadata.rootfs.apparentSize, builder: r.builder }));
   };
+  /** --size, --free-space and --max-download-size in bytes, parsed here once. */
+  const sizeFlags = (o: BuildCli): { sizeBytes?: number; freeBytes: number; maxDownloadBytes?: number } => ({
+    ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),
+    freeBytes: parseSize(o.freeSpace ?? '256M', '--free-space'),
+    ...(o.maxDownloadSize ? { maxDownloadBytes: parseSize(o.maxDownloadSize, '--max-download-size') } : {}),
+  });
   buildOptions(program.command('baseos').description('build a base OS root file system from a Dockerfile with the Docker engine'), 'baseos')
     .action(async (o: BuildCli) => {
       if (!o.dockerfile) throw new UserError('baseos needs --dockerfile PATH');

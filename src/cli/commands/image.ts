@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { humanBytes, json, table } from '../format.js';
 import { withProfileOptions, type CliContext, type SettingsCliOpts } from '../options.js';
@@ -22,7 +23,7 @@ export function register(program: Command, ctx: CliContext): void {
     .action(async (tag: string, o: SettingsCliOpts) => {
       const { storage } = await ctx.load(o);
       const { imageInspect } = await import('../../commands/image.js');
-      const img = await imageInspect(storage, tag);
+      const img = await imageInspect(storage, parseTag(tag));
       out(json({ tag: img.tag, path: img.dir, rootfs: img.rootfsPath, metadata: img.metadata }));
     });
   type RegistryCli = SettingsCliOpts & { username?: string; passwordStdin?: boolean; insecure?: boolean };
@@ -45,8 +46,8 @@ export function register(program: Command, ctx: CliContext): void {
     .argument('<tag>', 'org/name:version').argument('<ref>', 'registry/repository:tag')), ctx.env, { storage: true })
     .action(async (tag: string, ref: string, o: RegistryCli) => {
       const { storage } = await ctx.load(o);
-      const { pushImage } = await import('../../oci/artifact.js');
-      out(json(await pushImage(storage, tag, ref, await registryCreds(o), ctx.logger.child('oci'))));
+      const { imagePush } = await import('../../commands/image.js');
+      out(json(await imagePush(storage, parseTag(tag), ref, await registryCreds(o), ctx.logger.child('oci'))));
     });
   withProfileOptions(registryOpts(image.command('pull').description('pull a firebuild artifact from an OCI registry into the store, verifying every digest')
     .argument('<ref>', 'registry/repository:tag or @sha256:digest')
@@ -54,14 +55,14 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--overwrite', 'replace an image with the same tag')), ctx.env, { storage: true })
     .action(async (ref: string, o: RegistryCli & { tag?: string; overwrite?: boolean }) => {
       const { storage } = await ctx.load(o);
-      const { pullImage } = await import('../../oci/artifact.js');
-      const img = await pullImage(storage, ref, { ...(await registryCreds(o)), ...(o.tag ? { tag: o.tag } : {}), overwrite: o.overwrite ?? false }, ctx.logger.child('oci'));
+      const { imagePull } = await import('../../commands/image.js');
+      const img = await imagePull(storage, ref, { ...(await registryCreds(o)), ...(o.tag ? { tag: parseTag(o.tag) } : {}), overwrite: o.overwrite ?? false }, ctx.logger.child('oci'));
       out(json({ tag: img.tag, rootfs: img.rootfsPath, sha256: img.metadata.rootfs.sha256, source: img.metadata.source.ref }));
     });
   withProfileOptions(image.command('rm').description('remove a stored image').argument('<tag>', 'org/name:version'), ctx.env, { storage: true })
     .action(async (tag: string, o: SettingsCliOpts) => {
       const { storage } = await ctx.load(o);
       const { imageRemove } = await import('../../commands/image.js');
-      await imageRemove(storage, tag, ctx.logger.child('store'));
+      await imageRemove(storage, parseTag(tag), ctx.logger.child('store'));
     });
 }

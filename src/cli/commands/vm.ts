@@ -42,7 +42,7 @@ export function register(program: Command, ctx: CliContext): void {
     { runtime: true },
   ).action(async (command: string[], o: RunCli) => {
     const { settings, storage } = await ctx.load(o);
-    const [{ DEFAULT_LOCK_DIR, exitCodeOf, followConsole, killVm, runVm, teardown, vmDiskFull }, { RunCache, vmmOf }, { runProbes, waitExitCode }] = await Promise.all([
+    const [{ DEFAULT_LOCK_DIR, disownVm, exitCodeOf, followConsole, killVm, runVm, teardown, vmDiskFull }, { RunCache, vmmOf }, { runProbes, waitExitCode }] = await Promise.all([
       import('../../commands/run.js'), import('../../runtime/state.js'), import('../../runtime/probes.js'),
     ]);
     const cache = new RunCache(settings.runCache);
@@ -79,13 +79,13 @@ export function register(program: Command, ctx: CliContext): void {
       return;
     }
     if (o.daemonize) {
+      // The VM outlives this process from here: a signal no longer tears it down.
+      disownVm(state.id);
       out(json({ 'vmm-id': state.id, name: state.name, pid: state.pid, 'ip-address': state.network.ip ?? null, 'cache-dir': state.cacheDir, 'serial-log': state.serialLog }));
       return;
     }
-    // Foreground: stream the console until the VM ends; Ctrl-C stops it.
-    const stop = (): void => void killVm(cache, state.id, 10000, log).catch(() => undefined);
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    // Foreground: stream the console until the VM ends. Ctrl-C (SIGINT) or SIGTERM: the process's cancel
+    // handlers (bin/firebuild.js) tear the VM down, as they do during the boot, and exit 130/143.
     let text = '';
     for await (const chunk of followConsole(state.serialLog, vmmOf(state))) {
       out(chunk);

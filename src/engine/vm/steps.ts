@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { BuildContext } from '../../source/context.js';
 import type { Step } from '../../dockerfile/plan-schema.js';
 import { injectGuest, removeGuest } from '../../guest/prepare.js';
-import { quote } from '../../rootfs/debugfs.js';
+import { Debugfs, mayBeMissing, quote, type WriteCommand } from '../../rootfs/debugfs.js';
 import { Ext4Image } from '../../rootfs/ext4-read.js';
 import { Ext4Tools } from '../../rootfs/ext4.js';
 import { DEFAULT_LOCK_DIR, type NetworkMode } from '../../net/network.js';
@@ -18,7 +18,6 @@ import type { StorageProvider } from '../../store/provider.js';
 import { diskFullError } from '../../util/disk-space.js';
 import { throwIfCancelled } from '../../util/cleanup.js';
 import { UserError } from '../../util/errors.js';
-import { exec } from '../../util/exec.js';
 import { copySparse } from '../../util/fs.js';
 import type { Logger } from '../../util/logger.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from '../vm-fs.js';
@@ -135,39 +134,18 @@ async function saveGuestWritten(image: string, scratch: string): Promise<Saved[]
 /**
  * Put back what saveGuestWritten saved (and remove what the init wrote where the image had no file). A
  * restore that did not take is an error naming the step: the image would otherwise keep the build VM's
- * hostname, hosts or resolv.conf. debugfs's exit code says nothing of a failed command inside a batch
- * (and an `rm` of a file the RUN deleted fails, as it may), so the result is checked in the image itself.
+ * hostname, hosts or resolv.conf.
  */
 async function restoreGuestWritten(image: string, saved: Saved[], label: string, where: { file: string; line: number }): Promise<void> {
-  const cmds: string[] = [];
+  const cmds: WriteCommand[] = [];
   for (const s of saved) {
-    cmds.push(`rm ${quote(s.path)}`);
+    // The RUN may have removed the file: only its absence is expected; a failed write of the saved one fails the step.
+    cmds.push(mayBeMissing(`rm ${quote(s.path)}`));
     if (s.data) cmds.push(`write ${quote(s.data)} ${quote(s.path)}`, `sif ${quote(s.path)} mode 0100${s.mode!.slice(-3)}`, `sif ${quote(s.path)} uid ${s.uid}`, `sif ${quote(s.path)} gid ${s.gid}`);
   }
-  const r = await exec('debugfs', ['-w', '-f', '-', image], { input: cmds.join('\n') + '\n', allowFailure: true });
-  const wrong: string[] = [];
-  const img = await Ext4Image.open(image);
-  try {
-    for (const s of saved) {
-      const e = await img.stat(s.path);
-      if (!s.data) {
-        if (e) wrong.push(`${s.path} (the image had no file there, and the build VM's ${e.type} is still there)`);
-        continue;
-      }
-      const size = (await fsp.stat(s.data)).size;
-      const mode = parseInt(s.mode!.slice(-3), 8);
-      if (e?.type !== 'file') wrong.push(`${s.path} (${e ? `a ${e.type} is there` : 'it is missing'})`);
-      else if (e.size !== size || (e.mode & 0o777) !== mode || String(e.uid) !== s.uid || String(e.gid) !== s.gid) {
-        wrong.push(`${s.path} (size ${e.size}, mode ${(e.mode & 0o777).toString(8)}, owner ${e.uid}:${e.gid}; before the step: ${size}, ${mode.toString(8)}, ${s.uid}:${s.gid})`);
-      }
-    }
-  } finally {
-    await img.close();
-  }
-  if (wrong.length) {
-    const said = (r.stderr.split('\n').filter((l) => l && !/^debugfs \d/.test(l) && !/File not found by ext2_lookup/.test(l))[0] ?? '').trim();
-    throw new UserError(`${label}: could not put back what the image held before the step: ${wrong.join(', ')}${said ? `; debugfs: ${said}` : ''}`, where);
-  }
+  await new Debugfs(image).write(cmds).catch((err: Error) => {
+    throw new UserError(`${label}: could not restore the image's ${saved.map((x) => x.path).join(', ')} after the step (${err.message})`, where);
+  });
 }
 
 /** RUN: boot the image with the step's command; returns once the guest has powered off. */
