@@ -1,5 +1,4 @@
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { pickKernel } from '../runtime/kernel.js';
 import type { Stage } from '../dockerfile/plan-schema.js';
@@ -8,13 +7,14 @@ import { withDownloads, type Downloads } from '../source/downloads.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
-import { own, throwIfCancelled } from '../util/cleanup.js';
+import { throwIfCancelled } from '../util/cleanup.js';
 import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { StepCache } from './step-cache.js';
 import { emptyImage, external, ImageResolver, materialize } from './vm/bases.js';
 import { growTo, roomForCopy } from './vm/disk.js';
 import { FS_STEPS, keyPlan, resolvePlan } from './vm/plan.js';
+import { makeWorkDir } from './vm/workdir.js';
 import { DEFAULT_STEP_TIMEOUT_MS, executeStep, type BootContext, type BuildVmSettings } from './vm/steps.js';
 
 export { ENGINE_SEMANTICS, vmUnsupported } from './vm/plan.js';
@@ -101,9 +101,9 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
     }
     if (!o.overwrite) throw new UserError(`image ${tag} already exists (built from other inputs): choose another tag or pass --overwrite`);
   }
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'firebuild-vmbuild-'));
-  // The work dir holds every stage's disk (GiBs): a cancelled build (SIGINT/SIGTERM) removes it too.
-  const releaseWork = own(`the build work directory ${work}`, () => fsp.rm(work, { recursive: true, force: true }));
+  // The work dir holds every stage's disk (GiBs): a cancelled build (SIGINT/SIGTERM) removes it too, and
+  // `purge` one whose build was SIGKILLed.
+  const { dir: work, remove: removeWork } = await makeWorkDir();
   const b: BootContext = {
     vm: o.vm ?? { backend: 'qemu', network: 'user', runCache: path.join(o.cacheDir, 'build-vms') },
     storage, ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), accel: o.accel ?? 'auto', memMib: o.memMib ?? 512,
@@ -190,7 +190,6 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
     log.info('built with the vm engine', { tag, executed, cached, seconds: Math.round((Date.now() - started) / 100) / 10 });
     return { image: stored, executed, cached, timings: { bootMs: b.bootMs, stepsMs, convertMs, totalMs: Date.now() - started }, stepKeys, cacheKey: finalKey };
   } finally {
-    await fsp.rm(work, { recursive: true, force: true });
-    releaseWork();
+    await removeWork();
   }
 }

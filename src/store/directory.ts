@@ -102,7 +102,9 @@ export class DirectoryStorage implements StorageProvider {
     await this.readable(this.opts.rootfsRoot, 'rootfs-storage-root');
     if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
     const metadataPath = await entryFile(dir, METADATA);
-    const metadata = await readImageMetadata(metadataPath);
+    const metadata = await readImageMetadata(metadataPath).catch((err: unknown) => {
+      throw corruptEntry('image', tag, err);
+    });
     return { tag, dir, rootfsPath: await entryFile(dir, ROOTFS), metadataPath, metadata };
   }
 
@@ -355,6 +357,17 @@ async function readJson<T>(file: string, pick: (m: Awaited<ReturnType<typeof met
     throw new UserError(`corrupt ${what} ${file}: ${m.describeZodError(parsed.error)}; remove the entry or restore the file`);
   }
   return parsed.data;
+}
+
+/**
+ * A stored entry whose metadata cannot be read or fails its schema is corrupt: said so, with the command
+ * that removes it (never "not found", which would send the user looking elsewhere). A newer schema is not
+ * corruption (its own message says to upgrade).
+ */
+function corruptEntry(kind: 'image', tag: string, err: unknown): unknown {
+  if (!(err instanceof UserError) || /newer than this firebuild/.test(err.message)) return err;
+  const reason = err.message.replace(/^corrupt /, '').replace(/[;:] remove the entry or restore the file$/, '');
+  return new UserError(`stored ${kind} ${tag} is corrupt: ${reason}: remove it with 'firebuild ${kind} rm ${tag}', then build or pull it again`, { cause: err });
 }
 
 export function readImageMetadata(file: string): Promise<ImageMetadata> {

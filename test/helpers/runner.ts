@@ -60,7 +60,7 @@ export async function runnerFiles(): Promise<RunnerFiles> {
 }
 
 /** `wrap` replaces `node` on the command line (e.g. a namespace helper, then node with options). */
-export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}, wrap: string[] = []): { child: ChildProcess; done: Promise<ActionRun> } {
+export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}, wrap: string[] = []): { child: ChildProcess; done: Promise<ActionRun>; output: () => string } {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, GITHUB_ENV: files.env, GITHUB_PATH: files.path, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
   const argv = [...(wrap.length ? wrap : [process.execPath]), path.join(REPO, 'dist', entry)];
@@ -86,7 +86,7 @@ export function startAction(entry: string, inputs: Record<string, string>, files
       }
     });
   });
-  const run = { child, done };
+  const run = { child, done, output: (): string => stdout };
   running.add(run);
   void done.finally(() => running.delete(run)).catch(() => undefined);
   return run;
@@ -101,6 +101,23 @@ export async function runPost(entry: string, state: Record<string, string>, extr
   const env: NodeJS.ProcessEnv = { ...extraEnv };
   for (const [k, v] of Object.entries(state)) env[`STATE_${k}`] = v;
   return runAction(entry, {}, env);
+}
+
+/**
+ * Cancel a running step as the runner cancels a job: SIGINT, then SIGTERM 7.5 s later, then SIGKILL 2.5 s
+ * after that, each only while the step still runs. Returns the signals sent.
+ */
+export async function cancelAsRunner(run: { child: ChildProcess; done: Promise<ActionRun> }): Promise<NodeJS.Signals[]> {
+  const sent: NodeJS.Signals[] = [];
+  const ended = run.done.then(() => true, () => true);
+  for (const [signal, after] of [['SIGINT', 0], ['SIGTERM', 7500], ['SIGKILL', 2500]] as const) {
+    if (after) await Promise.race([ended, new Promise((r) => setTimeout(r, after))]);
+    if (run.child.exitCode !== null || run.child.signalCode !== null) break;
+    run.child.kill(signal);
+    sent.push(signal);
+  }
+  await ended;
+  return sent;
 }
 
 /** `::error ...::message` lines of a step's output. */

@@ -153,7 +153,7 @@ describe('firebuild CLI', () => {
     expect(bad.code).toBe(2);
     // The store reads an entry through its .current link (docs/store.md): the message names that file.
     const badReal = path.join(path.dirname(badMeta), '.current', 'metadata.json');
-    expect(lines(bad.stderr)).toEqual([`error: corrupt image metadata ${badReal}: not valid JSON (Unexpected token 'o', "not json" is not valid JSON); remove the entry or restore the file`]);
+    expect(lines(bad.stderr)).toEqual([`error: stored image acme/bad:1 is corrupt: image metadata ${badReal}: not valid JSON (Unexpected token 'o', "not json" is not valid JSON): remove it with 'firebuild image rm acme/bad:1', then build or pull it again`]);
     expect((await runCli(['image', 'rm', 'acme/web:1.2-rc1'], { env })).code).toBe(0);
     expect((await runCli(['image', 'inspect', 'acme/web:1.2-rc1'], { env })).stderr).toMatch(/not found/);
   });

@@ -618,6 +618,29 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(leftovers()).toEqual([]);
   }, 10 * 60_000);
 
+  test("a RUN that leaves what the build VM's init wrote (/etc/hosts) unrestorable fails naming the step, not silently; nothing is stored", async () => {
+    // Docker bind-mounts /etc/hosts into a build step (an rm fails there); the vm engine saves the image's file
+    // before the step and puts it back after: a directory in its place cannot be replaced, which is an error.
+    // An image without the file (FROM scratch): the init's file is removed after the step; a directory the
+    // RUN made in its place cannot be, which used to pass silently and leave it in the image.
+    const bare = writeCtx('hosts-dir-scratch', { Dockerfile: 'FROM scratch\nCOPY --chmod=755 busybox /busybox\nRUN ["/busybox", "sh", "-c", "/busybox rm -f /etc/hosts && /busybox mkdir -p /etc/hosts"]\n' });
+    fs.writeFileSync(path.join(bare, 'busybox'), fs.readFileSync('/bin/busybox'));
+    const b = await vmBuild(bare, 'fbtest/vm-hostsdir-scratch:1');
+    expect({ code: b.code, last: b.stderr.trim().split('\n').pop() }).toEqual({
+      code: 2,
+      last: expect.stringMatching(/Dockerfile:3: RUN at Dockerfile:3: could not restore the image's .*\/etc\/hosts.* after the step \(debugfs could not .*rm .*\/etc\/hosts.*directory/),
+    });
+    // An image with the file: a directory in its place cannot be replaced by the saved file.
+    const dir = writeCtx('hosts-dir', { Dockerfile: `FROM ${BASE}\nRUN echo ok\nRUN rm /etc/hosts && mkdir /etc/hosts\n` });
+    const r = await vmBuild(dir, 'fbtest/vm-hostsdir:1');
+    expect({ code: r.code, last: r.stderr.trim().split('\n').pop() }).toEqual({
+      code: 2,
+      last: expect.stringMatching(/Dockerfile:3: RUN at Dockerfile:3: could not restore the image's .*\/etc\/hosts.* after the step \(debugfs could not .*rm .*\/etc\/hosts.*directory/),
+    });
+    expect((await runCli(['image', 'ls'], { env })).stdout).not.toContain('fbtest/vm-hostsdir');
+    expect(leftovers()).toEqual([]);
+  }, 10 * 60_000);
+
   test('a pull-request Dockerfile cannot touch the host: its RUN writes and reads inside the VM only', async () => {
     const marker = '/host-marker';
     fs.rmSync(marker, { force: true });

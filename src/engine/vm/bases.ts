@@ -147,11 +147,13 @@ async function dockerBase(ref: string, log: Logger): Promise<Docker.ImageInspect
   }
 }
 
+/** The stored image `ref` names, if it is a firebuild tag with an entry; a corrupt entry is an error saying so, not "not found". */
 async function findBase(storage: StorageProvider, ref: string): Promise<StoredImage | undefined> {
+  let t: string;
   try {
-    const t = formatTag(parseTag(ref));
-    return (await storage.hasImage(t)) ? await storage.getImage(t) : undefined;
+    t = formatTag(parseTag(ref));
   } catch {
-    return undefined;
+    return undefined; // not a firebuild tag: a Docker or registry reference
   }
+  return (await storage.hasImage(t)) ? storage.getImage(t) : undefined;
 }
