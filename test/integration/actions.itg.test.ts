@@ -171,7 +171,7 @@ describe('the bundled actions, run as the runner runs them', () => {
     expect(fs.existsSync(runCache()) ? fs.readdirSync(runCache()) : []).toEqual([]);
   });
 
-  test('a probe that never passes fails with the console tail and uploads the serial log as an artifact; the post step removes the VM', async () => {
+  test('a probe that never passes fails with the console tail, removes the VM, keeps its serial log and uploads it as an artifact; the post step has nothing left to remove', async () => {
     const port = await freePort();
     const svc = await startResultsService();
     // The probes' 15 s start when the VM is up; the boot (TCG, maybe on a busy machine) has its own deadline.
@@ -181,7 +181,11 @@ describe('the bundled actions, run as the runner runs them', () => {
     expect(annotations(r.stdout)).toEqual([expect.stringMatching(/^::error::probe GET http:\/\/127\.0\.0\.1:\d+\/nothing-here failed within 15 s \(status 404, expected 200\): console tail: /)]);
     const log = svc.artifacts.get(`firebuild-serial-${r.state['vmm-id']}`);
     expect(log?.finalized).toBeDefined();
-    expect(log!.body.includes(Buffer.from('serial.log'))).toBe(true);
+    expect(log!.body.includes(Buffer.from(`firebuild-serial-${r.state['vmm-id']}.log`))).toBe(true);
+    // The failed VM is gone, its serial log kept for a later `if: failure()` step (the output names the copy).
+    expect(r.outputs['serial-log']).toMatch(new RegExp(`firebuild-serial-${r.state['vmm-id']}\\.log$`));
+    expect(fs.readFileSync(r.outputs['serial-log']!, 'utf8')).toMatch(/FIREBUILD-START/);
+    expect(fs.readdirSync(runCache())).toEqual([]);
     expect((await runPost('smoke-test/post/index.js', r.state, env)).code).toBe(0);
     expect(fs.readdirSync(runCache())).toEqual([]);
   });

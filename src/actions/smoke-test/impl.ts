@@ -1,3 +1,5 @@
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { smoke } from '../../commands/smoke.js';
@@ -75,6 +77,19 @@ async function uploadSerialLog(id: string, serialLog: string): Promise<void> {
   }
 }
 
+/** A copy of a failed VM's serial log that outlives the VM (RUNNER_TEMP is emptied after the job). */
+async function keepSerialLog(id: string, serialLog: string): Promise<string> {
+  const kept = path.join(process.env.RUNNER_TEMP || os.tmpdir(), `firebuild-serial-${id}.log`);
+  try {
+    await fsp.copyFile(serialLog, kept);
+    core.setOutput('serial-log', kept);
+    return kept;
+  } catch (err) {
+    core.warning(`could not keep the serial log: ${(err as Error).message}`);
+    return serialLog;
+  }
+}
+
 export async function run(): Promise<void> {
   const i = getInputs();
   const log = new ActionsLogger('smoke-test');
@@ -102,8 +117,9 @@ export async function run(): Promise<void> {
         core.endGroup();
         core.startGroup('Probes');
       },
-      // Before the failed VM is removed (with its serial log).
-      failed: (up) => uploadSerialLog(up.id, up.serialLog),
+      // Before the failed VM is removed with its run cache: its serial log is kept in RUNNER_TEMP (the
+      // `serial-log` output names the copy, for a later `if: failure()` step) and uploaded as an artifact.
+      failed: async (up) => uploadSerialLog(up.id, await keepSerialLog(up.id, up.serialLog)),
       // The VM outlives this step (later steps use it; the post step removes it): from here a cancel of this
       // process no longer tears it down. Until here (boot, probes) a SIGINT/SIGTERM does.
       handOver: true,
