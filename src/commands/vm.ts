@@ -49,6 +49,13 @@ export async function vmKill(settings: Settings, id: string, timeoutMs: number, 
 }
 
 /** Remove every VM whose process is gone, and every unreadable state; returns their ids. */
+/**
+ * Remove every VM whose process is gone (and state that cannot be read), then the work directories of
+ * vm-engine builds that were killed without a chance to clean up (SIGKILL). Returns the VM ids.
+ */
 export async function vmPurge(settings: Settings, log: Logger): Promise<string[]> {
-  return purgeVms(runCacheOf(settings), log);
+  const ids = await purgeVms(runCacheOf(settings), log);
+  const { purgeWorkDirs } = await import('../engine/vm/workdir.js');
+  for (const dir of await purgeWorkDirs()) log.info('purged the work directory of a killed build', { dir });
+  return ids;
 }

@@ -162,4 +162,13 @@ describe('cancel of rootfs --engine vm mid-RUN', () => {
       left: await leftOnHost(c, 'fbtest/cancel-runner:1'),
     }).toEqual({ first: 'SIGINT', ended: c.signal === 'SIGKILL' ? 'SIGKILL' : 'exit 130', purge: { code: 0, stderr: '' }, left: NOTHING });
   }, 10 * 60_000);
+
+  test('SIGKILL (no handler runs) leaves the build VM and its work dir; purge removes both', async () => {
+    const c = await cancelMidRun('kill', [{ signal: 'SIGKILL', after: 0 }]);
+    expect(c.signal).toBe('SIGKILL');
+    // The test sees what purge has to do: the work dir of the killed build is still there.
+    expect(listing(buildTmp()).some((n) => n.startsWith('firebuild-vmbuild-'))).toBe(true);
+    const purge = await runCli(['purge'], { env });
+    expect({ code: purge.code, left: await leftOnHost(c, 'fbtest/cancel-kill:1') }).toEqual({ code: 0, left: NOTHING });
+  }, 10 * 60_000);
 });
