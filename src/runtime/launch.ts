@@ -135,7 +135,7 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
   const hostname = o.hostname ?? name;
   const state: VmState = {
     schemaVersion: 1, id, name, image: image?.tag ?? o.build!.label, kernel: kernel.id, backend, accel: backend === 'qemu' ? accel : 'kvm', pid: 0,
-    started: new Date().toISOString(), hostname, creator: identify(process.pid),
+    started: new Date().toISOString(), hostname, creator: identify(process.pid), ...(o.build ? { boundTo: identify(process.pid) } : {}),
     network: { mode: o.network, ports },
     serialLog: path.join(dir, 'serial.log'), cacheDir: dir,
   };

@@ -27,6 +27,11 @@ export const VmStateSchema = z.object({
   bootId: z.string().optional(),
   /** The firebuild process creating the VM (while `pid` is 0): a creator that died leaves a VM `purge` removes. */
   creator: z.object({ pid: z.number().int(), startTime: z.string(), bootId: z.string() }).optional(),
+  /**
+   * A build VM lives only as long as its build: the building process. Once that process is gone (a SIGKILL,
+   * which no handler sees) the VM is an orphan running an untrusted RUN for nobody, and `purge` stops it.
+   */
+  boundTo: z.object({ pid: z.number().int(), startTime: z.string(), bootId: z.string() }).optional(),
   started: z.string(),
   hostname: z.string(),
   network: z.object({
@@ -53,6 +58,11 @@ export type VmState = z.infer<typeof VmStateSchema>;
 /** The VMM's identity as recorded in the state (see vmm-process.ts). */
 export function vmmOf(s: VmState): VmmIdentity {
   return { pid: s.pid, startTime: s.pidStartTime, bootId: s.bootId, id: s.id };
+}
+
+/** A build VM whose build process is gone (see `boundTo`). */
+export function vmOrphaned(s: VmState): boolean {
+  return !!s.boundTo && !vmmAlive(s.boundTo);
 }
 
 /** The VM counts as running while its VMM is, or, before the VMM exists, while the process creating it is. */

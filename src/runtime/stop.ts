@@ -11,7 +11,7 @@ import { backendFor } from '../vmm/backend.js';
 import { reapCgroup, vmCgroupPath } from './cgroup.js';
 import { disownVm } from './owner.js';
 import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
-import { type RunCache, vmmOf, type VmState } from './state.js';
+import { type RunCache, vmmOf, vmOrphaned, type VmState } from './state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
 
 /** The end of a VM's life: the graceful stop request, kill, the teardown of all it left, and purge. */
@@ -92,7 +92,8 @@ export async function killVm(cache: RunCache, id: string, timeoutMs: number, log
  * cgroup and network namespace named after its id (the state that would name more is unreadable).
  */
 export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<string[]> {
-  const gone = (await cache.list()).filter((v) => !v.running);
+  // Gone: the VMM has exited; or a build VM whose build was killed (its VM would run the RUN on for nobody).
+  const gone = (await cache.list()).filter((v) => !v.running || vmOrphaned(v));
   for (const v of gone) {
     await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name });
