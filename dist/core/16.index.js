@@ -1,1 +1,0 @@
-export const id=16;export const ids=[16];export const modules={46016:(t,a,o)=>{o.a(t,async(t,r)=>{try{o.r(a);var s=o(46773);var c=o(39618);await (0,s.Cs)(c.eF);r()}catch(t){r(t)}},1)}};

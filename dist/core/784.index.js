@@ -1,1 +1,0 @@
-export const id=784;export const ids=[784];export const modules={26784:(t,o,r)=>{r.a(t,async(t,s)=>{try{r.r(o);var a=r(46773);var c=r(10989);await (0,a.Cs)(()=>(0,c.eF)("rootfs",(0,c.GP)()));s()}catch(t){s(t)}},1)}};
