@@ -1,6 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import type { Settings } from '../profile/settings.js';
-import { launchVm } from '../runtime/launch.js';
+import { launchVm, type LaunchSpec } from '../runtime/launch.js';
 import { RunCache, type VmState } from '../runtime/state.js';
 import { parsePort } from '../net/network.js';
 import type { StorageProvider } from '../store/provider.js';
@@ -19,32 +19,19 @@ export interface VmContext {
  * numbers and durations already parsed; env files, bare `--env` names, the key file and the ports are read
  * and checked here, once.
  */
-export interface BootRequest {
-  from: string;
-  name?: string;
-  vmlinuxId?: string;
-  memMib: number;
-  cpus: number;
-  hostname?: string;
+export interface BootRequest extends Pick<LaunchSpec, 'from' | 'name' | 'vmlinuxId' | 'memMib' | 'cpus' | 'hostname' | 'sshUser' | 'accel' | 'command' | 'bootTimeoutMs' | 'init' | 'onCreated'> {
   /** `KEY=value`, or a bare `KEY` taking this process's value; over the env files' entries. */
   env: string[];
   /** KEY=value files, applied in order before `env`. */
   envFiles: string[];
-  sshUser?: string;
   /** The SSH public key file for `sshUser` (a private key is refused). */
   identityFile?: string;
   /** `[hostip:]hostport:guestport[/proto]`; the host side defaults to 127.0.0.1, or every address with CNI. */
   ports: string[];
-  accel: string;
-  command?: string[];
-  bootTimeoutMs: number;
-  init?: 'firebuild' | 'image';
   /** The backend and network, as the face chose them. */
   machine: VmChoice;
   /** An address to request from the CNI network's IPAM (`--ip-address`). */
   ipAddress?: string;
-  /** Called once the VM's id exists on the host, before anything is started (the smoke-test action saves it for its post step). */
-  onCreated?: (id: string) => void;
 }
 
 export function runCacheOf(settings: Settings): RunCache {

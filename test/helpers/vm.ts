@@ -46,3 +46,29 @@ export async function killAll(runCache: string, env: NodeJS.ProcessEnv, opts: { 
     await runCli(['kill', '--vmm-id', id, '--shutdown-timeout', String(opts.shutdownTimeout ?? 2)], { env, ...(opts.wrap ? { wrap: opts.wrap } : {}) });
   }
 }
+
+/** The VMM processes (QEMU, Firecracker, the jailer) whose command line names a path under `under` (a test's own directory). */
+export function vmmProcessesUnder(under: string): number[] {
+  const out: number[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (/qemu|firecracker|jailer/.test(path.basename(argv[0] ?? '')) && argv.some((a) => a.includes(under))) out.push(Number(pid));
+  }
+  return out;
+}
+
+/** SIGKILL every VMM process under `under` (a test file's last resort in afterAll). */
+export function killVmmProcessesUnder(under: string): void {
+  for (const pid of vmmProcessesUnder(under)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+}

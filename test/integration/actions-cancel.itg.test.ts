@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
-import { importTestKernel, killAll } from '../helpers/vm.js';
+import { importTestKernel, killAll, killVmmProcessesUnder, vmmProcessesUnder } from '../helpers/vm.js';
 import { annotations, cancelAsRunner, runnerFiles, runPost, startAction } from '../helpers/runner.js';
 
 /**
@@ -20,20 +20,7 @@ const runCache = (): string => path.join(work, 'home', 'run');
 const buildTmp = (): string => path.join(work, 'tmp');
 const listing = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir) : []);
 
-/** The VMM processes of this file's VMs: their command line names a path under `work`. */
-function vmmProcesses(): number[] {
-  const out: number[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let argv: string[];
-    try {
-      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    if (/qemu|firecracker|jailer/.test(path.basename(argv[0] ?? '')) && argv.some((a) => a.includes(work))) out.push(Number(pid));
-  }
-  return out;
-}
+const vmmProcesses = (): number[] => vmmProcessesUnder(work);
 
 /** The cgroups of these VM ids, wherever cgroup2 is mounted. */
 function cgroups(ids: string[]): string[] {
@@ -63,13 +50,7 @@ beforeAll(async () => {
 }, 10 * 60_000);
 
 afterAll(async () => {
-  for (const pid of vmmProcesses()) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
+  killVmmProcessesUnder(work);
   await killAll(runCache(), env);
   fs.rmSync(work, { recursive: true, force: true });
 });

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BIN, expectJsonResult, runCli, tempDir } from '../helpers/cli.js';
-import { importTestKernel, killAll } from '../helpers/vm.js';
+import { importTestKernel, killAll, killVmmProcessesUnder, vmmProcessesUnder } from '../helpers/vm.js';
 
 /**
  * Cancel of `rootfs --engine vm` while a RUN runs: the runner cancels a job with SIGINT, then SIGTERM 7.5 s
@@ -20,20 +20,7 @@ const stepCache = (): string => path.join(work, 'home', 'cache', 'vm-steps');
 /** The file's own TMPDIR: the build's work directory is made there (other test files build in parallel). */
 const buildTmp = (): string => path.join(work, 'tmp');
 
-/** The VMM processes (QEMU, Firecracker) of this file's builds: their command line names a path under `work`. */
-function vmmProcesses(): number[] {
-  const out: number[] = [];
-  for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let argv: string[];
-    try {
-      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    if (/qemu|firecracker|jailer/.test(path.basename(argv[0] ?? '')) && argv.some((a) => a.includes(work))) out.push(Number(pid));
-  }
-  return out;
-}
+const vmmProcesses = (): number[] => vmmProcessesUnder(work);
 
 function cgroupOf(id: string): string {
   return path.join('/sys/fs/cgroup/firebuild', id);
@@ -127,13 +114,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Whatever failed: no VM of this file outlives it.
-  for (const pid of vmmProcesses()) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
+  killVmmProcessesUnder(work);
   await killAll(runCache(), env);
   fs.rmSync(work, { recursive: true, force: true });
 });
