@@ -232,7 +232,7 @@ describe('bad input: one line, exit 2, nothing changed on disk', () => {
       await writeImage(dirs.rootfs, 'acme/c:1');
       fs.writeFileSync(path.join(dirs.rootfs, 'acme', 'c', '1', 'metadata.json'), '{"schemaVersion":1}');
       return ['image', 'inspect', 'acme/c:1', '--storage-provider-property-string', `rootfs-storage-root=${dirs.rootfs}`];
-    }, /^error: corrupt image metadata .*metadata\.json: (tag|type|created|source|config|rootfs)/],
+    }, /^error: stored image acme\/c:1 is corrupt: image metadata .*metadata\.json: (tag|type|created|source|config|rootfs).*: remove it with 'firebuild image rm acme\/c:1'/],
     ['kernel file missing', () => ['kernel', 'import', '--id', 'k1', path.join(work, 'nope')], /^error: kernel file .*nope not found/],
     ['bad kernel id', () => ['kernel', 'import', '--id', '../k', '/etc/hostname'], /^error: invalid kernel id '\.\.\/k'/],
   ];

@@ -89,9 +89,9 @@ describe('directory store', () => {
     fs.writeFileSync(bad.metadataPath, '{"schemaVersion": 1, "tag": ');
     const list = await store.listImages();
     expect(list.map((e) => [e.tag, Boolean(e.error)])).toEqual([['acme/bad:1', true], ['acme/good:1', false]]);
-    await expect(store.getImage('acme/bad:1')).rejects.toThrow(new RegExp(`corrupt image metadata ${bad.metadataPath.replace(/[.]/g, '\\.')}: not valid JSON`));
+    await expect(store.getImage('acme/bad:1')).rejects.toThrow(new RegExp(`stored image acme/bad:1 is corrupt: image metadata ${bad.metadataPath.replace(/[.]/g, '\\.')}: not valid JSON`));
     fs.writeFileSync(bad.metadataPath, JSON.stringify({ schemaVersion: 1, tag: 'acme/bad:1' }));
-    await expect(store.getImage('acme/bad:1')).rejects.toThrow(/corrupt image metadata .*type/);
+    await expect(store.getImage('acme/bad:1')).rejects.toThrow(/stored image acme\/bad:1 is corrupt: image metadata .*type.*: remove it with 'firebuild image rm acme\/bad:1'/);
   });
 
   test('a process killed with SIGKILL mid-write leaves no tag, the store still lists cleanly, and the tag can be written again', async () => {
