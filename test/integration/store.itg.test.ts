@@ -6,7 +6,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { DirectoryStorage } from '../../src/store/directory.js';
 import lockfile from 'proper-lockfile';
-import { withLock } from '../../src/util/lock.js';
+import { lockIsFresh, withLock } from '../../src/util/lock.js';
 import { UserError } from '../../src/util/errors.js';
 import { REPO, runCli, snapshot, tempDir } from '../helpers/cli.js';
 
@@ -107,7 +107,11 @@ describe('directory store', () => {
     const ls = await runCli(['image', 'ls', '--json', '--storage-provider-property-string', `rootfs-storage-root=${path.join(root, 'rootfs')}`, '--storage-provider-property-string', `kernel-storage-root=${root}`]);
     expect(ls.code).toBe(0);
     expect(JSON.parse(ls.stdout)).toEqual([]);
-    // The next write sweeps the dead writer's staging directory.
+    // The next write sweeps the dead writer's staging directory once its lock has gone stale. proper-lockfile
+    // may have set the lock's mtime up to a second ahead (it rounds up where it probed a coarse mtime), so
+    // wait for the lock itself to read as stale rather than for a fixed time (the deadline is the test's).
+    const staging = path.join(root, 'rootfs', '.staging', fs.readdirSync(path.join(root, 'rootfs', '.staging')).find((n) => !n.endsWith('.lock'))!);
+    while (await lockIsFresh(staging, 2000)) await new Promise((r) => setTimeout(r, 100));
     await writeTest(store, 'acme/crash:1', 'again');
     expect(fs.readdirSync(path.join(root, 'rootfs', '.staging'))).toEqual([]);
     expect(fs.readFileSync((await store.getImage('acme/crash:1')).rootfsPath, 'utf8')).toBe('again');
