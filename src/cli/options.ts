@@ -60,6 +60,11 @@ export function withSettingsOptions(cmd: Command): Command {
     .option('--no-tracing-log-enable', 'do not log trace spans');
 }
 
+/** --registry-mirror: on `rootfs` (the vm engine's FROM) and on `profile-create` (kept in the profile). */
+export function withRegistryMirrorOption(cmd: Command): Command {
+  return cmd.option('--registry-mirror <url>', 'a docker.io mirror (http(s)://host[:port]) asked before docker.io for FROM images, repeatable, in order; also FIREBUILD_REGISTRY_MIRRORS (comma separated) and the profile\'s registry-mirrors', collect);
+}
+
 export interface SettingsCliOpts extends SettingsFlags {
   profile?: string;
   profileConfDir: string;
@@ -69,7 +74,7 @@ export function settingsFlags(o: SettingsCliOpts): SettingsFlags {
   const f: SettingsFlags = {};
   const keys: (keyof SettingsFlags)[] = [
     'binaryFirecracker', 'binaryJailer', 'chrootBase', 'runCache', 'storageProvider', 'storageProviderPropertyString',
-    'storageProviderPropertyInt64', 'tracingEnable', 'tracingCollectorHostPort', 'tracingLogEnable',
+    'storageProviderPropertyInt64', 'tracingEnable', 'tracingCollectorHostPort', 'tracingLogEnable', 'registryMirror',
   ];
   for (const k of keys) if (o[k] !== undefined) (f as Record<string, unknown>)[k] = o[k];
   return f;

@@ -332,6 +332,7 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
       ...(b.accel ? { accel: b.accel } : {}),
       ...(b.stepTimeoutMs !== undefined ? { stepTimeoutMs: b.stepTimeoutMs } : {}),
       ...(b.noCache ? { noCache: true } : {}),
+      registryMirrors: env.settings.registryMirrors,
       vm,
     }, env.storage, log);
     return { image: v.image, engine: 'vm', builder: 'vm', steps: { executed: v.executed, cached: v.cached, timings: v.timings, stepKeys: v.stepKeys, cacheKey: v.cacheKey } };

@@ -57,6 +57,8 @@ export interface VmBuildOptions {
   maxDownloadBytes?: number;
   /** --allow-host-urls: URLs the Dockerfile names may reach host-only addresses (net/host-only.ts). */
   allowHostUrls?: boolean;
+  /** docker.io mirrors (`http(s)://host[:port]`) asked before docker.io for a FROM or COPY --from image. */
+  registryMirrors?: readonly string[];
 }
 
 export interface VmBuildResult {
@@ -79,7 +81,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
 async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, log: Logger, downloads: Downloads): Promise<VmBuildResult> {
   const started = Date.now();
   const tag = formatTag(parseTag(o.tag));
-  const images = new ImageResolver(storage, log);
+  const images = new ImageResolver(storage, log, { registryMirrors: o.registryMirrors ?? [] });
   const { src, plan } = await resolvePlan(o, images, downloads, log);
   // RUN steps boot the build VMs: their kernel must be there before anything runs (a build without RUN boots nothing).
   if (plan.stages.some((st) => st.steps.some((x) => x.keyword === 'RUN'))) {

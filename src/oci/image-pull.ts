@@ -8,7 +8,7 @@ import type { ImageConfig } from '../store/metadata.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { ownedTempDir } from '../util/private-dir.js';
-import { dockerConfigCredentials, parseRef, RegistryClient } from './registry.js';
+import { dockerConfigCredentials, parseRef, RegistryClient, type OciRef } from './registry.js';
 
 /**
  * A container image from an OCI registry as an ext4 file, for the vm engine's FROM: the manifest (from
@@ -25,10 +25,13 @@ interface Descriptor { mediaType: string; digest: string; size: number; platform
 
 export interface RegistryImage { ref: string; digest: string; config: ImageConfig; layers: Descriptor[]; repository: string; client: RegistryClient }
 
-/** Resolve the reference to its linux/amd64 manifest (no layer downloaded yet). */
-export async function resolveRegistryImage(refText: string): Promise<RegistryImage> {
-  const ref = parseRef(refText);
-  const client = new RegistryClient(ref.registry, await dockerConfigCredentials(ref.registry));
+/**
+ * Resolve the reference to its linux/amd64 manifest (no layer downloaded yet). `at` asks another
+ * registry for it (a mirror of docker.io, or docker.io's API host): that client's host also serves the layers.
+ */
+export async function resolveRegistryImage(refText: string, at?: { ref: OciRef; client: RegistryClient }): Promise<RegistryImage> {
+  const ref = at?.ref ?? parseRef(refText);
+  const client = at?.client ?? new RegistryClient(ref.registry, await dockerConfigCredentials(ref.registry));
   let m = await client.getManifest(ref.repository, ref.reference, [...INDEX_TYPES, ...MANIFEST_TYPES]);
   let doc = JSON.parse(m.body.toString('utf8')) as { mediaType?: string; manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] };
   if (INDEX_TYPES.includes(doc.mediaType ?? m.mediaType) || doc.manifests) {

@@ -47,6 +47,9 @@ export function parseRef(s: string): OciRef {
   return { registry, repository: rest, reference };
 }
 
+/** The registry has no such repository, tag or digest (a 404 for the manifest): a mirror without it is passed over. */
+export class ManifestNotFound extends UserError {}
+
 export interface Credentials { username: string; password: string }
 
 /** Credentials for a registry from the Docker config (`$DOCKER_CONFIG/config.json` or ~/.docker/config.json, `auths`). */
@@ -58,9 +61,11 @@ export async function dockerConfigCredentials(registry: string, env: NodeJS.Proc
   } catch {
     return undefined;
   }
+  // `docker login` stores Docker Hub's credentials under https://index.docker.io/v1/.
+  const want = registry === 'docker.io' || registry === 'registry-1.docker.io' ? 'index.docker.io' : registry;
   for (const [key, v] of Object.entries(cfg.auths ?? {})) {
     const host = key.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
-    if (host !== registry) continue;
+    if (host !== want && !(want === 'index.docker.io' && host === 'docker.io')) continue;
     if (v.auth) {
       const dec = Buffer.from(v.auth, 'base64').toString('utf8');
       const i = dec.indexOf(':');
@@ -75,9 +80,10 @@ export class RegistryClient {
   private token: string | undefined;
   private readonly base: string;
 
-  constructor(readonly registry: string, private readonly creds?: Credentials, insecure = false) {
+  /** `scheme`, when given (a mirror's URL names it), beats the default: http for loopback hosts and `insecure`, else https. */
+  constructor(readonly registry: string, private readonly creds?: Credentials, insecure = false, scheme?: 'http' | 'https') {
     const local = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/.test(registry);
-    this.base = `${local || insecure ? 'http' : 'https'}://${registry}`;
+    this.base = `${scheme ?? (local || insecure ? 'http' : 'https')}://${registry}`;
   }
 
   private basic(): string | undefined {
@@ -163,7 +169,7 @@ export class RegistryClient {
     const w = new Watchdog(what, smallLimits(MANIFEST_MAX_BYTES));
     try {
       const res = await this.request('GET', `/v2/${repo}/manifests/${reference}`, `repository:${repo}:pull`, { headers: { Accept: accept.join(', ') }, signal: w.signal });
-      if (res.status === 404) throw new UserError(`${this.registry}/${repo}:${reference} not found in the registry`);
+      if (res.status === 404) throw new ManifestNotFound(`${this.registry}/${repo}${DIGEST_RE.test(reference) ? '@' : ':'}${reference} not found in the registry`);
       if (!res.ok) throw new UserError(`registry ${this.registry} answered ${res.status} for ${repo}:${reference}: ${await errorText(res)}`);
       const got = await readBounded(res, w, { maxBytes: MANIFEST_MAX_BYTES, tooLarge: (limit) => `${what} is larger than ${limit}, the distribution spec's limit for a manifest: refusing it` });
       const body = got.body!;

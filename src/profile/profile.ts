@@ -28,6 +28,7 @@ export const ProfileSchema = z.object({
   'tracing-enable': z.boolean().default(false),
   'tracing-collector-host-port': z.string().default('127.0.0.1:6831'),
   'tracing-log-enable': z.boolean().default(false),
+  'registry-mirrors': z.array(z.string()).optional(),
 });
 export type Profile = z.infer<typeof ProfileSchema>;
 
@@ -141,5 +142,7 @@ export function profileFromSettings(name: string, s: Settings): Profile {
   };
   if (s.binaryFirecracker) p['binary-firecracker'] = s.binaryFirecracker;
   if (s.binaryJailer) p['binary-jailer'] = s.binaryJailer;
+  // Only mirrors given as flags: FIREBUILD_REGISTRY_MIRRORS stays the host's default, not baked into the profile.
+  if (s.origin['registry-mirrors'] === 'flag') p['registry-mirrors'] = s.registryMirrors;
   return p;
 }

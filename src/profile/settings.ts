@@ -21,6 +21,8 @@ export interface SettingsFlags {
   tracingEnable?: boolean;
   tracingCollectorHostPort?: string;
   tracingLogEnable?: boolean;
+  /** --registry-mirror, repeatable: docker.io mirrors, in order. */
+  registryMirror?: string[];
 }
 
 export type Origin = 'flag' | 'profile' | 'default';
@@ -37,6 +39,8 @@ export interface Settings {
   tracingEnable: boolean;
   tracingCollectorHostPort: string;
   tracingLogEnable: boolean;
+  /** docker.io mirrors (`http(s)://host[:port]`), asked in order before docker.io itself, as dockerd's `registry-mirrors`. */
+  registryMirrors: string[];
   /** Where each value came from: a flag beats the profile, which beats the built-in default. */
   origin: Record<string, Origin>;
 }
@@ -57,7 +61,30 @@ export function builtinDefaults(env: NodeJS.ProcessEnv = process.env): Omit<Sett
     tracingEnable: false,
     tracingCollectorHostPort: '127.0.0.1:6831',
     tracingLogEnable: false,
+    registryMirrors: parseRegistryMirrors((env.FIREBUILD_REGISTRY_MIRRORS ?? '').split(',').map((m) => m.trim()).filter(Boolean), 'FIREBUILD_REGISTRY_MIRRORS'),
   };
+}
+
+/**
+ * Registry mirrors as dockerd takes them: `http://host[:port]` or `https://host[:port]`, no path, query or
+ * user; returned as `scheme://host[:port]` with duplicates dropped (the first keeps its place).
+ */
+export function parseRegistryMirrors(items: readonly string[], from = '--registry-mirror'): string[] {
+  const out: string[] = [];
+  for (const item of items) {
+    let u: URL | undefined;
+    try {
+      u = new URL(item);
+    } catch {
+      u = undefined;
+    }
+    if (!u || !/^https?:$/.test(u.protocol) || u.username || u.password || u.search || u.hash || (u.pathname !== '/' && u.pathname !== '')) {
+      throw new UserError(`malformed registry mirror '${item}' (${from}): give http(s)://host[:port] with no path, e.g. https://mirror.gcr.io or http://127.0.0.1:5000`);
+    }
+    const m = `${u.protocol}//${u.host}`;
+    if (!out.includes(m)) out.push(m);
+  }
+  return out;
 }
 
 const PROPERTY_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -133,6 +160,12 @@ export function resolveSettings(flags: SettingsFlags, profile: Profile | undefin
       '--tracing-collector-host-port',
     ),
     tracingLogEnable: pick('tracing-log-enable', flags.tracingLogEnable, profile?.['tracing-log-enable'], defaults.tracingLogEnable),
+    registryMirrors: pick(
+      'registry-mirrors',
+      flags.registryMirror?.length ? parseRegistryMirrors(flags.registryMirror) : undefined,
+      profile?.['registry-mirrors'] ? parseRegistryMirrors(profile['registry-mirrors'], `profile ${profile.name}'s registry-mirrors`) : undefined,
+      defaults.registryMirrors,
+    ),
     origin,
   };
   const fc = pickOptional('binary-firecracker', flags.binaryFirecracker, profile?.['binary-firecracker']);

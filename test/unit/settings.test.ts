@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
-import { PROFILE_SCHEMA_VERSION, type Profile } from '../../src/profile/profile.js';
-import { builtinDefaults, checkChrootBase, parseInt64Properties, parseStringProperties, resolveSettings } from '../../src/profile/settings.js';
+import { PROFILE_SCHEMA_VERSION, profileFromSettings, type Profile } from '../../src/profile/profile.js';
+import { builtinDefaults, checkChrootBase, parseInt64Properties, parseRegistryMirrors, parseStringProperties, resolveSettings } from '../../src/profile/settings.js';
 import { UserError } from '../../src/util/errors.js';
 import { jailerSocketPath, jailerSocketPathLength, MAX_SOCKET_PATH, VMM_ID_LENGTH } from '../../src/vmm/jail-paths.js';
 
@@ -84,5 +84,38 @@ describe('the jailer socket path must fit the kernel limit', () => {
   test('a longer binary name shortens the room for the base', () => {
     const base = '/' + 'a'.repeat(MAX_SOCKET_PATH - jailerSocketPathLength('', undefined) - 1);
     expect(() => checkChrootBase(base, '/usr/bin/firecracker-1.10.1')).toThrow(/would be \d+ characters/);
+  });
+});
+
+describe('registry-mirrors: --registry-mirror > the profile > FIREBUILD_REGISTRY_MIRRORS > none', () => {
+  const envDefaults = builtinDefaults({ FIREBUILD_HOME: '/def', FIREBUILD_REGISTRY_MIRRORS: ' https://env.example , http://127.0.0.1:5000/ ,' });
+  const withMirrors: Profile = { ...profile, 'registry-mirrors': ['https://prof.example:8443'] };
+
+  test('none set: none', () => {
+    const s = resolveSettings({}, undefined, defaults);
+    expect(s.registryMirrors).toEqual([]);
+    expect(profileFromSettings('p', s)['registry-mirrors']).toBeUndefined();
+  });
+  test('the environment, comma separated, is the default (and is not written into a profile)', () => {
+    const s = resolveSettings({}, profile, envDefaults);
+    expect(s.registryMirrors).toEqual(['https://env.example', 'http://127.0.0.1:5000']);
+    expect(s.origin['registry-mirrors']).toBe('default');
+    expect(profileFromSettings('p', s)['registry-mirrors']).toBeUndefined();
+  });
+  test('the profile beats the environment', () => {
+    const s = resolveSettings({}, withMirrors, envDefaults);
+    expect(s.registryMirrors).toEqual(['https://prof.example:8443']);
+    expect(s.origin['registry-mirrors']).toBe('profile');
+  });
+  test('flags beat both, in the order given, duplicates dropped; profile-create keeps them', () => {
+    const s = resolveSettings({ registryMirror: ['http://b.example', 'https://a.example/', 'http://b.example'] }, withMirrors, envDefaults);
+    expect(s.registryMirrors).toEqual(['http://b.example', 'https://a.example']);
+    expect(s.origin['registry-mirrors']).toBe('flag');
+    expect(profileFromSettings('p', s)['registry-mirrors']).toEqual(['http://b.example', 'https://a.example']);
+  });
+  test.each(['127.0.0.1:5000', 'ftp://m.example', 'https://m.example/v2/', 'https://u:p@m.example', 'https://m.example?x=1', 'http://'])('malformed mirror %j: one line naming where it came from', (m) => {
+    expect(() => parseRegistryMirrors([m])).toThrow(UserError);
+    expect(() => parseRegistryMirrors([m])).toThrow(/malformed registry mirror .*\(--registry-mirror\): give http\(s\):\/\/host\[:port\]/);
+    expect(() => builtinDefaults({ FIREBUILD_REGISTRY_MIRRORS: m })).toThrow(/\(FIREBUILD_REGISTRY_MIRRORS\)/);
   });
 });

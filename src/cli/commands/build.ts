@@ -4,7 +4,7 @@ import { parseSize } from '../../util/size.js';
 import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { json } from '../format.js';
-import { collect, Option, vmChoice, withProfileOptions, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
+import { collect, Option, vmChoice, withProfileOptions, withRegistryMirrorOption, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
 
 /** baseos and rootfs. */
 export function register(program: Command, ctx: CliContext): void {
@@ -40,6 +40,7 @@ export function register(program: Command, ctx: CliContext): void {
         .option('--vmlinux-id <id>', 'vm engine: the kernel that boots the build VMs (default: the only stored kernel)')
         .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512');
       withVmOptions(cmd, true);
+      withRegistryMirrorOption(cmd);
     }
     return withProfileOptions(cmd, ctx.env, { storage: true });
   };

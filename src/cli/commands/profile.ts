@@ -1,19 +1,19 @@
 import type { Command } from 'commander';
 import { defaultProfileConfDir } from '../../profile/paths.js';
 import { json } from '../format.js';
-import { settingsFlags, withSettingsOptions, type CliContext, type SettingsCliOpts } from '../options.js';
+import { settingsFlags, withRegistryMirrorOption, withSettingsOptions, type CliContext, type SettingsCliOpts } from '../options.js';
 
 /** profile-create, profile-ls, profile-inspect. */
 export function register(program: Command, ctx: CliContext): void {
   const { out } = ctx;
-  withSettingsOptions(
+  withRegistryMirrorOption(withSettingsOptions(
     program
       .command('profile-create')
       .description('create a profile: per-host settings other commands take with --profile')
       .requiredOption('--profile <name>', 'name of the profile to create')
       .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(ctx.env))
       .option('--overwrite', 'replace an existing profile'),
-  ).action(async (o: SettingsCliOpts & { profile: string; overwrite?: boolean }) => {
+  )).action(async (o: SettingsCliOpts & { profile: string; overwrite?: boolean }) => {
     const { profileCreate } = await import('../../commands/profile.js');
     const r = await profileCreate({ name: o.profile, profileConfDir: o.profileConfDir, flags: settingsFlags(o), overwrite: o.overwrite ?? false }, ctx.logger.child('profile'));
     out(`${r.file}\n`);

@@ -3,8 +3,9 @@ import * as path from 'node:path';
 import type Docker from 'dockerode';
 import { DockerEngine } from '../docker-engine.js';
 import { fromDockerConfig } from '../../oci/image-config.js';
-import { registryImageToExt4, resolveRegistryImage, type RegistryImage } from '../../oci/image-pull.js';
-import { parseRef } from '../../oci/registry.js';
+import { registryImageToExt4, type RegistryImage } from '../../oci/image-pull.js';
+import { pullFromRegistries } from '../../oci/pull-sources.js';
+import { DOCKER_HUB, normalizeRef, type NormalizedRef } from '../../oci/reference.js';
 import { convertTarStream } from '../../rootfs/convert.js';
 import { Ext4Tools } from '../../rootfs/ext4.js';
 import type { ImageConfig } from '../../store/metadata.js';
@@ -34,16 +35,36 @@ export interface ResolvedImage {
   parent: string;
 }
 
+/** What ImageResolver found for a reference: the image, or every place asked and what it answered. */
+interface Found { image?: ResolvedImage; tried: string[] }
+
 /**
- * Finds an image by reference, once per reference: a stored firebuild image, else the local Docker
- * engine's image (when an engine answers), else, for a reference that names a registry host, the
- * registry's (only its manifest and config are fetched here).
+ * Finds an image by reference, once per reference, as `docker build` would: a stored firebuild image,
+ * else the local Docker engine's image (when an engine answers), else a registry's, the reference
+ * normalized as Docker does (`alpine:3.20` is docker.io/library/alpine:3.20) and a docker.io image asked
+ * of each registry mirror before docker.io itself (only its manifest and config are fetched here).
  */
 export class ImageResolver {
-  private readonly seen = new Map<string, Promise<ResolvedImage | undefined>>();
-  constructor(private readonly storage: StorageProvider, private readonly log: Logger) {}
+  private readonly seen = new Map<string, Promise<Found>>();
+  private readonly mirrors: readonly string[];
+  private readonly env: NodeJS.ProcessEnv;
+  constructor(private readonly storage: StorageProvider, private readonly log: Logger, o: { registryMirrors?: readonly string[]; env?: NodeJS.ProcessEnv } = {}) {
+    this.mirrors = o.registryMirrors ?? [];
+    this.env = o.env ?? process.env;
+  }
 
-  resolve(ref: string): Promise<ResolvedImage | undefined> {
+  async resolve(ref: string): Promise<ResolvedImage | undefined> {
+    return (await this.lookup(ref)).image;
+  }
+
+  /** The image, or a UserError at `where` that starts with `what` (e.g. `base `) and names every place it was looked for. */
+  async need(ref: string, what: string, where: { file: string; line: number }): Promise<ResolvedImage> {
+    const r = await this.lookup(ref);
+    if (!r.image) throw new UserError(`${what}image ${ref} not found. Tried: ${r.tried.join('; ')}`, where);
+    return r.image;
+  }
+
+  private lookup(ref: string): Promise<Found> {
     let r = this.seen.get(ref);
     if (!r) {
       r = this.find(ref);
@@ -52,26 +73,33 @@ export class ImageResolver {
     return r;
   }
 
-  /** The image, or a UserError at `where` that starts with `what` (e.g. `base `) and says where it was looked for. */
-  async need(ref: string, what: string, where: { file: string; line: number }): Promise<ResolvedImage> {
-    const r = await this.resolve(ref);
-    if (!r) throw new UserError(`${what}${notFound(ref)}`, where);
-    return r;
-  }
-
-  private async find(ref: string): Promise<ResolvedImage | undefined> {
+  private async find(ref: string): Promise<Found> {
+    const tried: string[] = [];
     const img = await findBase(this.storage, ref);
-    if (img) return { source: { kind: 'file', file: img.rootfsPath }, key: sha('image', img.metadata.rootfs.sha256), config: img.metadata.config, parent: img.tag };
+    if (img) return { image: { source: { kind: 'file', file: img.rootfsPath }, key: sha('image', img.metadata.rootfs.sha256), config: img.metadata.config, parent: img.tag }, tried };
+    tried.push('stored firebuild images (firebuild image ls): none named so');
     const d = await dockerBase(ref, this.log);
-    if (d) return { source: { kind: 'docker', ref, id: d.Id }, key: sha('docker', d.Id), config: fromDockerConfig(d.Config as never), parent: ref };
-    const reg = await registryBase(ref, this.log);
-    if (reg) return { source: { kind: 'registry', image: reg }, key: sha('registry', reg.digest), config: reg.config, parent: `${ref}@${reg.digest}` };
-    return undefined;
+    if (typeof d !== 'string') return { image: { source: { kind: 'docker', ref, id: d.Id }, key: sha('docker', d.Id), config: fromDockerConfig(d.Config as never), parent: ref }, tried };
+    tried.push(`the Docker engine: ${d}`);
+    let norm: NormalizedRef;
+    try {
+      norm = normalizeRef(ref);
+    } catch (err) {
+      tried.push(`registries: ${(err as Error).message}`);
+      return { tried };
+    }
+    const { image: reg, tried: places } = await pullFromRegistries(norm, this.mirrors, this.env);
+    for (const p of places) {
+      this.log.debug('registry base unavailable', { ref: norm.full, place: p.place, reason: p.reason });
+      tried.push(`${norm.full} at ${p.place}: ${p.reason}`);
+    }
+    if (reg) {
+      if (places.length > 0) this.log.info('base found at a later registry', { ref: norm.full, passedOver: places.map((p) => p.place).join(', ') });
+      return { image: { source: { kind: 'registry', image: reg }, key: sha('registry', reg.digest), config: reg.config, parent: norm.digest ? norm.full : `${norm.full}@${reg.digest}` }, tried };
+    }
+    if (norm.domain === DOCKER_HUB && this.mirrors.length === 0) tried.push("no registry mirror set (--registry-mirror, the profile's registry-mirrors or FIREBUILD_REGISTRY_MIRRORS)");
+    return { tried };
   }
-}
-
-function notFound(ref: string): string {
-  return `image ${ref} not found: not a stored firebuild image (firebuild image ls; build one with firebuild baseos or firebuild image pull one), not in the local Docker engine, and not pullable from a registry (name one: registry-host/repository:tag)`;
 }
 
 /** An image's file system as an ext4 file at `dest` (stored images are copied; nothing of the image runs). */
@@ -119,32 +147,16 @@ export async function emptyImage(image: string, scratch: string, log: Logger): P
   }
 }
 
-/** An image in an OCI registry, for references that name a registry host (nothing is downloaded but its manifest and config). */
-async function registryBase(ref: string, log: Logger): Promise<RegistryImage | undefined> {
-  let parsed = true;
+/** The local Docker engine's image, when an engine answers and has it, else why not (nothing is pulled through the engine). */
+async function dockerBase(ref: string, log: Logger): Promise<Docker.ImageInspectInfo | 'not reachable' | 'no such image'> {
+  const engine = new DockerEngine(log.child('docker'));
   try {
-    parseRef(ref);
-  } catch {
-    parsed = false;
-  }
-  if (!parsed) return undefined;
-  try {
-    return await resolveRegistryImage(ref);
-  } catch (err) {
-    log.debug('registry base unavailable', { ref, reason: (err as Error).message });
-    return undefined;
-  }
-}
-
-/** The local Docker engine's image, when an engine answers and has it (nothing is pulled: the registry path is for OCI clients). */
-async function dockerBase(ref: string, log: Logger): Promise<Docker.ImageInspectInfo | undefined> {
-  try {
-    const engine = new DockerEngine(log.child('docker'));
     await engine.ensureReachable();
-    return await engine.imageInspect(ref);
   } catch {
-    return undefined;
+    return 'not reachable';
   }
+  // An engine that cannot inspect the name (400 for a reference it refuses) does not have it either.
+  return (await engine.imageInspect(ref).catch(() => undefined)) ?? 'no such image';
 }
 
 /** The stored image `ref` names, if it is a firebuild tag with an entry; a corrupt entry is an error saying so, not "not found". */
