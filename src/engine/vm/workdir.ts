@@ -2,7 +2,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { identify, vmmAlive } from '../../runtime/vmm-process.js';
-import { own } from '../../util/cleanup.js';
+import { ownedTempDir } from '../../util/private-dir.js';
 
 /**
  * A vm-engine build's work directory (every stage's disk: GiBs), `$TMPDIR/firebuild-vmbuild-*`. It is
@@ -16,16 +16,9 @@ const OWNER = 'owner.json';
 const GRACE_MS = 60_000;
 
 export async function makeWorkDir(): Promise<{ dir: string; remove: () => Promise<void> }> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), WORK_PREFIX));
-  const release = own(`the build work directory ${dir}`, () => fsp.rm(dir, { recursive: true, force: true }));
-  await fsp.writeFile(path.join(dir, OWNER), JSON.stringify(identify(process.pid)) + '\n', { mode: 0o600 });
-  return {
-    dir,
-    remove: async () => {
-      await fsp.rm(dir, { recursive: true, force: true });
-      release();
-    },
-  };
+  const work = await ownedTempDir(WORK_PREFIX);
+  await fsp.writeFile(path.join(work.path, OWNER), JSON.stringify(identify(process.pid)) + '\n', { mode: 0o600 });
+  return { dir: work.path, remove: work.remove };
 }
 
 /** Remove the work directories in `tmp` whose building process is gone; returns their paths. */
