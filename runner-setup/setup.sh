@@ -1,130 +1,391 @@
 #!/usr/bin/env bash
-# Turn a Debian/Ubuntu KVM host into a firebuild GitHub Actions runner. Idempotent: every step checks
-# first and says `ok:` when there is nothing to do, `changed:` when it did something; a second run
-# changes nothing. --dry-run prints every step (`would:`) and touches nothing.
+# Turn a Debian 12 / Ubuntu 24.04 KVM host (x86_64 or aarch64) into a firebuild GitHub Actions runner.
+# Idempotent: every step checks first and says `ok:` when there is nothing to do, `changed:` when it did
+# something; a second run changes nothing. --dry-run prints every step (`would:`) and touches nothing.
+# Refusals are one line `runner-setup: ...`, exit 2, before anything is written. See docs/runner-setup.md.
 #
-#   sudo runner-setup/setup.sh --url https://github.com/ORG/REPO --token TOKEN [--ephemeral] [--labels L]
+#   runner-setup/setup.sh --url https://github.com/ORG/REPO --token-file FILE [options]   (as root)
 #
-# Steps: the project's installer (Debian packages, Docker engine, registry), Firecracker and the jailer
-# at a pinned version with sha256 verification, a guest kernel (firebuild kernel build), directories,
-# the firebuild profile, CNI networks `machine-builds` (builds) and `machines` (runs), /dev/kvm
-# permissions, the GitHub runner as a service with labels and a job-completed hook running
-# `firebuild purge`.
+#   --token-file F|-       the registration token, from a file or stdin (never on the command line)
+#   --jitconfig-file F     --ephemeral only: a just-in-time runner config file, read at every start
+#   --ephemeral            a systemd unit (Restart=always) that registers afresh and runs one job per start
+#   --labels L             runner labels (default self-hosted,linux,kvm,firebuild)
+#   --runner-user U        the runner's user (default firebuild-runner), in group kvm only
+#   --with-docker          also put the runner user in group docker (root-equivalent) and install docker.io
+#   --privileged-vms       Firecracker + jailer, CNI networks and a sudo rule for firebuild-priv only
+#   --runner-version V     with --runner-sha256 H: this actions/runner release (default: the latest)
+#   --pr-image-retention N per-PR images (pr/*) the job hooks keep per repository (default 5)
+#   --allow-tcg            go on without usable KVM (VMs run under emulation, much slower)
+#   --skip-packages --skip-kernel --skip-runner --skip-install   leave that step out
+#   --dry-run              print every step, touch nothing
+#   --root DIR             write every path under DIR (tests)
+#   --kvm-device P --cpuinfo P --sys-dir D --arch A   what the KVM preflight reads (tests; default the host's)
+#   --firecracker-tarball F --firecracker-sha256 H    the pinned Firecracker release (--privileged-vms)
+#
+# Environment (tests): RUNNER_RELEASES_API (the GitHub releases API URL of the latest release),
+# RUNNER_DOWNLOAD_URL (template with {version} and {arch}), RUNNER_SETUP_SYSTEM_NODE (the distro's node).
 set -euo pipefail
 
-# Pinned versions. Their sha256 values come from the releases' published checksums and must be given
-# (--firecracker-sha256, --runner-sha256, or the FIRECRACKER_SHA256 / RUNNER_SHA256 variables): this
-# repository was written without access to GitHub's release downloads, so it ships no digest it could not
-# check, and an install without one is refused rather than done unverified.
+# GitHub refuses to register runners below this version (and jobs to runners far behind the latest).
+MIN_RUNNER_VERSION=2.329.0
 FIRECRACKER_VERSION=v1.10.1
 FIRECRACKER_SHA256=${FIRECRACKER_SHA256:-}
-RUNNER_VERSION=2.321.0
-RUNNER_SHA256=${RUNNER_SHA256:-}
+RUNNER_RELEASES_API=${RUNNER_RELEASES_API:-https://api.github.com/repos/actions/runner/releases/latest}
+default_download='https://github.com/actions/runner/releases/download/v{version}/actions-runner-linux-{arch}-{version}.tar.gz'
+RUNNER_DOWNLOAD_URL=${RUNNER_DOWNLOAD_URL:-$default_download}
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-ROOT=""            # prefix for every path written (tests use a temp dir)
-DRY=0
-URL="" TOKEN="" LABELS="self-hosted,linux,kvm,firebuild" EPHEMERAL=0 RUNNER_USER=firebuild-runner
-SKIP_PACKAGES=0 SKIP_KERNEL=0 SKIP_RUNNER=0 FC_TARBALL=""
+ROOT="" DRY=0
+URL="" TOKEN_FILE="" JIT_FILE="" LABELS="self-hosted,linux,kvm,firebuild" EPHEMERAL=0 RUNNER_USER=firebuild-runner
+RUNNER_VERSION="" RUNNER_SHA256="" WITH_DOCKER=0 PRIVILEGED=0 RETENTION=5 ALLOW_TCG=0
+SKIP_PACKAGES=0 SKIP_KERNEL=0 SKIP_RUNNER=0 SKIP_INSTALL=0 FC_TARBALL=""
+KVM_DEVICE=/dev/kvm CPUINFO=/proc/cpuinfo SYS_DIR=/sys ARCH=$(uname -m)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "runner-setup: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --root) ROOT=${2:?}; shift ;;
     --url) URL=${2:?}; shift ;;
-    --token) TOKEN=${2:?}; shift ;;
+    --token|--token=*) die "--token is refused: a token on the command line is visible to every user (ps, /proc); use --token-file FILE or --token-file - (stdin)" ;;
+    --token-file) TOKEN_FILE=${2:?}; shift ;;
+    --jitconfig-file) JIT_FILE=${2:?}; shift ;;
     --labels) LABELS=${2:?}; shift ;;
     --ephemeral) EPHEMERAL=1 ;;
     --runner-user) RUNNER_USER=${2:?}; shift ;;
+    --runner-version) RUNNER_VERSION=${2:?}; shift ;;
+    --runner-sha256) RUNNER_SHA256=${2:?}; shift ;;
+    --with-docker) WITH_DOCKER=1 ;;
+    --privileged-vms) PRIVILEGED=1 ;;
+    --pr-image-retention) RETENTION=${2:?}; shift ;;
+    --allow-tcg) ALLOW_TCG=1 ;;
+    --kvm-device) KVM_DEVICE=${2:?}; shift ;;
+    --cpuinfo) CPUINFO=${2:?}; shift ;;
+    --sys-dir) SYS_DIR=${2:?}; shift ;;
+    --arch) ARCH=${2:?}; shift ;;
     --firecracker-tarball) FC_TARBALL=${2:?}; shift ;;
     --firecracker-sha256) FIRECRACKER_SHA256=${2:?}; shift ;;
-    --runner-sha256) RUNNER_SHA256=${2:?}; shift ;;
     --skip-packages) SKIP_PACKAGES=1 ;;
     --skip-kernel) SKIP_KERNEL=1 ;;
     --skip-runner) SKIP_RUNNER=1 ;;
+    --skip-install) SKIP_INSTALL=1 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
 done
-if [ "$SKIP_RUNNER" = 0 ] && [ "$DRY" = 0 ] && { [ -z "$URL" ] || [ -z "$TOKEN" ]; }; then
-  die "--url and --token are needed to register the runner (or pass --skip-runner)"
-fi
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks: every refusal happens here, before anything is written.
+[ "$(id -u)" = 0 ] || die "run it as root (it creates a user, installs packages and root-owned files)"
+[[ "$RETENTION" =~ ^[0-9]{1,6}$ ]] || die "malformed --pr-image-retention '$RETENTION': give a number of images"
+[[ "$RUNNER_USER" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "malformed --runner-user '$RUNNER_USER': a lower-case user name"
+case "$ARCH" in
+  x86_64|amd64) ARCH=x86_64 RUNNER_ARCH=x64 ;;
+  aarch64|arm64) ARCH=aarch64 RUNNER_ARCH=arm64 ;;
+  *) die "unsupported architecture '$ARCH': x86_64 and aarch64 are supported" ;;
+esac
+[ -z "$JIT_FILE" ] || [ "$EPHEMERAL" = 1 ] || die "--jitconfig-file needs --ephemeral (a just-in-time config registers one single-job runner)"
+[ -z "$JIT_FILE" ] || [ -z "$TOKEN_FILE" ] || die "give --token-file or --jitconfig-file, not both"
+[ -z "$RUNNER_SHA256" ] || [[ "$RUNNER_SHA256" =~ ^[0-9a-f]{64}$ ]] || die "malformed --runner-sha256: 64 hex digits"
+[ -z "$RUNNER_VERSION" ] || [ -n "$RUNNER_SHA256" ] || die "--runner-version needs --runner-sha256 (the release notes' linux-$RUNNER_ARCH checksum)"
+[ -z "$RUNNER_SHA256" ] || [ -n "$RUNNER_VERSION" ] || die "--runner-sha256 needs --runner-version"
+[ -z "$RUNNER_VERSION" ] || [[ "$RUNNER_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "malformed --runner-version '$RUNNER_VERSION': give X.Y.Z, e.g. 2.329.0"
 
 p() { echo "$ROOT$1"; }
 say() { echo "$1: $2"; }
-# run DESCRIPTION CMD...: do it, or print it under --dry-run.
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
+
+rdir=$(p /opt/actions-runner)
+runner_present() { [ -x "$rdir/config.sh" ] && [ -x "$rdir/run.sh" ]; }
+registered() { [ -f "$rdir/.runner" ]; }
+
+# The secret (registration token or JIT config), read once, from a file or stdin; never argv.
+SECRET=""
+needs_secret=0
+if [ "$SKIP_RUNNER" = 0 ] && { [ "$EPHEMERAL" = 1 ] || ! registered; }; then needs_secret=1; fi
+read_secret() {
+  local f=$1 what=$2
+  if [ "$f" = - ]; then SECRET=$(cat); else
+    [ -r "$f" ] || die "cannot read the $what file $f"
+    SECRET=$(cat "$f")
+  fi
+  SECRET=${SECRET%$'\n'}
+  [ -n "$SECRET" ] || die "the $what from ${f/#-/stdin} is empty"
+}
+if [ -n "$TOKEN_FILE" ]; then read_secret "$TOKEN_FILE" "registration token"; fi
+if [ -n "$JIT_FILE" ]; then read_secret "$JIT_FILE" "JIT config"; fi
+if [ "$needs_secret" = 1 ] && [ "$DRY" = 0 ]; then
+  if [ -z "$JIT_FILE" ] && { [ -z "$URL" ] || [ -z "$TOKEN_FILE" ]; }; then
+    die "--url and --token-file are needed to register the runner (or --ephemeral --jitconfig-file, or --skip-runner)"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# 1. KVM preflight, on the real host (or the paths given for tests), before anything else.
+kvm_problems=()
+if [ ! -e "$KVM_DEVICE" ]; then kvm_problems+=("$KVM_DEVICE is missing")
+elif [ ! -c "$KVM_DEVICE" ]; then kvm_problems+=("$KVM_DEVICE is not a character device")
+else
+  kvm_group=$(stat -c %G "$KVM_DEVICE") kvm_mode=$(stat -c %a "$KVM_DEVICE")
+  # The runner user is in group kvm only: the device must be read-write for that group (or for all).
+  if ! { [ "$kvm_group" = kvm ] && [ $(( 8#$kvm_mode & 8#060 )) = $(( 8#060 )) ]; } && [ $(( 8#$kvm_mode & 8#006 )) != $(( 8#006 )) ]; then
+    kvm_problems+=("$KVM_DEVICE is $(stat -c %U "$KVM_DEVICE"):$kvm_group mode $kvm_mode, not read-write for group kvm (chgrp kvm $KVM_DEVICE; chmod 660 $KVM_DEVICE; the udev rule this writes keeps it so)")
+  fi
+fi
+if [ "$ARCH" = x86_64 ]; then
+  if ! grep -qwE 'vmx|svm' "$CPUINFO" 2>/dev/null; then
+    hint="the CPU shows no vmx/svm flag (virtualization off in the firmware?)"
+    # A guest of a cloud hypervisor sees the flag only when the provider enables nested virtualization.
+    if grep -qw hypervisor "$CPUINFO" 2>/dev/null; then hint="the CPU shows no vmx/svm flag and this host is itself a VM: enable nested virtualization for it at the cloud provider (or use a bare-metal instance)"; fi
+    kvm_problems+=("$hint")
+  else
+    say ok "cpu virtualization ($(grep -owE 'vmx|svm' "$CPUINFO" | head -1))"
+  fi
+fi
+for m in kvm_intel kvm_amd; do
+  f=$SYS_DIR/module/$m/parameters/nested
+  [ -r "$f" ] && say ok "$m nested virtualization: $(cat "$f") (VMs inside firebuild's VMs need Y; builds do not)"
+done
+if [ "${#kvm_problems[@]}" -gt 0 ]; then
+  msg=$(printf '%s; ' "${kvm_problems[@]}"); msg=${msg%; }
+  [ "$ALLOW_TCG" = 1 ] || die "no usable KVM: $msg; pass --allow-tcg to run VMs under emulation (much slower)"
+  say warn "no usable KVM: $msg; going on (--allow-tcg): VMs run under TCG emulation"
+else
+  say ok "$KVM_DEVICE ($(stat -c '%U:%G %a' "$KVM_DEVICE"))"
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# 2. The OS and its package names (from $ROOT/etc/os-release).
+osr() { sed -n "s/^$1=//p" "$(p /etc/os-release)" 2>/dev/null | head -1 | tr -d '"'"'"; }
+OS=""
+if [ "$SKIP_PACKAGES" = 0 ]; then
+  os_id=$(osr ID) os_like=$(osr ID_LIKE) os_ver=$(osr VERSION_ID) os_codename=$(osr UBUNTU_CODENAME)
+  if [ "$os_id" = ubuntu ] && [ "$os_ver" = 24.04 ]; then OS=ubuntu-24.04
+  elif [ "$os_id" != ubuntu ] && [[ " $os_like " == *" ubuntu "* ]] && [ "$os_codename" = noble ]; then OS=ubuntu-24.04
+  elif { [ "$os_id" = debian ] || { [[ " $os_like " == *" debian "* ]] && [[ " $os_like " != *" ubuntu "* ]]; }; } && [ "${os_ver%%.*}" = 12 ]; then OS=debian-12
+  else die "unsupported OS '${os_id:-unknown} ${os_ver:-?}' (from $(p /etc/os-release)): Debian 12 and Ubuntu 24.04 are supported (or pass --skip-packages)"
+  fi
+  packages=(ca-certificates curl git tar xz-utils zstd e2fsprogs busybox-static qemu-utils slirp4netns iproute2 procps util-linux openssl nodejs npm)
+  if [ "$ARCH" = x86_64 ]; then packages+=(qemu-system-x86); else packages+=(qemu-system-arm); fi
+  # The actions runner's own needs (its bin/installdependencies.sh): the library names differ.
+  if [ "$OS" = debian-12 ]; then packages+=(libicu72 libkrb5-3 zlib1g libssl3 liblttng-ust1)
+  else packages+=(libicu74 libkrb5-3 zlib1g libssl3t64 liblttng-ust1t64); fi
+  if [ "$SKIP_KERNEL" = 0 ] && [ "$ARCH" = x86_64 ]; then
+    packages+=(build-essential bc bison flex libelf-dev libssl-dev)
+    if [ "$OS" = debian-12 ]; then packages+=(linux-source-6.1); else packages+=(linux-source-6.8.0); fi
+  fi
+  [ "$PRIVILEGED" = 0 ] || packages+=(containernetworking-plugins iptables sudo)
+  [ "$WITH_DOCKER" = 0 ] || packages+=(docker.io)
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# 3. The actions/runner release: resolved now, so a refusal comes before anything is written.
+if [ "$SKIP_RUNNER" = 0 ] && ! runner_present; then
+  if [ -z "$RUNNER_VERSION" ]; then
+    release=$(curl -fsSL --max-time 60 -H 'Accept: application/vnd.github+json' "$RUNNER_RELEASES_API" 2>/dev/null) \
+      || die "cannot read the latest actions/runner release from $RUNNER_RELEASES_API: pass --runner-version and --runner-sha256"
+    # GitHub may escape < and > in JSON strings; the notes carry one checksum per platform between markers.
+    release=$(printf '%s' "$release" | sed 's/\\u003c/</g; s/\\u003e/>/g')
+    RUNNER_VERSION=$(printf '%s' "$release" | grep -oE '"tag_name" *: *"v[0-9]+\.[0-9]+\.[0-9]+"' | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1 || true)
+    RUNNER_SHA256=$(printf '%s' "$release" | grep -oE "<!-- BEGIN SHA linux-$RUNNER_ARCH -->[0-9a-f]{64}<!-- END SHA linux-$RUNNER_ARCH -->" | grep -oE '[0-9a-f]{64}' | head -1 || true)
+    [ -n "$RUNNER_VERSION" ] || die "the release from $RUNNER_RELEASES_API has no vX.Y.Z tag_name: pass --runner-version and --runner-sha256"
+    [ -n "$RUNNER_SHA256" ] || die "the notes of actions/runner v$RUNNER_VERSION publish no linux-$RUNNER_ARCH sha256: pass --runner-version and --runner-sha256"
+  fi
+  version_ge "$RUNNER_VERSION" "$MIN_RUNNER_VERSION" || die "actions/runner $RUNNER_VERSION is below $MIN_RUNNER_VERSION, the oldest GitHub registers: pick a newer release (or leave --runner-version out for the latest)"
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers for the steps that write.
 run() {
   local what=$1; shift
   if [ "$DRY" = 1 ]; then say would "$what"; return 0; fi
   "$@"
   say changed "$what"
 }
-# put_file PATH MODE CONTENT: write only when the content or mode differs.
+# put_file PATH MODE CONTENT [OWNER]: write only when the content, mode or owner differs.
 put_file() {
-  local f=$1 mode=$2 content=$3
-  if [ -f "$f" ] && [ "$(cat "$f")" = "$content" ] && [ "$(stat -c %a "$f")" = "$mode" ]; then say ok "$f"; return 0; fi
+  local f=$1 mode=$2 content=$3 owner=${4:-0:0}
+  if [ -f "$f" ] && [ "$(cat "$f")" = "$content" ] && [ "$(stat -c %a "$f")" = "$mode" ] && [ "$(stat -c %u:%g "$f")" = "$owner" ]; then say ok "$f"; return 0; fi
   if [ "$DRY" = 1 ]; then say would "write $f"; return 0; fi
   mkdir -p "$(dirname "$f")"
-  printf '%s\n' "$content" > "$f.tmp.$$" && chmod "$mode" "$f.tmp.$$" && mv "$f.tmp.$$" "$f"
+  printf '%s\n' "$content" > "$f.tmp.$$" && chmod "$mode" "$f.tmp.$$" && chown "$owner" "$f.tmp.$$" && mv "$f.tmp.$$" "$f"
   say changed "$f"
 }
 put_dir() {
-  local d=$1 mode=$2
-  if [ -d "$d" ] && [ "$(stat -c %a "$d")" = "$mode" ]; then say ok "$d"; return 0; fi
-  run "directory $d ($mode)" install -d -m "$mode" "$d"
+  local d=$1 mode=$2 owner=${3:-0:0}
+  if [ -d "$d" ] && [ "$(stat -c %a "$d")" = "$mode" ] && [ "$(stat -c %u:%g "$d")" = "$owner" ]; then say ok "$d"; return 0; fi
+  run "directory $d ($mode)" install -d -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$d"
 }
+# put_line FILE LINE: the line is in the file (appended when missing; a line with the same KEY= replaced).
+put_line() {
+  local f=$1 line=$2 key=${2%%=*}
+  if [ -f "$f" ] && grep -qxF -- "$line" "$f"; then say ok "$f: $key"; return 0; fi
+  if [ "$DRY" = 1 ]; then say would "set $key in $f"; return 0; fi
+  touch "$f"
+  { grep -v "^$key=" "$f" || true; echo "$line"; } > "$f.tmp.$$" && cat "$f.tmp.$$" > "$f" && rm -f "$f.tmp.$$"
+  say changed "$f: $key"
+}
+passwd_field() { awk -F: -v u="$1" -v f="$2" '$1 == u { print $f }' "$(p /etc/passwd)" 2>/dev/null || true; }
+group_gid() { awk -F: -v g="$1" '$1 == g { print $3 }' "$(p /etc/group)" 2>/dev/null || true; }
+user_groups() { { awk -F: -v u="$1" '{ n = split($4, m, ","); for (i = 1; i <= n; i++) if (m[i] == u) print $1 }' "$(p /etc/group)" 2>/dev/null || true; } | sort | paste -sd, -; }
+prefix_args=(); [ -z "$ROOT" ] || prefix_args=(--prefix "$ROOT")
+# Temporary paths of this run, removed however it ends.
+cleanup_paths=()
+trap 'rm -rf "${cleanup_paths[@]}"' EXIT
 
-# 1. Packages and services, by the project's own installer.
-if [ "$SKIP_PACKAGES" = 1 ]; then say ok "packages (skipped)"; else run "packages and services (scripts/install-deps.sh)" bash "$repo/scripts/install-deps.sh"; fi
-
-# 2. Firecracker and the jailer, pinned and checksummed.
-fc=$(p /usr/local/bin/firecracker)
-jailer=$(p /usr/local/bin/jailer)
-if [ -x "$fc" ] && [ -x "$jailer" ] && [ "$(cat "$(p /usr/local/lib/firebuild/firecracker.version)" 2>/dev/null)" = "$FIRECRACKER_VERSION" ]; then
-  say ok "firecracker $FIRECRACKER_VERSION"
-elif [ "$DRY" = 1 ]; then
-  say would "install firecracker and jailer $FIRECRACKER_VERSION (sha256 ${FIRECRACKER_SHA256:-<required>})"
+# ---------------------------------------------------------------------------------------------------
+# 4. Packages.
+if [ "$SKIP_PACKAGES" = 1 ]; then say ok "packages (skipped)"
 else
-  [ -n "$FIRECRACKER_SHA256" ] || die "no sha256 for firecracker-${FIRECRACKER_VERSION}-x86_64.tgz: pass --firecracker-sha256 (from the release's SHA256SUMS)"
-  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-  tarball=${FC_TARBALL:-$tmp/firecracker.tgz}
-  if [ -z "$FC_TARBALL" ]; then
-    curl -fsSL -o "$tarball" "https://github.com/firecracker-microvm/firecracker/releases/download/${FIRECRACKER_VERSION}/firecracker-${FIRECRACKER_VERSION}-x86_64.tgz"
+  missing=()
+  for pk in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pk" 2>/dev/null | grep -q "install ok installed" || missing+=("$pk")
+  done
+  if [ "$DRY" = 1 ]; then say would "packages for $OS $ARCH: ${packages[*]}"
+  elif [ "${#missing[@]}" = 0 ]; then say ok "packages for $OS $ARCH (${#packages[@]})"
+  else
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    say changed "packages for $OS $ARCH: ${missing[*]}"
   fi
-  echo "$FIRECRACKER_SHA256  $tarball" | sha256sum -c --quiet - || die "firecracker tarball checksum mismatch: refusing it"
-  tar -xzf "$tarball" -C "$tmp"
-  install -D -m 0755 "$tmp/release-${FIRECRACKER_VERSION}-x86_64/firecracker-${FIRECRACKER_VERSION}-x86_64" "$fc"
-  install -D -m 0755 "$tmp/release-${FIRECRACKER_VERSION}-x86_64/jailer-${FIRECRACKER_VERSION}-x86_64" "$jailer"
-  install -d "$(p /usr/local/lib/firebuild)"
-  echo "$FIRECRACKER_VERSION" > "$(p /usr/local/lib/firebuild/firecracker.version)"
-  say changed "firecracker and jailer $FIRECRACKER_VERSION"
 fi
 
-# 3. Directories.
-for d in /var/lib/firebuild /var/lib/firebuild/rootfs /var/lib/firebuild/kernels /var/lib/firebuild/run /srv/jailer; do put_dir "$(p $d)" 700; done
+# ---------------------------------------------------------------------------------------------------
+# 5. The runner user: group kvm; docker only when asked (membership of docker is root on this host).
+uid=$(passwd_field "$RUNNER_USER" 3)
+home=$(passwd_field "$RUNNER_USER" 6); home=${home:-/home/$RUNNER_USER}
+want_groups=kvm; [ "$WITH_DOCKER" = 0 ] || want_groups=docker,kvm
+if [ -z "$(group_gid kvm)" ]; then run "group kvm" groupadd "${prefix_args[@]}" --system kvm; fi
+if [ "$WITH_DOCKER" = 1 ] && [ -z "$(group_gid docker)" ]; then run "group docker" groupadd "${prefix_args[@]}" --system docker; fi
+if [ -z "$uid" ]; then
+  run "user $RUNNER_USER (groups $want_groups, home $home)" useradd "${prefix_args[@]}" --system --user-group --create-home --home-dir "$home" --shell /bin/bash --groups "$want_groups" "$RUNNER_USER"
+  uid=$(passwd_field "$RUNNER_USER" 3)
+else
+  have=$(user_groups "$RUNNER_USER")
+  # Converge on the wanted groups: kvm added, docker removed unless --with-docker; others kept.
+  target=$( { echo "$have" | tr , '\n' | grep -vxE 'docker|kvm' || true; echo "$want_groups" | tr , '\n'; } | grep -v '^$' | sort -u | paste -sd, -)
+  if [ "$have" = "$target" ]; then say ok "user $RUNNER_USER (groups $have)"
+  else run "user $RUNNER_USER groups $have -> $target" usermod "${prefix_args[@]}" -G "$target" "$RUNNER_USER"; fi
+fi
+gid=$(passwd_field "$RUNNER_USER" 4)
+owner="${uid:-0}:${gid:-0}"
+# Its own store, run cache and profiles: firebuild's defaults for a non-root user.
+put_dir "$(p "$home")" 750 "$owner"
+for d in .config .config/firebuild .config/firebuild/profiles .local .local/share .local/share/firebuild; do put_dir "$(p "$home/$d")" 700 "$owner"; done
 
-# 4. The profile every job uses (firebuild run --profile default).
-profile=$(p /etc/firebuild/profiles/default.json)
-if [ -f "$profile" ]; then say ok "$profile"; else
-  run "profile $profile" "$repo/bin/firebuild.js" profile-create --profile default --profile-conf-dir "$(p /etc/firebuild/profiles)" \
-    --binary-firecracker "$fc" --binary-jailer "$jailer" --chroot-base "$(p /srv/jailer)" \
-    --run-cache "$(p /var/lib/firebuild/run)" \
-    --storage-provider-property-string "rootfs-storage-root=$(p /var/lib/firebuild/rootfs)" \
-    --storage-provider-property-string "kernel-storage-root=$(p /var/lib/firebuild/kernels)"
+# /dev/kvm read-write for group kvm (Debian's default; hosts that differ get it from this rule at boot).
+put_file "$(p /etc/udev/rules.d/65-firebuild-kvm.rules)" 644 'KERNEL=="kvm", GROUP="kvm", MODE="0660", OPTIONS+="static_node=kvm"'
+
+# ---------------------------------------------------------------------------------------------------
+# 6. The runner's files (before firebuild: its bundled node may be the one firebuild runs with).
+if [ "$SKIP_RUNNER" = 1 ]; then say ok "runner (skipped)"
+elif runner_present; then say ok "runner present in $rdir (it updates itself)"
+else
+  pv='{version}' pa='{arch}'; url=${RUNNER_DOWNLOAD_URL//"$pv"/$RUNNER_VERSION}; url=${url//"$pa"/$RUNNER_ARCH}
+  if [ "$DRY" = 1 ]; then say would "install actions/runner $RUNNER_VERSION linux-$RUNNER_ARCH (sha256 $RUNNER_SHA256) from $url into $rdir"
+  else
+    mkdir -p "$(dirname "$rdir")"
+    stage=$(mktemp -d "$(dirname "$rdir")/.actions-runner.XXXXXX"); cleanup_paths+=("$stage")
+    curl -fsSL --max-time 600 -o "$stage/runner.tgz" "$url" || die "cannot download $url"
+    echo "$RUNNER_SHA256  $stage/runner.tgz" | sha256sum -c --quiet - >/dev/null 2>&1 || die "actions/runner $RUNNER_VERSION tarball checksum mismatch: refusing it"
+    mkdir "$stage/runner" && tar -xzf "$stage/runner.tgz" -C "$stage/runner"
+    chown -R "$owner" "$stage/runner" && chmod 755 "$stage/runner"
+    mv "$stage/runner" "$rdir"
+    say changed "actions/runner $RUNNER_VERSION linux-$RUNNER_ARCH in $rdir (sha256 verified; auto-update on)"
+  fi
 fi
 
-# 5. A guest kernel.
-if [ "$SKIP_KERNEL" = 1 ]; then say ok "kernel (skipped)"
-elif [ -f "$(p /var/lib/firebuild/kernels/fc61/metadata.json)" ]; then say ok "kernel fc61"
-else run "kernel fc61 (firebuild kernel build --version 6.1, about 7 minutes on 2 cores)" "$repo/bin/firebuild.js" kernel build --id fc61 --version 6.1; fi
+# ---------------------------------------------------------------------------------------------------
+# 7. firebuild itself, root-owned, from this checkout's tracked files; `firebuild` on PATH.
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+NODE="" system_node=${RUNNER_SETUP_SYSTEM_NODE:-$(command -v node || true)}
+if [ -n "$system_node" ] && [ "$(node_major "$system_node")" -ge 20 ]; then NODE=$system_node
+else
+  for n in "$rdir/externals/node24/bin/node" "$rdir/externals/node20/bin/node"; do
+    if [ -x "$n" ] && [ "$(node_major "$n")" -ge 20 ]; then NODE=$n; break; fi
+  done
+fi
+if [ -z "$NODE" ]; then
+  if [ "$DRY" = 1 ]; then NODE="$rdir/externals/node20/bin/node"; say would "run firebuild with the runner's bundled $NODE (the distro's node is older than 20)"
+  else die "no Node.js >= 20: the distro's is older and the runner's bundled node is not there (leave out --skip-runner)"; fi
+fi
+install_dir=$(p /opt/firebuild)
+if [ "$SKIP_INSTALL" = 1 ]; then
+  fb_main="$repo/bin/firebuild.js"
+  say ok "firebuild install (skipped: the wrapper runs the checkout $repo)"
+else
+  fb_main="$install_dir/bin/firebuild.js"
+  git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 || die "$repo is not a git checkout: clone firebuild and run this from the clone"
+  # The tracked files as they are in the working tree: their fingerprint says whether to reinstall.
+  source_sum=$(cd "$repo" && git ls-files -z | xargs -0 -r sha256sum 2>/dev/null | sha256sum | cut -c1-64)
+  if [ "$(cat "$install_dir/.source-sha256" 2>/dev/null)" = "$source_sum" ] && [ -f "$install_dir/lib/cli/main.js" ]; then say ok "firebuild in $install_dir"
+  elif [ "$DRY" = 1 ]; then say would "install firebuild from $repo into $install_dir (npm ci --ignore-scripts, npm run build, as root; node $NODE)"
+  else
+    npm_cli=""
+    for c in "$(dirname "$NODE")/../lib/node_modules/npm/bin/npm-cli.js" /usr/share/nodejs/npm/bin/npm-cli.js /usr/lib/node_modules/npm/bin/npm-cli.js "$(readlink -f "$(command -v npm || echo /nonexistent)")"; do
+      if [ -f "$c" ]; then npm_cli=$c; break; fi
+    done
+    [ -n "$npm_cli" ] || die "no npm found (install the npm package)"
+    mkdir -p "$(dirname "$install_dir")"
+    new=$(mktemp -d "$(dirname "$install_dir")/.firebuild.XXXXXX"); cleanup_paths+=("$new")
+    (cd "$repo" && git ls-files -z | tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -C "$new" -xf - --no-same-owner
+    # No dependency's install script runs as root (--ignore-scripts); the build is firebuild's own.
+    (cd "$new" && PATH="$(dirname "$NODE"):$PATH" "$NODE" "$npm_cli" ci --prefer-offline --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null \
+      && PATH="$(dirname "$NODE"):$PATH" "$NODE" "$npm_cli" run build --silent >/dev/null) || die "npm ci / npm run build failed in $new"
+    echo "$source_sum" > "$new/.source-sha256"
+    chown -R 0:0 "$new" && chmod -R go-w "$new" && chmod 755 "$new"
+    rm -rf "$install_dir.old"; [ ! -e "$install_dir" ] || mv "$install_dir" "$install_dir.old"
+    mv "$new" "$install_dir" && rm -rf "$install_dir.old"
+    say changed "firebuild from $repo in $install_dir"
+  fi
+fi
+fb=$(p /usr/local/bin/firebuild)
+put_file "$fb" 755 "#!/bin/sh
+# firebuild, installed by runner-setup. Node.js >= 20: $NODE when it is there, else the first new enough
+# of the distro's and the runner's bundled ones (a runner update may replace its externals).
+main=$fb_main
+if [ -x $NODE ]; then exec $NODE --no-preserve-symlinks-main \"\$main\" -- \"\$@\"; fi
+for n in /usr/bin/node /usr/local/bin/node $rdir/externals/node24/bin/node $rdir/externals/node20/bin/node; do
+  if [ -x \"\$n\" ] && [ \"\$(\"\$n\" -p 'process.versions.node.split(\".\")[0]')\" -ge 20 ] 2>/dev/null; then exec \"\$n\" --no-preserve-symlinks-main \"\$main\" -- \"\$@\"; fi
+done
+echo 'firebuild: no Node.js >= 20 found (run runner-setup again)' >&2
+exit 2"
 
-# 6. CNI networks: machine-builds for builds, machines for VMs (bridge + host-local + firewall).
-conflist() {
-  cat <<EOF
+# ---------------------------------------------------------------------------------------------------
+# 8. What needs root, only with --privileged-vms: Firecracker and the jailer, CNI networks, cgroups,
+#    all through one root-owned entry point (firebuild-priv) the runner user may sudo, nothing else.
+priv=$(p /usr/local/libexec/firebuild-priv)
+sudoers=$(p /etc/sudoers.d/firebuild)
+priv_conf=$(p /etc/firebuild/priv)
+if [ "$PRIVILEGED" = 1 ]; then
+  fc=$(p /usr/local/bin/firecracker) jailer=$(p /usr/local/bin/jailer)
+  if [ -x "$fc" ] && [ -x "$jailer" ] && [ "$(cat "$(p /usr/local/lib/firebuild/firecracker.version)" 2>/dev/null)" = "$FIRECRACKER_VERSION" ]; then
+    say ok "firecracker $FIRECRACKER_VERSION"
+  elif [ "$DRY" = 1 ]; then
+    say would "install firecracker and jailer $FIRECRACKER_VERSION $ARCH (sha256 ${FIRECRACKER_SHA256:-<required>})"
+  else
+    [ -n "$FIRECRACKER_SHA256" ] || die "no sha256 for firecracker-${FIRECRACKER_VERSION}-${ARCH}.tgz: pass --firecracker-sha256 (from the release's SHA256SUMS)"
+    fctmp=$(mktemp -d); cleanup_paths+=("$fctmp")
+    tarball=${FC_TARBALL:-$fctmp/firecracker.tgz}
+    if [ -z "$FC_TARBALL" ]; then
+      curl -fsSL -o "$tarball" "https://github.com/firecracker-microvm/firecracker/releases/download/${FIRECRACKER_VERSION}/firecracker-${FIRECRACKER_VERSION}-${ARCH}.tgz"
+    fi
+    echo "$FIRECRACKER_SHA256  $tarball" | sha256sum -c --quiet - >/dev/null 2>&1 || die "firecracker tarball checksum mismatch: refusing it"
+    tar -xzf "$tarball" -C "$fctmp"
+    install -D -m 0755 "$fctmp/release-${FIRECRACKER_VERSION}-${ARCH}/firecracker-${FIRECRACKER_VERSION}-${ARCH}" "$fc"
+    install -D -m 0755 "$fctmp/release-${FIRECRACKER_VERSION}-${ARCH}/jailer-${FIRECRACKER_VERSION}-${ARCH}" "$jailer"
+    install -d "$(p /usr/local/lib/firebuild)"
+    echo "$FIRECRACKER_VERSION" > "$(p /usr/local/lib/firebuild/firecracker.version)"
+    say changed "firecracker and jailer $FIRECRACKER_VERSION"
+  fi
+  for d in /var/lib/firebuild /var/lib/firebuild/run /srv/jailer; do put_dir "$(p $d)" 700; done
+  put_dir "$(p /etc/firebuild)" 755
+  put_dir "$priv_conf" 700
+  conflist() {
+    cat <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "$1",
@@ -134,34 +395,174 @@ conflist() {
   ]
 }
 EOF
-}
-put_file "$(p /etc/cni/conf.d/60-machine-builds.conflist)" 644 "$(conflist machine-builds fcbuild0 192.168.128.0/24)"
-put_file "$(p /etc/cni/conf.d/61-machines.conflist)" 644 "$(conflist machines fcrun0 192.168.127.0/24)"
-
-# 7. /dev/kvm for the kvm group, the runner's user in it.
-put_file "$(p /etc/udev/rules.d/65-firebuild-kvm.rules)" 644 'KERNEL=="kvm", GROUP="kvm", MODE="0660"'
-
-# 8. The GitHub runner: a service, labels, optional --ephemeral, and the job-completed hook.
-hook=$(p /opt/firebuild/job-completed.sh)
-put_file "$hook" 755 "#!/bin/sh
-# Runs after every job (ACTIONS_RUNNER_HOOK_JOB_COMPLETED): remove VMs whose process is gone.
-exec $repo/bin/firebuild.js purge --profile default"
-if [ "$SKIP_RUNNER" = 1 ]; then say ok "runner (skipped)"
-else
-  rdir=$(p /opt/actions-runner)
-  if [ -f "$rdir/.runner" ]; then say ok "runner registered ($rdir)"
-  elif [ "$DRY" = 1 ]; then say would "register the runner at ${URL:-<url>} with labels $LABELS$([ "$EPHEMERAL" = 1 ] && echo ' (ephemeral)') as a service run by $RUNNER_USER"
+  }
+  put_file "$(p /etc/cni/conf.d/60-machine-builds.conflist)" 644 "$(conflist machine-builds fcbuild0 192.168.128.0/24)"
+  put_file "$(p /etc/cni/conf.d/61-machines.conflist)" 644 "$(conflist machines fcrun0 192.168.127.0/24)"
+  # Root's own run cache; images are read from the runner user's store (what its builds made).
+  put_file "$priv_conf/privileged.json" 600 "{
+  \"schema-version\": 1,
+  \"name\": \"privileged\",
+  \"binary-firecracker\": \"$fc\",
+  \"binary-jailer\": \"$jailer\",
+  \"chroot-base\": \"$(p /srv/jailer)\",
+  \"run-cache\": \"$(p /var/lib/firebuild/run)\",
+  \"storage-provider\": \"directory\",
+  \"storage-provider-property-string\": {
+    \"rootfs-storage-root\": \"$(p "$home")/.local/share/firebuild/rootfs\",
+    \"kernel-storage-root\": \"$(p "$home")/.local/share/firebuild/kernels\"
+  }
+}"
+  put_file "$priv" 755 "#!/bin/sh
+# firebuild-priv: the runner user's only way to root (/etc/sudoers.d/firebuild allows this script, nothing
+# else). It runs the root-owned firebuild with the root profile for the VM subcommands only, and refuses
+# every flag that would let the caller choose a binary, a profile or a host file root then reads.
+set -eu
+sub=\${1:-}
+case \"\$sub\" in
+  run|kill|purge|ls|inspect|logs) ;;
+  *) echo \"firebuild-priv: '\$sub' is not allowed (allowed: run kill purge ls inspect logs)\" >&2; exit 2 ;;
+esac
+shift
+for a in \"\$@\"; do
+  [ \"\$a\" = -- ] && break
+  case \"\$a\" in
+    --profile|--profile=*|--profile-conf-dir*|--binary-*|--chroot-base*|--run-cache*|--storage-provider*|--cni-conf-dir*|--cni-bin-dir*|--env-file*|--identity-file*|--jailer-uid*|--jailer-gid*|--tracing-*)
+      echo \"firebuild-priv: \${a%%=*} is not allowed: the root profile $priv_conf/privileged.json decides it\" >&2; exit 2 ;;
+  esac
+done
+[ \"\$(id -u)\" = 0 ] || { echo 'firebuild-priv: run it as sudo -n $priv' >&2; exit 2; }
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root FIREBUILD_HOME=$(p /var/lib/firebuild)
+exec $fb \"\$sub\" --profile-conf-dir $priv_conf --profile privileged \"\$@\""
+  sudoers_text="# Written by firebuild's runner-setup (--privileged-vms): the runner user may run firebuild-priv as root,
+# and nothing else; the script allows only firebuild's VM subcommands with the root profile.
+Defaults!$priv env_reset
+$RUNNER_USER ALL=(root) NOPASSWD: $priv"
+  if [ -f "$sudoers" ] && [ "$(cat "$sudoers")" = "$sudoers_text" ] && [ "$(stat -c %a "$sudoers")" = 440 ]; then say ok "$sudoers"
+  elif [ "$DRY" = 1 ]; then say would "write $sudoers (NOPASSWD for $priv only)"
   else
-    [ -n "$RUNNER_SHA256" ] || die "no sha256 for actions-runner-linux-x64-${RUNNER_VERSION}.tar.gz: pass --runner-sha256 (from the runner release notes)"
-    id -u "$RUNNER_USER" >/dev/null 2>&1 || useradd --system --create-home --groups kvm,docker "$RUNNER_USER"
-    install -d -o "$RUNNER_USER" "$rdir"
-    curl -fsSL -o "$rdir/runner.tgz" "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-x64-${RUNNER_VERSION}.tar.gz"
-    echo "$RUNNER_SHA256  $rdir/runner.tgz" | sha256sum -c --quiet - || die "runner tarball checksum mismatch: refusing it"
-    tar -xzf "$rdir/runner.tgz" -C "$rdir" && rm "$rdir/runner.tgz" && chown -R "$RUNNER_USER" "$rdir"
-    sudo -u "$RUNNER_USER" "$rdir/config.sh" --unattended --url "$URL" --token "$TOKEN" --labels "$LABELS" $([ "$EPHEMERAL" = 1 ] && echo --ephemeral)
-    echo "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=$hook" >> "$rdir/.env"
-    (cd "$rdir" && ./svc.sh install "$RUNNER_USER" && ./svc.sh start)
-    say changed "runner registered and started"
+    mkdir -p "$(dirname "$sudoers")"
+    printf '%s\n' "$sudoers_text" > "$sudoers.tmp.$$"; chmod 440 "$sudoers.tmp.$$"
+    # A broken sudoers file would lock root out of sudo: validate before it goes in place.
+    if command -v visudo >/dev/null 2>&1 && ! visudo -cqf "$sudoers.tmp.$$" >/dev/null 2>&1; then rm -f "$sudoers.tmp.$$"; die "the sudoers rule for $priv does not validate (visudo -cf): not installed"; fi
+    mv "$sudoers.tmp.$$" "$sudoers"
+    say changed "$sudoers"
+  fi
+else
+  # Unprivileged: no Firecracker, no CNI, no sudo rule (one left by an earlier --privileged-vms goes).
+  if [ -e "$sudoers" ] || [ -e "$priv" ]; then run "remove $sudoers and $priv (no --privileged-vms)" rm -f "$sudoers" "$priv"
+  else say ok "no sudo rule (unprivileged: QEMU, user-mode networking, the store under $home)"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# 9. A guest kernel in the runner user's store.
+# Run a command as the runner user (its uid may exist only under --root: setpriv needs no passwd entry).
+as_runner() {
+  local gids groups=(--clear-groups)
+  gids=$(for g in $(user_groups "$RUNNER_USER" | tr , ' '); do group_gid "$g"; done | paste -sd, -)
+  [ -z "$gids" ] || groups=(--groups="$gids")
+  (export HOME="$(p "$home")" USER="$RUNNER_USER" LOGNAME="$RUNNER_USER" && exec setpriv --reuid="$uid" --regid="$gid" "${groups[@]}" -- "$@")
+}
+debian_kernel() { (cd "$(p "$home")" && as_runner "$fb" kernel build --id default --version 6.1); }
+ubuntu_kernel() {
+  # Ubuntu ships its kernel source as a .tar.bz2 in a directory: unpacked once, built out of tree.
+  local src; src=$(p /var/cache/firebuild-runner/linux-source-6.8.0)
+  [ -f "$src/Makefile" ] || { mkdir -p "$src" && tar -xjf /usr/src/linux-source-6.8.0/linux-source-6.8.0.tar.bz2 -C "$src" --strip-components=1; }
+  (cd "$(p "$home")" && as_runner "$fb" kernel build --id default --source "$src")
+}
+if [ "$SKIP_KERNEL" = 1 ]; then say ok "kernel (skipped)"
+elif [ "$ARCH" != x86_64 ]; then say warn "no kernel built: firebuild's kernel build is x86_64 only; import one with 'firebuild kernel import' as $RUNNER_USER"
+elif [ -f "$(p "$home")/.local/share/firebuild/kernels/default/metadata.json" ]; then say ok "kernel default"
+elif [ "$OS" = ubuntu-24.04 ]; then run "kernel default (Ubuntu's linux-source-6.8.0, about 7 minutes on 2 cores)" ubuntu_kernel
+else run "kernel default (Debian's linux-source-6.1, about 7 minutes on 2 cores)" debian_kernel; fi
+
+# ---------------------------------------------------------------------------------------------------
+# 10. Job hooks: before and after every job, nothing of an earlier job is left.
+hooks=$(p /usr/local/libexec/firebuild)
+hook_text() {
+  cat <<EOF
+#!/bin/bash
+# firebuild's job $1 hook (ACTIONS_RUNNER_HOOK_JOB_${1^^} in $rdir/.env), written by runner-setup.
+# Whatever the job left (it may have been cancelled, or a step may have escaped the runner's process
+# tree): every VM firebuild owns, running or not, build VMs included, with their jails, network
+# namespaces, taps and work dirs; the builds still running; per-PR images beyond the newest $RETENTION.
+set -u
+rc=0
+$fb purge --all || rc=1
+$fb image prune --match 'pr/*' --keep $RETENTION >/dev/null || rc=1
+EOF
+  [ "$PRIVILEGED" = 0 ] || echo "sudo -n $priv purge --all || rc=1"
+  echo 'exit $rc'
+}
+put_dir "$hooks" 755
+put_file "$hooks/job-started.sh" 755 "$(hook_text started)"
+put_file "$hooks/job-completed.sh" 755 "$(hook_text completed)"
+
+# ---------------------------------------------------------------------------------------------------
+# 11. Registration and the service.
+if [ "$SKIP_RUNNER" = 1 ]; then say ok "registration (skipped)"
+else
+  name=${RUNNER_NAME:-$(hostname -s 2>/dev/null || hostname)}
+  # The hooks, in the runner's .env (read by run.sh at every start; config.sh keeps what is there).
+  if runner_present || [ "$DRY" = 0 ]; then
+    put_line "$rdir/.env" "ACTIONS_RUNNER_HOOK_JOB_STARTED=$hooks/job-started.sh"
+    put_line "$rdir/.env" "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=$hooks/job-completed.sh"
+    if [ "$DRY" = 0 ]; then chown "$owner" "$rdir/.env"; fi
+  else say would "set ACTIONS_RUNNER_HOOK_JOB_STARTED and ACTIONS_RUNNER_HOOK_JOB_COMPLETED in $rdir/.env"; fi
+  if [ "$EPHEMERAL" = 1 ]; then
+    # The secret in a root-only file; systemd hands it to the service (LoadCredential) at every start.
+    cred_name=token; [ -z "$JIT_FILE" ] || cred_name=jitconfig
+    cred=$(p /etc/firebuild/runner/$cred_name)
+    put_dir "$(p /etc/firebuild)" 755
+    put_dir "$(p /etc/firebuild/runner)" 700
+    if [ -n "$SECRET" ]; then put_file "$cred" 600 "$SECRET"
+    elif [ -f "$cred" ]; then say ok "$cred"
+    else say would "write $cred (give --token-file or --jitconfig-file)"; fi
+    put_file "$hooks/runner-ephemeral.sh" 755 "#!/bin/sh
+# One job per start (the unit restarts it): a fresh registration, one job, exit. Started by systemd as
+# $RUNNER_USER with the secret in \$CREDENTIALS_DIRECTORY; it goes to the runner in its environment
+# (ACTIONS_RUNNER_INPUT_*, which the runner reads and clears), never on a command line.
+set -eu
+cd $rdir
+cred=\${CREDENTIALS_DIRECTORY:?started without systemd credentials}
+# The last job's registration is spent: start from none.
+rm -f .runner .credentials .credentials_rsaparams
+if [ -f \"\$cred/jitconfig\" ]; then
+  ACTIONS_RUNNER_INPUT_JITCONFIG=\$(cat \"\$cred/jitconfig\"); export ACTIONS_RUNNER_INPUT_JITCONFIG
+  exec ./run.sh
+fi
+ACTIONS_RUNNER_INPUT_TOKEN=\$(cat \"\$cred/token\"); export ACTIONS_RUNNER_INPUT_TOKEN
+./config.sh --unattended --ephemeral --replace --url '$URL' --labels '$LABELS' --name \"$name-\$(date +%s)\"
+unset ACTIONS_RUNNER_INPUT_TOKEN
+exec ./run.sh"
+    unit=$(p /etc/systemd/system/firebuild-runner.service)
+    put_file "$unit" 644 "[Unit]
+Description=GitHub Actions runner for firebuild (ephemeral: one job per registration, restarted for the next)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=$RUNNER_USER
+WorkingDirectory=$rdir
+LoadCredential=$cred_name:$cred
+ExecStartPre=$hooks/job-completed.sh
+ExecStart=$hooks/runner-ephemeral.sh
+Restart=always
+RestartSec=5
+KillSignal=SIGINT
+TimeoutStopSec=5min
+
+[Install]
+WantedBy=multi-user.target"
+    if [ -n "$ROOT" ] || ! command -v systemctl >/dev/null 2>&1; then say ok "service start (left to systemctl enable --now firebuild-runner: no systemd here or --root)"
+    elif systemctl is-enabled --quiet firebuild-runner.service 2>/dev/null; then say ok "firebuild-runner.service enabled"
+    else run "enable and start firebuild-runner.service" sh -c 'systemctl daemon-reload && systemctl enable --now firebuild-runner.service'; fi
+  elif registered; then say ok "runner registered ($rdir)"
+  elif [ "$DRY" = 1 ]; then say would "register the runner at ${URL:-<url>} with labels $LABELS as $RUNNER_USER (token from ${TOKEN_FILE:-<--token-file>}, passed in the environment) and install its service (svc.sh)"
+  else
+    (export ACTIONS_RUNNER_INPUT_TOKEN=$SECRET; cd "$rdir" && as_runner ./config.sh --unattended --url "$URL" --labels "$LABELS" --name "$name" --replace) >/dev/null \
+      || die "config.sh could not register the runner at $URL (is the token valid and unexpired?)"
+    (cd "$rdir" && ./svc.sh install "$RUNNER_USER" && ./svc.sh start) >/dev/null || die "svc.sh could not install the runner's service"
+    say changed "runner registered at $URL and its service started"
   fi
 fi
 echo "runner-setup: done"

@@ -34,6 +34,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils docker.io docker-registry e2fsprogs busybox-static
   linux-image-cloud-amd64 containernetworking-plugins mmdebstrap zstd git iproute2 iptables
   ca-certificates curl procps util-linux openssh-client openssl
+  # runner-setup --privileged-vms: its sudoers rule is validated with visudo (tests too)
+  sudo
   # isolated user-mode networking of the VMs (--network user): the namespace's only way out
   slirp4netns
   # firebuild kernel build: Debian's kernel source and its build tools

@@ -1,6 +1,7 @@
 import type { PushResult, RegistryOptions } from '../oci/artifact.js';
 import type { StorageProvider, ImageListEntry, StoredImage } from '../store/provider.js';
 import { formatTag, type Tag } from '../store/tag.js';
+import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 
 export interface ImageRow {
@@ -56,4 +57,40 @@ export async function imagePull(store: StorageProvider, ref: string, o: Registry
   const { pullImage } = await import('../oci/artifact.js');
   const { tag, ...rest } = o;
   return pullImage(store, ref, { ...rest, ...(tag ? { tag: formatTag(tag) } : {}) }, log);
+}
+
+/**
+ * A tag glob (`pr/*`, `pr/app:*`): `*` any run of characters (`/` and `:` included), `?` one. A glob
+ * without `:` names repositories, so `pr/*` matches every version of every `pr/` image.
+ */
+export function tagGlob(glob: string): RegExp {
+  if (!/^[A-Za-z0-9_.\-/:*?]+$/.test(glob)) throw new UserError(`malformed --match '${glob}': use tag characters and * or ?, e.g. 'pr/*'`);
+  const body = glob.replace(/[.]/g, '\\.').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}${glob.includes(':') ? '' : '(:.*)?'}$`);
+}
+
+/**
+ * `image prune --match GLOB --keep N`: of the images whose tag matches, keep the `keep` newest (metadata
+ * `created`) of each repository (org/name) and remove the rest; returns the removed tags. Per repository,
+ * so a retention of per-PR images (`pr/app:<pr>-<attempt>`) does not let one app's PRs evict another's.
+ * Unreadable images are left alone (`image ls` marks them; `image rm` removes one).
+ */
+export async function imagePrune(store: StorageProvider, o: { match: RegExp; keep: number; dryRun?: boolean }, log: Logger): Promise<string[]> {
+  const byRepo = new Map<string, ImageListEntry[]>();
+  for (const e of await store.listImages()) {
+    if (!o.match.test(e.tag) || e.error || !e.metadata) continue;
+    const repo = e.tag.slice(0, e.tag.lastIndexOf(':'));
+    byRepo.set(repo, [...(byRepo.get(repo) ?? []), e]);
+  }
+  const removed: string[] = [];
+  for (const images of byRepo.values()) {
+    // Newest first; equal times by tag, so the choice is the same on every run.
+    images.sort((a, b) => (b.metadata?.created ?? '').localeCompare(a.metadata?.created ?? '') || a.tag.localeCompare(b.tag));
+    for (const e of images.slice(o.keep)) {
+      if (!o.dryRun) await store.removeImage(e.tag);
+      log.info(o.dryRun ? 'would prune image' : 'image pruned', { tag: e.tag, created: e.metadata?.created });
+      removed.push(e.tag);
+    }
+  }
+  return removed.sort();
 }

@@ -1,7 +1,7 @@
 import type { Settings } from '../profile/settings.js';
 import { followConsole, readConsole } from '../runtime/console.js';
 import { vmmOf, vmRunning, type VmState } from '../runtime/state.js';
-import { killVm, purgeVms } from '../runtime/stop.js';
+import { killVm, purgeAllVms, purgeVms } from '../runtime/stop.js';
 import type { Logger } from '../util/logger.js';
 import { runCacheOf } from './vm-boot.js';
 
@@ -48,14 +48,26 @@ export async function vmKill(settings: Settings, id: string, timeoutMs: number, 
   return true;
 }
 
-/** Remove every VM whose process is gone, and every unreadable state; returns their ids. */
 /**
  * Remove every VM whose process is gone (and state that cannot be read), then the work directories of
  * vm-engine builds that were killed without a chance to clean up (SIGKILL). Returns the VM ids.
+ *
+ * `all` (the runner's job hooks, `purge --all`): everything of this user goes, running or not. The builds
+ * still running are stopped first (SIGTERM: each removes its own VMs and work dir; SIGKILL after
+ * `graceMs`), then every VM left in the run cache is forced down and torn down (jail, netns and tap,
+ * cgroup, port forwards), then every build work dir is removed.
  */
-export async function vmPurge(settings: Settings, log: Logger): Promise<string[]> {
-  const ids = await purgeVms(runCacheOf(settings), log);
+export async function vmPurge(settings: Settings, log: Logger, o: { all?: boolean; graceMs?: number } = {}): Promise<string[]> {
   const { purgeWorkDirs } = await import('../engine/vm/workdir.js');
-  for (const dir of await purgeWorkDirs()) log.info('purged the work directory of a killed build', { dir });
+  if (!o.all) {
+    const ids = await purgeVms(runCacheOf(settings), log);
+    for (const dir of await purgeWorkDirs()) log.info('purged the work directory of a killed build', { dir });
+    return ids;
+  }
+  const graceMs = o.graceMs ?? 10_000;
+  // Builds first: stopping a build ends its VM too, and a build left running would start the next step's VM.
+  const dirs = await purgeWorkDirs(undefined, { all: true, log, graceMs });
+  const ids = await purgeAllVms(runCacheOf(settings), log, undefined, graceMs);
+  for (const dir of dirs) log.info('purged a build work directory', { dir });
   return ids;
 }

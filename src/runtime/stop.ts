@@ -12,7 +12,7 @@ import { reapCgroup, vmCgroupPath } from './cgroup.js';
 import { disownVm } from './owner.js';
 import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
 import { type RunCache, vmmOf, vmOrphaned, type VmState } from './state.js';
-import { identify, signalVmm, vmmAlive, waitVmmGone } from './vmm-process.js';
+import { identify, signalVmm, vmmAlive, waitVmmGone, type VmmIdentity } from './vmm-process.js';
 
 /** The end of a VM's life: the graceful stop request, kill, the teardown of all it left, and purge. */
 
@@ -109,4 +109,49 @@ export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_L
     log.info('purged unreadable VM state', { dir: u.dir, reason: u.reason });
   }
   return [...gone.map((v) => v.id), ...unreadable.map((u) => u.id ?? u.name)];
+}
+
+/**
+ * Stop processes that own VMs or build work (a vm-engine build, a `run` in the foreground) and that must
+ * not outlive a CI job: SIGTERM first, so each runs its own cleanups (util/cleanup.ts: its VMs, its work
+ * dir), then SIGKILL whatever is still there after `graceMs`. Only processes whose recorded identity
+ * (pid, start time, boot id) still matches are signalled. Returns how many were running.
+ */
+export async function stopOwners(owners: VmmIdentity[], graceMs: number, log: Logger): Promise<number> {
+  const live = owners.filter((o) => o.pid !== process.pid && vmmAlive(o));
+  for (const o of live) signalVmm(o, 'SIGTERM');
+  for (const o of live) {
+    if (await waitVmmGone(o, graceMs)) continue;
+    log.warn('a firebuild process did not end on SIGTERM: killing it', { pid: o.pid });
+    if (signalVmm(o, 'SIGKILL')) await waitVmmGone(o, 5000);
+  }
+  return live.length;
+}
+
+/**
+ * `purge --all` (the runner's job hooks): every VM of the run cache goes, running or not, build VMs
+ * included, each torn down as `kill` does but without waiting for the guest (a job is over; nothing in
+ * it is worth a graceful stop); then every directory without a readable state, however young. The
+ * processes that created those VMs are stopped first (stopOwners), so none of them starts another.
+ */
+export async function purgeAllVms(cache: RunCache, log: Logger, lockDir = DEFAULT_LOCK_DIR, graceMs = 10_000): Promise<string[]> {
+  const owners = (await cache.list()).flatMap((v) => [v.boundTo, v.creator].filter((o): o is NonNullable<typeof o> => !!o));
+  await stopOwners(owners, graceMs, log);
+  // What their cleanups removed is gone from the listing now; the rest is forced.
+  const vms = await cache.list();
+  for (const v of vms) {
+    await teardown(cache, v, lockDir, log);
+    log.info('purged', { id: v.id, name: v.name, running: v.running });
+  }
+  const unreadable = await cache.unreadable(0);
+  for (const u of unreadable) {
+    if (u.id) {
+      const cg = await vmCgroupPath(u.id);
+      if (cg) await reapCgroup(cg);
+      await removeNetns(netnsName(u.id)).catch((e: Error) => log.warn('could not remove the network namespace', { id: u.id, error: e.message }));
+    }
+    await fsp.rm(u.dir, { recursive: true, force: true });
+    log.info('purged unreadable VM state', { dir: u.dir, reason: u.reason });
+  }
+  return [...vms.map((v) => v.id), ...unreadable.map((u) => u.id ?? u.name)];
 }

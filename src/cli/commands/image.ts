@@ -2,9 +2,9 @@ import type { Command } from 'commander';
 import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { humanBytes, json, table } from '../format.js';
-import { withProfileOptions, type CliContext, type SettingsCliOpts } from '../options.js';
+import { intFlag, withProfileOptions, type CliContext, type SettingsCliOpts } from '../options.js';
 
-/** image ls, inspect, push, pull, rm. */
+/** image ls, inspect, push, pull, rm, prune. */
 export function register(program: Command, ctx: CliContext): void {
   const { out } = ctx;
   const image = program.command('image').description('manage stored images (tags org/name:version)');
@@ -64,5 +64,18 @@ export function register(program: Command, ctx: CliContext): void {
       const { storage } = await ctx.load(o);
       const { imageRemove } = await import('../../commands/image.js');
       await imageRemove(storage, parseTag(tag), ctx.logger.child('store'));
+    });
+  withProfileOptions(image.command('prune').description('remove all but the newest images of each repository whose tag matches (per-PR images on a runner)')
+    .requiredOption('--match <glob>', "tags to consider: * and ? wildcards; without ':' every version (e.g. 'pr/*')")
+    .requiredOption('--keep <n>', 'how many of the newest (by creation time) to keep per repository')
+    .option('--dry-run', 'print what would be removed, remove nothing')
+    .option('--json', 'print JSON'), ctx.env, { storage: true })
+    .action(async (o: SettingsCliOpts & { match: string; keep: string; dryRun?: boolean; json?: boolean }) => {
+      const { imagePrune, tagGlob } = await import('../../commands/image.js');
+      const match = tagGlob(o.match);
+      const keep = intFlag(o.keep, '--keep');
+      const { storage } = await ctx.load(o);
+      const removed = await imagePrune(storage, { match, keep, dryRun: o.dryRun ?? false }, ctx.logger.child('store'));
+      out(o.json ? json(removed) : removed.map((t) => `${t}\n`).join(''));
     });
 }

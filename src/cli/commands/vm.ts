@@ -97,11 +97,14 @@ export function register(program: Command, ctx: CliContext): void {
       const { vmKill } = await import('../../commands/vm.js');
       await vmKill(settings, o.vmmId, timeoutMs, ctx.logger.child('kill'));
     });
-  withProfileOptions(program.command('purge').description('remove every VM whose process is gone'), ctx.env, { runtime: true })
-    .action(async (o: SettingsCliOpts) => {
+  withProfileOptions(program.command('purge').description('remove every VM whose process is gone')
+    .option('--all', "also stop and remove what still runs: every VM (build VMs included), every build and its work dir, of this user (the runner's job hooks)")
+    .option('--grace <seconds>', 'with --all: how long a running build has to clean up after SIGTERM before SIGKILL', '10'), ctx.env, { runtime: true })
+    .action(async (o: SettingsCliOpts & { all?: boolean; grace: string }) => {
+      const graceMs = seconds(o.grace, '--grace');
       const { settings } = await ctx.load(o);
       const { vmPurge } = await import('../../commands/vm.js');
-      const ids = await vmPurge(settings, ctx.logger.child('purge'));
+      const ids = await vmPurge(settings, ctx.logger.child('purge'), { all: o.all ?? false, graceMs });
       out(ids.map((i) => `${i}\n`).join(''));
     });
 }
