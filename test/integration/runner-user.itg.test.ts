@@ -167,6 +167,8 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
     if (user) {
       killVmmProcessesUnder(user.home);
       spawnCode('userdel', ['--force', user.name]);
+      // Its private temp directory too: a later user given the same uid must not inherit it.
+      fs.rmSync(path.join(os.tmpdir(), `firebuild-${user.uid}`), { recursive: true, force: true });
     }
     if (createdKvmGroup) spawnCode('groupdel', ['kvm']);
     if (work) fs.rmSync(work, { recursive: true, force: true });
