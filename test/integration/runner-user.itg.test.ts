@@ -48,7 +48,7 @@ const asUser = (): string[] => ['setpriv', `--reuid=${user.uid}`, `--regid=${use
 function userEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.keys(process.env).map((k) => [k, undefined]));
   for (const k of ['PATH', 'LANG', 'TZ']) if (process.env[k]) env[k] = process.env[k];
-  return { ...env, HOME: user.home, USER: user.name, LOGNAME: user.name, ...extra };
+  return { ...env, HOME: user.home, USER: user.name, LOGNAME: user.name, RUNNER_ENVIRONMENT: 'self-hosted', ...extra };
 }
 
 /** The job's environment: docker.io through the local registry (its mirror), the real docker.io a closed port. */
