@@ -38,7 +38,7 @@ export const collect = (v: string, prev: string[] | undefined): string[] => [...
 export function withProfileOptions(cmd: Command, env: NodeJS.ProcessEnv, what: { storage?: boolean; runtime?: boolean } = {}): Command {
   cmd
     .addOption(new Option('--profile <name>', 'profile to take settings from (flags given here beat it)').env('FIREBUILD_PROFILE'))
-    .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(env));
+    .option('--profile-conf-dir <dir>', "directory holding profiles (a non-root user's default: ~/.config/firebuild/profiles)", defaultProfileConfDir(env));
   if (what.storage || what.runtime) withSettingsOptions(cmd);
   return cmd;
 }

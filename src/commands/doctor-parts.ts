@@ -2,4 +2,4 @@
 // them in `doctor --help` without loading any of that.
 
 /** Parts that are optional unless `--require` names them. */
-export const OPTIONAL_PARTS = ['kvm', 'docker', 'firecracker', 'jailer', 'cni', 'kernel', 'profile-dir'] as const;
+export const OPTIONAL_PARTS = ['kvm', 'docker', 'firecracker', 'jailer', 'cni', 'kernel', 'profile-dir', 'privileges'] as const;

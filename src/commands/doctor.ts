@@ -1,7 +1,7 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { constants } from 'node:fs';
-import { dockerVersion } from '../engine/docker-client.js';
+import { DOCKER_START_HINT, dockerHint, dockerVersion } from '../engine/docker-client.js';
 import type { Settings } from '../profile/settings.js';
 import type { StorageProvider } from '../store/provider.js';
 import { isStaticElf } from '../util/elf.js';
@@ -9,6 +9,7 @@ import { nearestExisting } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { exec, which } from '../util/exec.js';
 import { checkIsolatedNet } from '../net/isolated-user.js';
+import { PRIV_HELPER, RUNNER_SETUP_PRIVILEGED, currentUser, rootAccess } from '../util/privilege.js';
 import { detectKvm } from '../vmm/kvm.js';
 import { OPTIONAL_PARTS } from './doctor-parts.js';
 
@@ -55,6 +56,7 @@ export async function doctor(o: DoctorOptions): Promise<CheckResult[]> {
     checkCni(o.cniBinDirs ?? ['/usr/lib/cni', '/opt/cni/bin'], opt('cni')),
     checkKernel(o.storage, opt('kernel')),
     checkProfileDir(o.profileConfDir, opt('profile-dir')),
+    checkPrivileges(opt('privileges')),
     checkStorage(o.storage, o.settings.origin['storage-provider-property-string.rootfs-storage-root'] === 'default'),
     checkDirWritable('run-cache', o.settings.runCache, o.settings.origin['run-cache'] === 'default'),
   ]);
@@ -92,7 +94,8 @@ async function checkDocker(required: boolean): Promise<CheckResult> {
     const v = await dockerVersion(undefined, 3000);
     return result('docker', true, required, `Docker engine ${v.version} (API ${v.apiVersion})`, '');
   } catch (err) {
-    return result('docker', false, required, (err as Error).message.split(':')[0] ?? 'not reachable', `${INSTALL} to install and start it, or set DOCKER_HOST`);
+    const hint = dockerHint((err as Error).cause ?? err);
+    return result('docker', false, required, (err as Error).message.split(':')[0] ?? 'not reachable', hint === DOCKER_START_HINT ? `${INSTALL} to install and start it, or set DOCKER_HOST` : hint);
   }
 }
 
@@ -158,10 +161,19 @@ async function checkKernel(storage: StorageProvider, required: boolean): Promise
   return result('kernel', false, required, boot.length > 0 ? `none imported; /boot has ${boot.join(', ')}` : 'no guest kernel', 'firebuild kernel build (the fast guest kernel), or firebuild kernel import --id ID /boot/vmlinuz-... --initrd /boot/initrd.img-...');
 }
 
+/** Root-only parts (the jailer, CNI): root, or the narrow sudo path runner-setup installs (util/privilege.ts). */
+async function checkPrivileges(required: boolean): Promise<CheckResult> {
+  const access = await rootAccess();
+  const detail = access === 'root' ? 'root: the jailer and CNI networks are available'
+    : access === 'helper' ? `${currentUser()} with sudo for ${PRIV_HELPER}: the jailer and CNI networks go through it`
+      : `${currentUser()}: QEMU with user-mode networking and the vm engine run unprivileged; the jailer (Firecracker) and CNI networks need root`;
+  return result('privileges', access !== 'none', required, detail, `${RUNNER_SETUP_PRIVILEGED} (a sudo rule for ${PRIV_HELPER} only)`);
+}
+
 async function checkProfileDir(dir: string, required: boolean): Promise<CheckResult> {
   const probe = await nearestExisting(dir);
   const ok = await fsp.access(probe, constants.W_OK).then(() => true, () => false);
-  return result('profile-dir', ok, required, ok ? `${dir} writable` : `${dir} not writable`, 'run as root or pass --profile-conf-dir');
+  return result('profile-dir', ok, required, ok ? `${dir} writable` : `${dir} not writable`, "fix its permissions or pass --profile-conf-dir (a non-root user's default is ~/.config/firebuild/profiles)");
 }
 
 async function checkStorage(storage: StorageProvider, creatable: boolean): Promise<CheckResult> {

@@ -23,9 +23,9 @@ export async function profileCreate(opts: ProfileCreateOptions, log: Logger): Pr
 }
 
 export async function profileList(profileConfDir: string): Promise<string[]> {
-  return new ProfileStore(profileConfDir).list();
+  return ProfileStore.forReading(profileConfDir).list();
 }
 
 export async function profileInspect(name: string, profileConfDir: string): Promise<Profile> {
-  return new ProfileStore(profileConfDir).read(validateProfileName(name));
+  return ProfileStore.forReading(profileConfDir).read(validateProfileName(name));
 }

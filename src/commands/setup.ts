@@ -16,6 +16,7 @@ import { parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { exec } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
+import { rootAccess, requireRootAccess } from '../util/privilege.js';
 import { detectKvm, type KvmVerdict } from '../vmm/kvm.js';
 
 /**
@@ -52,7 +53,9 @@ export interface RunnerCheck {
 /** The runner: KVM, the VMM `auto` picks, and the parts the requested work needs (one error naming what is missing). */
 export async function checkRunner(o: { vmm: Vmm; accel: SetupAccel; profileConfDir: string; needDocker: boolean }): Promise<RunnerCheck> {
   const kvm = await detectKvm();
-  const vmm = o.vmm === 'auto' ? (kvm.usable && o.accel !== 'tcg' ? 'firecracker' : 'qemu') : o.vmm;
+  // The jailer needs root: a runner's unprivileged user gets Firecracker only through the privileged helper.
+  if (o.vmm === 'firecracker') await requireRootAccess("vmm 'firecracker' (its jailer)", 'set vmm: qemu');
+  const vmm = o.vmm === 'auto' ? (kvm.usable && o.accel !== 'tcg' && (await rootAccess()) !== 'none' ? 'firecracker' : 'qemu') : o.vmm;
   if (vmm === 'firecracker' && o.accel === 'tcg') throw new UserError(`vmm 'firecracker' needs KVM and accel is 'tcg': use vmm qemu for TCG, or accel kvm on a KVM runner`);
   const needKvm = o.accel === 'kvm' || vmm === 'firecracker';
   const settings = resolveSettings({}, undefined);
@@ -139,7 +142,9 @@ export async function provideBaseImage(storage: StorageProvider, b: { tag: strin
 
 /** The profile every later step reads, written last (a failed setup leaves the previous one), with the directories it names. */
 export async function writeRunnerProfile(settings: Settings, o: { name: string; profileConfDir: string; flags: { binaryFirecracker?: string; binaryJailer?: string } }, log: Logger): Promise<{ file: string }> {
-  for (const d of [settings.chrootBase, settings.runCache, ...Object.values(settings.storageProperties)]) await fsp.mkdir(d, { recursive: true });
+  // The chroot base only for the jailer (root's): a QEMU runner's unprivileged user has no use for it.
+  const dirs = [...(o.flags.binaryJailer ? [settings.chrootBase] : []), settings.runCache, ...Object.values(settings.storageProperties)];
+  for (const d of dirs) await fsp.mkdir(d, { recursive: true });
   return profileCreate({ name: o.name, profileConfDir: o.profileConfDir, flags: o.flags, overwrite: true }, log);
 }
 

@@ -5,6 +5,7 @@ import { cniBinDir, type NetworkMode } from '../net/network.js';
 import { chooseBackend } from '../vmm/backend.js';
 import type { BackendChoice } from '../vmm/backends.js';
 import type { LaunchSpec } from '../runtime/launch.js';
+import { rootAccess } from '../util/privilege.js';
 
 /**
  * How a VM should boot and reach a network, as a face parsed it from flags (`run`, `rootfs --engine vm`)
@@ -29,8 +30,10 @@ export async function vmSettingsFor(c: VmChoice, settings: Settings): Promise<Vm
     ...(settings.binaryFirecracker ? { binary: settings.binaryFirecracker } : {}), ...(settings.binaryJailer ? { jailer: settings.binaryJailer } : {}),
     chrootBase: settings.chrootBase, uid: c.jailer?.uid ?? 65534, gid: c.jailer?.gid ?? 65534, mode: c.firecrackerMode ?? 'api',
   };
-  // The network's default follows the backend auto picks.
-  const backend = chooseBackend({ backend: c.backend, firecracker });
+  // The network's default follows the backend auto picks; auto passes Firecracker over for a user who
+  // cannot run its jailer (a host-wide profile naming it, read by the runner's unprivileged user).
+  const askRoot = c.backend === 'auto' && Boolean(firecracker.binary && firecracker.jailer);
+  const backend = chooseBackend({ backend: c.backend, firecracker, jailerUsable: !askRoot || (await rootAccess()) !== 'none' });
   const network: NetworkMode = c.cni ? 'cni' : (c.network ?? (backend === 'firecracker' ? 'none' : 'user'));
   return {
     backend, network, firecracker,

@@ -7,7 +7,9 @@ import { writeFileAtomic } from '../util/fs.js';
 import { describeZodError } from '../store/metadata.js';
 import type { Settings } from './settings.js';
 
-export { DEFAULT_PROFILE_CONF_DIR, defaultCacheDir, defaultHome, defaultProfileConfDir } from './paths.js';
+import { profileFallbackDirs } from './paths.js';
+
+export { DEFAULT_PROFILE_CONF_DIR, SYSTEM_PROFILE_CONF_DIR, defaultCacheDir, defaultHome, defaultProfileConfDir, userProfileConfDir } from './paths.js';
 
 /**
  * Profiles hold per-host settings, as the seed's: binaries, jail base, run cache, storage provider and
@@ -41,20 +43,33 @@ export function validateProfileName(name: string): string {
   return name;
 }
 
-/** Profiles on disk: `<dir>/<name>.json`, directory 0700, files 0600. */
+/**
+ * Profiles on disk: `<dir>/<name>.json`, directory 0700, files 0600. `fallbacks` are read-only directories
+ * where a profile missing from `dir` is looked up (and listed): see `ProfileStore.forReading`.
+ */
 export class ProfileStore {
-  constructor(readonly dir: string) {}
+  constructor(readonly dir: string, readonly fallbacks: readonly string[] = []) {}
 
-  private file(name: string): string {
-    return path.join(this.dir, `${validateProfileName(name)}.json`);
+  /** The store a reader uses: a non-root user's own directory falls back to the host-wide one (paths.ts). */
+  static forReading(dir: string, env: NodeJS.ProcessEnv = process.env): ProfileStore {
+    return new ProfileStore(dir, profileFallbackDirs(dir, env));
+  }
+
+  private file(name: string, dir = this.dir): string {
+    return path.join(dir, `${validateProfileName(name)}.json`);
   }
 
   async list(): Promise<string[]> {
-    const names = await fsp.readdir(this.dir).catch((err) => {
-      if (errnoCode(err) === 'ENOENT') return [] as string[];
-      throw new UserError(`cannot read profile directory ${this.dir} (${errnoCode(err) ?? 'error'}): check --profile-conf-dir`);
-    });
-    return names.filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => n.slice(0, -5)).sort();
+    const names = new Set<string>();
+    for (const [i, dir] of [this.dir, ...this.fallbacks].entries()) {
+      const entries = await fsp.readdir(dir).catch((err) => {
+        // A fallback the user may not read (a 0700 /etc/firebuild/profiles) lists nothing.
+        if (errnoCode(err) === 'ENOENT' || i > 0) return [] as string[];
+        throw new UserError(`cannot read profile directory ${dir} (${errnoCode(err) ?? 'error'}): check --profile-conf-dir`);
+      });
+      for (const n of entries) if (n.endsWith('.json') && !n.startsWith('.')) names.add(n.slice(0, -5));
+    }
+    return [...names].sort();
   }
 
   async exists(name: string): Promise<boolean> {
@@ -67,15 +82,25 @@ export class ProfileStore {
   }
 
   async read(name: string): Promise<Profile> {
-    const file = this.file(name);
-    let text: string;
-    try {
-      text = await fsp.readFile(file, 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') {
-        throw new UserError(`profile '${name}' not found in ${this.dir}: create it with 'firebuild profile-create --profile ${name} ...' or list profiles with 'firebuild profile-ls'`);
+    const dirs = [this.dir, ...this.fallbacks];
+    let file = this.file(name);
+    let text: string | undefined;
+    const unreadable: string[] = [];
+    for (const [i, dir] of dirs.entries()) {
+      file = this.file(name, dir);
+      try {
+        text = await fsp.readFile(file, 'utf8');
+        break;
+      } catch (err) {
+        const code = errnoCode(err);
+        // A host-wide directory this user may not read is a place the profile was not found, not a failure.
+        if (i > 0 && code === 'EACCES') unreadable.push(dir);
+        else if (code !== 'ENOENT') throw new UserError(`cannot read profile ${file} (${code ?? 'error'}): check its permissions`);
       }
-      throw new UserError(`cannot read profile ${file} (${errnoCode(err) ?? 'error'}): check its permissions`);
+    }
+    if (text === undefined) {
+      const note = unreadable.length ? ` (${unreadable.join(', ')} not readable by this user)` : '';
+      throw new UserError(`profile '${name}' not found in ${dirs.join(' or ')}${note}: create it with 'firebuild profile-create --profile ${name} ...' or list profiles with 'firebuild profile-ls'`);
     }
     let raw: unknown;
     try {

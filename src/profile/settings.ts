@@ -180,7 +180,7 @@ export function resolveSettings(flags: SettingsFlags, profile: Profile | undefin
 export async function loadSettings(opts: { profile?: string; profileConfDir: string; flags: SettingsFlags }): Promise<Settings> {
   if (!opts.profile) return resolveSettings(opts.flags, undefined);
   const { ProfileStore, validateProfileName } = await import('./profile.js');
-  return resolveSettings(opts.flags, await new ProfileStore(opts.profileConfDir).read(validateProfileName(opts.profile)));
+  return resolveSettings(opts.flags, await ProfileStore.forReading(opts.profileConfDir).read(validateProfileName(opts.profile)));
 }
 
 /** The storage provider the settings name. Roots from built-in defaults are created on first write. */
@@ -227,12 +227,13 @@ export function checkChrootBase(chrootBase: string, firecrackerBinary: string | 
   }
 }
 
-/** Validate settings for a profile: directories exist, given binaries are executable, socket path fits. */
+/** Validate settings for a profile: directories exist (the chroot base with a jailer), given binaries are executable, socket path fits. */
 export async function validateForProfile(s: Settings): Promise<void> {
   checkChrootBase(s.chrootBase, s.binaryFirecracker);
   if (s.binaryFirecracker) await requireExecutable(s.binaryFirecracker, '--binary-firecracker');
   if (s.binaryJailer) await requireExecutable(s.binaryJailer, '--binary-jailer');
-  await requireDir(s.chrootBase, '--chroot-base');
+  // The chroot base is the jailer's: a QEMU-only profile (a runner's unprivileged user) need not have one.
+  if (s.binaryJailer) await requireDir(s.chrootBase, '--chroot-base');
   await requireDir(s.runCache, '--run-cache');
   if (s.storageProvider !== STORAGE_DIRECTORY) {
     throw new UserError(`unknown --storage-provider '${s.storageProvider}': the only provider is '${STORAGE_DIRECTORY}'`);

@@ -13,6 +13,7 @@ import { throwIfCancelled } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import { diskUsage, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
+import { requireRootAccess } from '../util/privilege.js';
 import { backendFor, chooseBackend, type BackendChoice, type BackendName, type FirecrackerSettings } from '../vmm/backend.js';
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
@@ -107,6 +108,9 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
   const image = o.build ? undefined : await storage.getImage(o.from);
   const kernel = await pickKernel(storage, o.vmlinuxId);
   const backend = chooseBackend(o);
+  // The root-only parts, refused in one line before anything exists on the host.
+  if (backend === 'firecracker') await requireRootAccess('the Firecracker backend (its jailer)', 'boot with the qemu backend');
+  if (o.network === 'cni') await requireRootAccess('a CNI network (network namespaces, taps, iptables)', 'use user-mode networking (network user)');
   const id = newVmmId();
   const name = validateName(o.name ?? id.slice(0, 12));
   if ((await cache.list()).some((v) => v.running && v.name === name)) throw new UserError(`--name ${name} is taken by a running VM: choose another name`);

@@ -100,8 +100,11 @@ export function backendFor(name: BackendName): VmmBackend {
   return name === 'firecracker' ? firecracker : qemu;
 }
 
-/** Pick the backend: `auto` is Firecracker when both its binaries are configured, else QEMU. */
-export function chooseBackend(o: { backend: BackendChoice; firecracker?: FirecrackerSettings | undefined }): BackendName {
+/**
+ * Pick the backend: `auto` is Firecracker when both its binaries are configured and the jailer can run
+ * (`jailerUsable`: root, or the privileged helper; util/privilege.ts), else QEMU.
+ */
+export function chooseBackend(o: { backend: BackendChoice; firecracker?: FirecrackerSettings | undefined; jailerUsable?: boolean }): BackendName {
   if (o.backend !== 'auto') return o.backend;
-  return o.firecracker?.binary && o.firecracker.jailer ? 'firecracker' : 'qemu';
+  return o.firecracker?.binary && o.firecracker.jailer && o.jailerUsable !== false ? 'firecracker' : 'qemu';
 }

@@ -60,11 +60,14 @@ export async function runnerFiles(): Promise<RunnerFiles> {
   return f;
 }
 
-/** `wrap` replaces `node` on the command line (e.g. a namespace helper, then node with options). */
+/**
+ * `wrap` replaces `node` on the command line (e.g. a namespace helper, then node with options). `entry` is
+ * under REPO/dist, or an absolute path (another checkout's dist, as the runner-user test runs a fresh clone's).
+ */
 export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}, wrap: string[] = []): { child: ChildProcess; done: Promise<ActionRun>; output: () => string } {
   const env: NodeJS.ProcessEnv = { ...process.env, RUNNER_ENVIRONMENT: 'self-hosted', ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, GITHUB_ENV: files.env, GITHUB_PATH: files.path, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
-  const argv = [...(wrap.length ? wrap : [process.execPath]), path.join(REPO, 'dist', entry)];
+  const argv = [...(wrap.length ? wrap : [process.execPath]), path.resolve(REPO, 'dist', entry)];
   const child = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout!.on('data', (d) => (stdout += d));

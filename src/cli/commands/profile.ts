@@ -11,7 +11,7 @@ export function register(program: Command, ctx: CliContext): void {
       .command('profile-create')
       .description('create a profile: per-host settings other commands take with --profile')
       .requiredOption('--profile <name>', 'name of the profile to create')
-      .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(ctx.env))
+      .option('--profile-conf-dir <dir>', "directory holding profiles (a non-root user's default: ~/.config/firebuild/profiles)", defaultProfileConfDir(ctx.env))
       .option('--overwrite', 'replace an existing profile'),
   )).action(async (o: SettingsCliOpts & { profile: string; overwrite?: boolean }) => {
     const { profileCreate } = await import('../../commands/profile.js');
@@ -22,7 +22,7 @@ export function register(program: Command, ctx: CliContext): void {
   program
     .command('profile-ls')
     .description('list profiles')
-    .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(ctx.env))
+    .option('--profile-conf-dir <dir>', "directory holding profiles (a non-root user's default: ~/.config/firebuild/profiles)", defaultProfileConfDir(ctx.env))
     .option('--json', 'print JSON')
     .action(async (o: { profileConfDir: string; json?: boolean }) => {
       const { profileList } = await import('../../commands/profile.js');
@@ -34,7 +34,7 @@ export function register(program: Command, ctx: CliContext): void {
     .command('profile-inspect')
     .description('print a profile as JSON')
     .requiredOption('--profile <name>', 'profile name')
-    .option('--profile-conf-dir <dir>', 'directory holding profiles', defaultProfileConfDir(ctx.env))
+    .option('--profile-conf-dir <dir>', "directory holding profiles (a non-root user's default: ~/.config/firebuild/profiles)", defaultProfileConfDir(ctx.env))
     .action(async (o: { profile: string; profileConfDir: string }) => {
       const { profileInspect } = await import('../../commands/profile.js');
       out(json(await profileInspect(o.profile, o.profileConfDir)));
