@@ -56,10 +56,18 @@ export async function helperGet(c: HelperCall): Promise<HelperAnswer | undefined
   const limit = timeoutMs(env);
   type Outcome = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; why?: string; startError?: NodeJS.ErrnoException };
   let child: ReturnType<typeof spawn> | undefined;
+  // The helper and whatever it starts (a script's `sleep`) are one process group, killed together.
+  const killGroup = (): void => {
+    try {
+      if (child?.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
   // Registered before the spawn: a cancel (SIGINT/SIGTERM) kills the helper with the rest.
-  const release = own(`credential helper ${program}`, () => void child?.kill('SIGKILL'));
+  const release = own(`credential helper ${program}`, killGroup);
   const r = await new Promise<Outcome>((resolve) => {
-    const p = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const p = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'pipe'], env, detached: true });
     child = p;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -67,7 +75,9 @@ export async function helperGet(c: HelperCall): Promise<HelperAnswer | undefined
     let why: string | undefined;
     const stop = (reason: string): void => {
       why ??= reason;
-      p.kill('SIGKILL');
+      killGroup();
+      // Something that left the group may still hold the pipes: do not wait for it.
+      setTimeout(() => finish({ code: null, signal: 'SIGKILL' }), 2000).unref();
     };
     const timer = setTimeout(() => stop(`gave no answer within ${Math.round(limit / 1000)} s (${ENV_HELPER_TIMEOUT} allows longer)`), limit);
     const take = (into: Buffer[]) => (d: Buffer): void => {
@@ -75,8 +85,13 @@ export async function helperGet(c: HelperCall): Promise<HelperAnswer | undefined
       if (size > HELPER_MAX_OUTPUT) return stop(`wrote more than ${HELPER_MAX_OUTPUT / 1024} KiB (an answer is one small JSON object)`);
       into.push(d);
     };
+    let finished = false;
     const finish = (o: Omit<Outcome, 'stdout' | 'stderr'>): void => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
+      p.stdout.destroy();
+      p.stderr.destroy();
       resolve({ ...o, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ...(why ? { why } : {}) });
     };
     p.stdout.on('data', take(out));
