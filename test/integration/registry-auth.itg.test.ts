@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { RegistryClient } from '../../src/oci/registry.js';
+import { guardedFetch } from '../../src/util/pinned-request.js';
 import { expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { DOCKER } from '../helpers/trees.js';
 import { freePort } from '../helpers/vm.js';
@@ -242,6 +243,40 @@ describe('HTTP_PROXY / NO_PROXY', () => {
     expectJsonResult(direct);
     expect(proxied).toEqual([]);
   }, 5 * 60_000);
+
+  test('a download whose every hop is checked (ADD URL) goes through the proxy too: the guard still sees each hop, redirects are followed by hand', async () => {
+    const files = http.createServer((req, res) => {
+      if (req.url === '/a') res.writeHead(302, { location: '/b' }).end();
+      else res.writeHead(200, { 'content-type': 'text/plain' }).end(`file ${req.headers['accept-encoding']}`);
+    });
+    await new Promise<void>((resolve) => files.listen(0, lanHost.split(':')[0], resolve));
+    const origin = `http://${lanHost.split(':')[0]}:${(files.address() as net.AddressInfo).port}`;
+    const saved = { HTTP_PROXY: process.env.HTTP_PROXY, NO_PROXY: process.env.NO_PROXY };
+    try {
+      const hops: string[] = [];
+      // A guard that lets everything through but records what it was asked (the host-only guard would refuse this host's own address).
+      const guard = { check: async (u: URL) => void hops.push(u.toString()) };
+      proxied.length = 0;
+      process.env.HTTP_PROXY = `http://127.0.0.1:${proxyPort}`;
+      delete process.env.NO_PROXY;
+      const via = await guardedFetch(`${origin}/a`, 'GET', AbortSignal.timeout(30_000), guard);
+      expect({ status: via.res.status, url: via.url, body: await via.res.text() }).toEqual({ status: 200, url: `${origin}/b`, body: 'file identity' });
+      expect(hops).toEqual([`${origin}/a`, `${origin}/b`]);
+      expect(proxied).toEqual([`GET ${origin}/a`, `GET ${origin}/b`]);
+      // NO_PROXY: straight to the server (the pinned request of P64).
+      proxied.length = 0;
+      process.env.NO_PROXY = lanHost.split(':')[0];
+      const direct = await guardedFetch(`${origin}/a`, 'GET', AbortSignal.timeout(30_000), guard);
+      expect({ status: direct.res.status, body: await direct.res.text(), proxied }).toEqual({ status: 200, body: 'file undefined', proxied: [] });
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      files.closeAllConnections();
+      await new Promise((resolve) => files.close(resolve));
+    }
+  });
 
   test('a proxy that does not answer: the pull is one line saying so, nothing left behind', async () => {
     const r = await build(`${REPO_NAME}:1`, { HTTP_PROXY: `http://${closed}` }, mirror());
