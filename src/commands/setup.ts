@@ -138,7 +138,7 @@ export async function provideBaseImage(storage: StorageProvider, b: { tag: strin
 }
 
 /** The profile every later step reads, written last (a failed setup leaves the previous one), with the directories it names. */
-export async function writeRunnerProfile(settings: Settings, o: { name: string; profileConfDir: string; flags: { binaryFirecracker?: string; binaryJailer?: string } }, log: Logger): Promise<{ file: string }> {
+export async function writeRunnerProfile(settings: Settings, o: { name: string; profileConfDir: string; flags: { binaryFirecracker?: string; binaryJailer?: string; registryMirror?: string[] } }, log: Logger): Promise<{ file: string }> {
   for (const d of [settings.chrootBase, settings.runCache, ...Object.values(settings.storageProperties)]) await fsp.mkdir(d, { recursive: true });
   return profileCreate({ name: o.name, profileConfDir: o.profileConfDir, flags: o.flags, overwrite: true }, log);
 }

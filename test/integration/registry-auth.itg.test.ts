@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { RegistryClient } from '../../src/oci/registry.js';
 import { guardedFetch } from '../../src/util/pinned-request.js';
 import { expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
+import { annotations, runAction } from '../helpers/runner.js';
 import { DOCKER } from '../helpers/trees.js';
 import { freePort } from '../helpers/vm.js';
 
@@ -287,4 +288,20 @@ describe('HTTP_PROXY / NO_PROXY', () => {
     const r = await build(`${REPO_NAME}:1`, { HTTPS_PROXY: 'socks5://127.0.0.1:1080' }, mirror());
     await expectRefused(r, /malformed HTTPS_PROXY 'socks5:\/\/127\.0\.0\.1:1080': SOCKS proxies are not supported/);
   }, 2 * 60_000);
+});
+
+describe('the build-rootfs action\'s registry-mirrors input', () => {
+  test('newline separated mirrors, in order: a dead one is passed over, the next has the image; a malformed one is one annotation naming the input', async () => {
+    const dir = path.join(work, 'action');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${REPO_NAME}:1\n`);
+    const env = { FIREBUILD_HOME: path.join(dir, 'home'), FIREBUILD_DOCKER_IO_REGISTRY: closed, FIREBUILD_REGISTRY_MIRRORS: '' };
+    const inputs = { dockerfile: path.join(dir, 'Dockerfile'), tag: 'fbtest/auth-action:1', 'step-cache': 'false' };
+    const r = await runAction('build-rootfs/index.js', { ...inputs, 'registry-mirrors': `http://${closed}\nhttp://${lanHost}\n` }, env);
+    expect({ code: r.code, errors: annotations(r.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(r.outputs.tag).toBe('fbtest/auth-action:1');
+    expect(r.stdout).toContain(`passedOver=http://${closed} (mirror)`);
+    const bad = await runAction('build-rootfs/index.js', { ...inputs, tag: 'fbtest/auth-action:2', 'registry-mirrors': `http://${lanHost}, ${lanHost}` }, env);
+    expect({ code: bad.code, errors: annotations(bad.stdout).map((a) => a.replace(/^::\w+[^:]*::/, '')) }).toEqual({ code: 1, errors: [expect.stringMatching(new RegExp(`^malformed registry mirror '${lanHost}' \\(input 'registry-mirrors'\\): give http\\(s\\)://host\\[:port\\]`))] });
+  }, 5 * 60_000);
 });
