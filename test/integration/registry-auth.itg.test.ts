@@ -43,6 +43,8 @@ const HELPERS: Record<string, string> = {
   fbfail: `#!/bin/sh\ncat >/dev/null\necho "the keychain is locked (fbtest)"\nexit 1\n`,
   fbnone: `#!/bin/sh\ncat >/dev/null\necho "credentials not found in native keychain"\nexit 1\n`,
   fbslow: `#!/bin/sh\ncat >/dev/null\nsleep 60\n`,
+  // An identity token, as `docker login` to e.g. Azure leaves one: the user `<token>`.
+  fbtoken: `#!/bin/sh\ncat >/dev/null\nprintf '{"ServerURL":"x","Username":"<token>","Secret":"%s"}' "$FBTEST_SECRET"\n`,
   fbjunk: `#!/bin/sh\ncat >/dev/null\necho "Username=ci Secret=$FBTEST_SECRET"\n`,
 };
 
@@ -213,6 +215,50 @@ describe('FROM from a registry that wants a password: Docker config helpers', ()
     const r = await build(`${authHost}/${REPO_NAME}:1`, { DOCKER_CONFIG: dockerConfig({ credsStore: 'fbnone' }) });
     await expectRefused(r, new RegExp(`registry ${authHost} needs credentials: pass --username and --password-stdin, or docker login ${authHost}$`));
   }, 2 * 60_000);
+
+  test('an identity token (the helper\'s <token> user) is traded at the token service as an OAuth2 refresh token, as Docker does', async () => {
+    // A registry with a token service: every /v2/ request needs the access token the service gives for
+    // the refresh token; authorized requests are served by the local registry.
+    const access = `access-${process.pid}`;
+    const asked: string[] = [];
+    const front = http.createServer((req, res) => {
+      if (req.url === '/token') {
+        let body = '';
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          const f = new URLSearchParams(body);
+          asked.push(`${req.method} grant_type=${f.get('grant_type')} service=${f.get('service')} scope=${f.get('scope')}`);
+          if (req.method === 'POST' && f.get('grant_type') === 'refresh_token' && f.get('refresh_token') === SECRET) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: access }));
+          else res.writeHead(401).end();
+        });
+        return;
+      }
+      if (req.headers.authorization !== `Bearer ${access}`) {
+        res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${req.headers.host}/token",service="fbtest"` }).end();
+        return;
+      }
+      const up = http.request(`http://${LOCAL}${req.url}`, { method: req.method, headers: { accept: req.headers.accept ?? '*/*' } }, (ur) => {
+        res.writeHead(ur.statusCode ?? 502, ur.headers);
+        ur.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      up.end();
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const host = `127.0.0.1:${(front.address() as net.AddressInfo).port}`;
+    try {
+      const r = await build(`${host}/fbauth-${process.pid}/src:1`, { DOCKER_CONFIG: dockerConfig({ credHelpers: { [host]: 'fbtoken' } }) });
+      expectJsonResult(r);
+      expect(asked[0]).toBe(`POST grant_type=refresh_token service=fbtest scope=repository:fbauth-${process.pid}/src:pull`);
+      expect(`${r.stdout}${r.stderr}`).not.toContain(SECRET);
+      // A wrong token: the token service's refusal is the one line.
+      const wrong = await build(`${host}/fbauth-${process.pid}/src:1`, { DOCKER_CONFIG: dockerConfig({ credHelpers: { [host]: 'fbtoken' } }), FBTEST_SECRET: 'not-the-token' });
+      await expectRefused(wrong, new RegExp(`registry ${host} refused the credentials \\(token service answered 401\\) \\(from docker-credential-fbtoken`));
+    } finally {
+      front.closeAllConnections();
+      await new Promise((resolve) => front.close(resolve));
+    }
+  }, 5 * 60_000);
 
   test('an unreachable registry: one line, nothing left behind', async () => {
     const r = await build(`${closed}/${REPO_NAME}:1`, { DOCKER_CONFIG: dockerConfig({ credsStore: 'fbtest' }) });
