@@ -7,7 +7,8 @@ import { REPO, tempDir } from './cli.js';
 /**
  * Runs a bundled action as the GitHub runner does: `node dist/<action>/index.js` with `INPUT_*`
  * variables and real GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_STATE and RUNNER_TEMP files; saved
- * state reaches the post step as `STATE_*` variables, as the runner passes it.
+ * state reaches the post step as `STATE_*` variables, as the runner passes it. RUNNER_ENVIRONMENT is
+ * `self-hosted` (this machine) unless a test says otherwise, also when the suite itself runs in a hosted job.
  */
 export interface ActionRun {
   code: number;
@@ -61,7 +62,7 @@ export async function runnerFiles(): Promise<RunnerFiles> {
 
 /** `wrap` replaces `node` on the command line (e.g. a namespace helper, then node with options). */
 export function startAction(entry: string, inputs: Record<string, string>, files: RunnerFiles, extraEnv: NodeJS.ProcessEnv = {}, wrap: string[] = []): { child: ChildProcess; done: Promise<ActionRun>; output: () => string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, GITHUB_ENV: files.env, GITHUB_PATH: files.path, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
+  const env: NodeJS.ProcessEnv = { ...process.env, RUNNER_ENVIRONMENT: 'self-hosted', ...extraEnv, GITHUB_OUTPUT: files.output, GITHUB_STEP_SUMMARY: files.summary, GITHUB_STATE: files.state, GITHUB_ENV: files.env, GITHUB_PATH: files.path, RUNNER_TEMP: files.dir, GITHUB_ACTIONS: 'true' };
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
   const argv = [...(wrap.length ? wrap : [process.execPath]), path.join(REPO, 'dist', entry)];
   const child = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });

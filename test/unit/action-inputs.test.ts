@@ -14,7 +14,7 @@ const ACTIONS: Record<string, string[]> = {
   'build-baseos': ['src/actions/build-baseos/impl.ts'],
   'smoke-test': ['src/actions/smoke-test/impl.ts', 'src/actions/vm-inputs.ts'],
   publish: ['src/actions/publish/impl.ts'],
-  setup: ['src/actions/setup/impl.ts', 'src/actions/common.ts'],
+  setup: ['src/actions/setup/impl.ts', 'src/actions/setup/host.ts', 'src/actions/common.ts'],
 };
 
 test('every action folder is checked', () => {

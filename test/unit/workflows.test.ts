@@ -20,12 +20,19 @@ describe('workflows/', () => {
     expect(template.jobs.length).toBeGreaterThan(0);
   });
 
-  test('pull-request workflows follow the security model: pull_request only, read-only token, no secrets', () => {
-    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', 'pr-smoke.yml'), 'utf8')) as { on: Record<string, unknown>; permissions: Record<string, string> };
-    const text = fs.readFileSync(path.join(REPO, 'workflows', 'pr-smoke.yml'), 'utf8');
+  test.each(['pr-smoke.yml', 'pr-smoke-hosted.yml'])('pull-request workflow %s follows the security model: pull_request only, read-only token, no secrets', (file) => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown>; permissions: Record<string, string> };
+    const text = fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8');
     expect(Object.keys(wf.on)).toEqual(['pull_request']);
     expect(wf.permissions).toEqual({ contents: 'read' });
     expect(text).not.toMatch(/\$\{\{\s*secrets\./);
+  });
+
+  test('the hosted variant runs on ubuntu-24.04 and has setup prepare the host for KVM', () => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', 'pr-smoke-hosted.yml'), 'utf8')) as { jobs: Record<string, { 'runs-on': unknown; steps: { uses?: string; with?: Record<string, string> }[] }> };
+    const [job] = Object.values(wf.jobs);
+    expect(job!['runs-on']).toBe('ubuntu-24.04');
+    expect(job!.steps.find((st) => st.uses?.includes('/setup@'))?.with).toMatchObject({ 'install-packages': 'true', 'enable-kvm': 'true', accel: 'kvm' });
   });
 
   test('the release workflow grants what provenance needs and asks publish to attest', () => {

@@ -2,6 +2,7 @@ import * as core from '@actions/core';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { prepareHost } from '../../commands/host-prep.js';
 import { ACCELS, VMMS, checkRunner, packForCache, provideBaseImage, provideKernel, writeRunnerProfile, type CacheRestore } from '../../commands/setup.js';
 import { defaultProfileConfDir, validateProfileName } from '../../profile/profile.js';
 import { openStorage, resolveSettings, type Settings } from '../../profile/settings.js';
@@ -9,6 +10,7 @@ import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
+import { getHostInputs, hostRows } from './host.js';
 import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, summaryTable, withCacheEntryDir } from '../common.js';
 
 /**
@@ -166,6 +168,13 @@ export async function run(): Promise<void> {
   const saves: CacheSave[] = [];
   const rows: [string, string][] = [];
   const restore = i.cache ? restoreVerified : undefined;
+
+  // 0. A fresh (GitHub-hosted) runner's host: packages, user namespaces, /dev/kvm (host.ts; auto = hosted only).
+  const host = getHostInputs();
+  if (host.installPackages || host.allowUserns || host.enableKvm) {
+    const needs = { qemu: i.vmm !== 'firecracker', ...(i.kernelVersion ? { kernelVersion: i.kernelVersion } : {}) };
+    rows.push(...hostRows(await core.group('Prepare the host', () => prepareHost({ ...host, needs }, log))));
+  }
 
   // 1. The runner: KVM, the VMM, and the parts the requested work needs.
   const { kvm, vmm } = await core.group('Check the runner', async () => {
