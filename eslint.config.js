@@ -12,6 +12,8 @@ export default tseslint.config(
       'no-restricted-imports': ['error', { patterns: [{ group: ['@actions/*'], message: 'The core never imports @actions/*: only src/actions/ may.' }] }],
     },
   },
+  // Outbound requests honour HTTP(S)_PROXY/NO_PROXY only through util/fetch.ts's netFetch.
+  { files: ['src/**/*.ts'], ignores: ['src/util/fetch.ts'], rules: { 'no-restricted-globals': ['error', { name: 'fetch', message: 'use netFetch (src/util/fetch.ts): it honours HTTP_PROXY/HTTPS_PROXY/NO_PROXY' }] } },
   // The faces and the tests may use @actions/* (tests validate workflows with GitHub's parser).
   { files: ['src/actions/**/*.ts', 'test/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
 );

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { defaultProfileConfDir } from '../profile/profile.js';
-import { loadSettings, type Settings } from '../profile/settings.js';
+import { loadSettings, parseRegistryMirrors, type Settings, type SettingsFlags } from '../profile/settings.js';
 import { exitOnSignals } from '../util/cleanup.js';
 import { InternalError, UserError } from '../util/errors.js';
 import { withLock } from '../util/lock.js';
@@ -111,8 +111,13 @@ export async function uploadArtifact(name: string, files: string[], rootDir: str
 }
 
 /** The settings every action uses: the profile the setup action made (FIREBUILD_PROFILE), else the defaults. */
-export async function actionSettings(env: NodeJS.ProcessEnv = process.env): Promise<Settings> {
-  return loadSettings({ ...(env.FIREBUILD_PROFILE ? { profile: env.FIREBUILD_PROFILE } : {}), profileConfDir: defaultProfileConfDir(env), flags: {} });
+export async function actionSettings(env: NodeJS.ProcessEnv = process.env, flags: SettingsFlags = {}): Promise<Settings> {
+  return loadSettings({ ...(env.FIREBUILD_PROFILE ? { profile: env.FIREBUILD_PROFILE } : {}), profileConfDir: defaultProfileConfDir(env), flags });
+}
+
+/** `registry-mirrors`: docker.io mirrors, newline or comma separated, checked as --registry-mirror is (one line naming the input). */
+export function registryMirrorsInput(): string[] {
+  return parseRegistryMirrors(input('registry-mirrors').split(/[\n,]/).map((m) => m.trim()).filter(Boolean), "input 'registry-mirrors'");
 }
 
 /**

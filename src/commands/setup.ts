@@ -55,7 +55,7 @@ export async function checkRunner(o: { vmm: Vmm; accel: SetupAccel; profileConfD
   const kvm = await detectKvm();
   // The jailer needs root: a runner's unprivileged user gets Firecracker only through the privileged helper.
   if (o.vmm === 'firecracker') await requireRootAccess("vmm 'firecracker' (its jailer)", 'set vmm: qemu');
-  const vmm = o.vmm === 'auto' ? (kvm.usable && o.accel !== 'tcg' && (await rootAccess()) !== 'none' ? 'firecracker' : 'qemu') : o.vmm;
+  const vmm = o.vmm === 'auto' ? (kvm.usable && o.accel !== 'tcg' && (await rootAccess()) === 'root' ? 'firecracker' : 'qemu') : o.vmm;
   if (vmm === 'firecracker' && o.accel === 'tcg') throw new UserError(`vmm 'firecracker' needs KVM and accel is 'tcg': use vmm qemu for TCG, or accel kvm on a KVM runner`);
   const needKvm = o.accel === 'kvm' || vmm === 'firecracker';
   const settings = resolveSettings({}, undefined);
@@ -141,7 +141,7 @@ export async function provideBaseImage(storage: StorageProvider, b: { tag: strin
 }
 
 /** The profile every later step reads, written last (a failed setup leaves the previous one), with the directories it names. */
-export async function writeRunnerProfile(settings: Settings, o: { name: string; profileConfDir: string; flags: { binaryFirecracker?: string; binaryJailer?: string } }, log: Logger): Promise<{ file: string }> {
+export async function writeRunnerProfile(settings: Settings, o: { name: string; profileConfDir: string; flags: { binaryFirecracker?: string; binaryJailer?: string; registryMirror?: string[] } }, log: Logger): Promise<{ file: string }> {
   // The chroot base only for the jailer (root's): a QEMU runner's unprivileged user has no use for it.
   const dirs = [...(o.flags.binaryJailer ? [settings.chrootBase] : []), settings.runCache, ...Object.values(settings.storageProperties)];
   for (const d of dirs) await fsp.mkdir(d, { recursive: true });

@@ -33,7 +33,7 @@ export async function vmSettingsFor(c: VmChoice, settings: Settings): Promise<Vm
   // The network's default follows the backend auto picks; auto passes Firecracker over for a user who
   // cannot run its jailer (a host-wide profile naming it, read by the runner's unprivileged user).
   const askRoot = c.backend === 'auto' && Boolean(firecracker.binary && firecracker.jailer);
-  const backend = chooseBackend({ backend: c.backend, firecracker, jailerUsable: !askRoot || (await rootAccess()) !== 'none' });
+  const backend = chooseBackend({ backend: c.backend, firecracker, jailerUsable: !askRoot || (await rootAccess()) === 'root' });
   const network: NetworkMode = c.cni ? 'cni' : (c.network ?? (backend === 'firecracker' ? 'none' : 'user'));
   return {
     backend, network, firecracker,

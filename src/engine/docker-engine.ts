@@ -1,8 +1,7 @@
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
+import { configKey, dockerConfigCredentials } from '../oci/docker-config.js';
+import { DOCKER_HUB } from '../oci/reference.js';
 import { UserError, InternalError } from '../util/errors.js';
 import { buildxAvailable } from './buildx.js';
 import type { Logger } from '../util/logger.js';
@@ -52,9 +51,9 @@ export class DockerEngine {
     }
   }
 
-  /** Pull with the user's Docker credentials (~/.docker/config.json auths). */
+  /** Pull with the user's Docker credentials (the Docker config: auths, credsStore, credHelpers). */
   async pull(ref: string): Promise<void> {
-    const auth = registryAuth(ref);
+    const auth = await registryAuth(ref);
     this.log.info('pulling image', { ref });
     let stream: NodeJS.ReadableStream;
     try {
@@ -177,25 +176,16 @@ export function splitRef(ref: string): [string, string] {
   return colon > slash ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, 'latest'];
 }
 
-/** Credentials for the ref's registry from the Docker config, as the engine API wants them. */
-export function registryAuth(ref: string, configDir = process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker')): { username: string; password: string; serveraddress: string } | undefined {
+/**
+ * Credentials for the ref's registry from the Docker config, as the engine API wants them: found as the
+ * Docker CLI finds them (auths, credsStore, credHelpers, DOCKER_AUTH_CONFIG: oci/docker-config.ts).
+ */
+export async function registryAuth(ref: string, env: NodeJS.ProcessEnv = process.env): Promise<{ username?: string; password?: string; identitytoken?: string; serveraddress: string } | undefined> {
   const first = ref.split('/')[0] ?? '';
-  const registry = ref.includes('/') && /[.:]|^localhost$/.test(first) ? first : 'https://index.docker.io/v1/';
-  let cfg: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
-  try {
-    cfg = JSON.parse(fs.readFileSync(path.join(configDir, 'config.json'), 'utf8'));
-  } catch {
-    return undefined;
-  }
-  const entry = cfg.auths?.[registry] ?? cfg.auths?.[`https://${registry}`] ?? cfg.auths?.[`http://${registry}`];
-  if (!entry) return undefined;
-  if (entry.auth) {
-    const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
-    const i = decoded.indexOf(':');
-    return { username: decoded.slice(0, i), password: decoded.slice(i + 1), serveraddress: registry };
-  }
-  if (entry.username && entry.password) return { username: entry.username, password: entry.password, serveraddress: registry };
-  return undefined;
+  const registry = ref.includes('/') && /[.:]|^localhost$/.test(first) ? first : DOCKER_HUB;
+  const c = await dockerConfigCredentials(registry, env);
+  if (!c) return undefined;
+  return { ...(c.username ? { username: c.username, password: c.password } : {}), ...(c.identityToken ? { identitytoken: c.identityToken } : {}), serveraddress: configKey(registry) };
 }
 
 function messageOf(err: unknown): string {

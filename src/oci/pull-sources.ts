@@ -53,10 +53,12 @@ export async function pullFromRegistries(ref: NormalizedRef, mirrors: readonly s
   return { tried };
 }
 
-/** A short reason: `not found`, `unreachable (ECONNREFUSED ...)`, else the error's own line. */
+/** A short reason: `not found`, `unreachable (ECONNREFUSED ...)`, `unreachable through proxy http://p:3128 (...)`, else the error's own line. */
 function reasonOf(err: unknown, host: string): string {
   if (err instanceof ManifestNotFound) return 'not found';
   const msg = (err as Error).message;
-  const unreachable = `cannot reach registry ${host}: `;
-  return msg.startsWith(unreachable) ? `unreachable (${msg.slice(unreachable.length)})` : msg;
+  const unreachable = `cannot reach registry ${host}`;
+  if (!msg.startsWith(unreachable)) return msg;
+  const m = /^( through proxy \S+)?: ([^]*)$/.exec(msg.slice(unreachable.length));
+  return m ? `unreachable${m[1] ?? ''} (${m[2]})` : msg;
 }

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream } from 'node:stream/web';
+import { netFetch } from '../util/fetch.js';
+import { viaProxy } from '../util/proxy.js';
 import { boundedFetch, downloadLimits, ENV_MAX_SIZE, formatBytes, MANIFEST_MAX_BYTES, readBounded, smallLimits, TOKEN_MAX_BYTES, Watchdog, type DownloadLimits } from '../util/download.js';
 import { UserError } from '../util/errors.js';
+import type { Credentials } from './docker-config.js';
 
 /**
  * A small OCI distribution-spec client (push and pull of blobs and manifests, Basic and Bearer-token
@@ -50,31 +51,8 @@ export function parseRef(s: string): OciRef {
 /** The registry has no such repository, tag or digest (a 404 for the manifest): a mirror without it is passed over. */
 export class ManifestNotFound extends UserError {}
 
-export interface Credentials { username: string; password: string }
-
-/** Credentials for a registry from the Docker config (`$DOCKER_CONFIG/config.json` or ~/.docker/config.json, `auths`). */
-export async function dockerConfigCredentials(registry: string, env: NodeJS.ProcessEnv = process.env): Promise<Credentials | undefined> {
-  const dir = env.DOCKER_CONFIG ?? path.join(env.HOME ?? os.homedir(), '.docker');
-  let cfg: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
-  try {
-    cfg = JSON.parse(await fsp.readFile(path.join(dir, 'config.json'), 'utf8'));
-  } catch {
-    return undefined;
-  }
-  // `docker login` stores Docker Hub's credentials under https://index.docker.io/v1/.
-  const want = registry === 'docker.io' || registry === 'registry-1.docker.io' ? 'index.docker.io' : registry;
-  for (const [key, v] of Object.entries(cfg.auths ?? {})) {
-    const host = key.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
-    if (host !== want && !(want === 'index.docker.io' && host === 'docker.io')) continue;
-    if (v.auth) {
-      const dec = Buffer.from(v.auth, 'base64').toString('utf8');
-      const i = dec.indexOf(':');
-      if (i > 0) return { username: dec.slice(0, i), password: dec.slice(i + 1) };
-    }
-    if (v.username && v.password) return { username: v.username, password: v.password };
-  }
-  return undefined;
-}
+export type { Credentials } from './docker-config.js';
+export { dockerConfigCredentials } from './docker-config.js';
 
 export class RegistryClient {
   private token: string | undefined;
@@ -87,45 +65,67 @@ export class RegistryClient {
   }
 
   private basic(): string | undefined {
-    return this.creds ? `Basic ${Buffer.from(`${this.creds.username}:${this.creds.password}`).toString('base64')}` : undefined;
+    return this.creds?.username ? `Basic ${Buffer.from(`${this.creds.username}:${this.creds.password}`).toString('base64')}` : undefined;
+  }
+
+  /** `: check ...` after a refusal: where the refused credentials came from. */
+  private fix(): string {
+    return this.creds?.source ? ` (from ${this.creds.source}): check them, or docker login ${this.registry} again` : ': check --username/--password-stdin or docker login';
   }
 
   /** Answer a 401 challenge: Basic with the credentials, or a Bearer token from the realm. */
   private async authorize(challenge: string, scope: string): Promise<void> {
     if (/^basic/i.test(challenge)) {
       if (!this.creds) throw new UserError(`registry ${this.registry} needs credentials: pass --username and --password-stdin, or docker login ${this.registry}`);
+      if (!this.creds.username) throw new UserError(`registry ${this.registry} asks for a user and password, but its credentials${this.creds.source ? ` from ${this.creds.source}` : ''} are an identity token: docker login ${this.registry} with a password`);
       this.token = this.basic();
       return;
     }
     const params = Object.fromEntries([...challenge.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (!params.realm) throw new UserError(`registry ${this.registry} sent an unusable auth challenge: ${challenge}`);
-    const url = new URL(params.realm);
-    if (params.service) url.searchParams.set('service', params.service);
-    url.searchParams.set('scope', scope);
+    if (!params.realm) throw new UserError(`registry ${this.registry} sent an unusable auth challenge: ${challenge.slice(0, 200)}`);
+    let url: URL;
+    try {
+      url = new URL(params.realm);
+    } catch {
+      throw new UserError(`registry ${this.registry} names a malformed token service '${params.realm.slice(0, 200)}'`);
+    }
+    // An identity token is traded as an OAuth2 refresh token (POST, as Docker does); else a GET, with Basic auth when there are credentials.
+    const refresh = this.creds?.identityToken;
+    const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refresh ?? '', client_id: 'firebuild', scope, ...(params.service ? { service: params.service } : {}) });
+    if (!refresh) {
+      if (params.service) url.searchParams.set('service', params.service);
+      url.searchParams.set('scope', scope);
+    }
+    const basic = this.basic();
     const res = await boundedFetch(url.toString(), {
-      init: { headers: this.creds ? { Authorization: this.basic()! } : {} },
+      init: refresh
+        ? { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: form.toString() }
+        : { headers: basic ? { Authorization: basic } : {} },
       limits: smallLimits(TOKEN_MAX_BYTES),
       what: `the token service of registry ${this.registry} (${url.host})`,
       check: (r) => {
-        if (!r.ok) throw new UserError(`registry ${this.registry} refused the credentials (token service answered ${r.status}): check --username/--password-stdin or docker login`);
+        if (!r.ok) throw new UserError(`registry ${this.registry} refused the credentials (token service answered ${r.status})${this.fix()}`);
       },
       tooLarge: (limit) => `the token service of registry ${this.registry} sent more than ${limit}: refusing it (a token is a small JSON object)`,
     });
-    let j: { token?: string; access_token?: string };
+    let j: { token?: unknown; access_token?: unknown };
     try {
       j = JSON.parse(res.body!.toString('utf8'));
     } catch {
       throw new UserError(`the token service of registry ${this.registry} answered with something that is not JSON`);
     }
-    this.token = `Bearer ${j.token ?? j.access_token}`;
+    const token = typeof j?.token === 'string' && j.token ? j.token : typeof j?.access_token === 'string' && j.access_token ? j.access_token : undefined;
+    if (!token) throw new UserError(`the token service of registry ${this.registry} answered without a token`);
+    this.token = `Bearer ${token}`;
   }
 
   /** A request with auth: one retry after answering a 401 challenge. */
   async request(method: string, p: string, scope: string, init: { headers?: Record<string, string>; body?: Buffer | ReadableStream | Readable; duplex?: 'half'; signal?: AbortSignal } = {}, redirectUrl?: string): Promise<Response> {
     const url = redirectUrl ?? `${this.base}${p}`;
-    const go = (): Promise<Response> => fetch(url, { method, ...init, headers: { ...(init.headers ?? {}), ...(this.token ? { Authorization: this.token } : {}) } } as RequestInit).catch((err: Error) => {
+    const go = (): Promise<Response> => netFetch(url, { method, ...init, headers: { ...(init.headers ?? {}), ...(this.token ? { Authorization: this.token } : {}) } } as RequestInit).catch((err: Error) => {
       if (init.signal?.aborted) throw init.signal.reason;
-      throw new UserError(`cannot reach registry ${this.registry}: ${(err.cause as Error | undefined)?.message ?? err.message}`);
+      if (err instanceof UserError) throw err;
+      throw new UserError(`cannot reach registry ${this.registry}${viaProxy(url)}: ${(err.cause as Error | undefined)?.message ?? err.message}`);
     });
     let res = await go();
     if (res.status === 401 && !(init.body instanceof Readable)) {
@@ -133,7 +133,7 @@ export class RegistryClient {
       const hadToken = Boolean(this.token);
       await this.authorize(res.headers.get('www-authenticate') ?? 'Basic', scope);
       res = await go();
-      if (res.status === 401) throw new UserError(`registry ${this.registry} refused the credentials${hadToken ? '' : ` for ${scope}`}: check --username/--password-stdin or docker login`);
+      if (res.status === 401) throw new UserError(`registry ${this.registry} refused the credentials${hadToken ? '' : ` for ${scope}`}${this.fix()}`);
     }
     if (res.status === 403) throw new UserError(`registry ${this.registry} denied ${method} ${p}: the credentials lack permission for ${scope}`);
     return res;

@@ -49,6 +49,8 @@ async function tryHttp(url: string, status: number, body?: string): Promise<stri
       limits: { maxBytes: PROBE_MAX_BYTES, deadlineMs: 5000, stallMs: 5000 },
       what: `GET ${url}`,
       tooLarge: (limit) => `the answer is larger than ${limit}`,
+      // The VM runs on this host: a proxy in the environment (HTTP_PROXY) is for the outside.
+      direct: true,
     });
     const text = res.body!.toString('utf8');
     if (res.status !== status) return `status ${res.status}, expected ${status}`;

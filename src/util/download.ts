@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { UserError } from './errors.js';
+import { netFetch } from './fetch.js';
 import { guardedFetch, type HopGuard } from './pinned-request.js';
+import { viaProxy } from './proxy.js';
 import { parseSize } from './size.js';
 
 /**
@@ -169,9 +171,12 @@ export interface BoundedFetchOptions extends Omit<ReadOptions, 'maxBytes'> {
   check?: (res: Response) => Promise<void> | void;
   /**
    * Checks every hop (redirects followed by hand, at most 10, http/https only) before it is requested,
-   * and connects to the address it checked; without it fetch follows redirects itself.
+   * and connects to the address it checked (unless the hop goes through a proxy: see pinned-request.ts);
+   * without it fetch follows redirects itself.
    */
   guard?: HopGuard;
+  /** Never through HTTP(S)_PROXY: a probe of a VM on this host. */
+  direct?: boolean;
 }
 
 export interface BoundedResponse extends BodyResult { status: number; headers: Headers; url: string }
@@ -184,13 +189,13 @@ export async function boundedFetch(url: string, o: BoundedFetchOptions): Promise
     let finalUrl = url;
     try {
       if (o.guard) ({ res, url: finalUrl } = await guardedFetch(url, o.init?.method ?? 'GET', w.signal, o.guard));
-      else res = await fetch(url, { redirect: 'follow', ...o.init, signal: w.signal });
+      else res = await netFetch(url, { redirect: 'follow', ...o.init, signal: w.signal }, { direct: o.direct ?? false });
     } catch (err) {
       const f = w.fail(err);
       if (f !== err || err instanceof UserError) throw f;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause ?? (err as { code?: string; message?: string });
       const why = cause?.code ?? cause?.message ?? (err as Error).message;
-      throw new UserError(`cannot reach ${new URL(url).host} for ${url} (${why}): check the URL and that the server is up`, { cause: err });
+      throw new UserError(`cannot reach ${new URL(url).host} for ${url}${o.direct ? '' : viaProxy(url)} (${why}): check the URL and that the server is up`, { cause: err });
     }
     w.touch();
     if (o.check) {

@@ -1,3 +1,15 @@
+import { proxyDispatcher } from './proxy.js';
+
+/**
+ * The one way firebuild calls fetch: through the proxy the environment names (HTTP_PROXY, HTTPS_PROXY,
+ * NO_PROXY, util/proxy.ts), which Node's fetch alone ignores. `direct` skips the proxy (a probe of a VM
+ * this host runs).
+ */
+export async function netFetch(url: string | URL, init: RequestInit = {}, o: { direct?: boolean } = {}): Promise<Response> {
+  const dispatcher = o.direct ? undefined : await proxyDispatcher();
+  return fetch(url, dispatcher ? ({ ...init, dispatcher } as RequestInit) : init);
+}
+
 /**
  * fetch with a deadline on the response headers (and on whatever `use` does with the response, such
  * as reading its body), kept by a referenced timer: AbortSignal.timeout's timer
@@ -8,7 +20,7 @@ export async function fetchWithTimeout<T = Response>(url: string, init: RequestI
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
   try {
-    const res = await fetch(url, { ...init, signal: ac.signal });
+    const res = await netFetch(url, { ...init, signal: ac.signal });
     return use ? await use(res) : (res as T);
   } finally {
     clearTimeout(timer);

@@ -1,6 +1,8 @@
 import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
 import { UserError } from './errors.js';
+import { netFetch } from './fetch.js';
+import { proxyConfig } from './proxy.js';
 
 /** The address a request connects to, fixed before the request (no second DNS answer can change it). */
 export interface Pin { address: string; family: 4 | 6 }
@@ -57,14 +59,24 @@ export async function pinnedRequest(u: URL, o: { method: string; signal: AbortSi
 /**
  * GET/HEAD `url` following at most 10 redirects (http and https only) by hand, `guard` checking every hop
  * before it is requested. Returns the final response and its URL.
+ *
+ * A hop that goes through a proxy (HTTP_PROXY/HTTPS_PROXY, not excluded by NO_PROXY: util/proxy.ts) is
+ * still checked by `guard` on its URL's host first, but then it is the proxy that resolves the name and
+ * connects: the pin cannot apply, since this host never connects to the destination. The proxy is the
+ * operator's own configuration, trusted as the way out; a name that resolves to a host-only address here
+ * is refused before the proxy is asked.
  */
 export async function guardedFetch(url: string, method: string, signal: AbortSignal, guard: HopGuard): Promise<{ res: Response; url: string }> {
   let u = new URL(url);
   let m = method;
+  const proxies = proxyConfig();
   for (let hop = 0; ; hop++) {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new RedirectRefused(`${url} redirects to ${u.toString()}: only http and https redirects are followed`);
     const pin = await guard.check(u);
-    const res = await pinnedRequest(u, { method: m, signal, ...(pin ? { pin } : {}) });
+    // As pinnedRequest: no redirect followed, no content coding asked for (the bytes are the file's).
+    const res = proxies?.proxyFor(u)
+      ? await netFetch(u, { method: m, signal, redirect: 'manual', headers: { 'accept-encoding': 'identity' } })
+      : await pinnedRequest(u, { method: m, signal, ...(pin ? { pin } : {}) });
     const loc = res.headers.get('location');
     if (!REDIRECTS.has(res.status) || loc === null) return { res, url: u.toString() };
     await res.body?.cancel().catch(() => undefined);

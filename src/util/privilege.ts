@@ -50,9 +50,14 @@ export function needsRootError(what: string, instead: string): UserError {
   return new UserError(`${what} needs root, and this runs as ${currentUser()} without firebuild's privileged helper: run ${RUNNER_SETUP_PRIVILEGED} on the host (a sudo rule for ${PRIV_HELPER} only), or ${instead}`);
 }
 
-/** Throw `needsRootError` unless root access is there; returns how it is. */
+/**
+ * Throw unless this process is root. In-process work (the actions, a build, `run` as this user) cannot
+ * borrow the privileged helper: the helper runs its own root-owned install with root's profile, so a user
+ * who has it is told to go through it (`sudo -n firebuild-priv run ...`) rather than half-using it here.
+ */
 export async function requireRootAccess(what: string, instead: string, probe: RootAccessProbe = {}): Promise<RootAccess> {
   const access = await rootAccess(probe);
   if (access === 'none') throw needsRootError(what, instead);
+  if (access === 'helper') throw new UserError(`${what} needs root, and this runs as ${currentUser()}: boot it through firebuild's privileged helper (sudo -n ${PRIV_HELPER} run ...), or ${instead}`);
   return access;
 }

@@ -90,6 +90,7 @@ describe('the setup action', () => {
       [{ accel: 'tcg', vmm: 'qemu', baseos: 'no-equals-sign' }, /^input 'baseos' line 'no-equals-sign' is malformed: write TAG=DOCKERFILE/],
       [{ accel: 'tcg', vmm: 'qemu', 'kernel-path': '/boot/x', 'kernel-version': '6.1' }, /exclude each other/],
       [{ accel: 'tcg', vmm: 'qemu', 'firecracker-sha256': 'abc' }, /is not a sha256/],
+      [{ accel: 'tcg', vmm: 'qemu', 'registry-mirrors': 'http://127.0.0.1:5000\nmirror.example' }, /^malformed registry mirror 'mirror\.example' \(input 'registry-mirrors'\)/],
       // No kernel in an empty store, none to import or build.
       [{ accel: 'tcg', vmm: 'qemu' }, /^no kernel default on this runner: set kernel-path .* or kernel-version/],
       // Firecracker is neither in the tool cache nor on PATH, and no checksum is given: no download.
@@ -114,7 +115,7 @@ describe('the setup action', () => {
   test('Firecracker and the jailer: downloaded once, checksum-verified, kept in the tool cache; the profile names them', async () => {
     const sha = createHash('sha256').update(tarball).digest('hex');
     const k = debianCloudKernel();
-    const inputs = { accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': sha, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd };
+    const inputs = { accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': sha, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd, 'registry-mirrors': 'http://127.0.0.1:5000, https://mirror.example' };
     const before = downloads;
     const first = await runAction('setup/index.js', inputs, homeEnv('fc'));
     ok(first);
@@ -124,7 +125,7 @@ describe('the setup action', () => {
     expect(execFileSync(first.outputs.firecracker!, ['--version']).toString()).toContain(FC_VERSION);
     expect(first.exported).toMatchObject({ FIREBUILD_PROFILE: 'ci', FIREBUILD_ACCEL: 'tcg' });
     const profile = JSON.parse(fs.readFileSync(path.join(homeEnv('fc').FIREBUILD_PROFILE_CONF_DIR!, 'ci.json'), 'utf8')) as Record<string, unknown>;
-    expect(profile).toMatchObject({ 'binary-firecracker': first.outputs.firecracker, 'binary-jailer': first.outputs.jailer });
+    expect(profile).toMatchObject({ 'binary-firecracker': first.outputs.firecracker, 'binary-jailer': first.outputs.jailer, 'registry-mirrors': ['http://127.0.0.1:5000', 'https://mirror.example'] });
     expect(first.summary).toContain('firebuild setup');
     expect(first.summary).toContain(`${FC_VERSION} (download)`);
     // The CLI takes the profile the action wrote.

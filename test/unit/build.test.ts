@@ -76,11 +76,12 @@ test('a stored image config becomes docker import changes', () => {
   expect(importChanges(img)).toEqual(['ENV PATH="/bin"', 'ENV Q="a \\"b\\""', 'ENTRYPOINT ["/e"]', 'WORKDIR /w', 'USER u', 'EXPOSE 80/tcp', 'VOLUME ["/v"]', 'STOPSIGNAL SIGINT', 'LABEL "k"="v"', 'LABEL org.firebuild.rootfs-sha256=ab']);
 });
 
-test('registry credentials come from the Docker config', () => {
+test('registry credentials come from the Docker config', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dcfg-'));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ auths: { '127.0.0.1:5000': { auth: Buffer.from('user:p:w').toString('base64') } } }));
-  expect(registryAuth('127.0.0.1:5000/a/b:1', dir)).toEqual({ username: 'user', password: 'p:w', serveraddress: '127.0.0.1:5000' });
-  expect(registryAuth('debian:12', dir)).toBeUndefined();
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ auths: { '127.0.0.1:5000': { auth: Buffer.from('user:p:w').toString('base64') }, 'https://index.docker.io/v1/': { identitytoken: 'tok' } } }));
+  expect(await registryAuth('127.0.0.1:5000/a/b:1', { DOCKER_CONFIG: dir })).toEqual({ username: 'user', password: 'p:w', serveraddress: '127.0.0.1:5000' });
+  expect(await registryAuth('debian:12', { DOCKER_CONFIG: dir })).toEqual({ identitytoken: 'tok', serveraddress: 'https://index.docker.io/v1/' });
+  expect(await registryAuth('ghcr.io/a/b:1', { DOCKER_CONFIG: dir })).toBeUndefined();
   expect(splitRef('127.0.0.1:5000/a/b:1')).toEqual(['127.0.0.1:5000/a/b', '1']);
   expect(splitRef('a/b')).toEqual(['a/b', 'latest']);
   fs.rmSync(dir, { recursive: true });

@@ -9,7 +9,7 @@ import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable, withCacheEntryDir } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, summaryTable, withCacheEntryDir } from '../common.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
@@ -28,6 +28,8 @@ export interface BuildInputs extends VmInputs {
   /** engine vm: carry the step cache between jobs through the Actions cache. */
   stepCache: boolean;
   cacheVersion: string;
+  /** engine vm: docker.io mirrors (checked); empty: the profile's, else FIREBUILD_REGISTRY_MIRRORS. */
+  registryMirrors: string[];
 }
 
 export const ENGINES = ['docker'] as const;
@@ -51,6 +53,7 @@ export function getInputs(): BuildInputs {
     overwrite: boolInput('overwrite'),
     stepCache: boolInput('step-cache', true),
     cacheVersion: cacheVersionInput(),
+    registryMirrors: registryMirrorsInput(),
     // engine vm: how the build VMs boot (the profile's Firecracker when backend is auto and setup installed it).
     ...getVmInputs(),
   };
@@ -110,7 +113,8 @@ async function withStepCache(i: BuildInputs, log: ActionsLogger, build: () => Pr
 
 export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<void> {
   const log = new ActionsLogger(type);
-  const settings = await actionSettings();
+  // The input's mirrors beat the profile's, as --registry-mirror does.
+  const settings = await actionSettings(process.env, i.registryMirrors.length ? { registryMirror: i.registryMirrors } : {});
   const storage = openStorage(settings);
   const common = {
     type,

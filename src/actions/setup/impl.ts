@@ -11,7 +11,7 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { getHostInputs, hostRows } from './host.js';
-import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, summaryTable, withCacheEntryDir } from '../common.js';
+import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, summaryTable, withCacheEntryDir } from '../common.js';
 
 /**
  * The setup action: check the runner (the doctor's checks; one annotation when KVM or a part is
@@ -42,6 +42,8 @@ export interface SetupInputs {
   profileConfDir: string;
   cache: boolean;
   cacheVersion: string;
+  /** Written into the profile for later vm-engine builds. */
+  registryMirrors: string[];
 }
 
 export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
@@ -78,6 +80,7 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
     profileConfDir: path.resolve(input('profile-conf-dir', { default: defaultProfileConfDir(env) })),
     cache: boolInput('cache', true),
     cacheVersion,
+    registryMirrors: registryMirrorsInput(),
   };
 }
 
@@ -191,7 +194,7 @@ export async function run(): Promise<void> {
     throw new UserError(`vmm 'firecracker' with install-firecracker 'false': set install-firecracker to auto or true`);
   }
 
-  const flags = fc ? { binaryFirecracker: fc.firecracker, binaryJailer: fc.jailer } : {};
+  const flags = { ...(fc ? { binaryFirecracker: fc.firecracker, binaryJailer: fc.jailer } : {}), ...(i.registryMirrors.length ? { registryMirror: i.registryMirrors } : {}) };
   const settings: Settings = resolveSettings(flags, undefined);
   const storage = openStorage(settings);
 
