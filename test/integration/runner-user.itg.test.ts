@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -37,6 +37,8 @@ let work: string;
 let clone: string;
 let kernel: string;
 let closed: string;
+/** The `firebuild` wrapper runner-setup installed (root-owned, run by the user). */
+let firebuildBin: string;
 let createdKvmGroup = false;
 /** The steps' runner directories (the runner's, handed to the user): not leftovers of the steps. */
 const runnerDirs = new Set<string>();
@@ -147,6 +149,20 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
       runAsUser('cp', ['-r', path.resolve(dist), path.join(clone, 'dist')]);
     }
 
+    // runner-setup from the fresh clone, as the host's root does it: firebuild installed for the user
+    // (`npm ci` + build into a root-owned /opt/firebuild) and the `firebuild` wrapper on PATH. Under a temp
+    // root holding the host's account files (the user exists there), with --allow-tcg (no usable KVM here);
+    // packages, the kernel build and GitHub's registration are not this test's.
+    const root = path.join(work, 'root');
+    fs.mkdirSync(path.join(root, 'etc'), { recursive: true, mode: 0o755 });
+    for (const f of ['passwd', 'group', 'shadow', 'gshadow', 'os-release']) if (fs.existsSync(`/etc/${f}`)) fs.copyFileSync(`/etc/${f}`, path.join(root, 'etc', f));
+    const rs = spawnSync('bash', [path.join(clone, 'runner-setup', 'setup.sh'), '--root', root, '--allow-tcg', '--skip-packages', '--skip-kernel', '--skip-runner', '--runner-user', NAME], { env: { ...process.env, GIT_CONFIG_GLOBAL: gitConfig }, encoding: 'utf8' });
+    expect({ code: rs.status, out: rs.status === 0 ? '' : rs.stdout + rs.stderr }).toEqual({ code: 0, out: '' });
+    expect(rs.stdout).toMatch(/^changed: firebuild from .* in .*\/opt\/firebuild$/m);
+    expect(rs.stdout).toMatch(/^ok: user fbrun\d+ \(groups [^)]*kvm[^)]*\)$/m);
+    firebuildBin = path.join(root, 'usr', 'local', 'bin', 'firebuild');
+    expect(runAsUser(firebuildBin, ['--version']).trim()).toMatch(/^\d+\.\d+\.\d+/);
+
     // The suite's kernel, readable by the user (the cache that holds it is root's).
     kernel = path.join(work, 'kernel', 'vmlinux');
     fs.mkdirSync(path.dirname(kernel), { mode: 0o755 });
@@ -161,7 +177,7 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
     closed = `127.0.0.1:${(probe.address() as net.AddressInfo).port}`;
     await new Promise((resolve) => probe.close(resolve));
-  }, 5 * 60_000);
+  }, 10 * 60_000);
 
   afterAll(() => {
     if (user) {
@@ -219,6 +235,10 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
     const pulled = await runCli(['image', 'pull', ref], { env: { FIREBUILD_HOME: path.join(work, 'pulled') } });
     expect(pulled.code).toBe(0);
     expect(JSON.parse(pulled.stdout)).toMatchObject({ tag: 'runner/app:1', sha256: build.outputs.sha256 });
+
+    // The installed CLI, run by the user, sees the job's image in the user's store.
+    const ls = JSON.parse(runAsUser(firebuildBin, ['image', 'ls', '--json'], env)) as { tag: string }[];
+    expect(ls.map((i) => i.tag)).toContain('runner/app:1');
 
     // Nothing of root's in the home; no VM, QEMU, process or work dir of the user's left.
     expect(notOwnedBy(user.home, user.uid)).toEqual([]);
