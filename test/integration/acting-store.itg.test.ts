@@ -43,10 +43,12 @@ beforeAll(async () => {
 
   // Root's side, as runner-setup --privileged-vms writes it: a root profile naming the user's store, root's run cache.
   fs.mkdirSync(runCache(), { mode: 0o700 });
+  fs.mkdirSync(path.join(work, 'jail'), { mode: 0o700 });
   fs.mkdirSync(path.join(work, 'priv'), { mode: 0o700 });
   fs.writeFileSync(path.join(work, 'priv', 'privileged.json'), JSON.stringify({
     'schema-version': 1,
     name: 'privileged',
+    'chroot-base': path.join(work, 'jail'),
     'run-cache': runCache(),
     'storage-provider': 'directory',
     'storage-provider-property-string': { 'rootfs-storage-root': path.join(store, 'rootfs'), 'kernel-storage-root': path.join(store, 'kernels') },
