@@ -416,6 +416,8 @@ EOF
 # firebuild-priv: the runner user's only way to root (/etc/sudoers.d/firebuild allows this script, nothing
 # else). It runs the root-owned firebuild with the root profile for the VM subcommands only, and refuses
 # every flag that would let the caller choose a binary, a profile or a host file root then reads.
+# FIREBUILD_ACTING_UID is the store's owner ($RUNNER_USER, uid ${uid:-?}), whoever calls this: root then
+# reads that store without following a symlink and only files of that uid or root (docs/runner-setup.md).
 set -eu
 sub=\${1:-}
 case \"\$sub\" in
@@ -431,7 +433,7 @@ for a in \"\$@\"; do
   esac
 done
 [ \"\$(id -u)\" = 0 ] || { echo 'firebuild-priv: run it as sudo -n $priv' >&2; exit 2; }
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root FIREBUILD_HOME=$(p /var/lib/firebuild)
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root FIREBUILD_HOME=$(p /var/lib/firebuild) FIREBUILD_ACTING_UID=${uid:-}
 exec $fb \"\$sub\" --profile-conf-dir $priv_conf --profile privileged \"\$@\""
   sudoers_text="# Written by firebuild's runner-setup (--privileged-vms): the runner user may run firebuild-priv as root,
 # and nothing else; the script allows only firebuild's VM subcommands with the root profile.

@@ -5,6 +5,7 @@ import { RunCache, type VmState } from '../runtime/state.js';
 import { parsePort } from '../net/network.js';
 import type { StorageProvider } from '../store/provider.js';
 import { UserError } from '../util/errors.js';
+import { actingUid } from '../util/safe-open.js';
 import type { Logger } from '../util/logger.js';
 import { vmSettingsFor, type VmChoice } from './vm-settings.js';
 
@@ -35,7 +36,7 @@ export interface BootRequest extends Pick<LaunchSpec, 'from' | 'name' | 'vmlinux
 }
 
 export function runCacheOf(settings: Settings): RunCache {
-  return new RunCache(settings.runCache);
+  return new RunCache(settings.runCache, { actingUid: actingUid() });
 }
 
 export function parseEnvFile(text: string, file: string): string[] {

@@ -7,6 +7,7 @@ import { UserError } from '../util/errors.js';
 import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { ownedTempDir } from '../util/private-dir.js';
+import { copyChecked, type CheckedFile } from '../util/safe-open.js';
 import { renderEnvSh, renderRunNul, renderRunSh, type RunConfig } from './run-config.js';
 
 /** The guest side's files, shipped in the package's guest/ folder. */
@@ -17,9 +18,11 @@ const BUSYBOX_CANDIDATES = ['/bin/busybox', '/usr/bin/busybox'];
 /**
  * A per-VM copy of a stored image (sparse, reflinked where the file system can), with the firebuild init
  * and its static busybox placed in it through debugfs (no mount). The stored image is never written.
+ * A CheckedFile (root reading another user's store) is copied through its descriptor only.
  */
-export async function prepareRootfs(stored: string, copy: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  await copySparse(stored, copy);
+export async function prepareRootfs(stored: string | CheckedFile, copy: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  if (typeof stored === 'string') await copySparse(stored, copy);
+  else await copyChecked(stored, copy);
   await injectGuest(copy, env);
 }
 

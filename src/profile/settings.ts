@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import * as fsp from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { UserError } from '../util/errors.js';
+import { actingUid } from '../util/safe-open.js';
 import { DirectoryStorage } from '../store/directory.js';
 import type { StorageProvider } from '../store/provider.js';
 import { MAX_SOCKET_PATH, jailerSocketPath, jailerSocketPathLength, VMM_ID_LENGTH } from '../vmm/jail-paths.js';
@@ -193,10 +194,13 @@ export function openStorage(s: Settings): StorageProvider {
     if (!v) throw new UserError(`storage provider 'directory' needs --storage-provider-property-string ${key}=DIR`);
     return path.resolve(v);
   };
+  // Root reading the runner user's store for it (firebuild-priv sets FIREBUILD_ACTING_UID): every read checked.
+  const acting = actingUid();
   return new DirectoryStorage({
     rootfsRoot: need('rootfs-storage-root'),
     kernelRoot: need('kernel-storage-root'),
-    createRoots: s.origin['storage-provider-property-string.rootfs-storage-root'] === 'default',
+    createRoots: s.origin['storage-provider-property-string.rootfs-storage-root'] === 'default' && acting === undefined,
+    ...(acting === undefined ? {} : { actingUid: acting }),
   });
 }
 

@@ -7,13 +7,14 @@ import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, 
 import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
 import { CNI_IFNAME, DEFAULT_LOCK_DIR, USER_NET, type NetworkMode, type PortSpec } from '../net/network.js';
 import type { ImageConfig } from '../store/metadata.js';
-import type { StorageProvider } from '../store/provider.js';
+import { ACTING_MAX_BYTES, type StorageProvider, type StoredImage, type StoredKernel } from '../store/provider.js';
 import { diskFullError, requireFree } from '../util/disk-space.js';
 import { throwIfCancelled } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import { diskUsage, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { requireRootAccess } from '../util/privilege.js';
+import { copyChecked, openChecked, openDirChecked, type CheckedFile } from '../util/safe-open.js';
 import { backendFor, chooseBackend, type BackendChoice, type BackendName, type FirecrackerSettings } from '../vmm/backend.js';
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
@@ -98,6 +99,44 @@ function setVmm(state: VmState, pid: number): void {
   delete state.creator;
 }
 
+/** The store's files a VM is made from, opened and checked once (root reading another user's store). */
+interface StoreFiles {
+  uid: number;
+  rootfs?: CheckedFile;
+  kernel: CheckedFile;
+  initrd?: CheckedFile;
+  close(): Promise<void>;
+}
+
+/**
+ * Open the image's rootfs and the kernel (and initrd) of a store root reads for `uid`: no symlink, FIFO,
+ * hard link, file of a third user or oversized file (util/safe-open.ts). Everything the VM gets from the
+ * store is then copied through these descriptors; a refusal comes before anything exists on the host.
+ */
+async function openStoreFiles(uid: number, image: StoredImage | undefined, kernel: StoredKernel): Promise<StoreFiles> {
+  const opened: CheckedFile[] = [];
+  const close = async (): Promise<void> => {
+    for (const f of opened.splice(0)) await f.close().catch(() => undefined);
+  };
+  const open = async (file: string, what: string, maxBytes: number): Promise<CheckedFile> => {
+    const f = await openChecked(file, { what, trust: { uid }, maxBytes });
+    opened.push(f);
+    return f;
+  };
+  try {
+    return {
+      uid,
+      ...(image ? { rootfs: await open(image.rootfsPath, `the rootfs of image ${image.tag}`, ACTING_MAX_BYTES.rootfs) } : {}),
+      kernel: await open(kernel.vmlinuxPath, `the vmlinux of kernel ${kernel.id}`, ACTING_MAX_BYTES.kernel),
+      ...(kernel.initrdPath ? { initrd: await open(kernel.initrdPath, `the initrd of kernel ${kernel.id}`, ACTING_MAX_BYTES.kernel) } : {}),
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
 /**
  * Boot a stored image (or a build step's disk) as a microVM in the background; returns once the init has
  * started the command. The state is written before anything is created on the host, so a failure at any
@@ -107,6 +146,15 @@ function setVmm(state: VmState, pid: number): void {
 export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: RunCache, log: Logger): Promise<VmState> {
   const image = o.build ? undefined : await storage.getImage(o.from);
   const kernel = await pickKernel(storage, o.vmlinuxId);
+  const files = storage.actingUid === undefined ? undefined : await openStoreFiles(storage.actingUid, image, kernel);
+  try {
+    return await launchFrom(o, image, kernel, files, cache, log);
+  } finally {
+    await files?.close();
+  }
+}
+
+async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel: StoredKernel, files: StoreFiles | undefined, cache: RunCache, log: Logger): Promise<VmState> {
   const backend = chooseBackend(o);
   // The root-only parts, refused in one line before anything exists on the host.
   if (backend === 'firecracker') await requireRootAccess('the Firecracker backend (its jailer)', 'boot with the qemu backend');
@@ -131,6 +179,8 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
     if (r.warning) log.warn(r.warning);
   } else {
     if (!o.firecracker?.binary || !o.firecracker.jailer) throw new UserError('the Firecracker backend needs --binary-firecracker and --binary-jailer (or a profile that sets them)');
+    // Root places the store's files in the jail: for another user, only in a tree that user cannot touch.
+    if (files) await (await openDirChecked(o.firecracker.chrootBase, 'chroot-base', { uid: files.uid, rootOnly: true })).close();
     const v = await detectKvm();
     if (!v.usable) log.warn(`KVM not usable (${v.reason}): Firecracker needs KVM and will likely fail`);
   }
@@ -212,8 +262,9 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
         rootfs = o.build.rootfs;
         cfg = { ...o.build.config, net: netCfg, ...(dns.length ? { dns } : {}), halt: backend === 'firecracker' ? 'reboot' : 'poweroff' };
       } else {
-        await requireFree(rootfs, (await diskUsage(image!.rootfsPath)).allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
-        await prepareRootfs(image!.rootfsPath, rootfs);
+        const allocated = files?.rootfs ? files.rootfs.allocated : (await diskUsage(image!.rootfsPath)).allocated;
+        await requireFree(rootfs, allocated, `the VM's copy of ${image!.tag}`, RUN_DISK_HINT);
+        await prepareRootfs(files?.rootfs ?? image!.rootfsPath, rootfs);
         throwIfCancelled();
         cfg = runConfigFor(image!.metadata.config, o, hostname, netCfg, dns, backend);
       }
@@ -221,6 +272,17 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
       const config = path.join(dir, 'config.ext4');
       await makeConfigDisk(cfg, config, log, o.authorizedKeys);
       const cmdline = `${ipArg} ${kernel.metadata.cmdline ?? ''}`.trim();
+      // Another user's store: the VMM (and the jail) get root's own copies, made through the checked descriptors.
+      let vmlinux = kernel.vmlinuxPath;
+      let initrd = kernel.initrdPath;
+      if (files) {
+        vmlinux = path.join(dir, 'vmlinux');
+        await copyChecked(files.kernel, vmlinux);
+        if (files.initrd) {
+          initrd = path.join(dir, 'initrd');
+          await copyChecked(files.initrd, initrd);
+        }
+      }
 
       if (backend === 'firecracker') {
         // Recorded before the jail exists, so a failed start removes it too.
@@ -232,7 +294,7 @@ export async function launchVm(o: LaunchSpec, storage: StorageProvider, cache: R
       const routes = isolated ? blockedRoutes(await readHostView()) : [];
       throwIfCancelled();
       const started = await backendFor(backend).start({
-        id, dir, kernel: kernel.vmlinuxPath, ...(kernel.initrdPath ? { initrd: kernel.initrdPath } : {}), init: INIT_PATH, cmdline,
+        id, dir, kernel: vmlinux, ...(initrd ? { initrd } : {}), init: INIT_PATH, cmdline,
         rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
         ...(state.cgroup ? { cgroup: state.cgroup } : {}),
         // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { UserError, errnoCode } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { openDirChecked } from '../util/safe-open.js';
 import { BACKENDS } from '../vmm/backends.js';
 import { VMM_ID_LENGTH } from '../vmm/jail-paths.js';
 import { vmmAlive, type VmmIdentity } from './vmm-process.js';
@@ -88,7 +89,21 @@ export function validateName(name: string): string {
 }
 
 export class RunCache {
-  constructor(readonly root: string) {}
+  private checked?: Promise<void>;
+
+  /**
+   * `actingUid`: root works for that user (firebuild-priv, FIREBUILD_ACTING_UID). The run cache must then
+   * be root's own tree (every directory from / root's, writable by nobody else, no symlink), so that what
+   * root reads back from it (states, serial logs, the VMs' disks) is what root wrote there.
+   */
+  constructor(readonly root: string, private readonly opts: { actingUid?: number | undefined } = {}) {}
+
+  private async rootOk(): Promise<void> {
+    const uid = this.opts.actingUid;
+    if (uid === undefined) return;
+    this.checked ??= openDirChecked(path.resolve(this.root), 'run-cache', { uid, rootOnly: true }).then((h) => h.close());
+    await this.checked;
+  }
 
   dir(id: string): string {
     if (!ID_RE.test(id)) throw new UserError(`invalid --vmm-id '${id}': list VMs with 'firebuild ls'`);
@@ -102,6 +117,7 @@ export class RunCache {
    * as unreadable (unreadable()).
    */
   async create(s: VmState): Promise<string> {
+    await this.rootOk();
     await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
     const d = this.dir(s.id);
     const tmp = path.join(this.root, `${NEW_PREFIX}${s.id}`);
@@ -116,6 +132,7 @@ export class RunCache {
   }
 
   async read(id: string): Promise<VmState> {
+    await this.rootOk();
     let text: string;
     try {
       text = await fsp.readFile(path.join(this.dir(id), 'state.json'), 'utf8');
@@ -135,6 +152,7 @@ export class RunCache {
   }
 
   async list(): Promise<(VmState & { running: boolean })[]> {
+    await this.rootOk();
     const ids = await fsp.readdir(this.root).catch(() => [] as string[]);
     const out: (VmState & { running: boolean })[] = [];
     for (const id of ids.sort()) {
@@ -154,6 +172,7 @@ export class RunCache {
    * no VM id (a `.new-<id>` a killed `run` left). `purge` removes them; `id` is the VM id the name carries.
    */
   async unreadable(graceMs = 60_000, now = Date.now()): Promise<{ name: string; dir: string; id?: string; reason: string }[]> {
+    await this.rootOk();
     const entries = await fsp.readdir(this.root, { withFileTypes: true }).catch(() => []);
     const out: { name: string; dir: string; id?: string; reason: string }[] = [];
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {

@@ -4,9 +4,10 @@ import type { z } from 'zod';
 import { InternalError, UserError, errnoCode } from '../util/errors.js';
 import { diskUsage, exists, fsyncDir, fsyncFile, randomHex, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
 import { holdLock, lockIsFresh, withLock, type HeldLock } from '../util/lock.js';
-import { entryFile, newEntry, switchEntry, testPoint } from './entry.js';
+import { UnsafeFileError, openChecked, openDirChecked, readChecked, type Trust } from '../util/safe-open.js';
+import { entryFile, entryFileNoFollow, newEntry, switchEntry, testPoint } from './entry.js';
 import type { ImageMetadata, KernelMetadata } from './metadata.js';
-import type { ImageListEntry, KernelListEntry, StagingArea, StorageProvider, StoredImage, StoredKernel, ImageMetadataDraft } from './provider.js';
+import { ACTING_MAX_BYTES, type ImageListEntry, type KernelListEntry, type StagingArea, type StorageProvider, type StoredImage, type StoredKernel, type ImageMetadataDraft } from './provider.js';
 import { formatTag, parseTag } from './tag.js';
 
 export interface DirectoryStorageOptions {
@@ -17,6 +18,8 @@ export interface DirectoryStorageOptions {
   lockStaleMs?: number;
   /** A staging directory whose lock was not refreshed for this long belongs to a dead writer (default 60 s, or lockStaleMs). */
   stagingStaleMs?: number;
+  /** Root reading the store of this uid (FIREBUILD_ACTING_UID): every read checked, no write (see StorageProvider.actingUid). */
+  actingUid?: number;
 }
 
 const KERNEL_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -37,11 +40,33 @@ export class DirectoryStorage implements StorageProvider {
 
   constructor(private readonly opts: DirectoryStorageOptions) {}
 
+  get actingUid(): number | undefined {
+    return this.opts.actingUid;
+  }
+
+  private get trust(): Trust | undefined {
+    return this.opts.actingUid === undefined ? undefined : { uid: this.opts.actingUid };
+  }
+
+  /** `file` of a stored entry: through `.current`, or (acting) resolved without following a symlink. */
+  private entryPath(dir: string, file: string): Promise<string> {
+    const t = this.trust;
+    return t ? entryFileNoFollow(dir, file, t) : entryFile(dir, file);
+  }
+
+  /** Root never writes a store it reads for another user: that user's files stay that user's. */
+  private refuseWriteWhenActing(): void {
+    if (this.opts.actingUid !== undefined) {
+      throw new UserError(`this store belongs to uid ${this.opts.actingUid} (FIREBUILD_ACTING_UID): root only reads it; write it as that user`);
+    }
+  }
+
   get locations(): Record<string, string> {
     return { 'rootfs-storage-root': this.opts.rootfsRoot, 'kernel-storage-root': this.opts.kernelRoot };
   }
 
   private async ready(): Promise<void> {
+    this.refuseWriteWhenActing();
     if (this.readyRoots) return;
     if (this.opts.createRoots) {
       await fsp.mkdir(this.opts.rootfsRoot, { recursive: true, mode: 0o755 });
@@ -54,6 +79,11 @@ export class DirectoryStorage implements StorageProvider {
 
   /** Read-only operations only need the root to exist. */
   private async readable(root: string, what: string): Promise<boolean> {
+    const t = this.trust;
+    if (t) {
+      await (await openDirChecked(root, what, t)).close();
+      return true;
+    }
     try {
       const st = await fsp.stat(root);
       if (!st.isDirectory()) throw new UserError(`${what} ${root} is not a directory: point ${what} at a directory`);
@@ -79,10 +109,10 @@ export class DirectoryStorage implements StorageProvider {
         for (const version of await visibleDirs(path.join(root, org, name))) {
           const dir = path.join(root, org, name, version);
           const tag = `${org}/${name}:${version}`;
-          const sizes = await diskUsage(await entryFile(dir, ROOTFS)).catch(() => ({ apparent: 0, allocated: 0 }));
+          const sizes = await this.sizes(dir).catch(() => ({ apparent: 0, allocated: 0 }));
           const entry: ImageListEntry = { tag, dir, apparentSize: sizes.apparent, allocatedSize: sizes.allocated };
           try {
-            entry.metadata = await readImageMetadata(path.join(dir, METADATA));
+            entry.metadata = await readImageMetadata(this.trust ? await this.entryPath(dir, METADATA) : path.join(dir, METADATA), this.trust);
           } catch (err) {
             entry.error = err instanceof Error ? err.message : String(err);
           }
@@ -93,6 +123,15 @@ export class DirectoryStorage implements StorageProvider {
     return out.sort((a, b) => a.tag.localeCompare(b.tag));
   }
 
+  /** The rootfs's sizes; acting, from fstat of the checked file. */
+  private async sizes(dir: string): Promise<{ apparent: number; allocated: number }> {
+    const t = this.trust;
+    if (!t) return diskUsage(await entryFile(dir, ROOTFS));
+    const f = await openChecked(await this.entryPath(dir, ROOTFS), { what: 'rootfs', trust: t, maxBytes: ACTING_MAX_BYTES.rootfs });
+    await f.close();
+    return { apparent: f.size, allocated: f.allocated };
+  }
+
   async hasImage(tag: string): Promise<boolean> {
     return exists(path.join(this.imageDir(tag), METADATA));
   }
@@ -101,11 +140,11 @@ export class DirectoryStorage implements StorageProvider {
     const dir = this.imageDir(tag);
     await this.readable(this.opts.rootfsRoot, 'rootfs-storage-root');
     if (!(await exists(dir))) throw new UserError(`image ${tag} not found: list images with 'firebuild image ls'`);
-    const metadataPath = await entryFile(dir, METADATA);
-    const metadata = await readImageMetadata(metadataPath).catch((err: unknown) => {
+    const metadataPath = await this.entryPath(dir, METADATA);
+    const metadata = await readImageMetadata(metadataPath, this.trust).catch((err: unknown) => {
       throw corruptEntry('image', tag, err);
     });
-    return { tag, dir, rootfsPath: await entryFile(dir, ROOTFS), metadataPath, metadata };
+    return { tag, dir, rootfsPath: await this.entryPath(dir, ROOTFS), metadataPath, metadata };
   }
 
   async writeImage(
@@ -191,6 +230,7 @@ export class DirectoryStorage implements StorageProvider {
   }
 
   async removeImage(tag: string): Promise<void> {
+    this.refuseWriteWhenActing();
     const t = parseTag(tag);
     const dir = this.imageDir(tag);
     await this.readable(this.opts.rootfsRoot, 'rootfs-storage-root');
@@ -250,7 +290,7 @@ export class DirectoryStorage implements StorageProvider {
       const dir = path.join(this.opts.kernelRoot, id);
       const entry: KernelListEntry = { id, dir };
       try {
-        entry.metadata = await readKernelMetadata(path.join(dir, METADATA));
+        entry.metadata = await readKernelMetadata(this.trust ? await this.entryPath(dir, METADATA) : path.join(dir, METADATA), this.trust);
       } catch (err) {
         entry.error = err instanceof Error ? err.message : String(err);
       }
@@ -263,9 +303,9 @@ export class DirectoryStorage implements StorageProvider {
     const dir = this.kernelDir(id);
     await this.readable(this.opts.kernelRoot, 'kernel-storage-root');
     if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls' or import one with 'firebuild kernel import'`);
-    const metadata = await readKernelMetadata(await entryFile(dir, METADATA));
-    const k: StoredKernel = { id, dir, vmlinuxPath: await entryFile(dir, 'vmlinux'), metadata };
-    if (metadata.initrd) k.initrdPath = await entryFile(dir, 'initrd');
+    const metadata = await readKernelMetadata(await this.entryPath(dir, METADATA), this.trust);
+    const k: StoredKernel = { id, dir, vmlinuxPath: await this.entryPath(dir, 'vmlinux'), metadata };
+    if (metadata.initrd) k.initrdPath = await this.entryPath(dir, 'initrd');
     return k;
   }
 
@@ -308,6 +348,7 @@ export class DirectoryStorage implements StorageProvider {
   }
 
   async removeKernel(id: string): Promise<void> {
+    this.refuseWriteWhenActing();
     const dir = this.kernelDir(id);
     if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls'`);
     await withLock(path.join(this.opts.kernelRoot, '.locks', id), () => fsp.rm(dir, { recursive: true, force: true }), this.lockOpts());
@@ -334,11 +375,12 @@ async function removeEmptyParents(dir: string, stop: string): Promise<void> {
   }
 }
 
-async function readJson<T>(file: string, pick: (m: Awaited<ReturnType<typeof metadataModule>>) => z.ZodType<T>, what: string): Promise<T> {
+async function readJson<T>(file: string, pick: (m: Awaited<ReturnType<typeof metadataModule>>) => z.ZodType<T>, what: string, trust?: Trust): Promise<T> {
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    text = trust ? await readChecked(file, { what, trust, maxBytes: ACTING_MAX_BYTES.metadata }) : await fsp.readFile(file, 'utf8');
   } catch (err) {
+    if (err instanceof UnsafeFileError) throw err;
     throw new UserError(`${what} ${file} cannot be read (${errnoCode(err) ?? 'error'}): remove the entry or restore the file`);
   }
   let raw: unknown;
@@ -365,17 +407,18 @@ async function readJson<T>(file: string, pick: (m: Awaited<ReturnType<typeof met
  * corruption (its own message says to upgrade).
  */
 function corruptEntry(kind: 'image', tag: string, err: unknown): unknown {
-  if (!(err instanceof UserError) || /newer than this firebuild/.test(err.message)) return err;
+  if (!(err instanceof UserError) || err instanceof UnsafeFileError || /newer than this firebuild/.test(err.message)) return err;
   const reason = err.message.replace(/^corrupt /, '').replace(/[;:] remove the entry or restore the file$/, '');
   return new UserError(`stored ${kind} ${tag} is corrupt: ${reason}: remove it with 'firebuild ${kind} rm ${tag}', then build or pull it again`, { cause: err });
 }
 
-export function readImageMetadata(file: string): Promise<ImageMetadata> {
-  return readJson(file, (m) => m.ImageMetadataSchema as unknown as z.ZodType<ImageMetadata>, 'image metadata');
+/** `trust`: root reading another user's store (the file opened and checked, util/safe-open.ts). */
+export function readImageMetadata(file: string, trust?: Trust): Promise<ImageMetadata> {
+  return readJson(file, (m) => m.ImageMetadataSchema as unknown as z.ZodType<ImageMetadata>, 'image metadata', trust);
 }
 
-export function readKernelMetadata(file: string): Promise<KernelMetadata> {
-  return readJson(file, (m) => m.KernelMetadataSchema, 'kernel metadata');
+export function readKernelMetadata(file: string, trust?: Trust): Promise<KernelMetadata> {
+  return readJson(file, (m) => m.KernelMetadataSchema, 'kernel metadata', trust);
 }
 
 /** ELF vmlinux (Firecracker, PVH) or a bzImage (QEMU with an initrd). */

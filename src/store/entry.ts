@@ -1,6 +1,8 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
 import { fsyncDir, randomHex } from '../util/fs.js';
+import { UnsafeFileError, at, openDirChecked, type Trust } from '../util/safe-open.js';
 
 /**
  * The layout of one stored entry (an image version, a kernel), switched atomically:
@@ -29,6 +31,33 @@ export async function testPoint(name: string): Promise<void> {
 export async function entryFile(entry: string, file: string): Promise<string> {
   const st = await fsp.lstat(path.join(entry, CURRENT)).catch(() => undefined);
   return st?.isSymbolicLink() ? path.join(entry, CURRENT, file) : path.join(entry, file);
+}
+
+/** The content directories this layout makes (`.c-<random hex>`). */
+const CONTENT_DIR_RE = /^\.c-[0-9a-f]{1,64}$/;
+
+/**
+ * entryFile for a reader that follows no symlink (root reading another user's store, util/safe-open.ts):
+ * `.current` is read, never followed, and must name one of the entry's own content directories; the
+ * result is a path without symlinks, for openChecked (which walks it again, fd by fd, and checks it).
+ */
+export async function entryFileNoFollow(entry: string, file: string, trust: Trust): Promise<string> {
+  const dir = await openDirChecked(entry, 'the stored entry', trust);
+  try {
+    const cur = at(dir, CURRENT);
+    const st = await fsp.lstat(cur).catch(() => undefined);
+    if (!st?.isSymbolicLink()) return path.join(entry, file);
+    const target = await fsp.readlink(cur);
+    if (!CONTENT_DIR_RE.test(target)) {
+      throw new UnsafeFileError(`${path.join(entry, CURRENT)} points to '${target}', not a content directory of the entry: refusing to read it as root on behalf of uid ${trust.uid}`);
+    }
+    return path.join(entry, target, file);
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UnsafeFileError(`the stored entry ${entry} cannot be read (${(err as Error).message}): refusing to read it as root on behalf of uid ${trust.uid}`);
+  } finally {
+    await dir.close();
+  }
 }
 
 /** Build a new entry at `entry` (which must not exist) around `content` (moved in); the caller renames it into place. */

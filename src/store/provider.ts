@@ -48,8 +48,24 @@ export interface KernelListEntry {
   error?: string;
 }
 
+/**
+ * The largest files root reads from a store it reads for another user (FIREBUILD_ACTING_UID, see
+ * util/safe-open.ts): a larger one, such as a huge sparse file planted as a rootfs, is refused before a
+ * byte is read or copied.
+ */
+export const ACTING_MAX_BYTES = {
+  metadata: 1 << 20,
+  kernel: 512 * 1024 ** 2,
+  rootfs: 64 * 1024 ** 3,
+} as const;
+
 export interface StorageProvider {
   readonly name: string;
+  /**
+   * Set when root reads this store on behalf of that uid (firebuild-priv): every file of the store is then
+   * opened without following symlinks and checked (util/safe-open.ts), and the store is never written.
+   */
+  readonly actingUid?: number | undefined;
   /** Human description of where things live (for doctor/inspect). */
   readonly locations: Record<string, string>;
 

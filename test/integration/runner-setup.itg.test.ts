@@ -328,6 +328,9 @@ describe('runner-setup/setup.sh', () => {
     const profile = JSON.parse(fs.readFileSync(path.join(root, 'etc/firebuild/priv/privileged.json'), 'utf8'));
     expect(profile).toMatchObject({ 'binary-firecracker': path.join(root, 'usr/local/bin/firecracker'), 'run-cache': path.join(root, 'var/lib/firebuild/run'), 'storage-provider-property-string': { 'rootfs-storage-root': path.join(root, 'home/firebuild-runner/.local/share/firebuild/rootfs') } });
     expect(fs.readFileSync(path.join(root, 'usr/local/libexec/firebuild/job-completed.sh'), 'utf8')).toContain(`sudo -n ${priv} purge --all || rc=1\n`);
+    // Root acts for the store's owner: the runner user's uid, fixed in the script (whoever runs it).
+    const runnerUid = /^firebuild-runner:[^:]*:(\d+):/m.exec(fs.readFileSync(path.join(root, 'etc/passwd'), 'utf8'))![1];
+    expect(fs.readFileSync(priv, 'utf8')).toMatch(new RegExp(`^export PATH=.* FIREBUILD_ACTING_UID=${runnerUid}$`, 'm'));
     // firebuild-priv: a subcommand or a flag outside the allow-list is one line, exit 2.
     for (const [argv, want] of [
       [['image', 'rm', 'x/y:1'], /^firebuild-priv: 'image' is not allowed \(allowed: run kill purge ls inspect logs\)$/],
