@@ -93,11 +93,6 @@ export async function runAction(body: () => Promise<void>): Promise<void> {
   }
 }
 
-/** A Markdown table for the job summary. */
-export function summaryTable(rows: [string, string][]): string {
-  return ['| | |', '| --- | --- |', ...rows.map(([k, v]) => `| ${k} | ${v.replace(/\|/g, '\\|')} |`)].join('\n') + '\n';
-}
-
 /** Upload files as an Actions artifact (the runner's results service; ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL). */
 export async function uploadArtifact(name: string, files: string[], rootDir: string): Promise<{ id?: number; size?: number }> {
   const { DefaultArtifactClient } = await import('@actions/artifact');

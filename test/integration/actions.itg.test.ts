@@ -8,6 +8,7 @@ import { runCli, tempDir } from '../helpers/cli.js';
 import { alive, freePort, importTestKernel, killAll } from '../helpers/vm.js';
 import { startResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
+import { factsOf, renderSummary, summaryTables } from '../helpers/summary-render.js';
 
 /**
  * The bundled actions (dist/) run as the runner runs them — INPUT_* variables, real GITHUB_OUTPUT,
@@ -33,7 +34,15 @@ describe('the bundled actions, run as the runner runs them', () => {
     expect({ code: build.code, errors: annotations(build.stdout) }).toEqual({ code: 0, errors: [] });
     expect(build.outputs).toMatchObject({ tag: 'examples/hello:ci', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), rootfs: expect.stringContaining('rootfs.ext4'), metadata: expect.stringContaining('metadata.json') });
     expect(Number(build.outputs.size)).toBeGreaterThan(0);
-    expect(build.summary).toContain('firebuild rootfs: examples/hello:ci');
+    // The job summaries as GitHub renders them (CommonMark + GFM): tables, not raw pipes.
+    expect(renderSummary(build.summary)).toMatch(/^<h3>firebuild rootfs: examples\/hello:ci<\/h3>/);
+    const [built] = summaryTables(build.summary);
+    expect(factsOf(built!)).toMatchObject({
+      tag: 'examples/hello:ci', builder: 'vm', sha256: build.outputs.sha256, rootfs: build.outputs.rootfs,
+      size: expect.stringMatching(/^\d+\.\d MiB( \(\d+\.\d [KM]iB of files\))?$/),
+      'build time': expect.stringMatching(/^\d+(\.\d)? s$|^\d+ min \d\d s$/),
+      steps: expect.stringMatching(/^\d+ run, \d+ from the cache$/),
+    });
 
     const port = await freePort();
     const url = `http://127.0.0.1:${port}/cgi-bin/index.cgi`;
@@ -41,13 +50,20 @@ describe('the bundled actions, run as the runner runs them', () => {
     expect({ code: smoke.code, errors: annotations(smoke.stdout) }).toEqual({ code: 0, errors: [] });
     expect(smoke.outputs).toMatchObject({ 'vmm-id': expect.stringMatching(/^[a-z0-9]{20}$/), 'ip-address': '10.0.2.15', 'serial-log': expect.stringContaining('serial.log') });
     expect(smoke.state['vmm-id']).toBe(smoke.outputs['vmm-id']);
-    expect(smoke.summary).toContain(`GET ${url}`);
+    const [vmFacts, probes] = summaryTables(smoke.summary);
+    expect(factsOf(vmFacts!)).toMatchObject({ result: 'passed: 1 probe', VM: smoke.outputs['vmm-id'], ports: `127.0.0.1:${port}:8080` });
+    expect(probes!.rows).toEqual([['probe', 'expected', 'result'], [`GET ${url}`, 'status 200, body has "from-ci"', 'passed']]);
     expect(await (await fetch(url)).text()).toMatch(/^from-ci from /);
 
     const registryRef = `127.0.0.1:5000/fbtest/actions-${process.pid}:1`;
     const pub = await runAction('publish/index.js', { tag: 'examples/hello:ci', 'oci-ref': registryRef }, env);
     expect({ code: pub.code, errors: annotations(pub.stdout) }).toEqual({ code: 0, errors: [] });
     expect(pub.outputs).toMatchObject({ digest: expect.stringMatching(/^sha256:/), sha256: build.outputs.sha256 });
+    const [published] = summaryTables(pub.summary);
+    expect(factsOf(published!)).toMatchObject({ 'OCI artifact': registryRef, digest: pub.outputs.digest, 'rootfs sha256': build.outputs.sha256, 'compressed size': expect.stringMatching(/^\d+\.\d [KM]iB$/) });
+    // The pull command, by digest, as a code block a reader copies.
+    expect(renderSummary(pub.summary)).toContain(`<pre lang="sh"><code>firebuild image pull ${pub.outputs.ref}</code></pre>`);
+    expect(pub.outputs.ref).toBe(`127.0.0.1:5000/fbtest/actions-${process.pid}@${pub.outputs.digest}`);
 
     // The post step tears the VM down.
     const post = await runPost('smoke-test/post/index.js', smoke.state, env);
@@ -106,12 +122,17 @@ describe('the bundled actions, run as the runner runs them', () => {
       expect(sums['rootfs.ext4']).toBe(stored.metadata.rootfs.sha256);
       expect(reqs.every((q) => q.auth === 'token ghs_testtoken')).toBe(true);
       expect(reqs.filter((q) => q.url.startsWith('/uploads/')).map((q) => q.type)).toEqual(['application/octet-stream', 'application/octet-stream', 'application/octet-stream']);
+      const [facts] = summaryTables(r.summary);
+      expect(facts!.rows.filter(([k]) => k === 'release' || k === 'asset')).toEqual([['release', 'v1'], ['asset', 'rootfs.ext4.zst'], ['asset', 'metadata.json'], ['asset', 'SHA256SUMS']]);
+      expect(facts!.html).toMatch(/<a href="http:\/\/127\.0\.0\.1:\d+\/acme\/app\/releases\/tag\/v1">v1<\/a>/);
 
       const again = await runAction('publish/index.js', inputs, api);
       expect(again.code).toBe(1);
       expect(annotations(again.stdout)).toEqual(['::error::release v1 already has rootfs.ext4.zst, metadata.json, SHA256SUMS: set overwrite: true to replace them']);
-      const replaced = await runAction('publish/index.js', { ...inputs, overwrite: 'true' }, api);
+      // summary: false (the opt-out) writes no job summary.
+      const replaced = await runAction('publish/index.js', { ...inputs, overwrite: 'true', summary: 'false' }, api);
       expect(replaced.code).toBe(0);
+      expect(replaced.summary).toBe('');
       expect(reqs.filter((q) => q.method === 'DELETE')).toHaveLength(3);
       expect([...assets.values()].map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']);
     } finally {

@@ -10,6 +10,7 @@ import { REPO, runCli, tempDir } from '../helpers/cli.js';
 import { hostileNameImage, mkfsFromDir, storeRawImage } from '../helpers/ext4-craft.js';
 import { startResultsService, type ResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runPost, type ActionRun } from '../helpers/runner.js';
+import { factsOf, summaryTables } from '../helpers/summary-render.js';
 import { KERNEL_CACHE } from '../helpers/global-setup.js';
 import { debianCloudKernel, killAll } from '../helpers/vm.js';
 import { DirectoryStorage } from '../../src/store/directory.js';
@@ -126,8 +127,8 @@ describe('the setup action', () => {
     expect(first.exported).toMatchObject({ FIREBUILD_PROFILE: 'ci', FIREBUILD_ACCEL: 'tcg' });
     const profile = JSON.parse(fs.readFileSync(path.join(homeEnv('fc').FIREBUILD_PROFILE_CONF_DIR!, 'ci.json'), 'utf8')) as Record<string, unknown>;
     expect(profile).toMatchObject({ 'binary-firecracker': first.outputs.firecracker, 'binary-jailer': first.outputs.jailer, 'registry-mirrors': ['http://127.0.0.1:5000', 'https://mirror.example'] });
-    expect(first.summary).toContain('firebuild setup');
-    expect(first.summary).toContain(`${FC_VERSION} (download)`);
+    const [facts] = summaryTables(first.summary);
+    expect(factsOf(facts!)).toMatchObject({ VMM: 'qemu', accel: 'tcg', Firecracker: `${FC_VERSION} (download)`, 'Firecracker binary': first.outputs.firecracker, kernel: 'default (imported)', profile: 'ci', duration: expect.stringMatching(/ (ms|s)$/) });
     // The CLI takes the profile the action wrote.
     const shown = await runCli(['profile-inspect', '--profile', 'ci'], { env: homeEnv('fc') });
     expect(shown.code).toBe(0);
@@ -137,7 +138,7 @@ describe('the setup action', () => {
     const second = await runAction('setup/index.js', inputs, homeEnv('fc2'));
     ok(second);
     expect(downloads).toBe(before + 1);
-    expect(second.summary).toContain(`${FC_VERSION} (tool-cache)`);
+    expect(factsOf(summaryTables(second.summary)[0]!).Firecracker).toBe(`${FC_VERSION} (tool-cache)`);
   });
 
   test('a kernel built from linux-source is saved to the Actions cache by the post step and restored by the next job (no build), with the same digest', async () => {
@@ -178,7 +179,10 @@ describe('the setup action', () => {
     const first = await runAction('setup/index.js', inputs, homeEnv('b1'));
     ok(first);
     expect(first.outputs).toMatchObject({ 'base-images': tag, 'cache-hit': 'false' });
-    expect(first.summary).toContain(`base image ${tag} | built`);
+    // The summary's base image table (rendered as GitHub renders it): how each image came, its sha256.
+    const baseRow = (r: ActionRun): string[] | undefined => summaryTables(r.summary)[1]?.rows.find((row) => row[0] === tag);
+    expect(summaryTables(first.summary)[1]!.rows[0]).toEqual(['image', 'from', 'time', 'sha256']);
+    expect(baseRow(first)).toEqual([tag, 'built', expect.stringMatching(/ (ms|s)$/), expect.stringMatching(/^[0-9a-f]{64}$/)]);
     ok(await runPost('setup/post/index.js', first.state, homeEnv('b1')));
     const shaOf = async (home: string): Promise<string> => {
       const r = await runCli(['image', 'inspect', tag], { env: homeEnv(home) });
@@ -189,7 +193,7 @@ describe('the setup action', () => {
     const second = await runAction('setup/index.js', inputs, homeEnv('b2'));
     ok(second);
     expect(second.outputs).toMatchObject({ 'cache-hit': 'true' });
-    expect(second.summary).toContain(`base image ${tag} | restored from the cache`);
+    expect(baseRow(second)?.[1]).toBe('restored from the cache');
     expect(await shaOf('b2')).toBe(await shaOf('b1'));
 
     // The restored base image boots through smoke-test, which takes the profile setup exported.
@@ -203,7 +207,7 @@ describe('the setup action', () => {
     const third = await runAction('setup/index.js', inputs, homeEnv('b3'));
     ok(third);
     expect(third.outputs).toMatchObject({ 'cache-hit': 'false' });
-    expect(third.summary).toContain(`base image ${tag} | built`);
+    expect(baseRow(third)?.[1]).toBe('built');
   }, 20 * 60_000);
 
   test('what the cache restores is checked by its digests and as a file system: a corrupt package or kernel, or a hostile ext4 with valid digests, is refused and nothing lands in the store', async () => {

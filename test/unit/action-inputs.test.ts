@@ -9,12 +9,12 @@ import { REPO } from '../helpers/cli.js';
  * each declared input is read, and runs.main/post point at the bundled files for node24.
  */
 const ACTIONS: Record<string, string[]> = {
-  '.': ['src/actions/build-rootfs/impl.ts', 'src/actions/vm-inputs.ts', 'src/actions/common.ts'],
-  'build-rootfs': ['src/actions/build-rootfs/impl.ts', 'src/actions/vm-inputs.ts', 'src/actions/common.ts'],
-  'build-baseos': ['src/actions/build-baseos/impl.ts'],
-  'smoke-test': ['src/actions/smoke-test/impl.ts', 'src/actions/vm-inputs.ts'],
-  publish: ['src/actions/publish/impl.ts'],
-  setup: ['src/actions/setup/impl.ts', 'src/actions/setup/host.ts', 'src/actions/common.ts'],
+  '.': ['src/actions/build-rootfs/impl.ts', 'src/actions/vm-inputs.ts', 'src/actions/common.ts', 'src/actions/summary.ts'],
+  'build-rootfs': ['src/actions/build-rootfs/impl.ts', 'src/actions/vm-inputs.ts', 'src/actions/common.ts', 'src/actions/summary.ts'],
+  'build-baseos': ['src/actions/build-baseos/impl.ts', 'src/actions/summary.ts'],
+  'smoke-test': ['src/actions/smoke-test/impl.ts', 'src/actions/vm-inputs.ts', 'src/actions/summary.ts'],
+  publish: ['src/actions/publish/impl.ts', 'src/actions/summary.ts'],
+  setup: ['src/actions/setup/impl.ts', 'src/actions/setup/host.ts', 'src/actions/common.ts', 'src/actions/summary.ts'],
 };
 
 test('every action folder is checked', () => {

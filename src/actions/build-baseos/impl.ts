@@ -1,5 +1,6 @@
 import { boolInput, input, listInput } from '../common.js';
 import { ENGINES, type BuildInputs } from '../build-rootfs/impl.js';
+import { summaryInput } from '../summary.js';
 
 /** build-baseos: the same build as build-rootfs, stored as a baseos image; the tag may come from FROM. */
 export function getInputs(): BuildInputs {
@@ -20,6 +21,7 @@ export function getInputs(): BuildInputs {
     cacheVersion: '1',
     // Mirrors are for the vm engine's FROM; baseos builds use the Docker engine (its own daemon.json mirrors).
     registryMirrors: [],
+    summary: summaryInput(),
     network: '',
     backend: 'auto',
     cniNetwork: '',

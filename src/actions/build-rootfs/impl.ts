@@ -9,7 +9,8 @@ import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, summaryTable, withCacheEntryDir } from '../common.js';
+import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
+import { formatDuration, formatSize, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
@@ -30,6 +31,8 @@ export interface BuildInputs extends VmInputs {
   cacheVersion: string;
   /** engine vm: docker.io mirrors (checked); empty: the profile's, else FIREBUILD_REGISTRY_MIRRORS. */
   registryMirrors: string[];
+  /** Write the job summary (input `summary`). */
+  summary: boolean;
 }
 
 export const ENGINES = ['docker'] as const;
@@ -54,6 +57,7 @@ export function getInputs(): BuildInputs {
     stepCache: boolInput('step-cache', true),
     cacheVersion: cacheVersionInput(),
     registryMirrors: registryMirrorsInput(),
+    summary: summaryInput(),
     // engine vm: how the build VMs boot (the profile's Firecracker when backend is auto and setup installed it).
     ...getVmInputs(),
   };
@@ -128,10 +132,17 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
     // Inputs parsed once, here: the tag, the sizes, the VM choice.
     const build = { ...common, type, engine: 'vm' as const, dockerfile: i.dockerfile, tag: parseTag(i.tag), ...sizeInputs(i), machine: vmChoice(i), ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}) };
+    const started = Date.now();
     const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildImage(build, { settings, storage }, log)));
     core.setOutput('step-cache-restored', restored);
     core.setOutput('step-cache-saved', saved);
-    return report(type, v.image, 'vm', [['steps run', String(v.steps?.executed)], ['steps from the cache', String(v.steps?.cached)], ['step cache', restored ? `restored from \`${restored}\`` : 'nothing restored'], ...(saved ? [['step cache saved', `\`${saved}\``] as [string, string]] : [])]);
+    const t = v.steps?.timings;
+    return report(type, i, v.image, 'vm', Date.now() - started, [
+      ...(t ? [['build phases', `boot ${formatDuration(t.bootMs)}, steps ${formatDuration(t.stepsMs)}, conversion ${formatDuration(t.convertMs)}`] as [string, Cell]] : []),
+      ['steps', `${v.steps?.executed ?? 0} run, ${v.steps?.cached ?? 0} from the cache`],
+      ['step cache', restored ? { code: restored } : 'nothing restored'],
+      ...(saved ? [['step cache saved', { code: saved }] as [string, Cell]] : []),
+    ]);
   }
   const build = {
     ...common,
@@ -143,8 +154,9 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
     ...sizeInputs(i),
     journal: false,
   };
+  const started = Date.now();
   const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildImage(build, { settings, storage }, log));
-  return report(type, r.image, r.builder, []);
+  return report(type, i, r.image, r.builder, Date.now() - started, []);
 }
 
 /** Inputs size and free-space in bytes. */
@@ -152,14 +164,24 @@ function sizeInputs(i: BuildInputs): { sizeBytes?: number; freeBytes: number } {
   return { ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}), freeBytes: parseSize(i.freeSpace, 'free-space') };
 }
 
-async function report(type: 'rootfs' | 'baseos', image: StoredImage, builder: string, extra: [string, string][]): Promise<void> {
+async function report(type: 'rootfs' | 'baseos', i: BuildInputs, image: StoredImage, builder: string, durationMs: number, extra: [string, Cell][]): Promise<void> {
   const m = image.metadata;
   core.setOutput('tag', image.tag);
   core.setOutput('rootfs', image.rootfsPath);
   core.setOutput('sha256', m.rootfs.sha256);
   core.setOutput('size', String(m.rootfs.apparentSize));
   core.setOutput('metadata', image.metadataPath);
-  await core.summary.addHeading(`firebuild ${type}: ${image.tag}`, 3).addRaw(summaryTable([
-    ['tag', `\`${image.tag}\``], ['source', m.source.ref], ['builder', builder], ['sha256', `\`${m.rootfs.sha256}\``], ['size', `${m.rootfs.apparentSize} bytes`], ...extra,
-  ])).write();
+  await writeSummary({
+    title: `firebuild ${type}: ${image.tag}`,
+    facts: [
+      ['tag', { code: image.tag }],
+      ['source', m.source.ref],
+      ['builder', builder],
+      ['size', m.rootfs.contentSize !== undefined ? `${formatSize(m.rootfs.apparentSize)} (${formatSize(m.rootfs.contentSize)} of files)` : formatSize(m.rootfs.apparentSize)],
+      ['build time', formatDuration(durationMs)],
+      ...extra,
+      ['sha256', { code: m.rootfs.sha256 }],
+      ['rootfs', { code: image.rootfsPath }],
+    ],
+  }, i.summary);
 }

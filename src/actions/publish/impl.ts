@@ -6,7 +6,8 @@ import { artifactNameOf, packageForRelease, provenanceSubjects, publishToRegistr
 import { openStorage } from '../../profile/settings.js';
 import { formatTag, parseTag, type Tag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
-import { ActionsLogger, actionSettings, actionsWorkDir, boolInput, input, listInput, summaryTable, uploadArtifact } from '../common.js';
+import { ActionsLogger, actionSettings, actionsWorkDir, boolInput, input, listInput, uploadArtifact } from '../common.js';
+import { formatDuration, formatSize, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { publishRelease } from './release.js';
 
 /**
@@ -31,6 +32,8 @@ export interface PublishInputs {
   artifactName: string;
   /** auto: when the workflow grants id-token (the runner then sets ACTIONS_ID_TOKEN_REQUEST_URL) and a token is given. */
   attest: (typeof ATTEST_CHOICES)[number];
+  /** Write the job summary (input `summary`). */
+  summary: boolean;
 }
 
 export function getInputs(): PublishInputs {
@@ -49,6 +52,7 @@ export function getInputs(): PublishInputs {
     overwrite: boolInput('overwrite'),
     artifactName: input('artifact-name'),
     attest: input('attest', { choices: ATTEST_CHOICES, default: 'auto' }) as PublishInputs['attest'],
+    summary: summaryInput(),
   };
   if (i.password) core.setSecret(i.password);
   if (i.githubToken) core.setSecret(i.githubToken);
@@ -62,7 +66,9 @@ export async function run(): Promise<void> {
   const i = getInputs();
   const tag = formatTag(i.tag);
   const storage = openStorage(await actionSettings());
-  const rows: [string, string][] = [];
+  const started = Date.now();
+  const rows: [string, Cell][] = [];
+  const commands: { label: string; command: string }[] = [];
   const pushed = i.targets.includes('oci')
     ? await core.group(`Push ${tag} to ${i.ociRef}`, () => publishToRegistry(storage, i.tag, i.ociRef, {
       ...(i.username ? { credentials: { username: i.username, password: i.password } } : {}),
@@ -73,7 +79,8 @@ export async function run(): Promise<void> {
     core.setOutput('digest', pushed.digest);
     core.setOutput('ref', pushed.refByDigest);
     core.setOutput('sha256', pushed.rootfsSha256);
-    rows.push(['OCI artifact', `\`${i.ociRef}\``], ['digest', `\`${pushed.digest}\``], ['rootfs sha256', `\`${pushed.rootfsSha256}\``], ['compressed size', `${pushed.compressedSize} bytes`]);
+    rows.push(['OCI artifact', { code: i.ociRef }], ['digest', { code: pushed.digest }], ['compressed size', formatSize(pushed.compressedSize)], ['rootfs sha256', { code: pushed.rootfsSha256 }]);
+    commands.push({ label: 'Pull it into a firebuild store (by digest: exactly this image):', command: `firebuild image pull ${pushed.refByDigest}` });
   }
   const needsPackage = i.targets.includes('release') || i.targets.includes('artifact');
   const dir = needsPackage ? await actionsWorkDir('publish-') : '';
@@ -83,7 +90,7 @@ export async function run(): Promise<void> {
     const name = i.artifactName || artifactNameOf(i.tag);
     const r = await core.group(`Artifact ${name}`, () => uploadArtifact(name, pkg.files, pkg.dir));
     core.setOutput('artifact-id', String(r.id ?? ''));
-    rows.push(['artifact', `${name} (${r.size ?? 0} bytes)`]);
+    rows.push(['artifact', `${name} (${formatSize(r.size ?? 0)})`]);
   }
   if (pkg && i.targets.includes('release')) {
     const r = await core.group(`Release ${i.releaseTag}`, () => publishRelease({
@@ -91,18 +98,19 @@ export async function run(): Promise<void> {
       ...(process.env.GITHUB_API_URL ? { apiUrl: process.env.GITHUB_API_URL } : {}),
     }));
     core.setOutput('release-url', r.url);
-    rows.push(['release', r.url], ...r.assets.map((a): [string, string] => ['asset', a]));
+    rows.push(['release', { link: r.url, text: i.releaseTag }], ...r.assets.map((a): [string, Cell] => ['asset', { link: a, text: a.replace(/^.*\//, '') }]));
   }
   if (i.attest === 'true' || (i.attest === 'auto' && process.env.ACTIONS_ID_TOKEN_REQUEST_URL && i.githubToken)) {
     const subjects = provenanceSubjects(pushed, pkg);
     const a = await core.group('Build provenance', () => attest(subjects, i.githubToken));
     core.setOutput('attestation-id', a.id ?? '');
     core.setOutput('attestation-bundle', a.bundlePath);
-    rows.push(['provenance', `SLSA v1, ${subjects.length} subjects${a.url ? `: ${a.url}` : ''}`]);
+    rows.push(['provenance', a.url ? { link: a.url, text: `SLSA v1, ${subjects.length} subjects` } : `SLSA v1, ${subjects.length} subjects`]);
   } else if (i.attest === 'auto') {
     rows.push(['provenance', 'not attested: grant id-token: write and attestations: write and give github-token']);
   }
-  await core.summary.addHeading(`firebuild publish: ${tag}`, 3).addRaw(summaryTable(rows)).write();
+  rows.push(['duration', formatDuration(Date.now() - started)]);
+  await writeSummary({ title: `firebuild publish: ${tag}`, facts: rows, commands }, i.summary);
 }
 
 /**

@@ -11,7 +11,8 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { getHostInputs, hostRows } from './host.js';
-import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, summaryTable, withCacheEntryDir } from '../common.js';
+import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
+import { formatDuration, summaryInput, writeSummary, type Cell } from '../summary.js';
 
 /**
  * The setup action: check the runner (the doctor's checks; one annotation when KVM or a part is
@@ -44,6 +45,8 @@ export interface SetupInputs {
   cacheVersion: string;
   /** Written into the profile for later vm-engine builds. */
   registryMirrors: string[];
+  /** Write the job summary (input `summary`). */
+  summary: boolean;
 }
 
 export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
@@ -81,6 +84,7 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
     cache: boolInput('cache', true),
     cacheVersion,
     registryMirrors: registryMirrorsInput(),
+    summary: summaryInput(),
   };
 }
 
@@ -164,9 +168,10 @@ interface CacheSave { kind: 'kernel' | 'baseos'; name: string; key: string; home
 
 export async function run(): Promise<void> {
   const i = getInputs();
+  const started = Date.now();
   const log = new ActionsLogger('setup');
   const saves: CacheSave[] = [];
-  const rows: [string, string][] = [];
+  const rows: [string, Cell][] = [];
   const restore = i.cache ? restoreVerified : undefined;
 
   // 0. A fresh (GitHub-hosted) runner's host: packages, user namespaces, /dev/kvm (host.ts; auto = hosted only).
@@ -189,7 +194,7 @@ export async function run(): Promise<void> {
   if (i.installFirecracker === 'true' || (i.installFirecracker === 'auto' && vmm === 'firecracker')) {
     fc = await core.group(`Firecracker ${i.firecrackerVersion}`, () => installFirecracker(i.firecrackerVersion, i.firecrackerSha256, i.firecrackerUrl, log));
     core.addPath(path.dirname(fc.firecracker));
-    rows.push(['Firecracker', `${i.firecrackerVersion} (${fc.from}) \`${fc.firecracker}\``]);
+    rows.push(['Firecracker', `${i.firecrackerVersion} (${fc.from})`], ['Firecracker binary', { code: fc.firecracker }]);
   } else if (vmm === 'firecracker') {
     throw new UserError(`vmm 'firecracker' with install-firecracker 'false': set install-firecracker to auto or true`);
   }
@@ -204,19 +209,19 @@ export async function run(): Promise<void> {
     cacheVersion: i.cacheVersion, ...(restore ? { restore } : {}),
   }, log));
   if (kernel.key) saves.push({ kind: 'kernel', name: i.kernelId, key: kernel.key, home: storeHome(settings) });
-  rows.push(['kernel', `${i.kernelId} (${kernel.from}) sha256 \`${kernel.sha256.slice(0, 16)}…\``]);
+  rows.push(['kernel', `${i.kernelId} (${kernel.from})`], ['kernel sha256', { code: kernel.sha256 }]);
 
   // 4. Base images: restored from the cache when their plan's digest matches, else built (and saved by the post step).
-  const images: string[] = [];
+  const images: Cell[][] = [];
   let hits = 0;
   for (const b of i.baseos) {
     await core.group(`Base image ${b.tag}`, async () => {
+      const t0 = Date.now();
       const r = await provideBaseImage(storage, { ...b, cacheVersion: i.cacheVersion, ...(restore ? { restore } : {}) }, log);
       if (r.from === 'cache') hits++;
       if (r.key) saves.push({ kind: 'baseos', name: b.tag, key: r.key, home: storeHome(settings) });
-      rows.push([`base image ${b.tag}`, `${r.from === 'cache' ? 'restored from the cache' : 'built'}, sha256 \`${r.sha256.slice(0, 16)}…\``]);
+      images.push([{ code: b.tag }, r.from === 'cache' ? 'restored from the cache' : 'built', formatDuration(Date.now() - t0), { code: r.sha256 }]);
     });
-    images.push(b.tag);
   }
 
   // 5. The profile every later step reads (FIREBUILD_PROFILE), written last: a failed setup leaves the previous one.
@@ -224,7 +229,7 @@ export async function run(): Promise<void> {
   core.exportVariable('FIREBUILD_PROFILE', i.profile);
   core.exportVariable('FIREBUILD_PROFILE_CONF_DIR', i.profileConfDir);
   if (i.accel !== 'auto') core.exportVariable('FIREBUILD_ACCEL', i.accel);
-  rows.push(['profile', `${i.profile} \`${profile.file}\``]);
+  rows.push(['profile', `${i.profile}`], ['profile file', { code: profile.file }]);
 
   core.saveState(STATE_CACHE_SAVES, JSON.stringify(saves));
   core.setOutput('vmm', vmm);
@@ -234,9 +239,14 @@ export async function run(): Promise<void> {
   core.setOutput('profile', i.profile);
   core.setOutput('kernel-id', i.kernelId);
   core.setOutput('kernel-source', kernel.from);
-  core.setOutput('base-images', images.join('\n'));
+  core.setOutput('base-images', i.baseos.map((b) => b.tag).join('\n'));
   core.setOutput('cache-hit', String(i.baseos.length + (i.kernelVersion ? 1 : 0) > 0 && hits + (kernel.from === 'cache' ? 1 : 0) === i.baseos.length + (i.kernelVersion ? 1 : 0)));
-  await core.summary.addHeading('firebuild setup', 3).addRaw(summaryTable(rows)).write();
+  rows.push(['duration', formatDuration(Date.now() - started)]);
+  await writeSummary({
+    title: 'firebuild setup',
+    facts: rows,
+    tables: images.length ? [{ title: 'Base images', header: ['image', 'from', 'time', 'sha256'], rows: images }] : [],
+  }, i.summary);
 }
 
 /** The store's settings as the post step needs them (it runs without the job's later environment). */

@@ -7,7 +7,8 @@ import { vmKill } from '../../commands/vm.js';
 import { openStorage } from '../../profile/settings.js';
 import type { VmState } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
-import { ActionsLogger, actionSettings, input, listInput, summaryTable, uploadArtifact } from '../common.js';
+import { ActionsLogger, actionSettings, input, listInput, uploadArtifact } from '../common.js';
+import { formatDuration, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
 
 /**
@@ -36,6 +37,8 @@ export interface SmokeInputs extends VmInputs {
   /** The boot's own deadline: a slow boot (TCG on a busy runner) never eats the probes' time, nor theirs its. */
   bootTimeoutMs: number;
   accel: string;
+  /** Write the job summary (input `summary`). */
+  summary: boolean;
 }
 
 function int(name: string, v: string, min: number, max: number): number {
@@ -63,6 +66,7 @@ export function getInputs(): SmokeInputs {
     // Default: timeout, at least 120 s (the CLI's --boot-timeout), so a short probe deadline never makes the boot's shorter.
     bootTimeoutMs: int('boot-timeout', input('boot-timeout', { default: String(Math.max(120, Number(timeout) || 0)) }), 1, 3600) * 1000,
     accel: input('accel', { choices: ACCELS, default: 'auto' }),
+    summary: summaryInput(),
   };
 }
 
@@ -92,6 +96,7 @@ async function keepSerialLog(id: string, serialLog: string): Promise<string> {
 
 export async function run(): Promise<void> {
   const i = getInputs();
+  const started = Date.now();
   const log = new ActionsLogger('smoke-test');
   const settings = await actionSettings();
   const storage = openStorage(settings);
@@ -127,15 +132,23 @@ export async function run(): Promise<void> {
   } finally {
     core.endGroup();
   }
-  const checks: [string, string][] = [
-    ...i.waitTcp.map((p): [string, string] => [`tcp ${p}`, 'open']),
-    ...i.waitHttp.map((u): [string, string] => [`GET ${u}`, `${i.waitHttpStatus}`]),
-    ...(i.expectExitCode !== undefined ? [['exit code', String(i.expectExitCode)] as [string, string]] : []),
+  // Every probe passed (a failed one threw above): one row each, what was expected of it.
+  const probes: Cell[][] = [
+    ...i.waitTcp.map((p): Cell[] => [`TCP 127.0.0.1:${p}`, 'accepts connections', 'passed']),
+    ...i.waitHttp.map((u): Cell[] => [{ code: `GET ${u}` }, `status ${i.waitHttpStatus}${i.waitHttpBody ? `, body has "${i.waitHttpBody}"` : ''}`, 'passed']),
+    ...(i.expectExitCode !== undefined ? [['exit code', String(i.expectExitCode), 'passed'] as Cell[]] : []),
   ];
   log.info('smoke test passed', { tag: i.tag, id: vm.id });
-  await core.summary.addHeading(`firebuild smoke test: ${i.tag}`, 3).addRaw(summaryTable([
-    ['VM', `\`${vm.id}\``], ['backend', vm.backend], ['IP', vm.network.ip ?? '-'], ['accel', vm.accel], ...checks,
-  ])).write();
+  await writeSummary({
+    title: `firebuild smoke test: ${i.tag}`,
+    facts: [
+      ['result', probes.length ? `passed: ${probes.length} probe${probes.length === 1 ? '' : 's'}` : 'booted (no probes)'],
+      ['VM', { code: vm.id }], ['backend', vm.backend], ['accel', vm.accel], ['IP', vm.network.ip ?? '-'],
+      ...(i.ports.length ? [['ports', i.ports.join(', ')] as [string, Cell]] : []),
+      ['time to pass', formatDuration(Date.now() - started)],
+    ],
+    tables: probes.length ? [{ title: 'Probes', header: ['probe', 'expected', 'result'], rows: probes }] : [],
+  }, i.summary);
 }
 
 /** The post step: tear the VM down; never fail the job (a problem is a warning). */
