@@ -99,7 +99,7 @@ export function hasProbes(p: SmokeProbes): boolean {
 export async function smoke(r: BootRequest, probes: SmokeProbes, ctx: VmContext, log: Logger, hooks: SmokeHooks = {}): Promise<SmokeResult> {
   // A probe naming an auto port that nothing publishes is refused before anything boots.
   const requested = r.ports.map((p) => parsePort(p));
-  for (const p of probes.tcp) hostPortFor(typeof p === 'number' ? p : { guestPort: p.guestPort }, requested);
+  for (const p of probes.tcp) hostPortFor(p, requested);
   for (const h of probes.http) resolveUrl(h.url, requested);
   const vm = await bootVm(r, ctx, log);
   hooks.booted?.(vm);

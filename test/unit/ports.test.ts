@@ -1,6 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import * as net from 'node:net';
-import { parseProbePort } from '../../src/commands/smoke.js';
+import { parseProbePort, smoke } from '../../src/commands/smoke.js';
+import type { BootRequest, VmContext } from '../../src/commands/vm-boot.js';
 import { formatPort, parsePort, pickHostPorts } from '../../src/net/network.js';
 
 /** Published ports: the `--port`/`ports` syntax with auto host ports, and the free ports the launch picks for them. */
@@ -34,5 +35,14 @@ describe('published ports', () => {
     expect(parseProbePort('8080', 'w')).toBe(8080);
     expect(parseProbePort('auto:8080', 'w')).toEqual({ guestPort: 8080 });
     for (const bad of ['0', 'auto:', 'x', '65536', 'auto:0']) expect(() => parseProbePort(bad, "input 'wait-tcp'")).toThrow(`input 'wait-tcp' is '${bad}': give a host port (8080) or auto:GUESTPORT`);
+  });
+
+  test('a probe naming an auto port nothing publishes is refused before anything boots', async () => {
+    // No context to boot with: the refusal has to come first.
+    const boot = { from: 'a/b:1', ports: ['auto:8080'] } as unknown as BootRequest;
+    await expect(smoke(boot, { tcp: [{ guestPort: 9090 }], http: [], timeoutMs: 1 }, {} as VmContext, undefined as never))
+      .rejects.toThrow('probe auto:9090: no published TCP port maps guest port 9090: add ports auto:9090');
+    await expect(smoke(boot, { tcp: [], http: [{ url: 'http://127.0.0.1:auto:53/', status: 200 }], timeoutMs: 1 }, {} as VmContext, undefined as never))
+      .rejects.toThrow('probe auto:53: no published TCP port maps guest port 53');
   });
 });
