@@ -1,7 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import * as net from 'node:net';
-import { parseProbePort, smoke } from '../../src/commands/smoke.js';
+import { hostReachableIp, parseProbePort, smoke } from '../../src/commands/smoke.js';
 import type { BootRequest, VmContext } from '../../src/commands/vm-boot.js';
+import type { VmState } from '../../src/runtime/state.js';
 import { formatPort, parsePort, pickHostPorts } from '../../src/net/network.js';
 
 /** Published ports: the `--port`/`ports` syntax with auto host ports, and the free ports the launch picks for them. */
@@ -44,5 +45,13 @@ describe('published ports', () => {
       .rejects.toThrow('probe auto:9090: no published TCP port maps guest port 9090: add ports auto:9090');
     await expect(smoke(boot, { tcp: [], http: [{ url: 'http://127.0.0.1:auto:53/', status: 200 }], timeoutMs: 1 }, {} as VmContext, undefined as never))
       .rejects.toThrow('probe auto:53: no published TCP port maps guest port 53');
+  });
+
+  test('ip-address only where the host reaches it: a CNI address, never QEMU user-mode networking\'s 10.0.2.15', () => {
+    const vm = (mode: VmState['network']['mode'], ip?: string): VmState => ({ network: { mode, ports: [], ...(ip ? { ip } : {}) } }) as unknown as VmState;
+    expect(hostReachableIp(vm('cni', '192.168.127.50'))).toBe('192.168.127.50');
+    expect(hostReachableIp(vm('user', '10.0.2.15'))).toBeUndefined();
+    expect(hostReachableIp(vm('user-host', '10.0.2.15'))).toBeUndefined();
+    expect(hostReachableIp(vm('none'))).toBeUndefined();
   });
 });
