@@ -36,7 +36,7 @@ export type RunResult =
  */
 export async function runCommand(r: RunRequest, ctx: VmContext, log: Logger, onConsole: (chunk: string) => void): Promise<RunResult> {
   const { probes, daemonize, ...boot } = r;
-  const vm = hasProbes(probes) ? await smoke(boot, probes, ctx, log) : await bootVm(boot, ctx, log);
+  const vm = hasProbes(probes) ? (await smoke(boot, probes, ctx, log)).vm : await bootVm(boot, ctx, log);
   if (probes.exitCode !== undefined) {
     await removeSmokedVm(vm, ctx, log);
     return { mode: 'exit-code', vm, exitCode: probes.exitCode };

@@ -1,3 +1,5 @@
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { exists } from '../util/fs.js';
@@ -27,13 +29,60 @@ export const CNI_IFNAME = 'eth0';
 
 /**
  * `[hostip:]hostport:guestport[/tcp|udp]`. Without a host IP: 127.0.0.1 for user networking, every local
- * address (0.0.0.0) for CNI networking.
+ * address (0.0.0.0) for CNI networking. A host port of `0` or `auto` (`auto:8080`, `127.0.0.1:0:8080`) is
+ * hostPort 0: the launch picks a free port (pickHostPorts), so runners sharing a host never collide.
  */
 export function parsePort(s: string, defaultHost = '127.0.0.1'): PortSpec {
-  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5}):(\d{1,5})(?:\/(tcp|udp))?$/.exec(s);
+  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5}|auto):(\d{1,5})(?:\/(tcp|udp))?$/.exec(s);
   const ok = (n: string | undefined): boolean => Number(n) >= 1 && Number(n) <= 65535;
-  if (!m || !ok(m[2]) || !ok(m[3])) throw new UserError(`malformed --port '${s}': use [hostip:]hostport:guestport[/tcp|udp], e.g. 127.0.0.1:8080:80`);
-  return { proto: (m[4] ?? 'tcp') as 'tcp' | 'udp', hostAddr: m[1] ?? defaultHost, hostPort: Number(m[2]), guestPort: Number(m[3]) };
+  const auto = m?.[2] === 'auto' || m?.[2] === '0';
+  if (!m || !(auto || ok(m[2])) || !ok(m[3])) throw new UserError(`malformed --port '${s}': use [hostip:]hostport:guestport[/tcp|udp], e.g. 127.0.0.1:8080:80 (host port 0 or auto: a free port)`);
+  return { proto: (m[4] ?? 'tcp') as 'tcp' | 'udp', hostAddr: m[1] ?? defaultHost, hostPort: auto ? 0 : Number(m[2]), guestPort: Number(m[3]) };
+}
+
+/** `127.0.0.1:40123:8080/tcp`: a published port as `--port` takes it. */
+export function formatPort(p: PortSpec): string {
+  return `${p.hostAddr}:${p.hostPort}:${p.guestPort}/${p.proto}`;
+}
+
+/**
+ * Auto host ports (hostPort 0) made concrete: the kernel picks a free port for each, all held at once so
+ * two auto ports never get the same one, then released for the VMM (or slirp4netns, or the DNAT rule) to
+ * take a moment later. Fixed ports pass through unchanged.
+ */
+export async function pickHostPorts(ports: PortSpec[]): Promise<PortSpec[]> {
+  const held: (() => Promise<void>)[] = [];
+  try {
+    const out: PortSpec[] = [];
+    for (const p of ports) {
+      if (p.hostPort !== 0) {
+        out.push(p);
+        continue;
+      }
+      const { port, close } = p.proto === 'udp' ? await holdUdp(p.hostAddr) : await holdTcp(p.hostAddr);
+      held.push(close);
+      out.push({ ...p, hostPort: port });
+    }
+    return out;
+  } finally {
+    for (const close of held) await close();
+  }
+}
+
+function holdTcp(host: string): Promise<{ port: number; close: () => Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', (e) => reject(new UserError(`no free TCP port on ${host}: ${e.message}`)));
+    srv.listen(0, host, () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => new Promise((r) => srv.close(() => r())) }));
+  });
+}
+
+function holdUdp(host: string): Promise<{ port: number; close: () => Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    sock.once('error', (e) => reject(new UserError(`no free UDP port on ${host}: ${e.message}`)));
+    sock.bind(0, host, () => resolve({ port: sock.address().port, close: () => new Promise((r) => sock.close(() => r())) }));
+  });
 }
 
 /** `--cni-bin-dir`, or the first of the usual places that exists. */

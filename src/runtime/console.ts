@@ -97,20 +97,76 @@ export async function readConsole(serialLog: string): Promise<string> {
   return fsp.readFile(serialLog, 'utf8').catch(() => '');
 }
 
-/** Wait for the init's start line (or its exit line: a command that ended at once); a deadline or the VM's exit is an error carrying the console tail. */
+/**
+ * A VM that never started its init: the kernel panicked, the VMM exited, or the boot deadline passed. The
+ * message names the panic line (or the last meaningful console lines); `console` is the whole serial log
+ * as it was, for the faces to show and keep (the launch removes the VM and its run cache right after).
+ */
+export class BootFailure extends UserError {
+  constructor(message: string, readonly vmId: string | undefined, readonly console: string) {
+    super(message);
+  }
+}
+
+/** Wait for the init's start line (or its exit line: a command that ended at once); a deadline or the VM's exit is a BootFailure. */
 export async function waitForStart(serialLog: string, vmm: VmmIdentity, timeoutMs: number): Promise<string> {
   let text = '';
-  for await (const chunk of followConsole(serialLog, vmm, { signal: AbortSignal.timeout(timeoutMs), pollMs: 200, ticks: true })) {
+  // Polled every 50 ms: the boot time (bootTimes) is measured by this loop.
+  for await (const chunk of followConsole(serialLog, vmm, { signal: AbortSignal.timeout(timeoutMs), pollMs: 50, ticks: true })) {
     // A cancelled process (SIGINT/SIGTERM) stops waiting: its owner registry tears the VM down.
     throwIfCancelled();
     text += chunk;
     if (START_RE.test(text) || EXIT_RE.test(text)) return text;
   }
-  if (!vmmAlive(vmm)) throw new UserError(`the VM exited before its init started: console tail: ${consoleTail(text)}`);
-  throw new UserError(`the VM did not start its init within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`);
+  // The last lines the VMM wrote before it died (the follower stops reading once the deadline aborts).
+  text = (await readConsole(serialLog)) || text;
+  const panic = kernelPanic(text);
+  if (panic) throw new BootFailure(`the VM's kernel panicked before its init started: ${panic}`, vmm.id, text);
+  if (!vmmAlive(vmm)) throw new BootFailure(`the VM exited before its init started: console tail: ${consoleTail(text)}`, vmm.id, text);
+  throw new BootFailure(`the VM did not start its init within ${Math.round(timeoutMs / 1000)} s: console tail: ${consoleTail(text)}`, vmm.id, text);
 }
 
+/** `Kernel panic - not syncing: ...` (the kernel's own words, without its timestamp). */
+const PANIC_RE = /Kernel panic - not syncing:.*/;
+
+/**
+ * Console lines that say nothing about why a boot failed: the panic's register dump and call trace, its
+ * end marker, the kernel's identification lines. Dropped from tails so the annotation shows the cause.
+ */
+const NOISE_RE = [
+  /^-+\[ (end|cut here)/,
+  /^(Call Trace|Kernel Offset|Hardware name|Modules linked in|CPU: \d+ .*PID|RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d+|FS|GS|CS|CR\d|DR\d|Code|PKRU)\b:?/,
+  /^<\/?TASK>$/,
+  /^(\? )?[\w.]+\+0x[0-9a-f]+\/0x[0-9a-f]+/,
+  /^Rebooting in /,
+  // QEMU microvm has no PCI (the kernel runs with pci=off): the kernel says so at every boot, harmlessly.
+  /^PCI: Fatal: No config space access function found$/,
+];
+
+/** A console line as shown: no terminal escapes or control characters, no kernel timestamp. */
+function cleanLine(line: string): string {
+  // eslint-disable-next-line no-control-regex
+  return line.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '').replace(/^\s*\[\s*\d+\.\d+\]\s?/, '').trim();
+}
+
+/** The console's lines that say something: cleaned, without blank lines and panic noise. */
+export function meaningfulLines(text: string): string[] {
+  return text.split(/\r?\n/).map(cleanLine).filter((l) => l !== '' && !NOISE_RE.some((re) => re.test(l)));
+}
+
+/**
+ * The kernel's panic line, or undefined when the console holds no panic. Only that line: it names the
+ * cause itself ("Requested init /x failed", "VFS: Unable to mount root fs", "No working init found"),
+ * and under `quiet` the line before it is whatever warning came last, unrelated (on QEMU microvm: "PCI:
+ * Fatal: No config space access function found"). The whole console is in the folded log and artifact.
+ */
+export function kernelPanic(text: string): string | undefined {
+  const line = meaningfulLines(text).find((l) => PANIC_RE.test(l));
+  return line === undefined ? undefined : PANIC_RE.exec(line)![0].trim();
+}
+
+/** The last `n` meaningful console lines, joined by ` | ` ('(empty)' when there are none). */
 export function consoleTail(text: string, n = 5): string {
-  const lines = text.trim().split(/\r?\n/).filter(Boolean).slice(-n);
+  const lines = meaningfulLines(text).slice(-n);
   return lines.length ? lines.join(' | ') : '(empty)';
 }

@@ -5,7 +5,7 @@ import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../guest/prepare.js';
 import { TAP_PLUGIN, cniAdd, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap } from '../net/host.js';
 import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
-import { CNI_IFNAME, DEFAULT_LOCK_DIR, USER_NET, type NetworkMode, type PortSpec } from '../net/network.js';
+import { CNI_IFNAME, DEFAULT_LOCK_DIR, USER_NET, pickHostPorts, type NetworkMode, type PortSpec } from '../net/network.js';
 import type { ImageConfig } from '../store/metadata.js';
 import { ACTING_MAX_BYTES, type StorageProvider, type StoredImage, type StoredKernel } from '../store/provider.js';
 import { diskFullError, requireFree } from '../util/disk-space.js';
@@ -167,9 +167,10 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
   const isolated = backend === 'qemu' && o.network === 'user';
   if (isolated) await checkIsolatedNet();
   if (o.cni?.ip && o.network !== 'cni') throw new UserError('--ip-address needs --cni-network-name');
-  const ports = o.ports;
-  if (ports.length && o.network === 'none') throw new UserError('--port needs --network user or --cni-network-name');
-  if (o.network === 'cni' && ports.some((p) => p.hostAddr.startsWith('127.'))) throw new UserError('--port on a loopback address needs --network user: with CNI publish on a host address or leave the host IP out');
+  if (o.ports.length && o.network === 'none') throw new UserError('--port needs --network user or --cni-network-name');
+  if (o.network === 'cni' && o.ports.some((p) => p.hostAddr.startsWith('127.'))) throw new UserError('--port on a loopback address needs --network user: with CNI publish on a host address or leave the host IP out');
+  // Auto host ports (0) get a free port each; the chosen mapping is in the VM's state (`ls`, the smoke-test's `ports` output).
+  const ports = await pickHostPorts(o.ports);
   for (const p of ports) if (!(await portFree(p))) throw new UserError(`port ${p.hostAddr}:${p.hostPort} is already in use: choose another host port`);
   const cniNet = o.network === 'cni' && o.cni ? await loadCniNetwork(o.cni.confDir, o.cni.network) : undefined;
   let accel: Accel = 'kvm';
@@ -293,6 +294,8 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
       if (isolated) await prepareIsolatedDir(dir);
       const routes = isolated ? blockedRoutes(await readHostView()) : [];
       throwIfCancelled();
+      // The boot time counts from here (the VMM's launch) to the init's start line on the console.
+      const vmmStartedAt = Date.now();
       const started = await backendFor(backend).start({
         id, dir, kernel: vmlinux, ...(initrd ? { initrd } : {}), init: INIT_PATH, cmdline,
         rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
@@ -323,6 +326,8 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
       log.info('VM starting', { id, name, backend, accel: state.accel, image: state.image });
       try {
         await waitForStart(state.serialLog, vmmOf(state), o.bootTimeoutMs);
+        state.bootTimes = { vmmStartedAt, initStartedAt: Date.now() };
+        await cache.write(state);
       } catch (err) {
         const why = isolated && err instanceof UserError ? await netLogReason(dir) : undefined;
         throw why ? new UserError(`${(err as Error).message} (isolated network: ${why})`) : err;

@@ -14,6 +14,18 @@ export interface Probes {
   timeoutMs: number;
 }
 
+/** One probe's outcome: how many tries it took and how long, from its first try to its last. */
+export interface ProbeResult {
+  what: string;
+  passed: boolean;
+  attempts: number;
+  ms: number;
+  /** Why the first try failed (absent when it passed at once). */
+  firstFailure?: string;
+  /** Why the last try failed (absent when the probe passed). */
+  lastFailure?: string;
+}
+
 /**
  * A TCP port that accepts and keeps the connection. A forwarder in front of the guest (QEMU's user-mode
  * networking) accepts at once and only then tries the guest, closing the connection when the guest
@@ -68,27 +80,36 @@ async function tryHttp(url: string, status: number, body?: string): Promise<stri
  * tried at least once: one that passes on its first try is never failed as "not tried" because the probes
  * before it took the time.
  */
-export async function runProbes(p: Probes, serialLog: string): Promise<void> {
+export async function runProbes(p: Probes, serialLog: string, report?: (r: ProbeResult) => void): Promise<ProbeResult[]> {
   const deadline = Date.now() + p.timeoutMs;
   const pending: { what: string; check: () => Promise<string | undefined> }[] = [
     ...(p.tcp ?? []).map((t) => ({ what: `tcp ${t.host}:${t.port}`, check: async () => ((await tryTcp(t.host, t.port)) ? undefined : 'not accepting') })),
     ...(p.http ?? []).map((h) => ({ what: `GET ${h.url}`, check: () => tryHttp(h.url, h.status, h.body) })),
   ];
+  const results: ProbeResult[] = [];
   for (const probe of pending) {
+    const started = Date.now();
+    let attempts = 1;
     let last = await probe.check();
+    const first = last;
     // Retries start at 20 ms and back off to 500 ms: a service that comes up right after the init (the
     // common case) is seen within a few tens of milliseconds, a slow one costs the guest little.
     let pause = 20;
     while (last !== undefined && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(pause, Math.max(0, deadline - Date.now()))));
       pause = Math.min(500, pause * 1.5);
+      attempts++;
       last = await probe.check();
     }
+    const r: ProbeResult = { what: probe.what, passed: last === undefined, attempts, ms: Date.now() - started, ...(first !== undefined ? { firstFailure: first } : {}), ...(last !== undefined ? { lastFailure: last } : {}) };
+    results.push(r);
+    report?.(r);
     if (last !== undefined) {
       const console = await fsp.readFile(serialLog, 'utf8').catch(() => '');
       throw new UserError(`probe ${probe.what} failed within ${Math.round(p.timeoutMs / 1000)} s (${last}): console tail: ${consoleTail(console)}`);
     }
   }
+  return results;
 }
 
 /**

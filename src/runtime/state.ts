@@ -46,6 +46,11 @@ export const VmStateSchema = z.object({
   }),
   serialLog: z.string(),
   cacheDir: z.string(),
+  /**
+   * When the VMM was launched and when the host saw the init's start line (epoch ms): the boot time. The
+   * console is polled every 50 ms, so the init's time is at most that late.
+   */
+  bootTimes: z.object({ vmmStartedAt: z.number(), initStartedAt: z.number() }).optional(),
   /** The VM's cgroup v2 (reaped with cgroup.kill). */
   cgroup: z.string().optional(),
   /** QEMU: the console input socket for the graceful stop. */

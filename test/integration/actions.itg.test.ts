@@ -4,8 +4,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { runCli, tempDir } from '../helpers/cli.js';
-import { alive, freePort, importTestKernel, killAll } from '../helpers/vm.js';
+import { alive, freePort, importTestKernel, killAll, testKernel, vmmProcessesUnder } from '../helpers/vm.js';
 import { startResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
 import { factsOf, renderSummary, summaryTables } from '../helpers/summary-render.js';
@@ -44,15 +45,27 @@ describe('the bundled actions, run as the runner runs them', () => {
       steps: expect.stringMatching(/^\d+ run, \d+ from the cache$/),
     });
 
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}/cgi-bin/index.cgi`;
-    const smoke = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: `127.0.0.1:${port}:8080`, env: 'GREETING=from-ci', 'wait-http': url, 'wait-http-body': 'from-ci' }, env);
+    // An auto host port (two runners on one host never collide): the probe names it by its guest port,
+    // the chosen mapping is an output, and that port answers.
+    const smoke = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', ports: '127.0.0.1:0:8080', env: 'GREETING=from-ci', 'wait-http': 'http://127.0.0.1:auto:8080/cgi-bin/index.cgi', 'wait-http-body': 'from-ci' }, env);
     expect({ code: smoke.code, errors: annotations(smoke.stdout) }).toEqual({ code: 0, errors: [] });
-    expect(smoke.outputs).toMatchObject({ 'vmm-id': expect.stringMatching(/^[a-z0-9]{20}$/), 'ip-address': '10.0.2.15', 'serial-log': expect.stringContaining('serial.log') });
+    // QEMU's user-mode guest address (10.0.2.15) is not reachable from the host: no ip-address.
+    expect(smoke.outputs).toMatchObject({ 'vmm-id': expect.stringMatching(/^[a-z0-9]{20}$/), 'ip-address': '', 'serial-log': expect.stringContaining('serial.log') });
+    const hostPort = (JSON.parse(smoke.outputs.ports!) as Record<string, string>)['8080/tcp'];
+    expect(hostPort).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(hostPort).not.toBe('127.0.0.1:0');
+    const url = `http://${hostPort}/cgi-bin/index.cgi`;
+    // The boot (VMM start to init) and readiness (VMM start to the probe passing) figures.
+    const [bootMs, readyMs] = [Number(smoke.outputs['boot-ms']), Number(smoke.outputs['ready-ms'])];
+    expect(bootMs).toBeGreaterThan(0);
+    expect(readyMs).toBeGreaterThanOrEqual(bootMs);
+    // The probe's tries and time, in a folded group of its own.
+    expect(smoke.stdout).toMatch(new RegExp(`::group::Probes\n(.*\n)*?passed: GET ${url.replace(/[.?]/g, '\\$&')}: \\d+ tr(y|ies) in \\d+ ms(.*\n)*?::endgroup::`));
     expect(smoke.state['vmm-id']).toBe(smoke.outputs['vmm-id']);
     const [vmFacts, probes] = summaryTables(smoke.summary);
-    expect(factsOf(vmFacts!)).toMatchObject({ result: 'passed: 1 probe', VM: smoke.outputs['vmm-id'], ports: `127.0.0.1:${port}:8080` });
-    expect(probes!.rows).toEqual([['probe', 'expected', 'result'], [`GET ${url}`, 'status 200, body has "from-ci"', 'passed']]);
+    expect(factsOf(vmFacts!)).toMatchObject({ result: 'passed: 1 probe', VM: smoke.outputs['vmm-id'], ports: `${hostPort} -> 8080/tcp`, 'boot (VMM start to init)': expect.stringMatching(/^\d+(\.\d)? m?s$/) });
+    expect(probes!.rows[0]).toEqual(['probe', 'result', 'tries and time']);
+    expect(probes!.rows[1]).toEqual([`GET ${url}`, 'passed', expect.stringMatching(/^\d+ tr(y|ies), \d+(\.\d)? m?s$/)]);
     expect(await (await fetch(url)).text()).toMatch(/^from-ci from /);
 
     const registryRef = `127.0.0.1:5000/fbtest/actions-${process.pid}:1`;
@@ -210,4 +223,50 @@ describe('the bundled actions, run as the runner runs them', () => {
     expect((await runPost('smoke-test/post/index.js', r.state, env)).code).toBe(0);
     expect(fs.readdirSync(runCache())).toEqual([]);
   });
+
+  test('a boot failure (the kernel panics: its init does not exist) is one annotation naming the panic line; the serial log is folded into the log and uploaded; no VM is left', async () => {
+    // The cheapest reliable panic: the suite kernel with an init= that wins over firebuild's (the last one counts).
+    expect((await runCli(['kernel', 'import', '--id', 'panics', '--cmdline', 'init=/no-such-init', testKernel()], { env })).code).toBe(0);
+    const svc = await startResultsService();
+    try {
+      const r = await runAction('smoke-test/index.js', { tag: 'examples/hello:ci', 'vmlinux-id': 'panics', 'boot-timeout': '600' }, { ...env, ...svc.env });
+      expect(r.code).toBe(1);
+      const panic = 'Kernel panic - not syncing: Requested init /no-such-init failed (error -2).';
+      // One annotation, the panic line itself (not the console's last line: the panic's call trace ends it).
+      expect(annotations(r.stdout)).toEqual([`::error::the VM's kernel panicked before its init started: ${panic}`]);
+      const id = r.state['vmm-id']!;
+      expect(id).toMatch(/^[a-z0-9]{20}$/);
+      // Folded into the step's log: the whole console, the panic line in it.
+      expect(r.stdout).toMatch(new RegExp(`::group::Serial log of VM ${id}\n[^]*Kernel panic - not syncing: Requested init /no-such-init failed[^]*\n::endgroup::`));
+      // Uploaded: the artifact holds the serial log (a zip: read its one entry back).
+      const a = svc.artifacts.get(`firebuild-serial-${id}`);
+      expect(a?.finalized).toBeDefined();
+      expect(zipEntry(a!.body, `firebuild-serial-${id}.log`)).toContain(panic);
+      // Kept for a later `if: failure()` step too.
+      expect(fs.readFileSync(r.outputs['serial-log']!, 'utf8')).toContain(panic);
+      // Nothing left: no run cache entry, no VMM process.
+      expect(fs.readdirSync(runCache())).toEqual([]);
+      expect(vmmProcessesUnder(work)).toEqual([]);
+      expect((await runPost('smoke-test/post/index.js', r.state, env)).code).toBe(0);
+    } finally {
+      svc.close();
+      await runCli(['kernel', 'rm', 'panics'], { env });
+    }
+  });
 });
+
+/** One stored or deflated entry of a zip (what @actions/artifact uploads), found through the central directory. */
+function zipEntry(zip: Buffer, name: string): string {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  let at = zip.readUInt32LE(eocd + 16);
+  for (let n = zip.readUInt16LE(eocd + 10); n > 0; n--) {
+    const [method, size, nameLen, extraLen, commentLen, local] = [zip.readUInt16LE(at + 10), zip.readUInt32LE(at + 20), zip.readUInt16LE(at + 28), zip.readUInt16LE(at + 30), zip.readUInt16LE(at + 32), zip.readUInt32LE(at + 42)];
+    if (zip.subarray(at + 46, at + 46 + nameLen).toString() === name) {
+      const data = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+      const raw = zip.subarray(data, data + size);
+      return (method === 8 ? zlib.inflateRawSync(raw) : raw).toString('utf8');
+    }
+    at += 46 + nameLen + extraLen + commentLen;
+  }
+  throw new Error(`no ${name} in the zip`);
+}

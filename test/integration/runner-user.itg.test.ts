@@ -221,7 +221,7 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
     const url = `http://127.0.0.1:${port}/`;
     const smoke = await step('smoke-test/index.js', { tag: 'runner/app:1', ports: `127.0.0.1:${port}:8080`, 'wait-http': url, 'wait-http-body': 'built-in-vm-as-0' }, env);
     expect({ code: smoke.code, errors: annotations(smoke.stdout) }).toEqual({ code: 0, errors: [] });
-    expect(smoke.outputs).toMatchObject({ 'vmm-id': expect.stringMatching(/^[a-z0-9]{20}$/), 'ip-address': '10.0.2.15', 'serial-log': expect.stringMatching(new RegExp(`^${store}/run/`)) });
+    expect(smoke.outputs).toMatchObject({ 'vmm-id': expect.stringMatching(/^[a-z0-9]{20}$/), 'ip-address': '', 'serial-log': expect.stringMatching(new RegExp(`^${store}/run/`)) });
     // The VM serves a later step of the job (here: this test) until the post step.
     expect((await (await fetch(url)).text()).trim()).toBe('built-in-vm-as-0');
     expect(vmmProcessesUnder(user.home)).toHaveLength(1);

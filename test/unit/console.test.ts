@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { consoleLines, exitCodeOf, followConsole, lineKind, waitForStart } from '../../src/runtime/console.js';
+import { BootFailure, consoleLines, consoleTail, exitCodeOf, followConsole, kernelPanic, lineKind, waitForStart } from '../../src/runtime/console.js';
 import { identify } from '../../src/runtime/vmm-process.js';
 
 /** The guest console protocol on a real log written by a real process standing in for the VMM. */
@@ -63,5 +63,46 @@ describe('guest console protocol', () => {
     const slow = vmmWriting('exec sleep 30');
     await expect(waitForStart(slow.log, slow.vmm, 300)).rejects.toThrow('the VM did not start its init within 0 s: console tail: (empty)');
     process.kill(slow.vmm.pid, 'SIGKILL');
+  });
+
+  // A real panic's shape (the suite kernel booted with init=/no-such-init, quiet): the cause, then the noise.
+  const PANIC = [
+    '[    0.753397] PCI: Fatal: No config space access function found',
+    '\x1b[0m[    0.912345] Run /no-such-init as init process',
+    '[    0.913000] Kernel panic - not syncing: Requested init /no-such-init failed (error -2).',
+    '[    0.913500] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 6.1.0 #1',
+    '[    0.913600] Hardware name: QEMU MicroVM',
+    '[    0.913700] Call Trace:',
+    '[    0.913800]  <TASK>',
+    '[    0.913900]  dump_stack_lvl+0x34/0x48',
+    '[    0.914100]  ? rest_init+0xc0/0xc0',
+    '[    0.914300]  ret_from_fork+0x22/0x30',
+    '[    0.914400]  </TASK>',
+    '[    0.914500] Kernel Offset: disabled',
+    '[    0.914600] ---[ end Kernel panic - not syncing: Requested init /no-such-init failed (error -2). ]---',
+    '',
+  ].join('\r\n');
+
+  test('kernelPanic names the panic line alone; the tail leaves out the register dump, the call trace and microvm\'s harmless PCI line', () => {
+    expect(kernelPanic(PANIC)).toBe('Kernel panic - not syncing: Requested init /no-such-init failed (error -2).');
+    expect(kernelPanic('[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n')).toBe('Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)');
+    expect(kernelPanic('booting\nhello\n')).toBeUndefined();
+    expect(consoleTail(PANIC, 2)).toBe('Run /no-such-init as init process | Kernel panic - not syncing: Requested init /no-such-init failed (error -2).');
+    expect(consoleTail('\n\n')).toBe('(empty)');
+    expect(consoleTail('[ 0.7] PCI: Fatal: No config space access function found\n[ 0.9] EXT4-fs (vda): mounted\n')).toBe('EXT4-fs (vda): mounted');
+  });
+
+  test('waitForStart: a kernel panic is a BootFailure naming the panic line and carrying the whole console', async () => {
+    const { log, vmm } = (() => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
+      const l = path.join(dir, 'serial.log');
+      const c = spawn('sh', ['-c', 'printf "%s" "$1" >> "$0"', l, PANIC], { stdio: 'ignore' });
+      return { log: l, vmm: { ...identify(c.pid!), id: 'vm1' } };
+    })();
+    const err = await waitForStart(log, vmm, 10_000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BootFailure);
+    expect((err as BootFailure).message).toBe("the VM's kernel panicked before its init started: Kernel panic - not syncing: Requested init /no-such-init failed (error -2).");
+    expect((err as BootFailure).console).toBe(PANIC);
+    expect((err as BootFailure).vmId).toBe('vm1');
   });
 });

@@ -23,7 +23,10 @@ describe('tcp probe', () => {
     const held: net.Socket[] = [];
     const quiet = await server((c) => held.push(c));
     const greeting = await server((c) => c.write('SSH-2.0-test\r\n'));
-    await expect(runProbes({ tcp: [{ host: '127.0.0.1', port: quiet }, { host: '127.0.0.1', port: greeting }], timeoutMs: 5000 }, '/nonexistent')).resolves.toBeUndefined();
+    await expect(runProbes({ tcp: [{ host: '127.0.0.1', port: quiet }, { host: '127.0.0.1', port: greeting }], timeoutMs: 5000 }, '/nonexistent')).resolves.toEqual([
+      expect.objectContaining({ what: `tcp 127.0.0.1:${quiet}`, passed: true, attempts: 1 }),
+      expect.objectContaining({ what: `tcp 127.0.0.1:${greeting}`, passed: true, attempts: 1 }),
+    ]);
     held.forEach((c) => c.destroy());
   });
 });
@@ -40,12 +43,37 @@ describe('probes against one deadline', () => {
       urls.push(`http://127.0.0.1:${(s.address() as net.AddressInfo).port}/`);
     }
     try {
-      await expect(runProbes({ http: urls.map((url) => ({ url, status: 200 })), timeoutMs: 1000 }, '/nonexistent')).resolves.toBeUndefined();
+      await expect(runProbes({ http: urls.map((url) => ({ url, status: 200 })), timeoutMs: 1000 }, '/nonexistent')).resolves.toHaveLength(2);
     } finally {
       for (const s of [slow, quick]) {
         s.closeAllConnections();
         s.close();
       }
+    }
+  });
+});
+
+describe('probe results', () => {
+  test('a probe that passes after failing reports its tries, its time and why the first try failed; a failed one is reported before the error', async () => {
+    let calls = 0;
+    const s = http.createServer((_req, res) => {
+      calls++;
+      res.statusCode = calls < 3 ? 503 : 200;
+      res.end('x');
+    });
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(s.address() as net.AddressInfo).port}/`;
+    const seen: unknown[] = [];
+    try {
+      const [r] = await runProbes({ http: [{ url, status: 200 }], timeoutMs: 5000 }, '/nonexistent', (x) => seen.push(x));
+      expect(r).toEqual({ what: `GET ${url}`, passed: true, attempts: 3, ms: expect.any(Number), firstFailure: 'status 503, expected 200' });
+      expect(seen).toEqual([r]);
+      seen.length = 0;
+      await expect(runProbes({ http: [{ url: `${url}x`, status: 404 }], timeoutMs: 300 }, '/nonexistent', (x) => seen.push(x))).rejects.toThrow(/status 200, expected 404/);
+      expect(seen).toEqual([expect.objectContaining({ passed: false, lastFailure: 'status 200, expected 404' })]);
+      expect((seen[0] as { attempts: number }).attempts).toBeGreaterThan(1);
+    } finally {
+      s.close();
     }
   });
 });

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { UserError } from '../../util/errors.js';
 import { json, table } from '../format.js';
 import type { RunRequest } from '../../commands/run.js';
+import { parseProbePort } from '../../commands/smoke.js';
 import { collect, intFlag, Option, seconds, vmChoice, withProfileOptions, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
 
 /** run, ls, inspect, logs, kill, purge. */
@@ -29,11 +30,11 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--ssh-user <user>', 'install the --identity-file key for this user and start sshd')
       .option('--identity-file <file.pub>', 'SSH public key for --ssh-user')
       .option('--ip-address <ip>', 'request this IP from the CNI network\'s IPAM')
-      .option('--port <[hostip:]hostport:guestport[/proto]>', 'publish a guest port, repeatable (user networking: host side 127.0.0.1 by default; CNI: iptables DNAT, every local address by default)', collect)
+      .option('--port <[hostip:]hostport:guestport[/proto]>', 'publish a guest port, repeatable (user networking: host side 127.0.0.1 by default; CNI: iptables DNAT, every local address by default; host port 0 or auto: a free one)', collect)
       .addOption(new Option('--init <init>', "PID 1: firebuild's init runs the command; image hands over to the image's /sbin/init after the setup").choices(['firebuild', 'image']).default('firebuild'))
       .option('--daemonize', 'return once the VM is up, printing one JSON object')
       .option('--boot-timeout <seconds>', 'deadline for the init to start the command', '120')
-      .option('--wait-tcp <port>', 'probe: a published host port must accept connections, repeatable', collect)
+      .option('--wait-tcp <port>', 'probe: a published host port (or auto:GUESTPORT) must accept connections, repeatable', collect)
       .option('--wait-http <url>', 'probe: an HTTP GET must answer --wait-http-status, repeatable', collect)
       .option('--wait-http-status <code>', 'expected HTTP status', '200')
       .option('--wait-http-body <text>', 'expected substring of the HTTP body')
@@ -54,7 +55,7 @@ export function register(program: Command, ctx: CliContext): void {
       bootTimeoutMs: seconds(o.bootTimeout, '--boot-timeout'), init: o.init as 'firebuild' | 'image',
       machine, ...(o.ipAddress ? { ipAddress: o.ipAddress } : {}),
       probes: {
-        tcp: (o.waitTcp ?? []).map((p) => intFlag(p, '--wait-tcp')),
+        tcp: (o.waitTcp ?? []).map((p) => parseProbePort(p, '--wait-tcp')),
         http: (o.waitHttp ?? []).map((url) => ({ url, status, ...(o.waitHttpBody ? { body: o.waitHttpBody } : {}) })),
         ...(o.waitExitCode !== undefined ? { exitCode: intFlag(o.waitExitCode, '--wait-exit-code') } : {}),
         timeoutMs: seconds(o.waitTimeout, '--wait-timeout'),
