@@ -1,6 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { NoOperationTraceWriter, convertWorkflowTemplate, parseWorkflow } from '@actions/workflow-parser';
 import { convertActionTemplate, parseAction } from '@actions/workflow-parser/actions/index';
 import { parse as parseYaml } from 'yaml';
@@ -20,12 +22,94 @@ describe('workflows/', () => {
     expect(template.jobs.length).toBeGreaterThan(0);
   });
 
-  test.each(['pr-smoke.yml', 'pr-smoke-hosted.yml'])('pull-request workflow %s follows the security model: pull_request only, read-only token, no secrets', (file) => {
-    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown>; permissions: Record<string, string> };
+  test.each(['pr-smoke.yml', 'pr-smoke-hosted.yml'])('pull-request workflow %s follows the security model: pull_request (never pull_request_target), a warm-up on default-branch pushes, read-only token, no secrets', (file) => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, { branches?: string[]; tags?: string[] }>; permissions: Record<string, string> };
     const text = fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8');
-    expect(Object.keys(wf.on)).toEqual(['pull_request']);
+    expect(Object.keys(wf.on).sort()).toEqual(['pull_request', 'push']);
+    // The warm-up: pushes to the default branch only (no tags: releases are release.yml's).
+    expect(wf.on.push).toMatchObject({ branches: ['main'] });
+    expect(wf.on.push?.tags).toBeUndefined();
     expect(wf.permissions).toEqual({ contents: 'read' });
     expect(text).not.toMatch(/\$\{\{\s*secrets\./);
+  });
+
+  test.each(WORKFLOWS)('%s never runs on pull_request_target', (file) => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown> };
+    expect(Object.keys(wf.on)).not.toContain('pull_request_target');
+    expect(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')).not.toMatch(/^\s*pull_request_target\s*:/m);
+  });
+
+  test('self-hosted jobs are split into pools: pull requests on firebuild-pr, trusted jobs (release, warm-up) on firebuild-release, never both, never the shared label', () => {
+    const pools: Record<string, string[]> = {};
+    for (const file of WORKFLOWS) {
+      const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown>; jobs: Record<string, { if?: string; 'runs-on': string | string[] }> };
+      for (const [name, job] of Object.entries(wf.jobs)) {
+        const labels = ([] as string[]).concat(job['runs-on']);
+        if (!labels.includes('self-hosted')) continue;
+        expect([file, name, labels.includes('firebuild')]).toEqual([file, name, false]);
+        const pool = labels.filter((l) => /^firebuild-/.test(l));
+        expect([file, name, pool.length]).toEqual([file, name, 1]);
+        // A job on the PR pool runs only for pull requests; every other event's job is trusted.
+        const prOnly = job.if === "github.event_name == 'pull_request'" || (Object.keys(wf.on).length === 1 && 'pull_request' in wf.on);
+        expect([file, name, pool[0]]).toEqual([file, name, prOnly ? 'firebuild-pr' : 'firebuild-release']);
+        (pools[pool[0]!] ??= []).push(`${file}:${name}`);
+      }
+    }
+    expect(pools).toEqual({ 'firebuild-pr': ['pr-smoke.yml:smoke'], 'firebuild-release': ['pr-smoke.yml:warm-up', 'release.yml:release'] });
+  });
+
+  /** A job's pool check (its first step), run by bash as the runner would, with the marker at `marker`. */
+  function poolCheck(file: string, job: string, marker: string | undefined): { status: number | null; errors: string[] } {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { jobs: Record<string, { steps: { name?: string; run?: string }[] }> };
+    const first = wf.jobs[job]!.steps[0]!;
+    expect(first.name).toBe('Refuse the PR pool');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pool-'));
+    try {
+      const pool = path.join(dir, 'pool');
+      if (marker !== undefined) fs.writeFileSync(pool, `${marker}\n`);
+      expect(first.run).toContain('/etc/firebuild/pool');
+      const r = spawnSync('bash', ['-e', '-c', first.run!.replaceAll('/etc/firebuild/pool', pool)], { env: { PATH: process.env.PATH, RUNNER_NAME: 'runner-7' }, encoding: 'utf8' });
+      return { status: r.status, errors: r.stdout.split('\n').filter((l) => l.startsWith('::error')) };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test.each([['release.yml', 'release'], ['pr-smoke.yml', 'warm-up']])('%s (%s) refuses to run on the PR pool, or on a runner of no pool, with one annotation', (file, job) => {
+    expect(poolCheck(file, job, 'release')).toEqual({ status: 0, errors: [] });
+    for (const marker of ['pr', undefined, '']) {
+      const r = poolCheck(file, job, marker);
+      expect([marker, r.status, r.errors.length]).toEqual([marker, 1, 1]);
+      expect(r.errors[0]).toMatch(/^::error title=firebuild pool::runner runner-7 is in pool '(pr|none)', not the release pool: .*--pool release/);
+    }
+  });
+
+  test('release.yml lower-cases the owner and repository before they become tags and registry references', async () => {
+    const { parseTag } = await import('../../src/store/tag.js');
+    const { normalizeRef } = await import('../../src/oci/reference.js');
+    const text = fs.readFileSync(path.join(REPO, 'workflows', 'release.yml'), 'utf8');
+    const wf = parseYaml(text) as { jobs: Record<string, { steps: { id?: string; uses?: string; run?: string; env?: Record<string, string>; with?: Record<string, string> }[] }> };
+    const steps = wf.jobs.release!.steps;
+    // No tag or reference is made of the raw names.
+    for (const st of steps.filter((x) => x.uses)) {
+      for (const k of ['tag', 'tags', 'oci-ref']) expect([k, st.with?.[k] ?? '']).not.toEqual([k, expect.stringMatching(/github\.(repository|repository_owner|event\.repository\.name|actor)\b/)]);
+    }
+    // The names step, run as the runner would for an owner and repository with upper-case letters.
+    const names = steps.find((x) => x.id === 'names')!;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'names-'));
+    const out = path.join(dir, 'output');
+    fs.writeFileSync(out, '');
+    const r = spawnSync('bash', ['-e', '-c', names.run!], { env: { PATH: process.env.PATH, GITHUB_OUTPUT: out, REPOSITORY: 'Acme-Corp/WebApp', NAME: 'WebApp', VERSION: 'v1.2.0-RC1' }, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const o = Object.fromEntries(fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(o).toEqual({ repository: 'acme-corp/webapp', name: 'webapp', version: 'v1.2.0-RC1' });
+    // What the build and publish steps then get parses as a firebuild tag and an OCI reference.
+    const expand = (s: string): string => s.replace(/\$\{\{\s*steps\.names\.outputs\.(\w+)\s*\}\}/g, (_m, k: string) => o[k] ?? '');
+    const build = steps.find((x) => x.uses?.includes('/build-rootfs@'))!;
+    const publish = steps.find((x) => x.uses?.includes('/publish@'))!;
+    expect(parseTag(expand(build.with!.tags!))).toEqual({ org: 'webapp', name: 'app', version: 'v1.2.0-RC1' });
+    expect(normalizeRef(expand(publish.with!['oci-ref']!)).full).toBe('ghcr.io/acme-corp/webapp/rootfs:v1.2.0-RC1');
   });
 
   test('the hosted variant runs on ubuntu-24.04 and has setup prepare the host for KVM', () => {
