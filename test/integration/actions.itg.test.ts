@@ -159,7 +159,7 @@ describe('the bundled actions, run as the runner runs them', () => {
   });
 
   test.each([
-    ['missing required input', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile' }, /^::error::input 'tag' is required/],
+    ['missing required input', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile' }, /^::error::input 'tag' \(or 'tags'\) is required/],
     ['unknown engine', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile', tag: 'a/b:1', engine: 'kaniko' }, /^::error::input 'engine' is 'kaniko': use one of docker/],
     ['unknown accel', 'smoke-test/index.js', { tag: 'examples/hello:ci', accel: 'hvf' }, /^::error::input 'accel' is 'hvf': use one of auto, kvm, tcg/],
     ['a failing Dockerfile step, annotated at its file and line', 'build-rootfs/index.js', { dockerfile: 'FROM debian:bookworm-slim\nRUN exit 3\n', tag: 'a/fail:1' }, /^::error file=.*,line=2::.*exit code 3/],

@@ -152,3 +152,65 @@ describe('action.yml files', () => {
     expect(template.runs).toMatchObject({ using: 'node24' });
   });
 });
+
+describe('.github/', () => {
+  const GH = path.join(REPO, '.github');
+  test.each(fs.readdirSync(path.join(GH, 'workflows')))('workflows/%s parses and converts without errors', async (file) => {
+    const content = fs.readFileSync(path.join(GH, 'workflows', file), 'utf8');
+    const parsed = parseWorkflow({ name: file, content }, new NoOperationTraceWriter());
+    expect(parsed.context.errors.getErrors().map((e) => e.message)).toEqual([]);
+    const template = await convertWorkflowTemplate(parsed.context, parsed.value!);
+    expect((template.errors ?? []).map((e) => e.Message)).toEqual([]);
+  });
+
+  test('actionlint.yaml declares every self-hosted label the workflows use', () => {
+    const conf = parseYaml(fs.readFileSync(path.join(GH, 'actionlint.yaml'), 'utf8')) as { 'self-hosted-runner': { labels: string[] } };
+    const used = new Set<string>();
+    for (const file of WORKFLOWS) {
+      const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { jobs: Record<string, { 'runs-on': string | string[] }> };
+      for (const job of Object.values(wf.jobs)) for (const l of ([] as string[]).concat(job['runs-on'])) if (!['self-hosted', 'linux', 'x64', 'arm64'].includes(l) && !l.startsWith('ubuntu-')) used.add(l);
+    }
+    expect([...used].sort()).toEqual(['firebuild-pr', 'firebuild-release', 'kvm']);
+    for (const l of used) expect(conf['self-hosted-runner'].labels).toContain(l);
+    // runner-setup's labels (its default and the pools') are declared too.
+    expect(conf['self-hosted-runner'].labels).toEqual(expect.arrayContaining(['kvm', 'firebuild', 'firebuild-pr', 'firebuild-release']));
+  });
+
+  test('release-action.yml moves the major tag to a vX.Y.Z release (and refuses other tags), run by bash against a real remote', () => {
+    const wf = parseYaml(fs.readFileSync(path.join(GH, 'workflows', 'release-action.yml'), 'utf8')) as { jobs: Record<string, { needs?: string; permissions?: Record<string, string>; steps: { name?: string; run?: string }[] }> };
+    const move = wf.jobs['move-major-tag']!;
+    expect(move.needs).toBe('check-dist');
+    expect(move.permissions).toEqual({ contents: 'write' });
+    const script = move.steps.find((s) => s.name === 'Move the major tag')!.run!;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'major-tag-'));
+    const git = (cwd: string, ...args: string[]): string => {
+      const r = spawnSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', '-c', 'init.defaultBranch=main', ...args], { cwd, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`git ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    try {
+      const origin = path.join(dir, 'origin.git');
+      const work = path.join(dir, 'work');
+      git(dir, 'init', '-q', '--bare', origin);
+      git(dir, 'init', '-q', work);
+      git(work, 'remote', 'add', 'origin', origin);
+      for (const [msg, tag] of [['one', 'v1.0.0'], ['two', 'v1.1.0'], ['three', 'v1.2.0-rc1']] as const) {
+        git(work, 'commit', '-q', '--allow-empty', '-m', msg);
+        git(work, 'tag', tag);
+      }
+      git(work, 'push', '-q', 'origin', 'main', '--tags');
+      const run = (tag: string): { status: number | null; stdout: string } => spawnSync('bash', ['-e', '-c', script], { cwd: work, env: { PATH: process.env.PATH, HOME: dir, TAG: tag, GIT_CONFIG_NOSYSTEM: '1' }, encoding: 'utf8' });
+      expect(run('v1.0.0').status).toBe(0);
+      expect(git(origin, 'rev-parse', 'v1^{commit}')).toBe(git(origin, 'rev-parse', 'v1.0.0^{commit}'));
+      const moved = run('v1.1.0');
+      expect(moved.status).toBe(0);
+      expect(moved.stdout).toMatch(/^::notice title=major tag::v1 -> v1\.1\.0/m);
+      expect(git(origin, 'rev-parse', 'v1^{commit}')).toBe(git(origin, 'rev-parse', 'v1.1.0^{commit}'));
+      const rc = run('v1.2.0-rc1');
+      expect({ status: rc.status, errors: rc.stdout.split('\n').filter((l) => l.startsWith('::error')) }).toEqual({ status: 1, errors: ["::error title=major tag::release tag 'v1.2.0-rc1' is not vX.Y.Z: no major tag moved"] });
+      expect(git(origin, 'rev-parse', 'v1^{commit}')).toBe(git(origin, 'rev-parse', 'v1.1.0^{commit}'));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -192,7 +192,7 @@ export async function run(): Promise<void> {
     core.addPath(path.dirname(fc.firecracker));
     rows.push(['Firecracker', `${i.firecrackerVersion} (${fc.from}) \`${fc.firecracker}\``]);
   } else if (vmm === 'firecracker') {
-    throw new UserError(`vmm 'firecracker' with install-firecracker 'false': set install-firecracker to auto or true`);
+    throw new UserError(`backend 'firecracker' with install-firecracker 'false': set install-firecracker to auto or true`);
   }
 
   const flags = { ...(fc ? { binaryFirecracker: fc.firecracker, binaryJailer: fc.jailer } : {}), ...(i.registryMirrors.length ? { registryMirror: i.registryMirrors } : {}) };
