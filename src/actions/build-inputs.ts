@@ -9,8 +9,13 @@ import { input, listInput } from './common.js';
  * duplicates dropped; the first is where the image is built, the others get copies.
  */
 export function tagsInput(required: boolean): string[] {
-  const all = [input('tag'), ...listInput('tags')].filter(Boolean);
-  for (const t of all) if (!isValidTag(t)) throw new UserError(`input 'tags' has '${t}': use org/name:version (lower-case org and name), e.g. acme/web:1.2`);
+  const tag = input('tag');
+  const tags = listInput('tags');
+  const named: [string, string][] = [...(tag ? [['tag', tag] as [string, string]] : []), ...tags.map((x): [string, string] => ['tags', x])];
+  for (const [name, t] of named) {
+    if (!isValidTag(t)) throw new UserError(`input '${name}' has '${t}': use org/name:version (lower-case org and name), e.g. acme/web:1.2`);
+  }
+  const all = [tag, ...tags].filter(Boolean);
   if (required && all.length === 0) throw new UserError("input 'tag' (or 'tags') is required: set it under with: in the workflow");
   return [...new Set(all.map((t) => formatTag(parseTag(t))))];
 }

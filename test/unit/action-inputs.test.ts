@@ -84,6 +84,9 @@ describe('input names and aliases', () => {
     expect(() => getInputs()).toThrow("input 'tag' (or 'tags') is required");
     set({ tags: 'Acme/Web:1' });
     expect(() => getInputs()).toThrow("input 'tags' has 'Acme/Web:1'");
+    set({ tag: 'acme/web', tags: '' });
+    expect(() => getInputs()).toThrow("input 'tag' has 'acme/web'");
+    delete process.env.INPUT_TAG;
     set({ tags: 'acme/web:1', labels: 'novalue' });
     expect(() => getInputs()).toThrow("input 'labels' has 'novalue'");
   });
