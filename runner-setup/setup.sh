@@ -10,6 +10,9 @@
 #   --jitconfig-file F     --ephemeral only: a just-in-time runner config file, read at every start
 #   --ephemeral            a systemd unit (Restart=always) that registers afresh and runs one job per start
 #   --labels L             runner labels (default self-hosted,linux,kvm,firebuild)
+#   --pool pr|release      one of two pools that never share a host: labels self-hosted,linux,kvm,firebuild-POOL
+#                          (added to --labels), the marker /etc/firebuild/pool; release: the job-started hook
+#                          refuses pull-request events (docs/runner-setup.md, "PR and release pools")
 #   --runner-user U        the runner's user (default firebuild-runner), in group kvm only
 #   --with-docker          also put the runner user in group docker (root-equivalent) and install docker.io
 #   --privileged-vms       Firecracker + jailer, CNI networks and a sudo rule for firebuild-priv only
@@ -38,11 +41,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 ROOT="" DRY=0
 URL="" TOKEN_FILE="" JIT_FILE="" LABELS="self-hosted,linux,kvm,firebuild" EPHEMERAL=0 RUNNER_USER=firebuild-runner
+POOL="" LABELS_GIVEN=0
 RUNNER_VERSION="" RUNNER_SHA256="" WITH_DOCKER=0 PRIVILEGED=0 RETENTION=5 ALLOW_TCG=0
 SKIP_PACKAGES=0 SKIP_KERNEL=0 SKIP_RUNNER=0 SKIP_INSTALL=0 FC_TARBALL=""
 KVM_DEVICE=/dev/kvm CPUINFO=/proc/cpuinfo SYS_DIR=/sys ARCH=$(uname -m)
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "runner-setup: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,7 +56,8 @@ while [ $# -gt 0 ]; do
     --token|--token=*) die "--token is refused: a token on the command line is visible to every user (ps, /proc); use --token-file FILE or --token-file - (stdin)" ;;
     --token-file) TOKEN_FILE=${2:?}; shift ;;
     --jitconfig-file) JIT_FILE=${2:?}; shift ;;
-    --labels) LABELS=${2:?}; shift ;;
+    --labels) LABELS=${2:?} LABELS_GIVEN=1; shift ;;
+    --pool) POOL=${2:?}; shift ;;
     --ephemeral) EPHEMERAL=1 ;;
     --runner-user) RUNNER_USER=${2:?}; shift ;;
     --runner-version) RUNNER_VERSION=${2:?}; shift ;;
@@ -81,6 +86,15 @@ done
 # Input checks: every refusal happens here, before anything is written.
 [ "$(id -u)" = 0 ] || die "run it as root (it creates a user, installs packages and root-owned files)"
 [[ "$RETENTION" =~ ^[0-9]{1,6}$ ]] || die "malformed --pr-image-retention '$RETENTION': give a number of images"
+case "$POOL" in
+  "") ;;
+  pr|release)
+    other=firebuild-pr; [ "$POOL" = release ] || other=firebuild-release
+    [ "$LABELS_GIVEN" = 1 ] || LABELS=self-hosted,linux,kvm
+    case ",$LABELS," in *",$other,"*|*,firebuild,*) die "--labels '$LABELS' has $other or firebuild: a --pool $POOL runner takes neither (jobs for the other pool, or for any pool, would land on it)" ;; esac
+    case ",$LABELS," in *",firebuild-$POOL,"*) ;; *) LABELS="$LABELS,firebuild-$POOL" ;; esac ;;
+  *) die "unknown --pool '$POOL': use pr (untrusted pull requests) or release (trusted pushes, tags and releases)" ;;
+esac
 [[ "$RUNNER_USER" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "malformed --runner-user '$RUNNER_USER': a lower-case user name"
 case "$ARCH" in
   x86_64|amd64) ARCH=x86_64 RUNNER_ARCH=x64 ;;
@@ -489,6 +503,18 @@ hook_text() {
 # namespaces, taps and work dirs; the builds still running; per-PR images beyond the newest $RETENTION.
 set -u
 rc=0
+EOF
+  # The release pool never runs a pull request's job, whatever labels its workflow asks for (a PR can
+  # edit runs-on): a failing job-started hook fails the job before any step runs.
+  if [ "$1" = started ] && [ "$POOL" = release ]; then cat <<'EOF'
+case "${GITHUB_EVENT_NAME:-}" in
+  pull_request|pull_request_target|pull_request_review|pull_request_review_comment)
+    echo "::error title=firebuild release pool::this runner is in the release pool and refuses '$GITHUB_EVENT_NAME' jobs: run pull requests on the PR pool (runs-on: [self-hosted, linux, kvm, firebuild-pr])"
+    exit 1 ;;
+esac
+EOF
+  fi
+  cat <<EOF
 $fb purge --all || rc=1
 $fb image prune --match 'pr/*' --keep $RETENTION >/dev/null || rc=1
 EOF
@@ -498,6 +524,9 @@ EOF
 put_dir "$hooks" 755
 put_file "$hooks/job-started.sh" 755 "$(hook_text started)"
 put_file "$hooks/job-completed.sh" 755 "$(hook_text completed)"
+# The pool marker: what the release workflow's first step checks (root-owned; a job cannot change it).
+if [ -n "$POOL" ]; then put_dir "$(p /etc/firebuild)" 755; put_file "$(p /etc/firebuild/pool)" 644 "$POOL"
+elif [ -e "$(p /etc/firebuild/pool)" ]; then run "remove $(p /etc/firebuild/pool) (no --pool)" rm -f "$(p /etc/firebuild/pool)"; fi
 
 # ---------------------------------------------------------------------------------------------------
 # 11. Registration and the service.

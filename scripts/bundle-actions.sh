@@ -16,7 +16,8 @@ out=dist
 # still read CommonJS's __dirname/__filename, which ncc does not define in ES output: define them first,
 # in every emitted file that reads them (ncc moves code into chunks, which are modules of their own).
 # No --license: ncc picks the license text of one of several copies of a package (isarray, ...) in no
-# fixed order, which made dist/ differ from build to build; licenses stay in node_modules/*/LICENSE.
+# fixed order, which made dist/ differ from build to build. dist/licenses.txt comes from
+# scripts/licenses.mjs instead: every package ncc's stats (--stats-out) name, sorted, each distinct text once.
 shim() {
   local f=$1
   { printf '%s\n' "import { fileURLToPath as __fbFileURLToPath } from 'node:url'; import { dirname as __fbDirname } from 'node:path'; const __filename = __fbFileURLToPath(import.meta.url); const __dirname = __fbDirname(__filename);"; cat "$f"; } > "$f.tmp"
@@ -31,7 +32,10 @@ stub() {
 mains=(src/actions/*/main.ts)
 [ ${#mains[@]} -gt 0 ] || { echo "no src/actions/*/main.ts" >&2; exit 1; }
 rm -rf "$out"
-npx ncc build src/actions/index.ts -o "$out/core" --minify --quiet
+stats=$(mktemp)
+trap 'rm -f "$stats"' EXIT
+npx ncc build src/actions/index.ts -o "$out/core" --minify --quiet --stats-out "$stats"
+node scripts/licenses.mjs "$stats" > "$out/licenses.txt"
 # ncc minifies index.js only; nearly all the code is in the chunks.
 node scripts/minify-chunks.mjs "$out/core" >/dev/null
 for f in "$out"/core/*.js; do

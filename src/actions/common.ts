@@ -50,12 +50,31 @@ export class ActionsLogger implements Logger {
   }
 }
 
+export interface InputOptions { required?: boolean; choices?: readonly string[]; default?: string }
+
 /** A declared input, trimmed; required ones fail with one line naming the input. */
-export function input(name: string, opts: { required?: boolean; choices?: readonly string[]; default?: string } = {}): string {
-  const v = core.getInput(name) || opts.default || '';
+export function input(name: string, opts: InputOptions = {}): string {
+  return checked(name, core.getInput(name) || opts.default || '', opts);
+}
+
+function checked(name: string, v: string, opts: InputOptions): string {
   if (opts.required && !v) throw new UserError(`input '${name}' is required: set it under with: in the workflow`);
   if (v && opts.choices && !opts.choices.includes(v)) throw new UserError(`input '${name}' is '${v}': use one of ${opts.choices.join(', ')}`);
   return v;
+}
+
+/**
+ * An input that has a second name: `alias` is another spelling of `name` (docker/build-push-action's
+ * `file` for `dockerfile`), or, with `deprecated`, an old name kept working with one warning naming the
+ * new one. Both given with different values is one error. Neither may have a default in action.yml (the
+ * runner would always set it): the default is applied here.
+ */
+export function aliasInput(name: string, alias: string, opts: InputOptions & { deprecated?: boolean } = {}): string {
+  const v = core.getInput(name);
+  const a = core.getInput(alias);
+  if (a && opts.deprecated) core.warning(`input '${alias}' is deprecated: use '${name}' (the same value)`);
+  if (v && a && v !== a) throw new UserError(`inputs '${name}' and '${alias}' name the same thing and differ ('${v}', '${a}'): keep '${name}'`);
+  return checked(v ? name : a ? alias : name, v || a || opts.default || '', opts);
 }
 
 /** Lines (or comma-separated items) of a list input, empty entries dropped. */

@@ -41,6 +41,12 @@ export interface BuildOptions {
   maxDownloadBytes?: number;
   /** --allow-host-urls: URLs the Dockerfile names may reach host-only addresses (net/host-only.ts). */
   allowHostUrls?: boolean;
+  /** --label: added to the image config's labels (firebuild's own org.firebuild.* labels win). */
+  labels?: Record<string, string>;
+  /** --no-cache: the Docker engine builds every step. */
+  noCache?: boolean;
+  /** --pull: the Docker engine pulls the bases even when it has them. */
+  pull?: boolean;
 }
 
 export interface BuildResult {
@@ -124,7 +130,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
         await importStoredImage(engine, await storage.getImage(st.base.ref), st.base.ref, log);
       }
     }
-    const labels = { 'org.firebuild.source': src.ref === '<literal>' ? 'literal' : src.ref, 'org.firebuild.plan-digest': plan.digest, 'org.firebuild.tag': canonical };
+    const labels = { ...o.labels, 'org.firebuild.source': src.ref === '<literal>' ? 'literal' : src.ref, 'org.firebuild.plan-digest': plan.digest, 'org.firebuild.tag': canonical };
     const target = o.target !== undefined ? (plan.target.name ?? o.target) : undefined;
     const theSrc = src;
     const thePlan = plan;
@@ -144,7 +150,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       produce = async (scratch) => {
         const ctx = await contextTar(theSrc, thePlan, scratch, downloads);
         log.info('building with BuildKit (docker buildx, --output type=tar)', { dockerfile: theSrc.dockerfile });
-        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels }, theSrc.dockerfile, log);
+        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels, ...(o.noCache ? { noCache: true } : {}), ...(o.pull ? { pull: true } : {}) }, theSrc.dockerfile, log);
         return { ...bx, config };
       };
     } else {
@@ -155,7 +161,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       try {
         const ctx = await contextTar(src, plan, scratchDir, downloads);
         log.info('building with the Docker engine', { builder, dockerfile: src.dockerfile });
-        await engine.build(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: plan.buildArgs, ...(target ? { target } : {}), labels, tag: ref }).catch((err: unknown) => {
+        await engine.build(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: plan.buildArgs, ...(target ? { target } : {}), labels, tag: ref, ...(o.noCache ? { noCache: true } : {}), ...(o.pull ? { pull: true } : {}) }).catch((err: unknown) => {
           throw buildFailure(err, theSrc);
         });
       } finally {
@@ -203,7 +209,8 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       type: o.type,
       source: sourceMeta,
       parents,
-      config: source.config,
+      // A converted docker-image gets the labels here (a built Dockerfile has them from the build already).
+      config: o.labels && o.dockerImage ? { ...source.config, labels: { ...source.config.labels, ...o.labels } } : source.config,
       contentSize: conversion.stats.bytes,
       build: {
         engine: 'docker',
@@ -270,6 +277,12 @@ interface ImageBuildCommon {
   cacheDir: string;
   maxDownloadBytes?: number;
   allowHostUrls?: boolean;
+  /** Added to the image config's labels. */
+  labels?: Record<string, string>;
+  /** Bases from their registries even when the local Docker engine has them. */
+  pull?: boolean;
+  /** Every step runs: no step cache (vm) or build cache (docker) is used. */
+  noCache?: boolean;
 }
 
 /** The Docker engine: a Dockerfile built by Docker, or a Docker image converted. */
@@ -293,7 +306,6 @@ export interface VmImageBuild extends ImageBuildCommon {
   memMib?: number;
   accel?: string;
   stepTimeoutMs?: number;
-  noCache?: boolean;
 }
 
 export type ImageBuild = DockerImageBuild | VmImageBuild;
@@ -321,6 +333,9 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
     cacheDir: b.cacheDir,
     ...(b.maxDownloadBytes !== undefined ? { maxDownloadBytes: b.maxDownloadBytes } : {}),
     ...(b.allowHostUrls ? { allowHostUrls: true } : {}),
+    ...(b.labels && Object.keys(b.labels).length ? { labels: b.labels } : {}),
+    ...(b.pull ? { pull: true } : {}),
+    ...(b.noCache ? { noCache: true } : {}),
   };
   if (b.engine === 'vm') {
     const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };
@@ -331,7 +346,6 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
       ...(b.memMib !== undefined ? { memMib: b.memMib } : {}),
       ...(b.accel ? { accel: b.accel } : {}),
       ...(b.stepTimeoutMs !== undefined ? { stepTimeoutMs: b.stepTimeoutMs } : {}),
-      ...(b.noCache ? { noCache: true } : {}),
       registryMirrors: env.settings.registryMirrors,
       vm,
     }, env.storage, log);

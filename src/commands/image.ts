@@ -94,3 +94,17 @@ export async function imagePrune(store: StorageProvider, o: { match: RegExp; kee
   }
   return removed.sort();
 }
+
+/**
+ * The build actions' further `tags`: the same image stored again under `to` (its rootfs copied sparsely,
+ * its metadata the same but for the tag), as `docker tag` gives an image a second name.
+ */
+export async function imageTag(store: StorageProvider, from: Tag, to: Tag, opts: { overwrite?: boolean } = {}): Promise<StoredImage> {
+  const src = await store.getImage(formatTag(from));
+  const { copySparse } = await import('../util/fs.js');
+  return store.writeImage(formatTag(to), async (staging) => {
+    await copySparse(src.rootfsPath, staging.rootfsPath);
+    const { schemaVersion: _v, tag: _t, rootfs, ...rest } = src.metadata;
+    return { ...rest, ...(rootfs.contentSize !== undefined ? { contentSize: rootfs.contentSize } : {}) };
+  }, { overwrite: opts.overwrite ?? false });
+}

@@ -54,9 +54,9 @@ export interface RunnerCheck {
 export async function checkRunner(o: { vmm: Vmm; accel: SetupAccel; profileConfDir: string; needDocker: boolean }): Promise<RunnerCheck> {
   const kvm = await detectKvm();
   // The jailer needs root: a runner's unprivileged user gets Firecracker only through the privileged helper.
-  if (o.vmm === 'firecracker') await requireRootAccess("vmm 'firecracker' (its jailer)", 'set vmm: qemu');
+  if (o.vmm === 'firecracker') await requireRootAccess("backend 'firecracker' (its jailer)", 'set backend: qemu');
   const vmm = o.vmm === 'auto' ? (kvm.usable && o.accel !== 'tcg' && (await rootAccess()) === 'root' ? 'firecracker' : 'qemu') : o.vmm;
-  if (vmm === 'firecracker' && o.accel === 'tcg') throw new UserError(`vmm 'firecracker' needs KVM and accel is 'tcg': use vmm qemu for TCG, or accel kvm on a KVM runner`);
+  if (vmm === 'firecracker' && o.accel === 'tcg') throw new UserError(`backend 'firecracker' needs KVM and accel is 'tcg': use backend qemu for TCG, or accel kvm on a KVM runner`);
   const needKvm = o.accel === 'kvm' || vmm === 'firecracker';
   const settings = resolveSettings({}, undefined);
   const checks = await doctor({ settings, storage: openStorage(settings), profileConfDir: o.profileConfDir, require: [...(needKvm ? ['kvm'] : []), ...(o.needDocker ? ['docker'] : [])] });
@@ -66,7 +66,7 @@ export async function checkRunner(o: { vmm: Vmm; accel: SetupAccel; profileConfD
     const kvmMissing = missing.find((c) => c.part === 'kvm');
     const parts = missing.map((c) => `${c.part} (${c.detail}${c.fix ? `; fix: ${c.fix}` : ''})`).join('; ');
     throw new UserError(kvmMissing
-      ? `KVM is not usable on this runner: ${kvmMissing.detail}. Run on a KVM-capable runner (see runner-setup/), or set accel: tcg and vmm: qemu (slow; for tests)${missing.length > 1 ? `; also missing: ${missing.filter((c) => c !== kvmMissing).map((c) => c.part).join(', ')}` : ''}`
+      ? `KVM is not usable on this runner: ${kvmMissing.detail}. Run on a KVM-capable runner (see runner-setup/), or set accel: tcg and backend: qemu (slow; for tests)${missing.length > 1 ? `; also missing: ${missing.filter((c) => c !== kvmMissing).map((c) => c.part).join(', ')}` : ''}`
       : `this runner lacks ${parts}`);
   }
   return { kvm, vmm, lines: checks.map((c) => `${c.status.padEnd(7)} ${c.part}: ${c.detail}`) };

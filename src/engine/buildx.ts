@@ -22,6 +22,9 @@ export interface BuildxOptions {
   buildArgs: Record<string, string>;
   target?: string;
   labels: Record<string, string>;
+  noCache?: boolean;
+  /** Pull the bases from their registries even when the engine has them. */
+  pull?: boolean;
 }
 
 export function buildxArgv(o: BuildxOptions): string[] {
@@ -33,6 +36,8 @@ export function buildxArgv(o: BuildxOptions): string[] {
     ...Object.entries(o.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]),
     ...(o.target ? ['--target', o.target] : []),
     ...Object.entries(o.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
+    ...(o.noCache ? ['--no-cache'] : []),
+    ...(o.pull ? ['--pull'] : []),
     '-',
   ];
 }

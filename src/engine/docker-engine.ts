@@ -83,13 +83,15 @@ export class DockerEngine {
    * Build with the classic builder through the Engine API. Streams the builder's output to the log at
    * debug; a failure carries the step, the instruction, its exit code and the output's tail.
    */
-  async build(context: Readable, o: { dockerfile: string; buildArgs: Record<string, string>; target?: string; labels: Record<string, string>; tag: string }): Promise<string> {
+  async build(context: Readable, o: { dockerfile: string; buildArgs: Record<string, string>; target?: string; labels: Record<string, string>; tag: string; noCache?: boolean; pull?: boolean }): Promise<string> {
     const stream = (await this.docker.buildImage(context as unknown as NodeJS.ReadableStream, {
       dockerfile: o.dockerfile,
       t: o.tag,
       buildargs: o.buildArgs,
       labels: o.labels,
       ...(o.target ? { target: o.target } : {}),
+      ...(o.noCache ? { nocache: true } : {}),
+      ...(o.pull ? { pull: true } : {}),
       rm: true,
       forcerm: true,
     } as Docker.ImageBuildOptions)) as NodeJS.ReadableStream;

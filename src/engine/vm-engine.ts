@@ -49,6 +49,10 @@ export interface VmBuildOptions {
   accel?: string;
   stepTimeoutMs?: number;
   noCache?: boolean;
+  /** --pull: a FROM or COPY --from image comes from its registry even when the local Docker engine has it (as `docker build --pull`). */
+  pull?: boolean;
+  /** --label: added to the image config's labels (over the Dockerfile's LABELs). */
+  labels?: Record<string, string>;
   /** The step cache's cap; least recently used entries go first. */
   cacheMaxBytes?: number;
   /** How build VMs boot (default: QEMU with user-mode networking, its run cache under cacheDir). */
@@ -72,6 +76,11 @@ export interface VmBuildResult {
   cacheKey: string;
 }
 
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
 export const DEFAULT_CACHE_MAX_BYTES = 20 * 1024 ** 3;
 
 export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, log: Logger): Promise<VmBuildResult> {
@@ -81,7 +90,7 @@ export async function buildWithVm(o: VmBuildOptions, storage: StorageProvider, l
 async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, log: Logger, downloads: Downloads): Promise<VmBuildResult> {
   const started = Date.now();
   const tag = formatTag(parseTag(o.tag));
-  const images = new ImageResolver(storage, log, { registryMirrors: o.registryMirrors ?? [] });
+  const images = new ImageResolver(storage, log, { registryMirrors: o.registryMirrors ?? [], ...(o.pull ? { pull: true } : {}) });
   const { src, plan } = await resolvePlan(o, images, downloads, log);
   // RUN steps boot the build VMs: their kernel must be there before anything runs (a build without RUN boots nothing).
   if (plan.stages.some((st) => st.steps.some((x) => x.keyword === 'RUN'))) {
@@ -97,7 +106,8 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
   const { planned, stepKeys, finalKey } = await keyPlan(plan, images, o);
   if (await storage.hasImage(tag)) {
     const existing = await storage.getImage(tag);
-    if (!o.noCache && existing.metadata.build?.cacheKey === finalKey) {
+    // Labels are not in the step keys: other labels than the stored image's make it out of date.
+    if (!o.noCache && existing.metadata.build?.cacheKey === finalKey && sameLabels(existing.metadata.config.labels, { ...plan.stages.at(-1)?.config.labels, ...o.labels })) {
       log.info('up to date: every step is unchanged', { tag });
       return { image: existing, executed: 0, cached: plan.stages.reduce((a, s) => a + s.steps.filter((x) => FS_STEPS.has(x.keyword)).length, 0), timings: { bootMs: 0, stepsMs: 0, convertMs: 0, totalMs: Date.now() - started }, stepKeys, cacheKey: finalKey };
     }
@@ -184,7 +194,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
         type: 'rootfs',
         source: { kind: 'dockerfile', ref: src.ref, ...(src.commit ? { commit: src.commit } : {}), ...(target.stage.name ? { stage: target.stage.name } : {}) },
         parents: target.parents,
-        config: target.stage.config,
+        config: o.labels ? { ...target.stage.config, labels: { ...target.stage.config.labels, ...o.labels } } : target.stage.config,
         build: { engine: 'vm', planDigest: plan.digest, buildArgs: plan.buildArgs, durationMs: Date.now() - started, cacheKey: finalKey },
       };
     }, { overwrite: o.overwrite ?? false });

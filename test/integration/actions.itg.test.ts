@@ -31,8 +31,13 @@ afterAll(async () => {
 
 describe('the bundled actions, run as the runner runs them', () => {
   test('build-rootfs, then smoke-test (and its post step), then publish: the README example from source to a probed VM to an OCI artifact that pulls back identical', async () => {
-    const build = await runAction('build-rootfs/index.js', { dockerfile: path.resolve('examples/hello/Dockerfile'), tag: 'examples/hello:ci', 'free-space': '32M' }, env);
+    // docker/build-push-action's names: file, a tags list (built under the first, stored under the others), labels.
+    const build = await runAction('build-rootfs/index.js', { file: path.resolve('examples/hello/Dockerfile'), tags: 'examples/hello:ci\nexamples/hello:latest', labels: 'org.example.team=web', 'free-space': '32M' }, env);
     expect({ code: build.code, errors: annotations(build.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(build.outputs.tags).toBe('examples/hello:ci\nexamples/hello:latest');
+    const latest = await runCli(['image', 'inspect', 'examples/hello:latest'], { env: { FIREBUILD_HOME: env.FIREBUILD_HOME! } });
+    expect(latest.code).toBe(0);
+    expect(JSON.parse(latest.stdout)).toMatchObject({ tag: 'examples/hello:latest', metadata: { rootfs: { sha256: build.outputs.sha256 }, config: { labels: { 'org.example.team': 'web' } } } });
     expect(build.outputs).toMatchObject({ tag: 'examples/hello:ci', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), rootfs: expect.stringContaining('rootfs.ext4'), metadata: expect.stringContaining('metadata.json') });
     expect(Number(build.outputs.size)).toBeGreaterThan(0);
     // The job summaries as GitHub renders them (CommonMark + GFM): tables, not raw pipes.
@@ -193,7 +198,7 @@ describe('the bundled actions, run as the runner runs them', () => {
   });
 
   test.each([
-    ['missing required input', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile' }, /^::error::input 'tag' is required/],
+    ['missing required input', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile' }, /^::error::input 'tag' \(or 'tags'\) is required/],
     ['unknown engine', 'build-rootfs/index.js', { dockerfile: 'examples/hello/Dockerfile', tag: 'a/b:1', engine: 'kaniko' }, /^::error::input 'engine' is 'kaniko': use one of docker/],
     ['unknown accel', 'smoke-test/index.js', { tag: 'examples/hello:ci', accel: 'hvf' }, /^::error::input 'accel' is 'hvf': use one of auto, kvm, tcg/],
     ['a failing Dockerfile step, annotated at its file and line', 'build-rootfs/index.js', { dockerfile: 'FROM debian:bookworm-slim\nRUN exit 3\n', tag: 'a/fail:1' }, /^::error file=.*,line=2::.*exit code 3/],

@@ -16,7 +16,7 @@ describe('dist/', () => {
   }, 15 * 60_000);
 
   test.each([
-    ['setup/index.js', { vmm: 'nope' }, "::error::input 'vmm' is 'nope': use one of auto, qemu, firecracker"],
+    ['setup/index.js', { backend: 'nope' }, "::error::input 'backend' is 'nope': use one of auto, qemu, firecracker"],
     ['build-rootfs/index.js', {}, "::error::input 'dockerfile' is required: set it under with: in the workflow"],
     ['build-baseos/index.js', {}, "::error::input 'dockerfile' is required: set it under with: in the workflow"],
     ['smoke-test/index.js', {}, "::error::input 'tag' is required: set it under with: in the workflow"],

@@ -125,6 +125,30 @@ describe('rootfs --engine docker', () => {
     expect(got['/etc/debian_version']?.type).toBe('file');
   });
 
+  test('--label, --no-cache and --pull reach the Docker engine: labels in the stored config, every step run again with --no-cache, --pull accepted', async () => {
+    const dir = path.join(work, 'labels');
+    fs.mkdirSync(dir);
+    const base = `${process.env.FIREBUILD_REGISTRY_ADDR}/debian:bookworm-slim`;
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${base}\nLABEL from=dockerfile team=dockerfile\nRUN date +%s%N > /stamp\n`);
+    const build = (tag: string, extra: string[]): ReturnType<typeof runCli> => runCli(['rootfs', '--engine', 'docker', '--dockerfile', path.join(dir, 'Dockerfile'), '--tag', tag, '--free-space', '16M', ...extra], { env });
+    const stamp = async (r: Awaited<ReturnType<typeof runCli>>): Promise<string> => (await new Ext4Reader(JSON.parse(r.stdout).rootfs).readFile('/stamp')).toString();
+    const first = await build('acme/labels:1', ['--label', 'team=web', '--label', 'org.firebuild.tag=spoofed', '--pull']);
+    expect({ code: first.code, stderr: first.code ? first.stderr : '' }).toEqual({ code: 0, stderr: '' });
+    const meta = JSON.parse(fs.readFileSync(JSON.parse(first.stdout).metadata, 'utf8'));
+    // The flag beats the Dockerfile's LABEL; firebuild's own labels cannot be spoofed.
+    expect(meta.config.labels).toMatchObject({ from: 'dockerfile', team: 'web', 'org.firebuild.tag': 'acme/labels:1' });
+    const cached = await build('acme/labels:2', []);
+    expect(cached.code).toBe(0);
+    expect(await stamp(cached)).toBe(await stamp(first));
+    const fresh = await build('acme/labels:3', ['--no-cache']);
+    expect(fresh.code).toBe(0);
+    expect(await stamp(fresh)).not.toBe(await stamp(first));
+    // A converted image gets the labels too.
+    const conv = await runCli(['rootfs', '--docker-image', base, '--tag', 'acme/labels:4', '--label', 'team=conv', '--free-space', '16M'], { env });
+    expect(conv.code).toBe(0);
+    expect(JSON.parse(fs.readFileSync(JSON.parse(conv.stdout).metadata, 'utf8')).config.labels).toMatchObject({ team: 'conv' });
+  });
+
   test('FROM org/name:version naming a stored image builds on it (imported into the engine)', async () => {
     // acme/debian:12 was stored by the previous test; setuid bits must survive the import.
     fs.mkdirSync(path.join(work, 'stored'));

@@ -235,6 +235,39 @@ describe('runner-setup/setup.sh', () => {
     expect(calls(root).filter((l) => l.startsWith('config.sh argv'))).toHaveLength(1);
   });
 
+  test('--pool: the pool label, the marker the release workflow checks, a release hook that refuses pull-request jobs; a bad pool or a mixed label is refused', async () => {
+    const bad = await setup([...fast(makeRoot('pool-bad')), '--pool', 'staging', '--skip-runner']);
+    expect({ code: bad.code, out: bad.out.trim() }).toEqual({ code: 2, out: "runner-setup: unknown --pool 'staging': use pr (untrusted pull requests) or release (trusted pushes, tags and releases)" });
+    const mixed = await setup([...fast(makeRoot('pool-mixed')), '--pool', 'release', '--labels', 'self-hosted,linux,kvm,firebuild-pr', '--skip-runner']);
+    expect({ code: mixed.code, out: mixed.out.trim() }).toEqual({ code: 2, out: expect.stringMatching(/^runner-setup: --labels 'self-hosted,linux,kvm,firebuild-pr' has firebuild-pr or firebuild: /) });
+
+    const root = makeRoot('pool');
+    const r = await setup([...fast(root), '--pool', 'release', '--url', 'https://github.com/acme/app', '--token-file', '-'], { input: 'tok\n' });
+    expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: expect.stringMatching(/runner-setup: done/) });
+    expect(calls(root).filter((l) => l.startsWith('config.sh argv'))).toEqual([expect.stringContaining(' --labels self-hosted,linux,kvm,firebuild-release ')]);
+    expect(fs.readFileSync(path.join(root, 'etc/firebuild/pool'), 'utf8')).toBe('release\n');
+    expect(fs.statSync(path.join(root, 'etc/firebuild/pool')).uid).toBe(0);
+    // The generated hook, run as the runner would: a pull request's job fails with one annotation, a push's goes on.
+    const hooks = path.join(root, 'usr/local/libexec/firebuild');
+    const started = fs.readFileSync(path.join(hooks, 'job-started.sh'), 'utf8');
+    const stub = path.join(work, 'pool-bin');
+    fs.mkdirSync(stub, { recursive: true });
+    fs.writeFileSync(path.join(stub, 'hook.sh'), started.replace(/^\S*firebuild (purge|image prune).*$/gm, 'true'), { mode: 0o755 });
+    for (const [event, code] of [['pull_request', 1], ['pull_request_target', 1], ['push', 0], ['release', 0]] as const) {
+      const h = spawnSync('bash', ['-e', path.join(stub, 'hook.sh')], { env: { PATH: process.env.PATH, GITHUB_EVENT_NAME: event }, encoding: 'utf8' });
+      expect([event, h.status, h.stdout.split('\n').filter((l) => l.startsWith('::error')).length]).toEqual([event, code, code]);
+    }
+    expect(fs.readFileSync(path.join(hooks, 'job-completed.sh'), 'utf8')).not.toContain('GITHUB_EVENT_NAME');
+
+    // The PR pool: its label, its marker, no refusal; without --pool the marker goes again.
+    const pr = await setup([...fast(root), '--pool', 'pr', '--skip-runner']);
+    expect(pr.code).toBe(0);
+    expect(fs.readFileSync(path.join(root, 'etc/firebuild/pool'), 'utf8')).toBe('pr\n');
+    expect(fs.readFileSync(path.join(hooks, 'job-started.sh'), 'utf8')).not.toContain('GITHUB_EVENT_NAME');
+    expect((await setup([...fast(root), '--skip-runner'])).code).toBe(0);
+    expect(fs.existsSync(path.join(root, 'etc/firebuild/pool'))).toBe(false);
+  });
+
   test('--with-docker adds docker; a run without it takes docker away again', async () => {
     const root = makeRoot('docker');
     const groups = (): string => fs.readFileSync(path.join(root, 'etc/group'), 'utf8').split('\n').filter((l) => l.split(':')[3]?.split(',').includes('firebuild-runner')).map((l) => l.split(':')[0]).sort().join(',');

@@ -13,7 +13,7 @@ import { freePort, killVmmProcessesUnder, testKernel, vmmProcessesUnder } from '
  * Issue 15's must-show: the actions run as a GitHub runner's own unprivileged user. A user made here
  * (`useradd`, a temp home, in group kvm) makes a fresh `git clone` of this repository's committed HEAD
  * in its home, then runs the shipped bundles from the clone's dist/ as the runner would (INPUT_*,
- * GITHUB_OUTPUT, ...; the variables one step exports reach the next): setup (accel tcg, vmm qemu, the
+ * GITHUB_OUTPUT, ...; the variables one step exports reach the next): setup (accel tcg, backend qemu, the
  * suite's kernel), build-rootfs (engine vm, one RUN, FROM a Docker Hub short name served by the local
  * registry standing in as the docker.io mirror: the user has no Docker access), smoke-test (boot, HTTP
  * probe through a published port, the post step) and publish (to the local registry). The store and the
@@ -194,9 +194,9 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
     const store = path.join(user.home, '.local', 'share', 'firebuild');
     const profiles = path.join(user.home, '.config', 'firebuild', 'profiles');
 
-    const setup = await step('setup/index.js', { accel: 'tcg', vmm: 'qemu', 'kernel-path': kernel }, jobEnv());
+    const setup = await step('setup/index.js', { accel: 'tcg', backend: 'qemu', 'kernel-path': kernel }, jobEnv());
     expect({ code: setup.code, errors: annotations(setup.stdout) }).toEqual({ code: 0, errors: [] });
-    expect(setup.outputs).toMatchObject({ vmm: 'qemu', kvm: 'false', profile: 'ci', 'kernel-id': 'default', 'kernel-source': 'imported' });
+    expect(setup.outputs).toMatchObject({ backend: 'qemu', vmm: 'qemu', kvm: 'false', profile: 'ci', 'vmlinux-id': 'default', 'kernel-id': 'default', 'kernel-source': 'imported' });
     expect(setup.exported).toEqual({ FIREBUILD_PROFILE: 'ci', FIREBUILD_PROFILE_CONF_DIR: profiles, FIREBUILD_ACCEL: 'tcg' });
     const profileFile = path.join(profiles, 'ci.json');
     expect(fs.statSync(profileFile).mode & 0o777).toBe(0o600);
@@ -252,9 +252,9 @@ describeIf('the actions run as a non-root runner user from a fresh clone', () =>
     // The jailer: setup with vmm firecracker; the profile an earlier setup wrote stays as it was.
     const profileFile = path.join(user.home, '.config', 'firebuild', 'profiles', 'ci.json');
     const profileBefore = fs.existsSync(profileFile) ? fs.readFileSync(profileFile, 'utf8') : undefined;
-    const fc = await step('setup/index.js', { vmm: 'firecracker', 'kernel-path': kernel }, jobEnv());
+    const fc = await step('setup/index.js', { backend: 'firecracker', 'kernel-path': kernel }, jobEnv());
     expect(fc.code).toBe(1);
-    expect(annotations(fc.stdout)).toEqual([expect.stringMatching(/^::error::vmm 'firecracker' \(its jailer\) needs root, and this runs as user fbrun\d+ \(uid \d+\) without firebuild's privileged helper: run runner-setup\/setup\.sh --privileged-vms on the host .*, or set vmm: qemu$/)]);
+    expect(annotations(fc.stdout)).toEqual([expect.stringMatching(/^::error::backend 'firecracker' \(its jailer\) needs root, and this runs as user fbrun\d+ \(uid \d+\) without firebuild's privileged helper: run runner-setup\/setup\.sh --privileged-vms on the host .*, or set backend: qemu$/)]);
     expect(fc.exported).toEqual({});
     expect(fs.existsSync(profileFile) ? fs.readFileSync(profileFile, 'utf8') : undefined).toBe(profileBefore);
 

@@ -86,21 +86,21 @@ describe('the setup action', () => {
     const kvm = await detectKvm();
     const cases: [Record<string, string>, RegExp][] = [
       [{ accel: 'bogus' }, /^input 'accel' is 'bogus': use one of kvm, tcg, auto$/],
-      [{ vmm: 'vmware' }, /^input 'vmm' is 'vmware': use one of auto, qemu, firecracker$/],
-      [{ accel: 'tcg', vmm: 'firecracker' }, /needs KVM and accel is 'tcg'/],
-      [{ accel: 'tcg', vmm: 'qemu', baseos: 'no-equals-sign' }, /^input 'baseos' line 'no-equals-sign' is malformed: write TAG=DOCKERFILE/],
-      [{ accel: 'tcg', vmm: 'qemu', 'kernel-path': '/boot/x', 'kernel-version': '6.1' }, /exclude each other/],
-      [{ accel: 'tcg', vmm: 'qemu', 'firecracker-sha256': 'abc' }, /is not a sha256/],
-      [{ accel: 'tcg', vmm: 'qemu', 'registry-mirrors': 'http://127.0.0.1:5000\nmirror.example' }, /^malformed registry mirror 'mirror\.example' \(input 'registry-mirrors'\)/],
+      [{ backend: 'vmware' }, /^input 'backend' is 'vmware': use one of auto, qemu, firecracker$/],
+      [{ accel: 'tcg', backend: 'firecracker' }, /needs KVM and accel is 'tcg'/],
+      [{ accel: 'tcg', backend: 'qemu', baseos: 'no-equals-sign' }, /^input 'baseos' line 'no-equals-sign' is malformed: write TAG=DOCKERFILE/],
+      [{ accel: 'tcg', backend: 'qemu', 'kernel-path': '/boot/x', 'kernel-version': '6.1' }, /exclude each other/],
+      [{ accel: 'tcg', backend: 'qemu', 'firecracker-sha256': 'abc' }, /is not a sha256/],
+      [{ accel: 'tcg', backend: 'qemu', 'registry-mirrors': 'http://127.0.0.1:5000\nmirror.example' }, /^malformed registry mirror 'mirror\.example' \(input 'registry-mirrors'\)/],
       // No kernel in an empty store, none to import or build.
-      [{ accel: 'tcg', vmm: 'qemu' }, /^no kernel default on this runner: set kernel-path .* or kernel-version/],
+      [{ accel: 'tcg', backend: 'qemu' }, /^no kernel default on this runner: set kernel-path .* or kernel-version/],
       // Firecracker is neither in the tool cache nor on PATH, and no checksum is given: no download.
-      [{ accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl }, /^firecracker v1\.10\.1 is not installed and no checksum is pinned for its download: set firecracker-sha256/],
+      [{ accel: 'tcg', backend: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl }, /^firecracker v1\.10\.1 is not installed and no checksum is pinned for its download: set firecracker-sha256/],
       // A checksum that does not match the download: refused, nothing cached.
-      [{ accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': '0'.repeat(64) }, /has sha256 [0-9a-f]{64}, firecracker-sha256 pins 0{64}: refusing it/],
+      [{ accel: 'tcg', backend: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': '0'.repeat(64) }, /has sha256 [0-9a-f]{64}, firecracker-sha256 pins 0{64}: refusing it/],
     ];
     // The default accel is kvm: on this machine (no usable KVM) that is the runner check's failure.
-    if (!kvm.usable) cases.push([{}, /^KVM is not usable on this runner: .*Run on a KVM-capable runner \(see runner-setup\/\), or set accel: tcg and vmm: qemu/]);
+    if (!kvm.usable) cases.push([{}, /^KVM is not usable on this runner: .*Run on a KVM-capable runner \(see runner-setup\/\), or set accel: tcg and backend: qemu/]);
     for (const [inputs, want] of cases) {
       const env = homeEnv('bad');
       const r = await runAction('setup/index.js', inputs, env);
@@ -116,13 +116,13 @@ describe('the setup action', () => {
   test('Firecracker and the jailer: downloaded once, checksum-verified, kept in the tool cache; the profile names them', async () => {
     const sha = createHash('sha256').update(tarball).digest('hex');
     const k = debianCloudKernel();
-    const inputs = { accel: 'tcg', vmm: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': sha, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd, 'registry-mirrors': 'http://127.0.0.1:5000, https://mirror.example' };
+    const inputs = { accel: 'tcg', backend: 'qemu', 'install-firecracker': 'true', 'firecracker-url': fcUrl, 'firecracker-sha256': sha, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd, 'registry-mirrors': 'http://127.0.0.1:5000, https://mirror.example' };
     const before = downloads;
     const first = await runAction('setup/index.js', inputs, homeEnv('fc'));
     ok(first);
     expect(downloads).toBe(before + 1);
     const toolDir = path.join(work, 'toolcache', 'firecracker', '1.10.1', process.arch);
-    expect(first.outputs).toMatchObject({ vmm: 'qemu', firecracker: path.join(toolDir, 'firecracker'), jailer: path.join(toolDir, 'jailer'), profile: 'ci', 'kernel-id': 'default', 'kernel-source': 'imported' });
+    expect(first.outputs).toMatchObject({ backend: 'qemu', vmm: 'qemu', firecracker: path.join(toolDir, 'firecracker'), jailer: path.join(toolDir, 'jailer'), profile: 'ci', 'vmlinux-id': 'default', 'kernel-id': 'default', 'kernel-source': 'imported' });
     expect(execFileSync(first.outputs.firecracker!, ['--version']).toString()).toContain(FC_VERSION);
     expect(first.exported).toMatchObject({ FIREBUILD_PROFILE: 'ci', FIREBUILD_ACCEL: 'tcg' });
     const profile = JSON.parse(fs.readFileSync(path.join(homeEnv('fc').FIREBUILD_PROFILE_CONF_DIR!, 'ci.json'), 'utf8')) as Record<string, unknown>;
@@ -144,10 +144,10 @@ describe('the setup action', () => {
   test('a kernel built from linux-source is saved to the Actions cache by the post step and restored by the next job (no build), with the same digest', async () => {
     // The kernel build tree is shared with kernel-build.itg (a no-op make when it was built before).
     const extra = { FIREBUILD_CACHE_DIR: KERNEL_CACHE };
-    const inputs = { accel: 'tcg', vmm: 'qemu', 'kernel-version': '6.1', 'kernel-id': 'k61' };
+    const inputs = { accel: 'tcg', backend: 'qemu', 'kernel-version': '6.1', 'vmlinux-id': 'k61' };
     const first = await runAction('setup/index.js', inputs, homeEnv('k1', extra));
     ok(first);
-    expect(first.outputs).toMatchObject({ 'kernel-id': 'k61', 'kernel-source': 'built', 'cache-hit': 'false' });
+    expect(first.outputs).toMatchObject({ 'vmlinux-id': 'k61', 'kernel-id': 'k61', 'kernel-source': 'built', 'cache-hit': 'false' });
     const post = await runPost('setup/post/index.js', first.state, homeEnv('k1', extra));
     ok(post);
     const saved = [...results.caches.values()].filter((e) => e.key.startsWith('firebuild-kernel-1-x86_64-'));
@@ -175,7 +175,7 @@ describe('the setup action', () => {
     fs.writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim'}\nCOPY motd /etc/motd\nCMD ["/bin/cat", "/etc/motd"]\n`);
     const k = debianCloudKernel();
     const tag = `fbtest/setup-base:${process.pid}`;
-    const inputs = { accel: 'tcg', vmm: 'qemu', baseos: `${tag}=${path.join(dir, 'Dockerfile')}`, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd };
+    const inputs = { accel: 'tcg', backend: 'qemu', baseos: `${tag}=${path.join(dir, 'Dockerfile')}`, 'kernel-path': k.kernel, 'kernel-initrd': k.initrd };
     const first = await runAction('setup/index.js', inputs, homeEnv('b1'));
     ok(first);
     expect(first.outputs).toMatchObject({ 'base-images': tag, 'cache-hit': 'false' });

@@ -89,7 +89,7 @@ function sudoCalls(root: string): string[][] {
 
 function inputs(extra: Record<string, string> = {}): Record<string, string> {
   const k = debianCloudKernel();
-  return { accel: 'tcg', vmm: 'qemu', cache: 'false', 'kernel-path': k.kernel, 'kernel-initrd': k.initrd, ...extra };
+  return { accel: 'tcg', backend: 'qemu', cache: 'false', 'kernel-path': k.kernel, 'kernel-initrd': k.initrd, ...extra };
 }
 
 function ok(r: ActionRun): void {

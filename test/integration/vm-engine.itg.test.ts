@@ -695,6 +695,26 @@ RUN bash -c 'echo > /dev/tcp/10.0.2.2/9'
     expect(rebuilt.stderr).toMatch(/a step cache entry is corrupt: rebuilding it/);
   }, 20 * 60_000);
 
+  test('--label: the labels land in the stored config; other labels make an unchanged rebuild out of date, the same ones keep it', async () => {
+    // No RUN: nothing boots, the labels are what is tested.
+    const dir = writeCtx('labels', { 'data.txt': 'x\n', Dockerfile: [`FROM ${BASE}`, 'LABEL org.example.from-dockerfile=yes team=dockerfile', 'COPY data.txt /data.txt', ''].join('\n') });
+    const meta = (r: Awaited<ReturnType<typeof runCli>>): { config: { labels: Record<string, string> }; created: string } => JSON.parse(fs.readFileSync(JSON.parse(r.stdout).metadata, 'utf8'));
+    const first = await vmBuild(dir, 'fbtest/vm-labels:1', ['--label', 'team=web', '--label', 'org.example.x=1']);
+    expectJsonResult(first);
+    expect(meta(first).config.labels).toMatchObject({ 'org.example.from-dockerfile': 'yes', team: 'web', 'org.example.x': '1' });
+    const same = await vmBuild(dir, 'fbtest/vm-labels:1', ['--label', 'team=web', '--label', 'org.example.x=1']);
+    expectJsonResult(same);
+    expect(same.stderr).toMatch(/up to date/);
+    expect(meta(same).created).toBe(meta(first).created);
+    const other = await vmBuild(dir, 'fbtest/vm-labels:1', ['--label', 'team=ops', '--overwrite']);
+    expectJsonResult(other);
+    expect(other.stderr).not.toMatch(/up to date/);
+    expect(meta(other).config.labels).toMatchObject({ 'org.example.from-dockerfile': 'yes', team: 'ops' });
+    expect(meta(other).config.labels['org.example.x']).toBeUndefined();
+    const bad = await vmBuild(dir, 'fbtest/vm-labels:2', ['--label', 'novalue']);
+    expect({ code: bad.code, stderr: bad.stderr.trim() }).toEqual({ code: 2, stderr: expect.stringMatching(/^error: malformed --label 'novalue': write NAME=value/) });
+  }, 10 * 60_000);
+
   test('bad input: base image not found, a step that outlives --step-timeout, a full build disk: one line each, nothing left behind', async () => {
     const missing = writeCtx('missing', { Dockerfile: 'FROM fbtest/no-such-base:9\nRUN true\n' });
     const r1 = await vmBuild(missing, 'fbtest/vm-bad:1');

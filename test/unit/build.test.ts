@@ -28,6 +28,7 @@ describe('buildx argv (BuildKit path), as a table', () => {
   test.each([
     [{ dockerfile: 'Dockerfile', buildArgs: {}, labels: {} }, ['buildx', 'build', '--progress=plain', '--file', 'Dockerfile', '--output', 'type=tar,dest=-', '-']],
     [{ dockerfile: 'app/Dockerfile', buildArgs: { A: '1', B: 'x y' }, target: 'release', labels: { 'org.firebuild.tag': 'a/b:1' } }, ['buildx', 'build', '--progress=plain', '--file', 'app/Dockerfile', '--output', 'type=tar,dest=-', '--build-arg', 'A=1', '--build-arg', 'B=x y', '--target', 'release', '--label', 'org.firebuild.tag=a/b:1', '-']],
+    [{ dockerfile: 'Dockerfile', buildArgs: {}, labels: {}, noCache: true, pull: true }, ['buildx', 'build', '--progress=plain', '--file', 'Dockerfile', '--output', 'type=tar,dest=-', '--no-cache', '--pull', '-']],
   ])('%j', (o, argv) => expect(buildxArgv(o)).toEqual(argv));
 
   test('BuildKit failure output gives the line and exit code', () => {
@@ -85,4 +86,33 @@ test('registry credentials come from the Docker config', async () => {
   expect(splitRef('127.0.0.1:5000/a/b:1')).toEqual(['127.0.0.1:5000/a/b', '1']);
   expect(splitRef('a/b')).toEqual(['a/b', 'latest']);
   fs.rmSync(dir, { recursive: true });
+});
+
+describe('imageTag (the build actions\' further tags)', () => {
+  test('stores the same image under another tag: same rootfs bytes and metadata but the tag; an existing tag needs overwrite', async () => {
+    const { DirectoryStorage } = await import('../../src/store/directory.js');
+    const { imageTag } = await import('../../src/commands/image.js');
+    const { parseTag } = await import('../../src/store/tag.js');
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'image-tag-'));
+    try {
+      const store = new DirectoryStorage({ rootfsRoot: path.join(home, 'rootfs'), kernelRoot: path.join(home, 'kernels'), createRoots: true });
+      const src = await store.writeImage('acme/web:1.0', async (st) => {
+        fs.writeFileSync(st.rootfsPath, Buffer.alloc(64 * 1024, 7));
+        return { type: 'rootfs', source: { kind: 'dockerfile', ref: './Dockerfile' }, parents: ['debian:12'], config: { env: [], labels: { a: 'b' } } as never, contentSize: 123 };
+      });
+      const copy = await imageTag(store, parseTag('acme/web:1.0'), parseTag('acme/web:latest'));
+      expect(copy.tag).toBe('acme/web:latest');
+      expect(fs.readFileSync(copy.rootfsPath).equals(fs.readFileSync(src.rootfsPath))).toBe(true);
+      const { tag: t1, created: c1, ...m1 } = src.metadata;
+      const { tag: t2, created: c2, ...m2 } = copy.metadata;
+      expect([t1, t2]).toEqual(['acme/web:1.0', 'acme/web:latest']);
+      expect(c1 && c2).toBeTruthy();
+      expect(m2).toEqual(m1);
+      await expect(imageTag(store, parseTag('acme/web:1.0'), parseTag('acme/web:latest'))).rejects.toThrow('image acme/web:latest already exists');
+      await imageTag(store, parseTag('acme/web:1.0'), parseTag('acme/web:latest'), { overwrite: true });
+      await expect(imageTag(store, parseTag('acme/none:1'), parseTag('acme/web:2'))).rejects.toThrow();
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
 });

@@ -1,6 +1,8 @@
 import { describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { NoOperationTraceWriter, convertWorkflowTemplate, parseWorkflow } from '@actions/workflow-parser';
 import { convertActionTemplate, parseAction } from '@actions/workflow-parser/actions/index';
 import { parse as parseYaml } from 'yaml';
@@ -20,12 +22,94 @@ describe('workflows/', () => {
     expect(template.jobs.length).toBeGreaterThan(0);
   });
 
-  test.each(['pr-smoke.yml', 'pr-smoke-hosted.yml'])('pull-request workflow %s follows the security model: pull_request only, read-only token, no secrets', (file) => {
-    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown>; permissions: Record<string, string> };
+  test.each(['pr-smoke.yml', 'pr-smoke-hosted.yml'])('pull-request workflow %s follows the security model: pull_request (never pull_request_target), a warm-up on default-branch pushes, read-only token, no secrets', (file) => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, { branches?: string[]; tags?: string[] }>; permissions: Record<string, string> };
     const text = fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8');
-    expect(Object.keys(wf.on)).toEqual(['pull_request']);
+    expect(Object.keys(wf.on).sort()).toEqual(['pull_request', 'push']);
+    // The warm-up: pushes to the default branch only (no tags: releases are release.yml's).
+    expect(wf.on.push).toMatchObject({ branches: ['main'] });
+    expect(wf.on.push?.tags).toBeUndefined();
     expect(wf.permissions).toEqual({ contents: 'read' });
     expect(text).not.toMatch(/\$\{\{\s*secrets\./);
+  });
+
+  test.each(WORKFLOWS)('%s never runs on pull_request_target', (file) => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown> };
+    expect(Object.keys(wf.on)).not.toContain('pull_request_target');
+    expect(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')).not.toMatch(/^\s*pull_request_target\s*:/m);
+  });
+
+  test('self-hosted jobs are split into pools: pull requests on firebuild-pr, trusted jobs (release, warm-up) on firebuild-release, never both, never the shared label', () => {
+    const pools: Record<string, string[]> = {};
+    for (const file of WORKFLOWS) {
+      const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown>; jobs: Record<string, { if?: string; 'runs-on': string | string[] }> };
+      for (const [name, job] of Object.entries(wf.jobs)) {
+        const labels = ([] as string[]).concat(job['runs-on']);
+        if (!labels.includes('self-hosted')) continue;
+        expect([file, name, labels.includes('firebuild')]).toEqual([file, name, false]);
+        const pool = labels.filter((l) => /^firebuild-/.test(l));
+        expect([file, name, pool.length]).toEqual([file, name, 1]);
+        // A job on the PR pool runs only for pull requests; every other event's job is trusted.
+        const prOnly = job.if === "github.event_name == 'pull_request'" || (Object.keys(wf.on).length === 1 && 'pull_request' in wf.on);
+        expect([file, name, pool[0]]).toEqual([file, name, prOnly ? 'firebuild-pr' : 'firebuild-release']);
+        (pools[pool[0]!] ??= []).push(`${file}:${name}`);
+      }
+    }
+    expect(pools).toEqual({ 'firebuild-pr': ['pr-smoke.yml:smoke'], 'firebuild-release': ['pr-smoke.yml:warm-up', 'release.yml:release'] });
+  });
+
+  /** A job's pool check (its first step), run by bash as the runner would, with the marker at `marker`. */
+  function poolCheck(file: string, job: string, marker: string | undefined): { status: number | null; errors: string[] } {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { jobs: Record<string, { steps: { name?: string; run?: string }[] }> };
+    const first = wf.jobs[job]!.steps[0]!;
+    expect(first.name).toBe('Refuse the PR pool');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pool-'));
+    try {
+      const pool = path.join(dir, 'pool');
+      if (marker !== undefined) fs.writeFileSync(pool, `${marker}\n`);
+      expect(first.run).toContain('/etc/firebuild/pool');
+      const r = spawnSync('bash', ['-e', '-c', first.run!.replaceAll('/etc/firebuild/pool', pool)], { env: { PATH: process.env.PATH, RUNNER_NAME: 'runner-7' }, encoding: 'utf8' });
+      return { status: r.status, errors: r.stdout.split('\n').filter((l) => l.startsWith('::error')) };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test.each([['release.yml', 'release'], ['pr-smoke.yml', 'warm-up']])('%s (%s) refuses to run on the PR pool, or on a runner of no pool, with one annotation', (file, job) => {
+    expect(poolCheck(file, job, 'release')).toEqual({ status: 0, errors: [] });
+    for (const marker of ['pr', undefined, '']) {
+      const r = poolCheck(file, job, marker);
+      expect([marker, r.status, r.errors.length]).toEqual([marker, 1, 1]);
+      expect(r.errors[0]).toMatch(/^::error title=firebuild pool::runner runner-7 is in pool '(pr|none)', not the release pool: .*--pool release/);
+    }
+  });
+
+  test('release.yml lower-cases the owner and repository before they become tags and registry references', async () => {
+    const { parseTag } = await import('../../src/store/tag.js');
+    const { normalizeRef } = await import('../../src/oci/reference.js');
+    const text = fs.readFileSync(path.join(REPO, 'workflows', 'release.yml'), 'utf8');
+    const wf = parseYaml(text) as { jobs: Record<string, { steps: { id?: string; uses?: string; run?: string; env?: Record<string, string>; with?: Record<string, string> }[] }> };
+    const steps = wf.jobs.release!.steps;
+    // No tag or reference is made of the raw names.
+    for (const st of steps.filter((x) => x.uses)) {
+      for (const k of ['tag', 'tags', 'oci-ref']) expect([k, st.with?.[k] ?? '']).not.toEqual([k, expect.stringMatching(/github\.(repository|repository_owner|event\.repository\.name|actor)\b/)]);
+    }
+    // The names step, run as the runner would for an owner and repository with upper-case letters.
+    const names = steps.find((x) => x.id === 'names')!;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'names-'));
+    const out = path.join(dir, 'output');
+    fs.writeFileSync(out, '');
+    const r = spawnSync('bash', ['-e', '-c', names.run!], { env: { PATH: process.env.PATH, GITHUB_OUTPUT: out, REPOSITORY: 'Acme-Corp/WebApp', NAME: 'WebApp', VERSION: 'v1.2.0-RC1' }, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const o = Object.fromEntries(fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => l.split('=') as [string, string]));
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(o).toEqual({ repository: 'acme-corp/webapp', name: 'webapp', version: 'v1.2.0-RC1' });
+    // What the build and publish steps then get parses as a firebuild tag and an OCI reference.
+    const expand = (s: string): string => s.replace(/\$\{\{\s*steps\.names\.outputs\.(\w+)\s*\}\}/g, (_m, k: string) => o[k] ?? '');
+    const build = steps.find((x) => x.uses?.includes('/build-rootfs@'))!;
+    const publish = steps.find((x) => x.uses?.includes('/publish@'))!;
+    expect(parseTag(expand(build.with!.tags!))).toEqual({ org: 'webapp', name: 'app', version: 'v1.2.0-RC1' });
+    expect(normalizeRef(expand(publish.with!['oci-ref']!)).full).toBe('ghcr.io/acme-corp/webapp/rootfs:v1.2.0-RC1');
   });
 
   test('the hosted variant runs on ubuntu-24.04 and has setup prepare the host for KVM', () => {
@@ -66,5 +150,67 @@ describe('action.yml files', () => {
     expect(parsed.context.errors.getErrors().map((e) => e.message)).toEqual([]);
     const template = convertActionTemplate(parsed.context, parsed.value!);
     expect(template.runs).toMatchObject({ using: 'node24' });
+  });
+});
+
+describe('.github/', () => {
+  const GH = path.join(REPO, '.github');
+  test.each(fs.readdirSync(path.join(GH, 'workflows')))('workflows/%s parses and converts without errors', async (file) => {
+    const content = fs.readFileSync(path.join(GH, 'workflows', file), 'utf8');
+    const parsed = parseWorkflow({ name: file, content }, new NoOperationTraceWriter());
+    expect(parsed.context.errors.getErrors().map((e) => e.message)).toEqual([]);
+    const template = await convertWorkflowTemplate(parsed.context, parsed.value!);
+    expect((template.errors ?? []).map((e) => e.Message)).toEqual([]);
+  });
+
+  test('actionlint.yaml declares every self-hosted label the workflows use', () => {
+    const conf = parseYaml(fs.readFileSync(path.join(GH, 'actionlint.yaml'), 'utf8')) as { 'self-hosted-runner': { labels: string[] } };
+    const used = new Set<string>();
+    for (const file of WORKFLOWS) {
+      const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { jobs: Record<string, { 'runs-on': string | string[] }> };
+      for (const job of Object.values(wf.jobs)) for (const l of ([] as string[]).concat(job['runs-on'])) if (!['self-hosted', 'linux', 'x64', 'arm64'].includes(l) && !l.startsWith('ubuntu-')) used.add(l);
+    }
+    expect([...used].sort()).toEqual(['firebuild-pr', 'firebuild-release', 'kvm']);
+    for (const l of used) expect(conf['self-hosted-runner'].labels).toContain(l);
+    // runner-setup's labels (its default and the pools') are declared too.
+    expect(conf['self-hosted-runner'].labels).toEqual(expect.arrayContaining(['kvm', 'firebuild', 'firebuild-pr', 'firebuild-release']));
+  });
+
+  test('release-action.yml moves the major tag to a vX.Y.Z release (and refuses other tags), run by bash against a real remote', () => {
+    const wf = parseYaml(fs.readFileSync(path.join(GH, 'workflows', 'release-action.yml'), 'utf8')) as { jobs: Record<string, { needs?: string; permissions?: Record<string, string>; steps: { name?: string; run?: string }[] }> };
+    const move = wf.jobs['move-major-tag']!;
+    expect(move.needs).toBe('check-dist');
+    expect(move.permissions).toEqual({ contents: 'write' });
+    const script = move.steps.find((s) => s.name === 'Move the major tag')!.run!;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'major-tag-'));
+    const git = (cwd: string, ...args: string[]): string => {
+      const r = spawnSync('git', ['-c', 'user.email=t@example.com', '-c', 'user.name=t', '-c', 'init.defaultBranch=main', ...args], { cwd, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`git ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    try {
+      const origin = path.join(dir, 'origin.git');
+      const work = path.join(dir, 'work');
+      git(dir, 'init', '-q', '--bare', origin);
+      git(dir, 'init', '-q', work);
+      git(work, 'remote', 'add', 'origin', origin);
+      for (const [msg, tag] of [['one', 'v1.0.0'], ['two', 'v1.1.0'], ['three', 'v1.2.0-rc1']] as const) {
+        git(work, 'commit', '-q', '--allow-empty', '-m', msg);
+        git(work, 'tag', tag);
+      }
+      git(work, 'push', '-q', 'origin', 'main', '--tags');
+      const run = (tag: string): { status: number | null; stdout: string } => spawnSync('bash', ['-e', '-c', script], { cwd: work, env: { PATH: process.env.PATH, HOME: dir, TAG: tag, GIT_CONFIG_NOSYSTEM: '1' }, encoding: 'utf8' });
+      expect(run('v1.0.0').status).toBe(0);
+      expect(git(origin, 'rev-parse', 'v1^{commit}')).toBe(git(origin, 'rev-parse', 'v1.0.0^{commit}'));
+      const moved = run('v1.1.0');
+      expect(moved.status).toBe(0);
+      expect(moved.stdout).toMatch(/^::notice title=major tag::v1 -> v1\.1\.0/m);
+      expect(git(origin, 'rev-parse', 'v1^{commit}')).toBe(git(origin, 'rev-parse', 'v1.1.0^{commit}'));
+      const rc = run('v1.2.0-rc1');
+      expect({ status: rc.status, errors: rc.stdout.split('\n').filter((l) => l.startsWith('::error')) }).toEqual({ status: 1, errors: ["::error title=major tag::release tag 'v1.2.0-rc1' is not vX.Y.Z: no major tag moved"] });
+      expect(git(origin, 'rev-parse', 'v1^{commit}')).toBe(git(origin, 'rev-parse', 'v1.1.0^{commit}'));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,13 +1,20 @@
-import { boolInput, input, listInput } from '../common.js';
+import { aliasInput, boolInput, input, listInput } from '../common.js';
 import { ENGINES, type BuildInputs } from '../build-rootfs/impl.js';
 import { summaryInput } from '../summary.js';
+import { labelsInput, tagsInput } from '../build-inputs.js';
 
 /** build-baseos: the same build as build-rootfs, stored as a baseos image; the tag may come from FROM. */
 export function getInputs(): BuildInputs {
+  const [tag = '', ...moreTags] = tagsInput(false);
   return {
-    dockerfile: input('dockerfile', { required: true }),
+    dockerfile: aliasInput('dockerfile', 'file', { required: true }),
     context: input('context'),
-    tag: input('tag'),
+    tag,
+    moreTags,
+    labels: labelsInput(),
+    noCache: boolInput('no-cache'),
+    pull: boolInput('pull'),
+    vmlinuxId: '',
     buildArgs: listInput('build-args'),
     target: input('target'),
     engine: input('engine', { choices: ENGINES, default: 'docker' }),

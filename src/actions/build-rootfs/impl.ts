@@ -3,21 +3,34 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as core from '@actions/core';
 import { buildImage, resolveEngine, stepCacheFiles, type ImageBuildResult } from '../../commands/build.js';
-import type { StoredImage } from '../../store/provider.js';
+import type { StorageProvider, StoredImage } from '../../store/provider.js';
 import { parseTag } from '../../store/tag.js';
+import { imageTag } from '../../commands/image.js';
 import { UserError } from '../../util/errors.js';
 import { defaultCacheDir } from '../../profile/profile.js';
 import { openStorage } from '../../profile/settings.js';
 import { parseSize } from '../../util/size.js';
-import { ActionsLogger, actionSettings, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
+import { ActionsLogger, actionSettings, aliasInput, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
 import { formatDuration, formatSize, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
+import { labelsInput, tagsInput } from '../build-inputs.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
 export interface BuildInputs extends VmInputs {
   dockerfile: string;
   context: string;
+  /** The stored tag: `tag`, else the first of `tags`. */
   tag: string;
+  /** The further `tags`: the same image stored under each too. */
+  moreTags: string[];
+  /** `labels`, NAME=value: added to the image config's labels. */
+  labels: Record<string, string>;
+  /** `no-cache`: every step runs (no step cache, no Docker build cache; the Actions step cache is not restored). */
+  noCache: boolean;
+  /** `pull`: bases from their registries even when the local Docker engine has them. */
+  pull: boolean;
+  /** engine vm: the kernel of the build VMs (default the store's `default`). */
+  vmlinuxId: string;
   buildArgs: string[];
   target: string;
   engine: string;
@@ -41,10 +54,17 @@ export const ROOTFS_ENGINES = ['docker', 'vm'] as const;
 
 export function getInputs(): BuildInputs {
   const dockerImage = input('docker-image');
+  const [tag = '', ...moreTags] = tagsInput(true);
   return {
-    dockerfile: input('dockerfile', { required: !dockerImage }),
+    // `file` is docker/build-push-action's name for it.
+    dockerfile: aliasInput('dockerfile', 'file', { required: !dockerImage }),
     context: input('context'),
-    tag: input('tag', { required: true }),
+    tag,
+    moreTags,
+    labels: labelsInput(),
+    noCache: boolInput('no-cache'),
+    pull: boolInput('pull'),
+    vmlinuxId: input('vmlinux-id'),
     buildArgs: listInput('build-args'),
     target: input('target'),
     // vm by default for a Dockerfile (no step runs on the runner's host); docker converts docker-image.
@@ -85,7 +105,8 @@ async function withStepCache(i: BuildInputs, log: ActionsLogger, build: () => Pr
   // One path for restore and save (@actions/cache's version hashes the paths), held only while in use: a
   // job building the same image name meanwhile waits for it, never the build between.
   const entry = `${prefix}steps`;
-  if (i.stepCache) {
+  // no-cache: nothing restored, and (as the vm engine saves nothing under it) nothing saved.
+  if (i.stepCache && !i.noCache) {
     await withCacheEntryDir(entry, async (dir) => {
       try {
         const hit = await cacheRestore(dir, `${prefix}none`, [prefix]);
@@ -102,7 +123,7 @@ async function withStepCache(i: BuildInputs, log: ActionsLogger, build: () => Pr
   const result = await build();
   let saved = '';
   const { key } = stepCacheKeys(i.tag, i.cacheVersion, result.steps?.cacheKey);
-  if (i.stepCache && key !== restored) {
+  if (i.stepCache && !i.noCache && key !== restored) {
     try {
       await withCacheEntryDir(entry, async (out) => {
         await fsp.mkdir(out, { recursive: true });
@@ -127,17 +148,20 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
     ...(i.target ? { target: i.target } : {}),
     overwrite: i.overwrite,
     cacheDir: defaultCacheDir(),
+    ...(Object.keys(i.labels).length ? { labels: i.labels } : {}),
+    ...(i.noCache ? { noCache: true } : {}),
+    ...(i.pull ? { pull: true } : {}),
   };
   if (resolveEngine(type, i.engine, i.dockerImage) === 'vm') {
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
     // Inputs parsed once, here: the tag, the sizes, the VM choice.
-    const build = { ...common, type, engine: 'vm' as const, dockerfile: i.dockerfile, tag: parseTag(i.tag), ...sizeInputs(i), machine: vmChoice(i), ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}) };
+    const build = { ...common, type, engine: 'vm' as const, dockerfile: i.dockerfile, tag: parseTag(i.tag), ...sizeInputs(i), machine: vmChoice(i), ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}) };
     const started = Date.now();
     const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildImage(build, { settings, storage }, log)));
     core.setOutput('step-cache-restored', restored);
     core.setOutput('step-cache-saved', saved);
     const t = v.steps?.timings;
-    return report(type, i, v.image, 'vm', Date.now() - started, [
+    return report(type, i, await withMoreTags(v.image, i, storage), 'vm', Date.now() - started, [
       ...(t ? [['build phases', `boot ${formatDuration(t.bootMs)}, steps ${formatDuration(t.stepsMs)}, conversion ${formatDuration(t.convertMs)}`] as [string, Cell]] : []),
       ['steps', `${v.steps?.executed ?? 0} run, ${v.steps?.cached ?? 0} from the cache`],
       ['step cache', restored ? { code: restored } : 'nothing restored'],
@@ -156,7 +180,13 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
   };
   const started = Date.now();
   const r = await core.group(`Build ${i.tag || i.dockerfile}`, () => buildImage(build, { settings, storage }, log));
-  return report(type, i, r.image, r.builder, Date.now() - started, []);
+  return report(type, i, await withMoreTags(r.image, i, storage), r.builder, Date.now() - started, []);
+}
+
+/** The image stored under every further tag too; returns the image with all its tags (the first is the built one). */
+async function withMoreTags(image: StoredImage, i: BuildInputs, storage: StorageProvider): Promise<{ image: StoredImage; tags: string[] }> {
+  for (const t of i.moreTags) await core.group(`Tag ${t}`, () => imageTag(storage, parseTag(image.tag), parseTag(t), { overwrite: i.overwrite }));
+  return { image, tags: [image.tag, ...i.moreTags] };
 }
 
 /** Inputs size and free-space in bytes. */
@@ -164,9 +194,10 @@ function sizeInputs(i: BuildInputs): { sizeBytes?: number; freeBytes: number } {
   return { ...(i.size ? { sizeBytes: parseSize(i.size, 'size') } : {}), freeBytes: parseSize(i.freeSpace, 'free-space') };
 }
 
-async function report(type: 'rootfs' | 'baseos', i: BuildInputs, image: StoredImage, builder: string, durationMs: number, extra: [string, Cell][]): Promise<void> {
+async function report(type: 'rootfs' | 'baseos', i: BuildInputs, { image, tags }: { image: StoredImage; tags: string[] }, builder: string, durationMs: number, extra: [string, Cell][]): Promise<void> {
   const m = image.metadata;
   core.setOutput('tag', image.tag);
+  core.setOutput('tags', tags.join('\n'));
   core.setOutput('rootfs', image.rootfsPath);
   core.setOutput('sha256', m.rootfs.sha256);
   core.setOutput('size', String(m.rootfs.apparentSize));
@@ -175,6 +206,7 @@ async function report(type: 'rootfs' | 'baseos', i: BuildInputs, image: StoredIm
     title: `firebuild ${type}: ${image.tag}`,
     facts: [
       ['tag', { code: image.tag }],
+      ...(tags.length > 1 ? [['more tags', tags.slice(1).join(', ')] as [string, Cell]] : []),
       ['source', m.source.ref],
       ['builder', builder],
       ['size', m.rootfs.contentSize !== undefined ? `${formatSize(m.rootfs.apparentSize)} (${formatSize(m.rootfs.contentSize)} of files)` : formatSize(m.rootfs.apparentSize)],

@@ -11,7 +11,7 @@ import { UserError } from '../../util/errors.js';
 import { exec, which } from '../../util/exec.js';
 import { sha256File } from '../../util/fs.js';
 import { getHostInputs, hostRows } from './host.js';
-import { ActionsLogger, actionsWorkDir, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
+import { ActionsLogger, actionsWorkDir, aliasInput, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
 import { formatDuration, summaryInput, writeSummary, type Cell } from '../summary.js';
 
 /**
@@ -57,8 +57,9 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
   const kernelPath = input('kernel-path');
   const kernelVersion = input('kernel-version');
   if (kernelPath && kernelVersion) throw new UserError(`inputs 'kernel-path' and 'kernel-version' exclude each other: import a kernel or build one`);
-  const kernelId = input('kernel-id', { default: 'default' });
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(kernelId)) throw new UserError(`input 'kernel-id' is '${kernelId}': use letters, digits, '.', '_' and '-'`);
+  // vmlinux-id and backend: the names build-rootfs, smoke-test and the CLI (--vmlinux-id, --backend) use.
+  const kernelId = aliasInput('vmlinux-id', 'kernel-id', { deprecated: true, default: 'default' });
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(kernelId)) throw new UserError(`input 'vmlinux-id' is '${kernelId}': use letters, digits, '.', '_' and '-'`);
   const baseos = listInput('baseos').map((line) => {
     const eq = line.indexOf('=');
     if (eq <= 0 || eq === line.length - 1) throw new UserError(`input 'baseos' line '${line}' is malformed: write TAG=DOCKERFILE, e.g. acme/debian:12=baseos/debian/Dockerfile`);
@@ -68,7 +69,7 @@ export function getInputs(env: NodeJS.ProcessEnv = process.env): SetupInputs {
   });
   const cacheVersion = cacheVersionInput();
   return {
-    vmm: input('vmm', { choices: VMMS, default: 'auto' }) as SetupInputs['vmm'],
+    vmm: aliasInput('backend', 'vmm', { deprecated: true, choices: VMMS, default: 'auto' }) as SetupInputs['vmm'],
     accel: input('accel', { choices: ACCELS, default: 'kvm' }) as SetupInputs['accel'],
     installFirecracker: input('install-firecracker', { choices: INSTALL_CHOICES, default: 'auto' }) as SetupInputs['installFirecracker'],
     firecrackerVersion: version,
@@ -196,7 +197,7 @@ export async function run(): Promise<void> {
     core.addPath(path.dirname(fc.firecracker));
     rows.push(['Firecracker', `${i.firecrackerVersion} (${fc.from})`], ['Firecracker binary', { code: fc.firecracker }]);
   } else if (vmm === 'firecracker') {
-    throw new UserError(`vmm 'firecracker' with install-firecracker 'false': set install-firecracker to auto or true`);
+    throw new UserError(`backend 'firecracker' with install-firecracker 'false': set install-firecracker to auto or true`);
   }
 
   const flags = { ...(fc ? { binaryFirecracker: fc.firecracker, binaryJailer: fc.jailer } : {}), ...(i.registryMirrors.length ? { registryMirror: i.registryMirrors } : {}) };
@@ -232,11 +233,13 @@ export async function run(): Promise<void> {
   rows.push(['profile', `${i.profile}`], ['profile file', { code: profile.file }]);
 
   core.saveState(STATE_CACHE_SAVES, JSON.stringify(saves));
+  core.setOutput('backend', vmm);
   core.setOutput('vmm', vmm);
   core.setOutput('kvm', String(kvm.usable));
   core.setOutput('firecracker', fc?.firecracker ?? '');
   core.setOutput('jailer', fc?.jailer ?? '');
   core.setOutput('profile', i.profile);
+  core.setOutput('vmlinux-id', i.kernelId);
   core.setOutput('kernel-id', i.kernelId);
   core.setOutput('kernel-source', kernel.from);
   core.setOutput('base-images', i.baseos.map((b) => b.tag).join('\n'));

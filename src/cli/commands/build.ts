@@ -13,6 +13,7 @@ export function register(program: Command, ctx: CliContext): void {
     dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
     stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string; allowHostUrls?: boolean;
+    label?: string[]; pull?: boolean;
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
     cmd
@@ -28,6 +29,9 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--free-space <size>', 'free space kept in the image after shrinking', '256M')
       .option('--journal', 'give the file system a journal (off by default: every VM boots a throwaway copy)')
       .option('--overwrite', 'replace an existing image with the same tag')
+      .option('--label <name=value>', "label added to the image config (over the Dockerfile's LABELs), repeatable", collect)
+      .option('--pull', 'take FROM and COPY --from images from their registries even when the local Docker engine has them')
+      .option('--no-cache', 'run every step: no step cache (vm engine; nor is it refilled) or Docker build cache (docker engine)')
       .option('--max-download-size <size>', 'the largest ADD URL or http context file (e.g. 8G); default: $FIREBUILD_MAX_DOWNLOAD_SIZE, else 4G')
       .option('--allow-host-urls', "let the Dockerfile's ADD URLs (and redirects) reach this host's own addresses, loopback and link-local (trusted Dockerfiles only); also FIREBUILD_ALLOW_HOST_URLS=1");
     if (what === 'rootfs') {
@@ -36,7 +40,6 @@ export function register(program: Command, ctx: CliContext): void {
         .option('--docker-image-base <image>', 'record this image as the parent of --docker-image')
         .option('--plan', 'print the resolved build plan as JSON and stop')
         .option('--step-timeout <seconds>', 'vm engine: the longest a RUN step may take', '1800')
-        .option('--no-cache', 'vm engine: run every step, ignoring (and not refilling) the step cache')
         .option('--vmlinux-id <id>', 'vm engine: the kernel that boots the build VMs (default: the only stored kernel)')
         .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512');
       withVmOptions(cmd, true);
@@ -68,6 +71,9 @@ export function register(program: Command, ctx: CliContext): void {
       overwrite: o.overwrite ?? false,
       cacheDir: defaultCacheDir(ctx.env),
       ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
+      ...(o.label?.length ? { labels: labelFlags(o.label) } : {}),
+      ...(o.pull ? { pull: true } : {}),
+      ...(o.cache === false ? { noCache: true } : {}),
     };
     if (resolveEngine(type, o.engine, o.dockerImage) === 'vm') {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
@@ -78,7 +84,7 @@ export function register(program: Command, ctx: CliContext): void {
       const v = await buildImage({
         ...common, type: 'rootfs', engine: 'vm', dockerfile: o.dockerfile, ...sizes, tag: parseTag(o.tag ?? ''), machine,
         ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), memMib: Number(o.mem), accel: o.accel ?? 'auto',
-        stepTimeoutMs: Number(o.stepTimeout) * 1000, noCache: o.cache === false,
+        stepTimeoutMs: Number(o.stepTimeout) * 1000,
       }, { settings, storage }, ctx.logger.child('vm-build'));
       const s = v.steps!;
       return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: s.executed, cached: s.cached, timings: s.timings }));
@@ -94,6 +100,12 @@ export function register(program: Command, ctx: CliContext): void {
     }, { settings, storage }, ctx.logger.child(type));
     out(json({ tag: r.image.tag, rootfs: r.image.rootfsPath, metadata: r.image.metadataPath, sha256: r.image.metadata.rootfs.sha256, size: r.image.metadata.rootfs.apparentSize, builder: r.builder }));
   };
+  /** --label NAME=value flags as a map (the last of one name wins, as docker build's). */
+  const labelFlags = (labels: string[]): Record<string, string> => Object.fromEntries(labels.map((l) => {
+    const eq = l.indexOf('=');
+    if (eq <= 0) throw new UserError(`malformed --label '${l}': write NAME=value, e.g. org.opencontainers.image.title=web`);
+    return [l.slice(0, eq), l.slice(eq + 1)];
+  }));
   /** --size, --free-space and --max-download-size in bytes, parsed here once. */
   const sizeFlags = (o: BuildCli): { sizeBytes?: number; freeBytes: number; maxDownloadBytes?: number } => ({
     ...(o.size ? { sizeBytes: parseSize(o.size, '--size') } : {}),

@@ -48,9 +48,12 @@ export class ImageResolver {
   private readonly seen = new Map<string, Promise<Found>>();
   private readonly mirrors: readonly string[];
   private readonly env: NodeJS.ProcessEnv;
-  constructor(private readonly storage: StorageProvider, private readonly log: Logger, o: { registryMirrors?: readonly string[]; env?: NodeJS.ProcessEnv } = {}) {
+  /** --pull: skip the local Docker engine's copy, ask the registries (a stored firebuild image is still used). */
+  private readonly pull: boolean;
+  constructor(private readonly storage: StorageProvider, private readonly log: Logger, o: { registryMirrors?: readonly string[]; env?: NodeJS.ProcessEnv; pull?: boolean } = {}) {
     this.mirrors = o.registryMirrors ?? [];
     this.env = o.env ?? process.env;
+    this.pull = o.pull ?? false;
   }
 
   async resolve(ref: string): Promise<ResolvedImage | undefined> {
@@ -78,7 +81,7 @@ export class ImageResolver {
     const img = await findBase(this.storage, ref);
     if (img) return { image: { source: { kind: 'file', file: img.rootfsPath }, key: sha('image', img.metadata.rootfs.sha256), config: img.metadata.config, parent: img.tag }, tried };
     tried.push('stored firebuild images (firebuild image ls): none named so');
-    const d = await dockerBase(ref, this.log);
+    const d = this.pull ? 'not asked (pull)' : await dockerBase(ref, this.log);
     if (typeof d !== 'string') return { image: { source: { kind: 'docker', ref, id: d.Id }, key: sha('docker', d.Id), config: fromDockerConfig(d.Config as never), parent: ref }, tried };
     tried.push(`the Docker engine: ${d}`);
     let norm: NormalizedRef;
