@@ -98,7 +98,12 @@ export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_L
     await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name });
   }
-  const unreadable = await cache.unreadable();
+  const unreadable = await purgeUnreadable(await cache.unreadable(), log);
+  return [...gone.map((v) => v.id), ...unreadable];
+}
+
+/** Remove VM directories without a readable state (their cgroup and netns too, when the id is known); returns their ids or names. */
+async function purgeUnreadable(unreadable: Awaited<ReturnType<RunCache['unreadable']>>, log: Logger): Promise<string[]> {
   for (const u of unreadable) {
     if (u.id) {
       const cg = await vmCgroupPath(u.id);
@@ -108,7 +113,7 @@ export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_L
     await fsp.rm(u.dir, { recursive: true, force: true });
     log.info('purged unreadable VM state', { dir: u.dir, reason: u.reason });
   }
-  return [...gone.map((v) => v.id), ...unreadable.map((u) => u.id ?? u.name)];
+  return unreadable.map((u) => u.id ?? u.name);
 }
 
 /**
@@ -143,15 +148,5 @@ export async function purgeAllVms(cache: RunCache, log: Logger, lockDir = DEFAUL
     await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name, running: v.running });
   }
-  const unreadable = await cache.unreadable(0);
-  for (const u of unreadable) {
-    if (u.id) {
-      const cg = await vmCgroupPath(u.id);
-      if (cg) await reapCgroup(cg);
-      await removeNetns(netnsName(u.id)).catch((e: Error) => log.warn('could not remove the network namespace', { id: u.id, error: e.message }));
-    }
-    await fsp.rm(u.dir, { recursive: true, force: true });
-    log.info('purged unreadable VM state', { dir: u.dir, reason: u.reason });
-  }
-  return [...vms.map((v) => v.id), ...unreadable.map((u) => u.id ?? u.name)];
+  return [...vms.map((v) => v.id), ...(await purgeUnreadable(await cache.unreadable(0), log))];
 }
