@@ -17,7 +17,7 @@ describe('dist/', () => {
 
   test.each([
     ['setup/index.js', { backend: 'nope' }, "::error::input 'backend' is 'nope': use one of auto, qemu, firecracker"],
-    ['build-rootfs/index.js', {}, "::error::input 'dockerfile' is required: set it under with: in the workflow"],
+    ['build-rootfs/index.js', {}, "::error::input 'tag' (or 'tags') is required: set it under with: in the workflow"],
     ['build-baseos/index.js', {}, "::error::input 'dockerfile' is required: set it under with: in the workflow"],
     ['smoke-test/index.js', {}, "::error::input 'tag' is required: set it under with: in the workflow"],
     ['publish/index.js', {}, "::error::input 'tag' is required: set it under with: in the workflow"],

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { UserError } from '../../util/errors.js';
 import { json, table } from '../format.js';
 import type { RunRequest } from '../../commands/run.js';
-import { parseProbePort } from '../../commands/smoke.js';
 import { collect, intFlag, Option, seconds, vmChoice, withProfileOptions, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
 
 /** run, ls, inspect, logs, kill, purge. */
@@ -45,6 +44,8 @@ export function register(program: Command, ctx: CliContext): void {
   ).action(async (command: string[], o: RunCli) => {
     // Every flag parsed and checked here, before anything is loaded or booted.
     if (o.ipAddress && !o.cniNetworkName) throw new UserError('--ip-address needs --cni-network-name');
+    // Loaded here, not at the top: `image ls` and `--plan` must not load the VM use cases (cli.itg start-up).
+    const { parseProbePort } = await import('../../commands/smoke.js');
     const machine = vmChoice(o);
     const status = intFlag(o.waitHttpStatus, '--wait-http-status');
     const request: RunRequest = {
