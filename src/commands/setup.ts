@@ -148,10 +148,19 @@ export async function writeRunnerProfile(settings: Settings, o: { name: string; 
   return profileCreate({ name: o.name, profileConfDir: o.profileConfDir, flags: o.flags, overwrite: true }, log);
 }
 
-/** Package a stored kernel or base image into `dir` for a cache save; `home` is the store's settings as the packing step saw them. */
-export async function packForCache(kind: 'kernel' | 'baseos', name: string, home: Record<string, string>, dir: string): Promise<void> {
+/**
+ * Package a stored kernel or base image into `dir` for a cache save; `home` is the store's settings as the
+ * packing step saw them. `sha256` is the digest setup saw when it made the entry (its vmlinux, or its
+ * rootfs): the job's later steps ran in between, so an entry whose stored digest is no longer that one is
+ * not packaged (what is restored is then checked against that same metadata, so the pair stays honest).
+ */
+export async function packForCache(kind: 'kernel' | 'baseos', name: string, home: Record<string, string>, dir: string, sha256?: string): Promise<void> {
   const flags = { storageProviderPropertyString: Object.entries(home).map(([k, v]) => `${k}=${v}`) };
   const storage = openStorage(resolveSettings(flags, undefined));
+  if (sha256 !== undefined) {
+    const now = kind === 'kernel' ? (await storage.getKernel(name)).metadata.vmlinux.sha256 : (await storage.getImage(name)).metadata.rootfs.sha256;
+    if (now !== sha256) throw new UserError(`the stored ${kind === 'kernel' ? 'kernel' : 'image'} ${name} changed after setup made it (sha256 ${now}, setup saw ${sha256}): not saved to the cache`);
+  }
   if (kind === 'kernel') await packageKernel(storage, name, dir);
   else await packageImage(storage, name, dir);
 }

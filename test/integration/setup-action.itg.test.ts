@@ -210,6 +210,43 @@ describe('the setup action', () => {
     expect(baseRow(third)?.[1]).toBe('built');
   }, 20 * 60_000);
 
+  test('post-if always(): what setup built before a failure is still saved; an entry a later step replaced is not', async () => {
+    const yml = fs.readFileSync(path.join(REPO, 'setup', 'action.yml'), 'utf8');
+    expect(yml).toMatch(/^ {2}post-if: always\(\)$/m);
+    const dir = path.join(work, 'partial');
+    fs.mkdirSync(dir, { recursive: true });
+    const base = process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim';
+    fs.writeFileSync(path.join(dir, 'Dockerfile.good'), `FROM ${base}\nRUN echo partial-${process.pid} > /etc/motd\n`);
+    fs.writeFileSync(path.join(dir, 'Dockerfile.bad'), `FROM ${base}\nRUN exit 3\n`);
+    const good = `fbtest/partial-good:${process.pid}`;
+    const k = debianCloudKernel();
+    const kernel = { accel: 'tcg', backend: 'qemu', 'kernel-path': k.kernel, 'kernel-initrd': k.initrd };
+    // The second base fails: the step fails, but the post step (always) saves the first.
+    const failed = await runAction('setup/index.js', { ...kernel, baseos: `${good}=${path.join(dir, 'Dockerfile.good')}\nfbtest/partial-bad:1=${path.join(dir, 'Dockerfile.bad')}` }, homeEnv('p1'));
+    expect(failed.code).not.toBe(0);
+    ok(await runPost('setup/post/index.js', failed.state, homeEnv('p1')));
+    const next = await runAction('setup/index.js', { ...kernel, baseos: `${good}=${path.join(dir, 'Dockerfile.good')}` }, homeEnv('p2'));
+    ok(next);
+    expect(next.outputs).toMatchObject({ 'cache-hit': 'true' });
+
+    // A later step of the job replaces the stored image under the same tag: the post step does not save it.
+    fs.writeFileSync(path.join(dir, 'Dockerfile.other'), `FROM ${base}\nRUN echo replaced > /etc/motd\n`);
+    const changed = path.join(dir, 'Dockerfile.changed');
+    fs.writeFileSync(changed, `FROM ${base}\nRUN echo changed-${process.pid} > /etc/motd\n`);
+    const tag = `fbtest/partial-swap:${process.pid}`;
+    const first = await runAction('setup/index.js', { ...kernel, baseos: `${tag}=${changed}` }, homeEnv('p3'));
+    ok(first);
+    const swap = await runCli(['baseos', '--dockerfile', path.join(dir, 'Dockerfile.other'), '--tag', tag, '--overwrite'], { env: homeEnv('p3') });
+    expect(swap.code).toBe(0);
+    const post = await runPost('setup/post/index.js', first.state, homeEnv('p3'));
+    expect({ code: post.code, warnings: annotations(post.stdout, 'warning').map(message) }).toEqual({
+      code: 0, warnings: [expect.stringMatching(new RegExp(`^could not save firebuild-baseos-.*: the stored image ${tag.replace(/[/.]/g, '\\$&')} changed after setup made it \\(sha256 [0-9a-f]{64}, setup saw [0-9a-f]{64}\\): not saved to the cache$`))],
+    });
+    const again = await runAction('setup/index.js', { ...kernel, baseos: `${tag}=${changed}` }, homeEnv('p4'));
+    ok(again);
+    expect(again.outputs).toMatchObject({ 'cache-hit': 'false' });
+  }, 20 * 60_000);
+
   test('what the cache restores is checked by its digests and as a file system: a corrupt package or kernel, or a hostile ext4 with valid digests, is refused and nothing lands in the store', async () => {
     const root = path.join(work, 'digests');
     const store = new DirectoryStorage({ rootfsRoot: path.join(root, 'rootfs'), kernelRoot: path.join(root, 'kernels'), createRoots: true });

@@ -165,13 +165,18 @@ const restoreVerified: CacheRestore = async (key, store) => {
 };
 
 /** What the post step saves: a kernel or a base image of the store, packaged then (nothing waits in /tmp between the steps). */
-interface CacheSave { kind: 'kernel' | 'baseos'; name: string; key: string; home: Record<string, string> }
+interface CacheSave { kind: 'kernel' | 'baseos'; name: string; key: string; home: Record<string, string>; sha256: string }
 
 export async function run(): Promise<void> {
   const i = getInputs();
   const started = Date.now();
   const log = new ActionsLogger('setup');
   const saves: CacheSave[] = [];
+  // Saved in the state as each entry is made: a later failure (of setup or of the job) still saves what was built (post-if: always()).
+  const toSave = (c: CacheSave): void => {
+    saves.push(c);
+    core.saveState(STATE_CACHE_SAVES, JSON.stringify(saves));
+  };
   const rows: [string, Cell][] = [];
   const restore = i.cache ? restoreVerified : undefined;
 
@@ -209,7 +214,7 @@ export async function run(): Promise<void> {
     id: i.kernelId, ...(i.kernelPath ? { path: i.kernelPath } : {}), ...(i.kernelInitrd ? { initrd: i.kernelInitrd } : {}), ...(i.kernelVersion ? { version: i.kernelVersion } : {}),
     cacheVersion: i.cacheVersion, ...(restore ? { restore } : {}),
   }, log));
-  if (kernel.key) saves.push({ kind: 'kernel', name: i.kernelId, key: kernel.key, home: storeHome(settings) });
+  if (kernel.key) toSave({ kind: 'kernel', name: i.kernelId, key: kernel.key, home: storeHome(settings), sha256: kernel.sha256 });
   rows.push(['kernel', `${i.kernelId} (${kernel.from})`], ['kernel sha256', { code: kernel.sha256 }]);
 
   // 4. Base images: restored from the cache when their plan's digest matches, else built (and saved by the post step).
@@ -220,7 +225,7 @@ export async function run(): Promise<void> {
       const t0 = Date.now();
       const r = await provideBaseImage(storage, { ...b, cacheVersion: i.cacheVersion, ...(restore ? { restore } : {}) }, log);
       if (r.from === 'cache') hits++;
-      if (r.key) saves.push({ kind: 'baseos', name: b.tag, key: r.key, home: storeHome(settings) });
+      if (r.key) toSave({ kind: 'baseos', name: b.tag, key: r.key, home: storeHome(settings), sha256: r.sha256 });
       images.push([{ code: b.tag }, r.from === 'cache' ? 'restored from the cache' : 'built', formatDuration(Date.now() - t0), { code: r.sha256 }]);
     });
   }
@@ -232,7 +237,6 @@ export async function run(): Promise<void> {
   if (i.accel !== 'auto') core.exportVariable('FIREBUILD_ACCEL', i.accel);
   rows.push(['profile', `${i.profile}`], ['profile file', { code: profile.file }]);
 
-  core.saveState(STATE_CACHE_SAVES, JSON.stringify(saves));
   core.setOutput('backend', vmm);
   core.setOutput('vmm', vmm);
   core.setOutput('kvm', String(kvm.usable));
@@ -268,7 +272,7 @@ export async function post(): Promise<void> {
   for (const s of saves) {
     try {
       await withCacheEntryDir(s.key, async (dir) => {
-        await packForCache(s.kind, s.name, s.home, dir);
+        await packForCache(s.kind, s.name, s.home, dir, s.sha256);
         if (await cacheSave(dir, s.key)) core.info(`saved ${s.key} to the Actions cache`);
       });
     } catch (err) {
