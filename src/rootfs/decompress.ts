@@ -2,8 +2,8 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
-import { UserError } from '../util/errors.js';
 import { spawnStream, type StreamChild } from '../util/exec.js';
+import { InvalidArchive } from './tar-read.js';
 
 /**
  * A possibly compressed archive (gzip, bzip2, xz, zstd: told by its first bytes, never by a name or a
@@ -45,7 +45,7 @@ export async function withDecompressed<T>(file: string, what: string, consume: (
     try {
       return await consume(source);
     } catch (err) {
-      if (zerr) throw new UserError(`${what} is not a valid gzip archive: ${zerr.message}`);
+      if (zerr) throw new InvalidArchive(`${what} is not a valid gzip archive: ${zerr.message}`);
       throw err;
     } finally {
       input.destroy();
@@ -77,7 +77,7 @@ export async function withDecompressed<T>(file: string, what: string, consume: (
 async function exitOf(child: StreamChild, filter: string, what: string): Promise<Error | undefined> {
   try {
     const r = await child.exit;
-    return r.code === 0 || r.killed ? undefined : new UserError(`${what} is not a valid ${filter} archive: ${r.stderr.trim().split('\n').pop() || `exit ${r.signal ?? r.code}`}`);
+    return r.code === 0 || r.killed ? undefined : new InvalidArchive(`${what} is not a valid ${filter} archive: ${r.stderr.trim().split('\n').pop() || `exit ${r.signal ?? r.code}`}`);
   } catch (err) {
     return err as Error;
   }

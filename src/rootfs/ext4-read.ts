@@ -79,6 +79,8 @@ export class Ext4Image {
   private readonly firstMetaBg: number;
   private readonly groupCount: number;
   private readonly tables = new Map<number, number>();
+  /** Directories' entries by name, read once per open image (lookups by path). */
+  private readonly names = new Map<number, Map<string, number>>();
   /** Inodes whose content was read out (each counts once against the image's size). */
   private readonly readOut = new Set<number>();
   private contentBytes = 0;
@@ -436,6 +438,95 @@ export class Ext4Image {
       return stack[stack.length - 1];
     };
     return walkFrom(p.split('/'));
+  }
+
+  /** A directory's child by name (each directory's entries read once per open image). */
+  private async child(dir: Inode, dirPath: string, name: string): Promise<number | undefined> {
+    let names = this.names.get(dir.ino);
+    if (!names) {
+      names = new Map(await this.dirEntries(dir, dirPath));
+      if (this.names.size >= 4096) this.names.delete(this.names.keys().next().value as number);
+      this.names.set(dir.ino, names);
+    }
+    return names.get(name);
+  }
+
+  /**
+   * Where `p` leads inside the image, resolved as in a chroot of it (what continuity's RootPath does for
+   * BuildKit's COPY, ADD and WORKDIR): every symlink on the way is followed, the last component's too
+   * unless `follow` is false; an absolute target starts again at the image's root and `..` stops at /,
+   * so the result never leaves the image; at most MAX_LINK_HOPS links are followed (a loop is a
+   * UserError). From the first missing component on, the rest is kept as written (`..` lexically).
+   * Returns the resolved path (no symlink left in it), the entry there when it exists, and `exists`:
+   * the longest prefix of `path` that exists. `notDir`: an existing non-directory the path goes through
+   * (the rest cannot be made); `path` is then that entry's path followed by the rest as written.
+   */
+  async locate(p: string, o: { follow?: boolean } = {}): Promise<{ path: string; exists: string; entry?: ImageEntry; notDir?: ImageEntry }> {
+    const follow = o.follow ?? true;
+    const root = await this.inode(2, '/');
+    const stack: { name: string; inode?: Inode }[] = [];
+    const pathOf = (): string => `/${stack.map((s) => s.name).join('/')}`;
+    const todo = p.split('/');
+    let hops = 0;
+    while (todo.length) {
+      const name = todo.shift()!;
+      if (name === '' || name === '.') continue;
+      if (name === '..') {
+        stack.pop();
+        continue;
+      }
+      const top = stack[stack.length - 1];
+      const cur = top ? top.inode : root;
+      if (cur === undefined) {
+        stack.push({ name });
+        continue;
+      }
+      if ((cur.mode & 0o170000) !== 0o040000) {
+        const at = pathOf();
+        const notDir = await this.toEntry(at, cur);
+        const rest = [name, ...todo].filter((x) => x !== '' && x !== '.');
+        return { path: `${at}/${rest.join('/')}`, exists: at, notDir };
+      }
+      const dirPath = pathOf();
+      const childPath = dirPath === '/' ? `/${name}` : `${dirPath}/${name}`;
+      const ino = await this.child(cur, dirPath, name);
+      if (ino === undefined) {
+        stack.push({ name });
+        continue;
+      }
+      const child = await this.inode(ino, childPath);
+      if ((child.mode & 0o170000) === 0o120000 && (follow || todo.some((x) => x !== '' && x !== '.'))) {
+        if (++hops > MAX_LINK_HOPS) throw this.err(`more than ${MAX_LINK_HOPS} symlinks on the way (a symlink loop?)`, p);
+        const target = await this.linkTarget(child, childPath);
+        if (target.startsWith('/')) stack.length = 0;
+        todo.unshift(...target.split('/'));
+        continue;
+      }
+      stack.push({ name, inode: child });
+    }
+    let k = stack.length;
+    while (k > 0 && stack[k - 1]!.inode === undefined) k--;
+    const exists = `/${stack.slice(0, k).map((s) => s.name).join('/')}`;
+    const last = stack[stack.length - 1];
+    const at = pathOf();
+    if (!last) return { path: '/', exists: '/', entry: await this.toEntry('/', root) };
+    return last.inode ? { path: at, exists, entry: await this.toEntry(at, last.inode) } : { path: at, exists };
+  }
+
+  /** The entry at exactly `p`, no symlink followed anywhere: undefined when missing or when a component on the way is not a directory. */
+  async entryAt(p: string): Promise<ImageEntry | undefined> {
+    let cur = await this.inode(2, '/');
+    let at = '/';
+    for (const name of p.split('/')) {
+      if (name === '' || name === '.') continue;
+      if (name === '..') throw this.err('a path with ".." where an exact path is needed', p);
+      if ((cur.mode & 0o170000) !== 0o040000) return undefined;
+      const ino = await this.child(cur, at, name);
+      if (ino === undefined) return undefined;
+      at = at === '/' ? `/${name}` : `${at}/${name}`;
+      cur = await this.inode(ino, at);
+    }
+    return this.toEntry(at, cur);
   }
 
   async stat(p: string, o: { follow?: boolean } = {}): Promise<ImageEntry | undefined> {

@@ -34,6 +34,9 @@ export interface TarEntry {
   body: AsyncIterable<Buffer>;
 }
 
+/** The bytes are not a valid archive (a bad tar header, a stream that ends early, a compression that does not decode). */
+export class InvalidArchive extends UserError {}
+
 const BLOCK = 512;
 export const MAX_PAX_BYTES = 1024 * 1024;
 export const MAX_NAME_BYTES = 4096;
@@ -113,7 +116,7 @@ interface Pax { [key: string]: Buffer }
 
 export async function* readTar(source: Readable, what: string): AsyncGenerator<TarEntry> {
   const bytes = new Bytes(source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>);
-  const bad = (why: string): UserError => new UserError(`${what} is not a valid tar stream (${why})`);
+  const bad = (why: string): UserError => new InvalidArchive(`${what} is not a valid tar stream (${why})`);
   const unsupported = (name: string, why: string): UserError => new UserError(`${what} has an entry firebuild cannot convert: ${JSON.stringify(name)} ${why}`);
   let global: Pax = {};
   let pending = 0; // unread body bytes plus padding of the previous entry
