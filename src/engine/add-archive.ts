@@ -5,7 +5,8 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { withDecompressed } from '../rootfs/decompress.js';
 import { cleanTarPath } from '../rootfs/tar-apply.js';
-import { readTar, type TarEntry } from '../rootfs/tar-read.js';
+import type { Ext4Time } from '../rootfs/ext4-read.js';
+import { InvalidArchive, readTar, type TarEntry } from '../rootfs/tar-read.js';
 import { UserError } from '../util/errors.js';
 import type { Placement } from './vm-fs.js';
 
@@ -22,7 +23,11 @@ import type { Placement } from './vm-fs.js';
  * over a directory only takes its metadata; anything else over a directory drops its subtree); missing
  * parents are 0755 root:root directories; the archive's root entry is skipped. An entry under a
  * symlink the archive made is refused (as the guard before it refused it): Docker would resolve it
- * inside a chroot of the destination, which firebuild does not emulate.
+ * inside a chroot of the destination, which firebuild does not emulate. Entries keep their mtimes.
+ *
+ * Whether the file is an archive at all is BuildKit's test (solver/llbsolver/file/unpack.go): it is
+ * when, decompressed, its first tar header reads; anything else (a .gz of a single file, a text file, a
+ * tar with no entry) is not, and placeArchive returns undefined: the caller copies the file as it is.
  */
 type Node =
   | { type: 'dir'; meta: Meta; implicit?: boolean }
@@ -30,24 +35,34 @@ type Node =
   | { type: 'symlink'; target: string; meta: Meta }
   | { type: 'char' | 'block' | 'fifo'; meta: Meta; rdev?: [number, number] };
 
-interface Meta { mode: number; uid: number; gid: number; xattrs: Map<string, Buffer> }
+interface Meta { mode: number; uid: number; gid: number; xattrs: Map<string, Buffer>; mtime?: Ext4Time }
 interface Inode { host: string; meta: Meta }
 
 /**
  * The archive's entries as placements under `dest` (parents first, in the order a sorted walk of the
- * extracted tree gives). `prefix` names the private content files (a path inside the step's scratch).
+ * extracted tree gives); undefined when the file is not a tar archive (no first entry reads).
+ * `prefix` names the private content files (a path inside the step's scratch).
  */
-export async function placeArchive(file: string, dest: string, prefix: string, what: string, forcedMode: number | undefined): Promise<Placement[]> {
+export async function placeArchive(file: string, dest: string, prefix: string, what: string, forcedMode: number | undefined): Promise<Placement[] | undefined> {
   const tree = new Map<string, Node>();
   const staged = { n: 0 };
-  await withDecompressed(file, what, (tar) => readInto(tree, tar, prefix, staged, what));
+  const read = { entries: 0 };
+  try {
+    await withDecompressed(file, what, (tar) => readInto(tree, tar, prefix, staged, what, read));
+  } catch (err) {
+    // Not decompressible, or no tar header at its start: not an archive. A failure after the first entry is the archive's.
+    if (read.entries === 0 && err instanceof InvalidArchive) return undefined;
+    throw err;
+  }
+  if (read.entries === 0) return undefined;
   return toPlacements(tree, dest, prefix, forcedMode);
 }
 
 /** Every entry of the tar stream applied to the in-memory tree (relative, clean paths). */
-async function readInto(tree: Map<string, Node>, source: Readable, prefix: string, staged: { n: number }, what: string): Promise<void> {
+async function readInto(tree: Map<string, Node>, source: Readable, prefix: string, staged: { n: number }, what: string, read: { entries: number }): Promise<void> {
   const fail = (why: string): UserError => new UserError(`unsafe entry in ${what}: ${why}; refusing to add it`);
   for await (const e of readTar(source, what)) {
+    read.entries++;
     const p = cleanTarPath(e.path, 'entry', fail);
     if (p === '') continue; // the archive's root: the destination keeps its own metadata, as Docker's
     const parts = p.split('/');
@@ -66,7 +81,7 @@ async function readInto(tree: Map<string, Node>, source: Readable, prefix: strin
 }
 
 async function nodeOf(e: TarEntry, tree: Map<string, Node>, prefix: string, staged: { n: number }, fail: (why: string) => UserError): Promise<Node> {
-  const meta: Meta = { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, xattrs: e.xattrs };
+  const meta: Meta = { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, xattrs: e.xattrs, mtime: e.mtime };
   switch (e.type) {
     case 'dir':
       return { type: 'dir', meta };
@@ -104,6 +119,9 @@ function walkOrder(a: string, b: string): number {
   return x.length - y.length;
 }
 
+/** An entry's own mtime (an implicit parent has none: made at the time of the write, as Docker's). */
+const times = (m: Meta): { mtime?: Ext4Time } => (m.mtime ? { mtime: m.mtime } : {});
+
 async function toPlacements(tree: Map<string, Node>, dest: string, prefix: string, forcedMode: number | undefined): Promise<Placement[]> {
   const out: Placement[] = [];
   const firstName = new Map<Inode, string>();
@@ -127,14 +145,14 @@ async function toPlacements(tree: Map<string, Node>, dest: string, prefix: strin
       if (first) out.push({ dest: d, type: 'hardlink', mode: forcedMode ?? m.mode, linkTo: first });
       else {
         firstName.set(n.inode, d);
-        out.push({ dest: d, type: 'file', host: n.inode.host, mode: forcedMode ?? m.mode, owner: { uid: m.uid, gid: m.gid }, ...(await xattrs(m)) });
+        out.push({ dest: d, type: 'file', host: n.inode.host, mode: forcedMode ?? m.mode, owner: { uid: m.uid, gid: m.gid }, ...times(m), ...(await xattrs(m)) });
       }
       continue;
     }
     const owner = { uid: n.meta.uid, gid: n.meta.gid };
-    if (n.type === 'symlink') out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: n.target, owner });
-    else if (n.type === 'dir') out.push({ dest: d, type: 'dir', mode: forcedMode ?? n.meta.mode, owner, ...(await xattrs(n.meta)) });
-    else out.push({ dest: d, type: n.type, mode: forcedMode ?? n.meta.mode, ...(n.rdev ? { rdev: n.rdev } : {}), owner, ...(await xattrs(n.meta)) });
+    if (n.type === 'symlink') out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: n.target, owner, ...times(n.meta) });
+    else if (n.type === 'dir') out.push({ dest: d, type: 'dir', mode: forcedMode ?? n.meta.mode, owner, ...times(n.meta), ...(await xattrs(n.meta)) });
+    else out.push({ dest: d, type: n.type, mode: forcedMode ?? n.meta.mode, ...(n.rdev ? { rdev: n.rdev } : {}), owner, ...times(n.meta), ...(await xattrs(n.meta)) });
   }
   return out;
 }

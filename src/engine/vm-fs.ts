@@ -2,10 +2,12 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { BuildContext } from '../source/context.js';
 import type { Step } from '../dockerfile/plan-schema.js';
-import { Debugfs, DebugfsError, failureKind, quote, type WriteCommand } from '../rootfs/debugfs.js';
-import { Ext4Image, type ImageEntry } from '../rootfs/ext4-read.js';
+import { Debugfs, DebugfsError, quote, type WriteCommand } from '../rootfs/debugfs.js';
+import { Ext4Image, type Ext4Time, type ImageEntry } from '../rootfs/ext4-read.js';
+import { InvalidArchive } from '../rootfs/tar-read.js';
 import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
+import { mtimeOf } from '../util/fs.js';
 import { placeArchive } from './add-archive.js';
 
 /**
@@ -15,6 +17,12 @@ import { placeArchive } from './add-archive.js';
  * directories with .dockerignore, URLs, heredocs, local tar archives read in-process, files of another stage's
  * image), and WORKDIR. Owners follow Docker: 0:0 unless --chown, whose names are resolved against the
  * image's own /etc/passwd and /etc/group; WORKDIR creates what is missing owned by the current USER.
+ *
+ * As BuildKit's copy (tonistiigi/fsutil, continuity's RootPath): the destination is resolved through the
+ * image's symlinks (its last component's too: `COPY tz /etc/localtime` writes the link's target), inside
+ * the image's root; what is copied keeps its source's mtime (a context file's, a stage's, an archive
+ * entry's, an ADD URL's Last-Modified or the epoch); `ADD` of a local file unpacks it when it reads as a
+ * (compressed) tar archive and copies it as it is otherwise.
  */
 export interface Owner { uid: number; gid: number }
 export interface Accounts { passwd: string; group: string }
@@ -79,18 +87,45 @@ export function userOwner(user: string, acc: Accounts, where: Where): Owner {
 
 type Kind = 'file' | 'dir' | 'symlink' | 'other' | 'missing';
 
-/** The type of each path in the image (one debugfs run); a path that cannot be looked up (not found, a parent not a directory) is missing. */
-async function statPaths(image: string, paths: string[]): Promise<Map<string, Kind>> {
-  const uniq = [...new Set(paths)];
-  const out = await new Debugfs(image).read(uniq.map((p) => `stat ${quote(p)}`));
-  const m = new Map<string, Kind>();
-  uniq.forEach((p, i) => {
-    const r = out[i];
-    if (r?.error !== undefined && failureKind(r.error) !== 'missing' && !/is not a directory/.test(r.error)) throw new DebugfsError(image, r.command, r.error);
-    const t = /Type: (\w+)/.exec(r?.out ?? '')?.[1];
-    m.set(p, t === 'regular' ? 'file' : t === 'directory' ? 'dir' : t === 'symlink' ? 'symlink' : t ? 'other' : 'missing');
-  });
-  return m;
+const kindOf = (e: ImageEntry | undefined): Kind => (!e ? 'missing' : e.type === 'file' || e.type === 'dir' || e.type === 'symlink' ? e.type : 'other');
+
+/**
+ * The type of each path exactly as named, read in-process: no symlink followed anywhere, so a path under
+ * a symlink or a file (which the step replaces by a directory first) is missing.
+ */
+async function kindsAt(image: string, paths: string[]): Promise<Map<string, Kind>> {
+  const img = await Ext4Image.open(image);
+  try {
+    const m = new Map<string, Kind>();
+    for (const p of new Set(paths)) m.set(p, kindOf(await img.entryAt(p)));
+    return m;
+  } finally {
+    await img.close();
+  }
+}
+
+const TYPE_NAMES: Record<string, string> = { file: 'a file', symlink: 'a symlink', char: 'a character device', block: 'a block device', fifo: 'a FIFO', socket: 'a socket' };
+
+/**
+ * A step's destination in the image, as BuildKit resolves it (continuity's RootPath): through every
+ * symlink, the last one too, inside the image (an absolute target from its root, `..` stopping at /).
+ * A path through a non-directory or a symlink loop is a one-line UserError naming it.
+ */
+async function locateDest(image: string, dest: string, what: string, where: Where): Promise<{ path: string; kind: Kind; exists: string }> {
+  const img = await Ext4Image.open(image);
+  try {
+    const loc = await img.locate(dest).catch((err: unknown) => {
+      if (err instanceof UserError) throw new UserError(`${what} ${dest}: the destination cannot be resolved in the image (${err.message}): fix the symlinks in an earlier RUN or choose another destination`, { ...where, cause: err });
+      throw err;
+    });
+    const via = (p: string): string => (p === dest || dest.startsWith(`${p}/`) ? '' : ' (through symlinks)');
+    if (loc.notDir) {
+      throw new UserError(`${what} ${dest}: ${loc.notDir.path}${via(loc.notDir.path)} is ${TYPE_NAMES[loc.notDir.type] ?? loc.notDir.type} in the image, not a directory: choose another destination or remove it in an earlier RUN`, where);
+    }
+    return { path: loc.path, kind: kindOf(loc.entry), exists: loc.exists };
+  } finally {
+    await img.close();
+  }
 }
 
 function ancestors(p: string): string[] {
@@ -118,17 +153,14 @@ async function write(image: string, commands: (WriteCommand | WriteCommand[])[],
   }
 }
 
-/** WORKDIR: create each missing directory of `dir`, owned by the current USER, mode 0755. */
+/** WORKDIR: create each missing directory of `dir` (found through the image's symlinks, as BuildKit's), owned by the current USER, mode 0755. */
 export async function applyWorkdir(image: string, dir: string, owner: Owner, where: Where): Promise<void> {
-  const parts = [...ancestors(dir), dir].filter((d) => d !== '/');
-  const kinds = await statPaths(image, parts);
+  const loc = await locateDest(image, dir, 'WORKDIR', where);
+  if (loc.kind === 'dir') return;
+  if (loc.kind !== 'missing') throw new UserError(`WORKDIR ${dir}: ${loc.path} is ${loc.kind === 'file' ? 'a file' : 'a special file'} in the image, not a directory: choose another WORKDIR or remove it in an earlier RUN`, where);
+  const missing = [...ancestors(loc.path), loc.path].filter((d) => d !== '/' && d.length > (loc.exists === '/' ? 0 : loc.exists.length));
   const cmds: string[] = [];
-  for (const d of parts) {
-    const k = kinds.get(d);
-    if (k === 'dir' || k === 'symlink') continue;
-    if (k !== 'missing') throw new UserError(`WORKDIR ${dir}: ${d} exists and is not a directory`, where);
-    cmds.push(`mkdir ${quote(d)}`, `sif ${quote(d)} mode 040755`, `sif ${quote(d)} uid ${owner.uid}`, `sif ${quote(d)} gid ${owner.gid}`);
-  }
+  for (const d of missing) cmds.push(`mkdir ${quote(d)}`, `sif ${quote(d)} mode 040755`, `sif ${quote(d)} uid ${owner.uid}`, `sif ${quote(d)} gid ${owner.gid}`);
   if (cmds.length) await write(image, cmds, where, 'WORKDIR');
 }
 
@@ -147,7 +179,10 @@ export interface Placement {
   owner?: Owner;
   /** Extended attributes: name and a host file holding the raw value. */
   xattrs?: [string, string][];
+  /** The source's modification time, kept (BuildKit's copy keeps it); without it, the time of the write. */
+  mtime?: Ext4Time;
 }
+
 
 /** Walk a host directory: every entry under it, parents first, honouring an ignore predicate on context-relative paths. */
 async function walk(root: string, rel: string, ignored: (rel: string) => boolean, out: { rel: string; abs: string }[], base = root): Promise<void> {
@@ -171,12 +206,13 @@ async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out:
   const entries: { rel: string; abs: string }[] = [];
   await walk(hostDir, '', o.ignored ?? (() => false), entries, hostDir);
   for (const e of entries) {
-    const st = await fsp.lstat(e.abs);
+    const st = await fsp.lstat(e.abs, { bigint: true });
     const d = path.posix.join(dest, e.rel.split(path.sep).join('/'));
-    const perm = o.forcedMode ?? st.mode & 0o7777;
-    if (st.isDirectory()) out.push({ dest: d, type: 'dir', mode: perm });
-    else if (st.isSymbolicLink()) out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(e.abs) });
-    else if (st.isFile()) out.push({ dest: d, type: 'file', host: e.abs, mode: perm });
+    const perm = o.forcedMode ?? Number(st.mode & 0o7777n);
+    const mtime = mtimeOf(st);
+    if (st.isDirectory()) out.push({ dest: d, type: 'dir', mode: perm, mtime });
+    else if (st.isSymbolicLink()) out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(e.abs), mtime });
+    else if (st.isFile()) out.push({ dest: d, type: 'file', host: e.abs, mode: perm, mtime });
   }
 }
 
@@ -212,6 +248,7 @@ async function placeImageTree(img: Ext4Image, src: string, dest: string, single:
     const d = single ? dest : path.posix.join(dest, path.posix.relative(src, e.path));
     const owner = { uid: e.uid, gid: e.gid };
     const perm = forcedMode ?? e.mode;
+    const mtime = e.mtime;
     const pairs: [string, string][] = [];
     for (const [name, value] of e.xattrs) {
       const file = scratchFile();
@@ -219,8 +256,8 @@ async function placeImageTree(img: Ext4Image, src: string, dest: string, single:
       pairs.push([name, file]);
     }
     const xa = pairs.length ? { xattrs: pairs } : {};
-    if (e.type === 'dir') out.push({ dest: d, type: 'dir', mode: perm, owner, ...xa });
-    else if (e.type === 'symlink') out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: e.linkTarget ?? '', owner });
+    if (e.type === 'dir') out.push({ dest: d, type: 'dir', mode: perm, owner, mtime, ...xa });
+    else if (e.type === 'symlink') out.push({ dest: d, type: 'symlink', mode: 0o777, linkTarget: e.linkTarget ?? '', owner, mtime });
     else if (e.type === 'file') {
       const first = e.nlink > 1 ? firstName.get(e.ino) : undefined;
       if (first) out.push({ dest: d, type: 'hardlink', mode: perm, linkTo: first });
@@ -228,10 +265,10 @@ async function placeImageTree(img: Ext4Image, src: string, dest: string, single:
         firstName.set(e.ino, d);
         const host = scratchFile();
         await toScratch(img.readFile(e.ino, e.path), host);
-        out.push({ dest: d, type: 'file', host, mode: perm, owner, ...xa });
+        out.push({ dest: d, type: 'file', host, mode: perm, owner, mtime, ...xa });
       }
-    } else if (e.type === 'char' || e.type === 'block') out.push({ dest: d, type: e.type, mode: perm, rdev: [e.rdev?.major ?? 0, e.rdev?.minor ?? 0], owner });
-    else if (e.type === 'fifo') out.push({ dest: d, type: 'fifo', mode: perm, owner });
+    } else if (e.type === 'char' || e.type === 'block') out.push({ dest: d, type: e.type, mode: perm, rdev: [e.rdev?.major ?? 0, e.rdev?.minor ?? 0], owner, mtime });
+    else if (e.type === 'fifo') out.push({ dest: d, type: 'fifo', mode: perm, owner, mtime });
   }
 }
 
@@ -256,75 +293,91 @@ const at = (where: Where) => (err: unknown): never => {
   throw err instanceof UserError && err.file === undefined ? new UserError(err.message, { ...where, cause: err }) : err;
 };
 
-/** COPY / ADD with Docker's destination rules: a trailing slash, several sources or a directory source make `dest` a directory. */
+/**
+ * COPY / ADD with Docker's destination rules: a trailing slash, several sources or a directory
+ * destination (found through the image's symlinks) make `dest` a directory.
+ */
 export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
   const where = { file: c.step.file, line: c.step.line };
   const what = c.step.keyword;
   const resources = c.step.resources ?? [];
   const mode = c.step.chmod ? parseInt(c.step.chmod, 8) : undefined;
   if (c.step.chmod && (!/^[0-7]{3,4}$/.test(c.step.chmod))) throw new UserError(`${what} --chmod=${c.step.chmod}: give octal permissions such as 0644`, where);
-  const kinds0 = await statPaths(image, [c.dest]);
-  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || (c.step.sources ?? []).some((s) => /[*?[]/.test(s)) || kinds0.get(c.dest.replace(/\/+$/, '') || '/') === 'dir';
-  const dest = c.dest === '/' ? '/' : c.dest.replace(/\/+$/, '');
+  const asWritten = c.dest === '/' ? '/' : c.dest.replace(/\/+$/, '');
+  const loc = await locateDest(image, asWritten, what, where);
+  const dest = loc.path;
+  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || (c.step.sources ?? []).some((s) => /[*?[]/.test(s)) || loc.kind === 'dir';
+  if (destIsDir && loc.kind !== 'dir' && loc.kind !== 'missing') {
+    throw new UserError(`${what} ${c.dest}: ${dest}${dest === asWritten ? '' : ' (through symlinks)'} is ${loc.kind === 'file' ? 'a file' : 'a special file'} in the image, not a directory: choose another destination or remove it in an earlier RUN`, where);
+  }
   const placements: Placement[] = [];
   let n = 0;
   let from: Ext4Image | undefined;
   try {
     for (const r of resources) {
       const stagingFile = path.join(c.scratch, `r${n++}`);
-      const single = (host: string, name: string, fileMode: number): void => {
-        placements.push({ dest: destIsDir ? path.posix.join(dest, name) : dest, type: 'file', host, mode: mode ?? fileMode });
+      // One file: its mtime is the host file's (a context file's own, a download's Last-Modified or the epoch, a heredoc's now).
+      const single = async (host: string, name: string, fileMode: number): Promise<void> => {
+        const mtime = mtimeOf(await fsp.stat(host, { bigint: true }));
+        placements.push({ dest: destIsDir ? path.posix.join(dest, name) : dest, type: 'file', host, mode: mode ?? fileMode, mtime });
       };
       if (r.kind === 'url') {
         // The very file the plan hashed (fetched once per build), never a second download.
         const file = await plannedDownload(r.url!, r.sha256, stagingFile, c.downloads, 'ADD').catch(at(where));
-        single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
+        await single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
       } else if (r.kind === 'heredoc') {
         const h = (c.step.heredocs ?? []).find((x) => x.name === r.source);
         await fsp.writeFile(stagingFile, h?.content ?? '');
-        single(stagingFile, r.source, 0o644);
+        await single(stagingFile, r.source, 0o644);
       } else if (r.kind === 'stage' || r.kind === 'image') {
         if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
         from ??= await Ext4Image.open(c.fromImage, `the ${r.kind === 'stage' ? 'stage' : 'image'} ${r.kind === 'image' ? r.source : ''}`.trim());
-        // The source path is followed through symlinks, as Docker follows it (the copy keeps links below it).
-        let src = path.posix.resolve('/', r.path ?? r.source);
-        let st = await from.stat(src);
-        for (let hops = 0; st?.type === 'symlink'; hops++) {
-          if (hops > 8) throw new UserError(`${what} --from: ${r.path ?? r.source} is a chain of more than 8 symlinks`, where);
-          src = path.posix.resolve(path.posix.dirname(src), st.linkTarget ?? '');
-          st = await from.stat(src);
-        }
-        if (!st) throw new UserError(`${what} --from: ${src} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
+        // The source path is followed through symlinks inside the source image, as BuildKit follows it
+        // (the copy keeps the links below it); a file keeps the name it was asked by.
+        const asked = path.posix.resolve('/', r.path ?? r.source);
+        const found = await from.locate(asked).catch((err: unknown) => {
+          throw err instanceof UserError ? new UserError(`${what} --from: ${asked}: ${err.message}`, { ...where, cause: err }) : err;
+        });
+        const st = found.entry;
+        if (!st) throw new UserError(`${what} --from: ${asked} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
         const sub = path.join(c.scratch, `from${n}`);
         await fsp.mkdir(sub, { recursive: true, mode: 0o700 });
         if (st.type === 'dir') {
-          placements.push({ dest, type: 'dir', mode: 0o755 });
-          await placeImageTree(from, src, dest, false, sub, mode, placements);
+          placements.push({ dest, type: 'dir', mode: 0o755, mtime: st.mtime });
+          await placeImageTree(from, found.path, dest, false, sub, mode, placements);
         } else {
-          await placeImageTree(from, src, destIsDir ? path.posix.join(dest, path.posix.basename(src)) : dest, true, sub, mode, placements);
+          await placeImageTree(from, found.path, destIsDir ? path.posix.join(dest, path.posix.basename(asked)) : dest, true, sub, mode, placements);
         }
       } else if (c.context.kind === 'local' && r.path !== undefined) {
         const abs = path.join(c.context.root, r.path);
         // The plan checked this; checked again here, as the file is read now: never a host file outside the context.
         const [real, root] = await Promise.all([fsp.realpath(abs), fsp.realpath(c.context.root)]);
         if (real !== root && !real.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${real}, outside the build context`, where);
-        const st = await fsp.stat(real);
-        if (r.extract) {
-          // Read in-process: the archive's owners, modes, hard links and device nodes are kept, as Docker's
-          // ADD keeps them, and only ever become data in the image; its file contents are staged in scratch.
+        const st = await fsp.stat(real, { bigint: true });
+        if (what === 'ADD' && st.isFile()) {
+          // As BuildKit: a file that reads as a tar archive (plain or compressed) is unpacked into the
+          // destination, read in-process (the archive's owners, modes, mtimes, hard links and device
+          // nodes kept, only ever data in the image; contents staged in scratch); any other file is
+          // copied as it is (a .gz that holds no tar among them).
           const placed = await placeArchive(real, dest, path.join(c.scratch, `add${n}-`), `the archive ${r.source}`, mode).catch((err: unknown) => {
-            throw err instanceof UserError && err.file === undefined ? new UserError(`${what}: ${err.message}`, where) : err;
+            // Its start read as a tar archive, so ADD unpacks it (as BuildKit): the rest is broken.
+            const fix = err instanceof InvalidArchive ? `: ADD unpacks ${r.source} because it starts as a tar archive; re-create it, or COPY it to add the file as it is` : '';
+            throw err instanceof UserError && err.file === undefined ? new UserError(`${what}: ${err.message}${fix}`, { ...where, cause: err }) : err;
           });
-          placements.push(...placed);
-        } else if (st.isDirectory()) {
-          placements.push({ dest, type: 'dir', mode: 0o755 });
+          if (placed) {
+            placements.push(...placed);
+            continue;
+          }
+        }
+        if (st.isDirectory()) {
+          placements.push({ dest, type: 'dir', mode: 0o755, mtime: mtimeOf(st) });
           await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}) }, placements);
         } else {
-          single(real, path.posix.basename(r.path), st.mode & 0o7777);
+          await single(real, path.posix.basename(r.path), Number(st.mode & 0o7777n));
         }
       } else if (r.url) {
         const file = await plannedDownload(r.url, r.sha256, stagingFile, c.downloads, what).catch(at(where));
-        single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
+        await single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
       } else {
         throw new UserError(`${what} source ${r.source} of kind ${r.kind} is not supported by the vm engine yet: use --engine docker`, where);
       }
@@ -336,14 +389,27 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
   return placements.length;
 }
 
-/** The debugfs commands that make the placements: missing parent directories first (the step's owner), existing directories kept. */
+/** debugfs's commands setting a path's mtime (seconds with the epoch bits, then the nanoseconds; images with 128-byte inodes keep the seconds). */
+export function mtimeCommands(p: string, t: Ext4Time): string[] {
+  const sec = Math.max(-(2 ** 31), Math.min(2 ** 34 - 2 ** 31 - 1, Math.floor(t.sec)));
+  const low = ((sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const epoch = (sec - (low >= 2 ** 31 ? low - 2 ** 32 : low)) / 2 ** 32;
+  const nsec = Math.max(0, Math.min(999_999_999, Math.floor(t.nsec)));
+  return [`sif ${quote(p)} mtime @${sec}`, `sif ${quote(p)} mtime_extra ${nsec * 4 + epoch}`];
+}
+
+/**
+ * The debugfs commands that make the placements: missing parent directories first (the step's owner),
+ * existing directories kept; then the kept mtimes, directories last and deepest first (after everything
+ * written into them).
+ */
 async function writePlacements(image: string, placements: Placement[], c: CopyInputs, where: Where): Promise<void> {
   const what = c.step.keyword;
   // Parents that no placement makes itself (placed directories keep their own owner and mode; placements come parents first).
   const placedDirs = new Set(placements.filter((p) => p.type === 'dir').map((p) => p.dest));
   const need = new Set<string>();
   for (const p of placements) for (const a of ancestors(p.dest)) if (!placedDirs.has(a)) need.add(a);
-  const kinds = await statPaths(image, [...need, ...placements.map((p) => p.dest)]);
+  const kinds = await kindsAt(image, [...need, ...placements.map((p) => p.dest)]);
   const cmds: (string | string[])[] = [];
   const own = (p: string, o?: Owner): string[] => {
     const w = c.chowned || !o ? c.owner : o;
@@ -351,16 +417,22 @@ async function writePlacements(image: string, placements: Placement[], c: CopyIn
   };
   const setMode = (p: string, type: number, perm: number): string => `sif ${quote(p)} mode 0${(type | perm).toString(8)}`;
   for (const d of [...need].sort((a, b) => a.split('/').length - b.split('/').length)) {
-    if (kinds.get(d) !== 'missing') continue;
+    const k = kinds.get(d);
+    if (k === 'dir') continue;
+    // Only the destination itself can be there as another type (its parents were resolved): a directory is needed.
+    if (k !== 'missing') throw new UserError(`${what}: ${d} is ${k === 'file' ? 'a file' : k === 'symlink' ? 'a symlink' : 'a special file'} in the image, not a directory: choose another destination or remove it in an earlier RUN`, where);
     cmds.push(`mkdir ${quote(d)}`, `sif ${quote(d)} mode 040755`, ...own(d));
     kinds.set(d, 'dir');
   }
   const linkCount = new Map<string, number>();
   const xattrCmds: string[] = [];
+  const times: string[] = [];
+  const dirTimes: [string, Ext4Time][] = [];
   for (const p of placements) {
     const k = kinds.get(p.dest);
     for (const [name, file] of p.xattrs ?? []) xattrCmds.push(`ea_set -f ${quote(file)} ${quote(p.dest)} ${quote(name)}`);
     if (p.type === 'dir') {
+      if (p.mtime) dirTimes.push([p.dest, p.mtime]);
       if (k === 'dir') continue;
       if (k !== 'missing') cmds.push(`rm ${quote(p.dest)}`);
       cmds.push(`mkdir ${quote(p.dest)}`, setMode(p.dest, 0o40000, p.mode), ...own(p.dest, p.owner));
@@ -380,9 +452,13 @@ async function writePlacements(image: string, placements: Placement[], c: CopyIn
       const type = p.type === 'fifo' ? 0o10000 : p.type === 'char' ? 0o20000 : 0o60000;
       cmds.push([`cd ${quote(path.posix.dirname(p.dest))}`, `mknod ${quote(path.posix.basename(p.dest))} ${spec}`, 'cd /'], setMode(p.dest, type, p.mode), ...own(p.dest, p.owner));
     }
+    if (p.mtime && p.type !== 'hardlink') times.push(...mtimeCommands(p.dest, p.mtime));
     kinds.set(p.dest, p.type === 'hardlink' ? 'file' : p.type === 'file' || p.type === 'symlink' ? p.type : 'other');
   }
   // debugfs's ln adds a name, not a link: the inode's count is set once every name exists.
   for (const [first, count] of linkCount) cmds.push(`sif ${quote(first)} links_count ${count}`);
-  await write(image, [...cmds, ...xattrCmds], where, what);
+  // A directory's mtime last, deepest first: once nothing more is written into it.
+  const depth = (x: string): number => x.split('/').length;
+  for (const [d, t] of dirTimes.sort((a, b) => depth(b[0]) - depth(a[0]))) times.push(...mtimeCommands(d, t));
+  await write(image, [...cmds, ...xattrCmds, ...times], where, what);
 }

@@ -1,3 +1,4 @@
+import * as fsp from 'node:fs/promises';
 import { UserError } from '../util/errors.js';
 import { boundedFetch, downloadLimits, ENV_MAX_SIZE, formatBytes, smallLimits, TEXT_MAX_BYTES, Watchdog, type DownloadLimits } from '../util/download.js';
 import { fetchWithTimeout } from '../util/fetch.js';
@@ -56,9 +57,19 @@ export function tooLargeDownload(url: string): (limit: string) => string {
   return (limit) => `${url} is larger than ${limit}, the download limit: raise it with --max-download-size or ${ENV_MAX_SIZE} if the file is meant to be that large`;
 }
 
-/** GET a URL into `file` (or only hash it when `file` is absent) under `limits`. */
+/** What BuildKit's http source gives a downloaded file as its mtime: the Last-Modified header's time, else the epoch. */
+export function lastModified(header: string | null): Date {
+  const t = header ? Date.parse(header) : NaN;
+  return new Date(Number.isNaN(t) ? 0 : t);
+}
+
+/** GET a URL into `file` (or only hash it when `file` is absent) under `limits`; the file's mtime is the response's Last-Modified (else the epoch), as BuildKit's. */
 export async function httpDownload(url: string, file: string | undefined, limits: DownloadLimits = downloadLimits(), guard?: HopGuard): Promise<{ sha256: string; size: number }> {
   const r = await boundedFetch(url, { limits, what: `GET ${url}`, check: okOnly(url), tooLarge: tooLargeDownload(url), ...(file ? { file } : {}), ...(guard ? { guard } : {}) });
+  if (file) {
+    const t = lastModified(r.headers.get('last-modified'));
+    await fsp.utimes(file, t, t);
+  }
   return { sha256: r.sha256, size: r.size };
 }
 

@@ -5,6 +5,13 @@ import * as path from 'node:path';
 import { UserError, errnoCode } from './errors.js';
 import { exec } from './exec.js';
 
+/** A file's mtime from a bigint stat, seconds (floored) and nanoseconds. */
+export function mtimeOf(st: fs.BigIntStats): { sec: number; nsec: number } {
+  const ns = st.mtimeNs;
+  const sec = ns / 1_000_000_000n - (ns < 0n && ns % 1_000_000_000n !== 0n ? 1n : 0n);
+  return { sec: Number(sec), nsec: Number(ns - sec * 1_000_000_000n) };
+}
+
 /**
  * Random hex for temp names. node:crypto (sixteen internal modules) loads with the first call, not with
  * every command that imports this module: listing a store needs none (bench/cli-start.mjs).

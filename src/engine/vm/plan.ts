@@ -19,7 +19,7 @@ import { sha } from './keys.js';
 /** The steps that change the file system: each is executed (or restored from the step cache) and keyed. */
 export const FS_STEPS = new Set(['RUN', 'COPY', 'ADD', 'WORKDIR']);
 /** Starts every step key: bumped whenever what a step makes of the same inputs changes, so older cache entries (local, or carried by the Actions cache) and up-to-date images no longer match. */
-export const ENGINE_SEMANTICS = 'vm-engine-semantics-2';
+export const ENGINE_SEMANTICS = 'vm-engine-semantics-3';
 
 export interface PlanInputs {
   dockerfile: string;
