@@ -18,7 +18,7 @@ import { makeWorkDir } from './vm/workdir.js';
 import { DEFAULT_STEP_TIMEOUT_MS, executeStep, type BootContext, type BuildVmSettings } from './vm/steps.js';
 
 export { ENGINE_SEMANTICS, vmUnsupported } from './vm/plan.js';
-export { DEFAULT_STEP_TIMEOUT_MS, runArgv, type BuildVmSettings } from './vm/steps.js';
+export { DEFAULT_STEP_TIMEOUT_MS, failureHint, runArgv, type BuildVmSettings } from './vm/steps.js';
 
 /**
  * firebuild's own build engine (`rootfs --engine vm`): no Docker engine, and no step of the Dockerfile

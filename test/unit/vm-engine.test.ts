@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { runArgv, vmUnsupported } from '../../src/engine/vm-engine.js';
+import { failureHint, runArgv, vmUnsupported } from '../../src/engine/vm-engine.js';
 import { resolveEngine } from '../../src/commands/build.js';
 import type { Step } from '../../src/dockerfile/plan-schema.js';
 
@@ -49,5 +49,19 @@ describe('the engine a build uses', () => {
     ['baseos', undefined, undefined, 'docker'],
   ] as ['rootfs' | 'baseos', string | undefined, string | undefined, string][])('%s --engine %s --docker-image %s: %s', (type, engine, image, want) => {
     expect(resolveEngine(type, engine, image)).toBe(want);
+  });
+});
+
+describe('a failed RUN names its likely cause', () => {
+  const aptOffline = 'Err:1 http://deb.debian.org/debian bookworm InRelease\n  Temporary failure resolving \'deb.debian.org\'\nE: Unable to locate package curl';
+  test.each([
+    ['E: Write error - write (28: No space left on device)', 'user', ' (the build disk is full: grow it with --size)'],
+    [aptOffline, 'none', ' (the build VM has no network: --network none; build with --network user or a CNI network)'],
+    [aptOffline, 'user', ' (the network is unreachable inside the build VM)'],
+    ['W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease', 'user', ' (the network is unreachable inside the build VM)'],
+    ['E: Unable to locate package nosuchpkg', 'user', ' (apt knows no such package: is apt-get update in the same RUN, and did it reach its mirrors? without network its lists are empty)'],
+    ['make: *** [all] Error 2', 'user', ''],
+  ] as [string, 'user' | 'none', string][])('%#', (output, network, hint) => {
+    expect(failureHint(output, network)).toBe(hint);
   });
 });

@@ -215,7 +215,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     if (exitCode === undefined) throw new UserError(`${label}: the build VM stopped without reporting an exit code (console: ${tail.slice(-3).join(' | ') || 'empty'})`, where);
     if (exitCode !== 0) {
       const full = tail.join('\n');
-      const hint = /No space left on device/i.test(full) ? ' (the build disk is full: grow it with --size)' : /Temporary failure in name resolution|Network is unreachable|Could not resolve|Connection refused/i.test(full) ? ' (the network is unreachable inside the build VM)' : '';
+      const hint = failureHint(full, b.vm.network);
       throw new UserError(`${label} failed with exit code ${exitCode}${hint}: ${tail.slice(-5).join(' | ') || 'no output'}`, where);
     }
     // Firecracker's jail holds the disk as a hard link, or as a copy where the jail is on another file system: take the copy back.
@@ -229,6 +229,16 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
     throw (await diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where)) ?? new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
   });
+}
+
+/** What a failed RUN's output says about its cause: a full disk, no network, or apt without package lists. */
+export function failureHint(output: string, network: NetworkMode): string {
+  if (/No space left on device/i.test(output)) return ' (the build disk is full: grow it with --size)';
+  if (/Temporary failure (in name resolution|resolving)|Network is unreachable|No route to host|Could not resolve|Could not connect to|Connection refused|Failed to fetch|EAI_AGAIN|ENOTFOUND/i.test(output)) {
+    return network === 'none' ? ' (the build VM has no network: --network none; build with --network user or a CNI network)' : ' (the network is unreachable inside the build VM)';
+  }
+  if (/Unable to locate package/.test(output)) return ' (apt knows no such package: is apt-get update in the same RUN, and did it reach its mirrors? without network its lists are empty)';
+  return '';
 }
 
 async function takeBackJailed(jailDir: string, image: string): Promise<void> {
