@@ -3,7 +3,7 @@
 // (The line above: node resolves npm's bin symlink to this file by itself, so sh starts no readlink and
 // dirname processes for it: each is a fork and exec, about a tenth of node's own start-up.)
 import { main } from '../lib/cli/main.js';
-import { exitOnSignals } from '../lib/util/cleanup.js';
+import { cancelled, exitOnSignals } from '../lib/util/cleanup.js';
 
 // Run by sh (the line above), node gets `--` first; run by node directly, it does not.
 const args = process.argv.slice(2);
@@ -24,5 +24,6 @@ exitOnSignals();
 try {
   process.exitCode = await main(args);
 } finally {
-  clearInterval(keepAlive);
+  // Cancelled: the loop stays referenced until the signal handler has removed what the command owned and exits.
+  if (!cancelled()) clearInterval(keepAlive);
 }

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import * as core from '@actions/core';
 import { defaultProfileConfDir } from '../profile/profile.js';
 import { loadSettings, parseRegistryMirrors, type Settings, type SettingsFlags } from '../profile/settings.js';
-import { exitOnSignals } from '../util/cleanup.js';
+import { cancelled, exitOnSignals, watchOwned } from '../util/cleanup.js';
 import { InternalError, UserError } from '../util/errors.js';
 import { withLock } from '../util/lock.js';
 import { ensurePrivateDir, privateTempDir, userTempRoot } from '../util/private-dir.js';
@@ -90,16 +90,29 @@ export function boolInput(name: string, def = false): boolean {
   throw new UserError(`input '${name}' is '${v}': use true or false`);
 }
 
-/** Run an action body: errors become one annotation and a failed step (exit code 1, as the runner expects). */
-export async function runAction(body: () => Promise<void>): Promise<void> {
+/** The state key under which a main step keeps the list of what it owns (util/cleanup.ts resources) for its post step. */
+export const STATE_OWNED = 'owned';
+
+/**
+ * Run an action body: errors become one annotation and a failed step (exit code 1, as the runner expects).
+ * `recordOwned` (actions with a post step that removes what the main step left): every VM and temp dir
+ * the body owns is in the step's state (STATE_OWNED, a JSON list) from the moment it exists until it is
+ * gone, saved on every change; a main step killed outright (the runner's SIGKILL) leaves its post step the
+ * list (removeLeftOwned).
+ */
+export async function runAction(body: () => Promise<void>, o: { recordOwned?: boolean } = {}): Promise<void> {
   // As bin/firebuild.js: the event loop stays referenced until the body settles (see there why).
   const keepAlive = setInterval(() => undefined, 1 << 30);
   // The runner cancels with SIGINT, then SIGTERM 7.5 s later, then SIGKILL: every VM and work dir the body
   // owns (util/cleanup.ts) is removed on the first signal, and the step exits 130/143.
   const removeHandlers = exitOnSignals({ report: (line) => core.info(line) });
+  if (o.recordOwned) recordOwned();
   try {
     await body();
   } catch (err) {
+    // Cancelled: the signal handler is removing what the body owned and ends the step (130/143); the
+    // body's error is that cancel, not a failure to report.
+    if (cancelled()) return;
     const e = err as Error & { file?: string; line?: number };
     const props = e instanceof UserError && e.file ? { file: e.file, ...(e.line ? { startLine: e.line } : {}) } : {};
     if (!(e instanceof UserError)) core.debug(String(e.stack ?? e));
@@ -107,8 +120,52 @@ export async function runAction(body: () => Promise<void>): Promise<void> {
     core.error(e.message, props);
     process.exitCode = 1;
   } finally {
-    removeHandlers();
-    clearInterval(keepAlive);
+    // The handlers (and the loop) stay while a cancel's cleanup runs: a second signal must not cut it short.
+    if (!cancelled()) {
+      removeHandlers();
+      clearInterval(keepAlive);
+    }
+  }
+}
+
+/** The owned resources into the step's state on every change (the last line of a key is the one the runner keeps). */
+function recordOwned(): void {
+  let warned = false;
+  watchOwned((live) => {
+    try {
+      core.saveState(STATE_OWNED, JSON.stringify(live));
+    } catch (err) {
+      if (!warned) core.warning(`could not record the VMs and temp dirs of this step for its post step (${(err as Error).message}): after a cancel run firebuild purge on the runner`);
+      warned = true;
+    }
+  });
+}
+
+/**
+ * A post step's part for what its main step recorded (runAction's recordOwned) and still owned when it
+ * ended: nothing after a normal end (the list is empty); after a main step killed outright, its VMs torn
+ * down and its temp dirs removed (commands/vm.ts removeLeftovers: by id in this run cache, only firebuild
+ * temp dirs). Never fails the job: a problem is a warning.
+ */
+export async function removeLeftOwned(module: string): Promise<void> {
+  const text = core.getState(STATE_OWNED);
+  if (!text) return;
+  let list: unknown;
+  try {
+    list = JSON.parse(text);
+  } catch {
+    core.warning(`the main step's record of its VMs and temp dirs is not JSON: run firebuild purge on the runner`);
+    return;
+  }
+  if (Array.isArray(list) && list.length === 0) return;
+  try {
+    const { removeLeftovers } = await import('../commands/vm.js');
+    const r = await removeLeftovers(await actionSettings(), list, new ActionsLogger(module));
+    for (const id of r.vms) core.info(`VM ${id} removed (the main step ended without removing it)`);
+    for (const d of r.dirs) core.info(`${d} removed (the main step ended without removing it)`);
+    for (const x of r.refused) core.warning(`not removed: ${x}`);
+  } catch (err) {
+    core.warning(`could not remove what the main step left (${(err as Error).message}): run firebuild purge on the runner`);
   }
 }
 

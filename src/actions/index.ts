@@ -8,7 +8,7 @@
  */
 export const ACTIONS = {
   setup: { main: () => import('./setup/main.js'), post: () => import('./setup/post.js') },
-  'build-rootfs': { main: () => import('./build-rootfs/main.js') },
+  'build-rootfs': { main: () => import('./build-rootfs/main.js'), post: () => import('./build-rootfs/post.js') },
   'build-baseos': { main: () => import('./build-baseos/main.js') },
   'smoke-test': { main: () => import('./smoke-test/main.js'), post: () => import('./smoke-test/post.js') },
   publish: { main: () => import('./publish/main.js') },

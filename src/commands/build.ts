@@ -15,6 +15,7 @@ import { convertTarStream, type ConvertResult } from '../rootfs/convert.js';
 import { resolveSource, type ResolvedSource } from '../source/resolve.js';
 import type { StorageProvider, StoredImage } from '../store/provider.js';
 import { formatTag, isValidTag, parseTag, type Tag } from '../store/tag.js';
+import { own } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { parseBuildArgs } from '../dockerfile/build-args.js';
@@ -158,6 +159,8 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       const t = tag;
       const ref = `firebuild-build/${t.name}:${t.org}-${t.version}`;
       const scratchDir = path.join(o.cacheDir, 'build', `${process.pid}-${Date.now()}`);
+      // The context's scratch copy: a cancel mid-build removes it too.
+      const release = own(`the build context's scratch directory ${scratchDir}`, () => fsp.rm(scratchDir, { recursive: true, force: true }));
       try {
         const ctx = await contextTar(src, plan, scratchDir, downloads);
         log.info('building with the Docker engine', { builder, dockerfile: src.dockerfile });
@@ -166,6 +169,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
         });
       } finally {
         await fsp.rm(scratchDir, { recursive: true, force: true });
+        release();
       }
       produce = exportOf(engine, ref);
     }

@@ -1,8 +1,11 @@
 import type { Settings } from '../profile/settings.js';
 import { followConsole, readConsole } from '../runtime/console.js';
-import { vmmOf, vmRunning, type VmState } from '../runtime/state.js';
-import { killVm, purgeAllVms, purgeVms } from '../runtime/stop.js';
+import { z } from 'zod';
+import { isVmId, vmmOf, vmRunning, type VmState } from '../runtime/state.js';
+import { killVm, purgeAllVms, purgeVms, removeVmsById } from '../runtime/stop.js';
+import type { Resource } from '../util/cleanup.js';
 import type { Logger } from '../util/logger.js';
+import { removeOwnedTempDir } from '../util/private-dir.js';
 import { runCacheOf } from './vm-boot.js';
 
 /** The VM use cases after `run`: ls, inspect, logs, kill, purge (both faces; the smoke-test post step kills). */
@@ -70,4 +73,44 @@ export async function vmPurge(settings: Settings, log: Logger, o: { all?: boolea
   const ids = await purgeAllVms(runCacheOf(settings), log, undefined, graceMs);
   for (const dir of dirs) log.info('purged a build work directory', { dir });
   return ids;
+}
+
+const ResourcesSchema = z.array(z.union([
+  z.object({ kind: z.literal('vm'), id: z.string() }).strict(),
+  z.object({ kind: z.literal('dir'), path: z.string() }).strict(),
+]));
+
+export interface Leftovers {
+  /** The VMs torn down (ids). */
+  vms: string[];
+  /** The temp directories removed. */
+  dirs: string[];
+  /** What was not touched, and why (a path that is no firebuild temp dir, an entry that is no resource). */
+  refused: string[];
+}
+
+/**
+ * What a killed firebuild process still owned (its resources as util/cleanup.ts described them while it
+ * ran: the actions' post step reads them from the main step's state): its VMs, by id in this run cache,
+ * each forced down and torn down; then its temp directories, each only if it is a firebuild temp dir
+ * right under the temp dir (private-dir.ts removeOwnedTempDir), never another path. What is gone already
+ * is skipped; `resources` is checked entry by entry, never trusted.
+ */
+export async function removeLeftovers(settings: Settings, resources: unknown, log: Logger): Promise<Leftovers> {
+  const parsed = ResourcesSchema.safeParse(resources);
+  if (!parsed.success) return { vms: [], dirs: [], refused: ['the list of owned resources is not one firebuild wrote'] };
+  const list: Resource[] = parsed.data;
+  const refused: string[] = [];
+  const ids = list.flatMap((r) => (r.kind !== 'vm' ? [] : isVmId(r.id) ? [r.id] : (refused.push(`VM id ${JSON.stringify(r.id)}: not a VM id`), [])));
+  // VMs first: a build VM's disks are in its work directory.
+  const { removed: vms, busy } = ids.length ? await removeVmsById(runCacheOf(settings), ids, log) : { removed: [], busy: [] };
+  for (const id of busy) refused.push(`VM ${id}: the process that created it still runs`);
+  const dirs: string[] = [];
+  for (const r of list) {
+    if (r.kind !== 'dir') continue;
+    const got = await removeOwnedTempDir(r.path);
+    if (got === 'removed') dirs.push(r.path);
+    else if (got !== 'gone') refused.push(`${r.path}: ${got.refused}`);
+  }
+  return { vms, dirs, refused };
 }

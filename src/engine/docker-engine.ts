@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { configKey, dockerConfigCredentials } from '../oci/docker-config.js';
 import { DOCKER_HUB } from '../oci/reference.js';
+import { own } from '../util/cleanup.js';
 import { UserError, InternalError } from '../util/errors.js';
 import { buildxAvailable } from './buildx.js';
 import type { Logger } from '../util/logger.js';
@@ -149,8 +150,12 @@ export class DockerEngine {
   /** The image's file system as a tar stream (`docker export` of a container never started). */
   async exportImage(ref: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
     const container = await this.docker.createContainer({ Image: ref, Cmd: ['/.firebuild-export'], Entrypoint: [], Labels: { 'org.firebuild.export': 'true' } });
+    const drop = (): Promise<void> => container.remove({ force: true, v: true }).catch(() => undefined);
+    // Owned until removed: a cancel (SIGINT/SIGTERM) mid-export removes it too.
+    const release = own(`the export container ${container.id.slice(0, 12)}`, drop);
     const remove = async (): Promise<void> => {
-      await container.remove({ force: true, v: true }).catch(() => undefined);
+      await drop();
+      release();
     };
     try {
       const stream = (await container.export()) as unknown as Readable;

@@ -79,6 +79,10 @@ export function vmRunning(s: VmState): boolean {
 
 const NAME_RE = /^[a-zA-Z0-9]{1,20}$/;
 const ID_RE = /^[a-z0-9]{1,64}$/;
+/** Whether `id` is a VM id a run cache can hold (RunCache.dir refuses any other). */
+export function isVmId(id: string): boolean {
+  return ID_RE.test(id);
+}
 /** The temporary name of a VM directory being created (RunCache.create). */
 const NEW_PREFIX = '.new-';
 

@@ -9,7 +9,7 @@ import type { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { backendFor } from '../vmm/backend.js';
 import { reapCgroup, vmCgroupPath } from './cgroup.js';
-import { disownVm } from './owner.js';
+import { endVm } from './owner.js';
 import { STOP_LINE, exitCodeOf, readConsole } from './console.js';
 import { type RunCache, vmmOf, vmOrphaned, type VmState } from './state.js';
 import { identify, signalVmm, vmmAlive, waitVmmGone, type VmmIdentity } from './vmm-process.js';
@@ -33,10 +33,15 @@ export async function requestStop(s: VmState): Promise<boolean> {
   }
 }
 
-/** Remove everything a VM left on the host; each step tolerates what is already gone. */
-export async function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
-  // Nothing is left for this process's cancel handlers to remove.
-  disownVm(s.id);
+/**
+ * Remove everything a VM left on the host; each step tolerates what is already gone. One at a time per VM
+ * (endVm): the VM is released from this process's ownership when nothing of it is left.
+ */
+export function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
+  return endVm(s.id, () => removeVm(cache, s, lockDir, log));
+}
+
+async function removeVm(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
   if (s.cgroup) await reapCgroup(s.cgroup);
   // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
   if (signalVmm(vmmOf(s), 'SIGKILL', { group: s.network.isolated === true })) await waitVmmGone(vmmOf(s), 5000);
@@ -114,6 +119,28 @@ async function purgeUnreadable(unreadable: Awaited<ReturnType<RunCache['unreadab
     log.info('purged unreadable VM state', { dir: u.dir, reason: u.reason });
   }
   return unreadable.map((u) => u.id ?? u.name);
+}
+
+/**
+ * The VMs `ids` of a process that was killed (the actions' post step: the ids its main step recorded as it
+ * launched them), each forced down and torn down as `purge --all` does (no graceful stop: the work they
+ * did is cancelled): its VMM, cgroup, network, jail and run cache entry. An id with no readable state (its
+ * launch was killed while creating it) has its directory, cgroup and network namespace removed as purge
+ * does. Ids not in the run cache are skipped; so is a VM whose creating or building process still runs
+ * (it is not a killed process's: `busy`).
+ */
+export async function removeVmsById(cache: RunCache, ids: string[], log: Logger, lockDir = DEFAULT_LOCK_DIR): Promise<{ removed: string[]; busy: string[] }> {
+  const wanted = new Set(ids);
+  const listed = (await cache.list()).filter((v) => wanted.has(v.id));
+  const live = (o: VmmIdentity | undefined): boolean => !!o && o.pid !== process.pid && vmmAlive(o);
+  const busy = listed.filter((v) => live(v.creator) || live(v.boundTo)).map((v) => v.id);
+  const vms = listed.filter((v) => !busy.includes(v.id));
+  for (const v of vms) {
+    await teardown(cache, v, lockDir, log);
+    log.info('VM removed', { id: v.id, name: v.name, running: v.running });
+  }
+  const left = (await cache.unreadable(0)).filter((u) => u.id !== undefined && wanted.has(u.id));
+  return { removed: [...vms.map((v) => v.id), ...(await purgeUnreadable(left, log))], busy };
 }
 
 /**

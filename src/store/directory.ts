@@ -1,6 +1,7 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { z } from 'zod';
+import { own } from '../util/cleanup.js';
 import { InternalError, UserError, errnoCode } from '../util/errors.js';
 import { diskUsage, exists, fsyncDir, fsyncFile, randomHex, requireWritableDir, sha256File, writeFileAtomic, copyFileFast } from '../util/fs.js';
 import { holdLock, lockIsFresh, withLock, type HeldLock } from '../util/lock.js';
@@ -158,7 +159,7 @@ export class DirectoryStorage implements StorageProvider {
     if (!opts.overwrite && (await exists(this.imageDir(canonical)))) {
       throw new UserError(`image ${canonical} already exists: choose another tag or pass --overwrite`);
     }
-    const { staging, held } = await this.startStaging(path.join(this.opts.rootfsRoot, '.staging'));
+    const { staging, held, done } = await this.startStaging(path.join(this.opts.rootfsRoot, '.staging'));
     try {
       const rootfsPath = path.join(staging, ROOTFS);
       const draft = await write({ dir: staging, rootfsPath });
@@ -191,8 +192,7 @@ export class DirectoryStorage implements StorageProvider {
       await withLock(path.join(this.opts.rootfsRoot, '.locks', t.org, t.name, t.version), () => this.commit(staging, held, content, dest, opts.overwrite ? undefined : `image ${canonical} already exists: choose another tag or pass --overwrite`), this.lockOpts());
       return { tag: canonical, dir: dest, rootfsPath: await entryFile(dest, ROOTFS), metadataPath: await entryFile(dest, METADATA), metadata: parsed.data };
     } finally {
-      await fsp.rm(staging, { recursive: true, force: true });
-      await held.release();
+      await done();
     }
   }
 
@@ -216,17 +216,32 @@ export class DirectoryStorage implements StorageProvider {
     await fsyncDir(path.dirname(dest));
   }
 
-  /** A fresh staging directory (mkdtemp in the store's private .staging), locked by this writer for as long as it writes. */
-  private async startStaging(stagingRoot: string): Promise<{ staging: string; held: HeldLock }> {
+  /**
+   * A fresh staging directory (mkdtemp in the store's private .staging), locked by this writer for as long as
+   * it writes, and owned by this process (util/cleanup.ts: a cancel mid-write removes it, so no half-written
+   * image stays behind; after a SIGKILL the next writer's sweep does). `done` removes it and its lock.
+   */
+  private async startStaging(stagingRoot: string): Promise<{ staging: string; held: HeldLock; done: () => Promise<void> }> {
     await fsp.mkdir(stagingRoot, { recursive: true, mode: 0o700 });
     await this.sweepStaging(stagingRoot);
     const staging = await fsp.mkdtemp(path.join(stagingRoot, 'w-'));
+    let held: HeldLock;
     try {
-      return { staging, held: await holdLock(staging, { staleMs: this.stagingStaleMs() }) };
+      held = await holdLock(staging, { staleMs: this.stagingStaleMs() });
     } catch (err) {
       await fsp.rm(staging, { recursive: true, force: true });
       throw err;
     }
+    const remove = async (): Promise<void> => {
+      await fsp.rm(staging, { recursive: true, force: true });
+      await held.release();
+    };
+    // Cancelled already: own runs the removal and throws.
+    const release = own(`the store's staging directory ${staging}`, remove);
+    return { staging, held, done: async () => {
+      await remove();
+      release();
+    } };
   }
 
   async removeImage(tag: string): Promise<void> {
@@ -318,7 +333,7 @@ export class DirectoryStorage implements StorageProvider {
     }
     await this.ready();
     if (!opts.overwrite && (await exists(dest))) throw new UserError(`kernel ${id} already exists: choose another --id or pass --overwrite`);
-    const { staging, held } = await this.startStaging(path.join(this.opts.kernelRoot, '.staging'));
+    const { staging, held, done } = await this.startStaging(path.join(this.opts.kernelRoot, '.staging'));
     const content = path.join(staging, '.content');
     try {
       await fsp.mkdir(content, { mode: 0o755 });
@@ -341,8 +356,7 @@ export class DirectoryStorage implements StorageProvider {
       await fsyncDir(content);
       await withLock(path.join(this.opts.kernelRoot, '.locks', id), () => this.commit(staging, held, content, dest, opts.overwrite ? undefined : `kernel ${id} already exists: choose another --id or pass --overwrite`), this.lockOpts());
     } finally {
-      await fsp.rm(staging, { recursive: true, force: true });
-      await held.release();
+      await done();
     }
     return this.getKernel(id);
   }

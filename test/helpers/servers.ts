@@ -1,6 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 
@@ -118,4 +119,62 @@ export function makeBareRepo(root: string, name: string, commits: { files: Recor
   execFileSync('git', ['clone', '-q', '--bare', work, dir]);
   fs.rmSync(work, { recursive: true, force: true });
   return { dir, shas };
+}
+
+export interface Throttled {
+  /** The TCP port it listens on (0 when it listens on a unix socket). */
+  port: number;
+  /** Bytes passed on so far: `up` from the clients to the target, `down` back. */
+  bytes: { up: number; down: number };
+  /** The first 64 KiB each connection's target sent back, as text (e.g. to read an id from a JSON answer). */
+  heads: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A slow path to a server: a TCP (or, with `listen`, a unix socket) proxy that passes the bytes of every
+ * connection on, in both directions, at about `bytesPerSecond` each, to `target` (a host and port, or a unix
+ * socket: the Docker engine's). Raw bytes, no HTTP parsing: what the client sends (its Host header too)
+ * reaches the target unchanged, so a registry's upload locations point back through the proxy.
+ */
+export async function throttledProxy(target: net.NetConnectOpts, o: { bytesPerSecond: number; listen?: string }): Promise<Throttled> {
+  const bytes = { up: 0, down: 0 };
+  const heads: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const slowPipe = (from: net.Socket, to: net.Socket, dir: 'up' | 'down', onChunk?: (c: Buffer) => void): void => {
+    from.on('data', (c: Buffer) => {
+      bytes[dir] += c.length;
+      onChunk?.(c);
+      to.write(c);
+      from.pause();
+      setTimeout(() => from.resume(), Math.ceil((c.length * 1000) / o.bytesPerSecond));
+    });
+    from.on('end', () => to.end());
+  };
+  const server = net.createServer((client) => {
+    const up = net.connect(target);
+    sockets.add(client).add(up);
+    const head = heads.push('') - 1;
+    slowPipe(client, up, 'up');
+    slowPipe(up, client, 'down', (c) => {
+      if (heads[head]!.length < 64 << 10) heads[head] += c.toString('latin1');
+    });
+    for (const [a, b] of [[client, up], [up, client]] as const) {
+      a.on('error', () => b.destroy());
+      // Ended, not destroyed: what is still buffered for the other side reaches it.
+      a.on('close', () => {
+        sockets.delete(a);
+        b.end();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => (o.listen ? server.listen(o.listen, resolve) : server.listen(0, '127.0.0.1', resolve)));
+  const port = o.listen ? 0 : (server.address() as AddressInfo).port;
+  return {
+    port, bytes, heads,
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
 }

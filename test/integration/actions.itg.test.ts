@@ -35,6 +35,11 @@ describe('the bundled actions, run as the runner runs them', () => {
     const build = await runAction('build-rootfs/index.js', { file: path.resolve('examples/hello/Dockerfile'), tags: 'examples/hello:ci\nexamples/hello:latest', labels: 'org.example.team=web', 'free-space': '32M' }, env);
     expect({ code: build.code, errors: annotations(build.stdout) }).toEqual({ code: 0, errors: [] });
     expect(build.outputs.tags).toBe('examples/hello:ci\nexamples/hello:latest');
+    // A normal end: the record of what the step owned (its build VMs, its work directory) ends empty, and
+    // the post step does nothing at all.
+    expect(JSON.parse(build.state.owned!)).toEqual([]);
+    const buildPost = await runPost('build-rootfs/post/index.js', build.state, env);
+    expect({ code: buildPost.code, stdout: buildPost.stdout }).toEqual({ code: 0, stdout: '' });
     const latest = await runCli(['image', 'inspect', 'examples/hello:latest'], { env: { FIREBUILD_HOME: env.FIREBUILD_HOME! } });
     expect(latest.code).toBe(0);
     expect(JSON.parse(latest.stdout)).toMatchObject({ tag: 'examples/hello:latest', metadata: { rootfs: { sha256: build.outputs.sha256 }, config: { labels: { 'org.example.team': 'web' } } } });

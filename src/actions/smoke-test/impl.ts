@@ -8,7 +8,7 @@ import { openStorage } from '../../profile/settings.js';
 import type { ProbeResult } from '../../runtime/probes.js';
 import type { VmState } from '../../runtime/state.js';
 import { UserError } from '../../util/errors.js';
-import { ActionsLogger, actionSettings, input, listInput, uploadArtifact } from '../common.js';
+import { ActionsLogger, actionSettings, input, listInput, removeLeftOwned, uploadArtifact } from '../common.js';
 import { formatDuration, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
 
@@ -209,8 +209,12 @@ export async function run(): Promise<void> {
   }, i.summary);
 }
 
-/** The post step: tear the VM down; never fail the job (a problem is a warning). */
+/**
+ * The post step: tear the VM down; never fail the job (a problem is a warning). First what a main step
+ * killed outright left (its recorded VMs and temp dirs, a VM mid-boot among them), then the VM it handed on.
+ */
 export async function post(): Promise<void> {
+  await removeLeftOwned('smoke-test');
   const id = core.getState(STATE_VMM_ID);
   if (!id) return;
   try {
