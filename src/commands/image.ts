@@ -1,4 +1,5 @@
 import type { PushResult, RegistryOptions } from '../oci/artifact.js';
+import type { PublishOptions } from './supply.js';
 import type { StorageProvider, ImageListEntry, StoredImage } from '../store/provider.js';
 import { formatTag, type Tag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
@@ -45,11 +46,26 @@ export async function imageRemove(store: StorageProvider, tag: Tag, log: Logger)
   log.info('image removed', { tag: t });
 }
 
-/** `image push` (and the publish action's oci target): a stored image to an OCI registry as a firebuild artifact. */
-export async function imagePush(store: StorageProvider, tag: Tag, ref: string, registry: RegistryOptions, log: Logger): Promise<PushResult> {
+/**
+ * `image push` (and the publish action's oci target): a stored image to an OCI registry as a firebuild
+ * artifact, with the org.opencontainers.image.* annotations (commands/supply.ts), the metadata as
+ * published (no build args unless asked) and, unless `sbom` is false, its SBOM attached as a referrer
+ * (`sbom` may be one already made).
+ */
+export async function imagePush(store: StorageProvider, tag: Tag, ref: string, registry: RegistryOptions, o: PublishOptions & { sbom: boolean | Buffer }, log: Logger): Promise<PushResult> {
   // OCI (and zstd) load only for a push: `image ls` stays light (bench/cli-start.mjs).
   const { pushImage } = await import('../oci/artifact.js');
-  return pushImage(store, formatTag(tag), ref, registry, log);
+  const { makeSbom, publishAnnotations } = await import('./supply.js');
+  const image = await store.getImage(formatTag(tag));
+  const annotations = publishAnnotations(image, o);
+  const sbom = o.sbom === true ? (await makeSbom(image, log)).bytes : o.sbom === false ? undefined : o.sbom;
+  return pushImage(store, image.tag, ref, { ...registry, annotations, includeBuildArgs: o.includeBuildArgs, ...(sbom ? { sbom } : {}) }, log);
+}
+
+/** `image sbom`: the SPDX 2.3 JSON SBOM of a stored image's rootfs (read in-process from the ext4 image). */
+export async function imageSbom(store: StorageProvider, tag: Tag, log: Logger): Promise<Buffer> {
+  const { makeSbom } = await import('./supply.js');
+  return (await makeSbom(await store.getImage(formatTag(tag)), log)).bytes;
 }
 
 /** `image pull`: a firebuild artifact into the store, under `tag` or the tag it was pushed from; every digest checked. */

@@ -158,9 +158,41 @@ export class RegistryClient {
   }
 
   async putManifest(repo: string, reference: string, manifest: Buffer, mediaType: string): Promise<string> {
+    return (await this.putManifestWithSubject(repo, reference, manifest, mediaType)).digest;
+  }
+
+  /** A manifest PUT that also answers the registry's `OCI-Subject` header (a registry with the referrers API sends it for a manifest with a subject). */
+  async putManifestWithSubject(repo: string, reference: string, manifest: Buffer, mediaType: string): Promise<{ digest: string; ociSubject?: string }> {
     const res = await this.request('PUT', `/v2/${repo}/manifests/${reference}`, `repository:${repo}:pull,push`, { headers: { 'Content-Type': mediaType }, body: manifest });
-    if (res.status !== 201) throw new UserError(`registry ${this.registry} did not accept the manifest for ${repo}:${reference} (${res.status}): ${await errorText(res)}`);
-    return res.headers.get('docker-content-digest') ?? `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
+    if (res.status !== 201) throw new UserError(`registry ${this.registry} did not accept the manifest for ${repo}${DIGEST_RE.test(reference) ? '@' : ':'}${reference} (${res.status}): ${await errorText(res)}`);
+    await res.body?.cancel().catch(() => undefined);
+    const digest = res.headers.get('docker-content-digest') ?? `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
+    const ociSubject = res.headers.get('oci-subject') ?? undefined;
+    return { digest, ...(ociSubject ? { ociSubject } : {}) };
+  }
+
+  /**
+   * The referrers API (`GET /v2/<repo>/referrers/<digest>`, OCI distribution 1.1): the image index it
+   * answers, or undefined when the registry has no such API (404 or 405, as registry:2 answers), so the
+   * caller reads the referrers tag instead. Bounded as a manifest.
+   */
+  async getReferrers(repo: string, digest: string): Promise<Buffer | undefined> {
+    const what = `the referrers of ${this.registry}/${repo}@${digest}`;
+    const w = new Watchdog(what, smallLimits(MANIFEST_MAX_BYTES));
+    try {
+      const res = await this.request('GET', `/v2/${repo}/referrers/${digest}`, `repository:${repo}:pull`, { headers: { Accept: 'application/vnd.oci.image.index.v1+json' }, signal: w.signal });
+      if (res.status === 404 || res.status === 405) {
+        await res.body?.cancel().catch(() => undefined);
+        return undefined;
+      }
+      if (!res.ok) throw new UserError(`registry ${this.registry} answered ${res.status} for ${what}: ${await errorText(res)}`);
+      const got = await readBounded(res, w, { maxBytes: MANIFEST_MAX_BYTES, tooLarge: (limit) => `${what} is larger than ${limit}: refusing it` });
+      return got.body!;
+    } catch (err) {
+      throw w.fail(err);
+    } finally {
+      w.done();
+    }
   }
 
   /** A manifest or index: at most 4 MiB (the distribution spec's limit), under the download deadline and stall timeout. */

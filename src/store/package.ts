@@ -7,11 +7,14 @@ import { exec } from '../util/exec.js';
 import { sha256File } from '../util/fs.js';
 import { ImageMetadataSchema, KernelMetadataSchema, describeZodError, type ImageMetadata } from './metadata.js';
 import type { StorageProvider, StoredImage, StoredKernel } from './provider.js';
+import { SBOM_FILE } from './sbom.js';
 import { parseTag } from './tag.js';
 
 /**
  * A stored image as release files: `rootfs.ext4.zst` (zstd), `metadata.json` and `SHA256SUMS` (the
- * `sha256sum -c` format, over the two files and the uncompressed rootfs.ext4), in `outDir`.
+ * `sha256sum -c` format, over the files and the uncompressed rootfs.ext4), in `outDir`; with `sbom`, also
+ * `sbom.spdx.json`. `published`: the metadata as published (`publishedMetadata`); without it (caches of
+ * this host's own images) the metadata is kept whole.
  */
 export interface PackagedImage {
   dir: string;
@@ -19,22 +22,46 @@ export interface PackagedImage {
   sums: Record<string, string>;
 }
 
-export async function packageImage(storage: StorageProvider, tag: string, outDir: string): Promise<PackagedImage> {
+export interface PackageOptions {
+  published?: { includeBuildArgs: boolean };
+  sbom?: Buffer;
+}
+
+/**
+ * The metadata that leaves the host (a registry, a release, an Actions artifact): build args are values
+ * a build was given (tokens, internal URLs), so they are left out unless asked, and with them the digests
+ * computed over them (`planDigest`, `cacheKey`: a digest of a low-entropy value can be guessed back).
+ */
+export function publishedMetadata(m: ImageMetadata, o: { includeBuildArgs: boolean }): ImageMetadata {
+  if (o.includeBuildArgs || !m.build) return m;
+  const { buildArgs: _a, planDigest: _p, cacheKey: _k, ...build } = m.build;
+  return { ...m, build };
+}
+
+export async function packageImage(storage: StorageProvider, tag: string, outDir: string, o: PackageOptions = {}): Promise<PackagedImage> {
   const image = await storage.getImage(tag);
   await fsp.mkdir(outDir, { recursive: true });
   const zst = path.join(outDir, 'rootfs.ext4.zst');
   await exec('zstd', ['-q', '-T0', '-3', '-f', '-o', zst, image.rootfsPath]);
   const meta = path.join(outDir, 'metadata.json');
-  const metaBytes = Buffer.from(JSON.stringify(image.metadata, null, 2) + '\n');
+  const metadata = o.published ? publishedMetadata(image.metadata, o.published) : image.metadata;
+  const metaBytes = Buffer.from(JSON.stringify(metadata, null, 2) + '\n');
   await fsp.writeFile(meta, metaBytes);
   const sums: Record<string, string> = {
     'rootfs.ext4.zst': await sha256File(zst),
     'metadata.json': createHash('sha256').update(metaBytes).digest('hex'),
     'rootfs.ext4': image.metadata.rootfs.sha256,
   };
+  const files = [zst, meta];
+  if (o.sbom) {
+    const sbom = path.join(outDir, SBOM_FILE);
+    await fsp.writeFile(sbom, o.sbom);
+    sums[SBOM_FILE] = createHash('sha256').update(o.sbom).digest('hex');
+    files.push(sbom);
+  }
   const sumsFile = path.join(outDir, 'SHA256SUMS');
   await fsp.writeFile(sumsFile, Object.entries(sums).map(([n, d]) => `${d}  ${n}\n`).join(''));
-  return { dir: outDir, files: [zst, meta, sumsFile], sums };
+  return { dir: outDir, files: [...files, sumsFile], sums };
 }
 
 /**

@@ -4,12 +4,12 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import * as zlib from 'node:zlib';
 import { runCli, tempDir } from '../helpers/cli.js';
 import { alive, freePort, importTestKernel, killAll, testKernel, vmmProcessesUnder } from '../helpers/vm.js';
 import { startResultsService } from '../helpers/results-service.js';
 import { annotations, runAction, runnerFiles, runPost, startAction } from '../helpers/runner.js';
 import { factsOf, renderSummary, summaryTables } from '../helpers/summary-render.js';
+import { zipEntry } from '../helpers/zip.js';
 
 /**
  * The bundled actions (dist/) run as the runner runs them — INPUT_* variables, real GITHUB_OUTPUT,
@@ -43,7 +43,10 @@ describe('the bundled actions, run as the runner runs them', () => {
     const latest = await runCli(['image', 'inspect', 'examples/hello:latest'], { env: { FIREBUILD_HOME: env.FIREBUILD_HOME! } });
     expect(latest.code).toBe(0);
     expect(JSON.parse(latest.stdout)).toMatchObject({ tag: 'examples/hello:latest', metadata: { rootfs: { sha256: build.outputs.sha256 }, config: { labels: { 'org.example.team': 'web' } } } });
-    expect(build.outputs).toMatchObject({ tag: 'examples/hello:ci', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), rootfs: expect.stringContaining('rootfs.ext4'), metadata: expect.stringContaining('metadata.json') });
+    expect(build.outputs).toMatchObject({ tag: 'examples/hello:ci', sha256: expect.stringMatching(/^[0-9a-f]{64}$/), rootfs: expect.stringContaining('rootfs.ext4'), 'metadata-file': expect.stringMatching(/metadata\.json$/) });
+    // metadata is JSON, as docker/build-push-action's: the content of metadata-file.
+    expect(JSON.parse(build.outputs.metadata!)).toEqual(JSON.parse(fs.readFileSync(build.outputs['metadata-file']!, 'utf8')));
+    expect(JSON.parse(build.outputs.metadata!)).toMatchObject({ tag: 'examples/hello:ci', rootfs: { sha256: build.outputs.sha256 } });
     expect(Number(build.outputs.size)).toBeGreaterThan(0);
     // The job summaries as GitHub renders them (CommonMark + GFM): tables, not raw pipes.
     expect(renderSummary(build.summary)).toMatch(/^<h3>firebuild rootfs: examples\/hello:ci<\/h3>/);
@@ -138,26 +141,27 @@ describe('the bundled actions, run as the runner runs them', () => {
       expect({ code: r.code, errors: annotations(r.stdout) }).toEqual({ code: 0, errors: [] });
       expect(r.outputs['release-url']).toMatch(/\/acme\/app\/releases\/tag\/v1$/);
       const uploaded = [...assets.values()];
-      expect(uploaded.map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']);
-      const sums = Object.fromEntries(uploaded[2]!.body.toString().trim().split('\n').map((l) => l.split('  ').reverse()));
-      for (const a of uploaded.slice(0, 2)) expect(sums[a.name]).toBe(createHash('sha256').update(a.body).digest('hex'));
+      expect(uploaded.map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'sbom.spdx.json', 'SHA256SUMS']);
+      const sums = Object.fromEntries(uploaded[3]!.body.toString().trim().split('\n').map((l) => l.split('  ').reverse()));
+      for (const a of uploaded.slice(0, 3)) expect(sums[a.name]).toBe(createHash('sha256').update(a.body).digest('hex'));
+      expect(JSON.parse(uploaded[2]!.body.toString())).toMatchObject({ spdxVersion: 'SPDX-2.3', name: 'examples/hello:ci' });
       const stored = JSON.parse((await runCli(['image', 'inspect', 'examples/hello:ci'], { env })).stdout) as { metadata: { rootfs: { sha256: string } } };
       expect(sums['rootfs.ext4']).toBe(stored.metadata.rootfs.sha256);
       expect(reqs.every((q) => q.auth === 'token ghs_testtoken')).toBe(true);
-      expect(reqs.filter((q) => q.url.startsWith('/uploads/')).map((q) => q.type)).toEqual(['application/octet-stream', 'application/octet-stream', 'application/octet-stream']);
+      expect(reqs.filter((q) => q.url.startsWith('/uploads/')).map((q) => q.type)).toEqual(Array(4).fill('application/octet-stream'));
       const [facts] = summaryTables(r.summary);
-      expect(facts!.rows.filter(([k]) => k === 'release' || k === 'asset')).toEqual([['release', 'v1'], ['asset', 'rootfs.ext4.zst'], ['asset', 'metadata.json'], ['asset', 'SHA256SUMS']]);
+      expect(facts!.rows.filter(([k]) => k === 'release' || k === 'asset')).toEqual([['release', 'v1'], ['asset', 'rootfs.ext4.zst'], ['asset', 'metadata.json'], ['asset', 'sbom.spdx.json'], ['asset', 'SHA256SUMS']]);
       expect(facts!.html).toMatch(/<a href="http:\/\/127\.0\.0\.1:\d+\/acme\/app\/releases\/tag\/v1">v1<\/a>/);
 
       const again = await runAction('publish/index.js', inputs, api);
       expect(again.code).toBe(1);
-      expect(annotations(again.stdout)).toEqual(['::error::release v1 already has rootfs.ext4.zst, metadata.json, SHA256SUMS: set overwrite: true to replace them']);
+      expect(annotations(again.stdout)).toEqual(['::error::release v1 already has rootfs.ext4.zst, metadata.json, sbom.spdx.json, SHA256SUMS: set overwrite: true to replace them']);
       // summary: false (the opt-out) writes no job summary.
       const replaced = await runAction('publish/index.js', { ...inputs, overwrite: 'true', summary: 'false' }, api);
       expect(replaced.code).toBe(0);
       expect(replaced.summary).toBe('');
-      expect(reqs.filter((q) => q.method === 'DELETE')).toHaveLength(3);
-      expect([...assets.values()].map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']);
+      expect(reqs.filter((q) => q.method === 'DELETE')).toHaveLength(4);
+      expect([...assets.values()].map((a) => a.name)).toEqual(['rootfs.ext4.zst', 'metadata.json', 'sbom.spdx.json', 'SHA256SUMS']);
     } finally {
       srv.close();
     }
@@ -172,8 +176,8 @@ describe('the bundled actions, run as the runner runs them', () => {
       const a = svc.artifacts.get('firebuild-examples-hello-ci');
       expect(a?.finalized?.hash).toBe(`sha256:${createHash('sha256').update(a!.body).digest('hex')}`);
       expect(Number(a?.finalized?.size)).toBe(a!.body.length);
-      expect(a!.body.subarray(0, 2).toString()).toBe('PK'); // a zip holding the three files
-      for (const f of ['rootfs.ext4.zst', 'metadata.json', 'SHA256SUMS']) expect([f, a!.body.includes(Buffer.from(f))]).toEqual([f, true]);
+      expect(a!.body.subarray(0, 2).toString()).toBe('PK'); // a zip holding the four files
+      for (const f of ['rootfs.ext4.zst', 'metadata.json', 'sbom.spdx.json', 'SHA256SUMS']) expect([f, a!.body.includes(Buffer.from(f))]).toEqual([f, true]);
       expect(r.outputs['artifact-id']).toBe('7');
       const again = await runAction('publish/index.js', { tag: 'examples/hello:ci', targets: 'artifact' }, e);
       expect(again.code).toBe(1);
@@ -264,19 +268,3 @@ describe('the bundled actions, run as the runner runs them', () => {
     }
   });
 });
-
-/** One stored or deflated entry of a zip (what @actions/artifact uploads), found through the central directory. */
-function zipEntry(zip: Buffer, name: string): string {
-  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
-  let at = zip.readUInt32LE(eocd + 16);
-  for (let n = zip.readUInt16LE(eocd + 10); n > 0; n--) {
-    const [method, size, nameLen, extraLen, commentLen, local] = [zip.readUInt16LE(at + 10), zip.readUInt32LE(at + 20), zip.readUInt16LE(at + 28), zip.readUInt16LE(at + 30), zip.readUInt16LE(at + 32), zip.readUInt32LE(at + 42)];
-    if (zip.subarray(at + 46, at + 46 + nameLen).toString() === name) {
-      const data = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
-      const raw = zip.subarray(data, data + size);
-      return (method === 8 ? zlib.inflateRawSync(raw) : raw).toString('utf8');
-    }
-    at += 46 + nameLen + extraLen + commentLen;
-  }
-  throw new Error(`no ${name} in the zip`);
-}

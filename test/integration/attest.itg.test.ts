@@ -3,7 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { X509Certificate, createHash, verify as cryptoVerify } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { REPO, tempDir } from '../helpers/cli.js';
+import { INDEX_MEDIA_TYPE, listReferrers, MANIFEST_MEDIA_TYPE, referrersTag } from '../../src/oci/referrers.js';
+import { RegistryClient } from '../../src/oci/registry.js';
+import { tempDir } from '../helpers/cli.js';
+import { mkfsFromDir, storeRawImage } from '../helpers/ext4-craft.js';
 import { annotations, runAction } from '../helpers/runner.js';
 import { startSigstoreStandin, type SigstoreStandin } from '../helpers/sigstore-standin.js';
 
@@ -24,8 +27,12 @@ beforeAll(async () => {
   work = await tempDir('firebuild-attest-');
   sig = await startSigstoreStandin(path.join(work, 'sigstore'));
   env = { FIREBUILD_HOME: path.join(work, 'home') };
-  // A small image in the store, written through the real store code.
-  execFileSync(process.execPath, [path.join(REPO, 'test/helpers/store-writer.mjs'), path.join(work, 'home', 'rootfs'), TAG, 'write', 'p']);
+  // A small ext4 image with a dpkg database in the store, written through the real store code.
+  const tree = path.join(work, 'tree');
+  fs.mkdirSync(path.join(tree, 'var/lib/dpkg'), { recursive: true });
+  fs.writeFileSync(path.join(tree, 'var/lib/dpkg/status'), 'Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n');
+  mkfsFromDir(tree, path.join(work, 'attest.ext4'), { sizeMiB: 4 });
+  await storeRawImage(path.join(work, 'home'), TAG, path.join(work, 'attest.ext4'));
 });
 
 afterAll(() => {
@@ -77,6 +84,24 @@ describe('publish: build provenance via @actions/attest', () => {
     const signature = Buffer.from(bundle.dsseEnvelope.signatures[0]!.sig, 'base64');
     expect(cryptoVerify('sha256', pae(bundle.dsseEnvelope.payloadType, payload), cert.publicKey, signature)).toBe(true);
     expect(cryptoVerify('sha256', pae(bundle.dsseEnvelope.payloadType, Buffer.from(payload.toString().replace('rootfs.ext4', 'rootfs.ext5'))), cert.publicKey, signature)).toBe(false);
+
+    // The bundle is in the registry too, a referrer of the pushed manifest (registry:2 has no referrers
+    // API: found through the referrers tag sha256-<hex>), beside the SBOM.
+    const reg = new RegistryClient('127.0.0.1:5000');
+    const repo = ref.replace(/^127\.0\.0\.1:5000\//, '').replace(/:1$/, '');
+    const refs = await listReferrers(reg, repo, r.outputs.digest!);
+    expect(refs.via).toBe('tag');
+    expect(refs.manifests.map((m) => m.artifactType).sort()).toEqual(['application/spdx+json', 'application/vnd.dev.sigstore.bundle.v0.3+json']);
+    const att = refs.manifests.find((m) => m.artifactType === 'application/vnd.dev.sigstore.bundle.v0.3+json')!;
+    expect(att.digest).toBe(r.outputs['attestation-referrer']);
+    expect(att.annotations).toMatchObject({ 'dev.sigstore.bundle.content': 'dsse-envelope', 'dev.sigstore.bundle.predicateType': 'https://slsa.dev/provenance/v1' });
+    const m = JSON.parse((await reg.getManifest(repo, att.digest, [MANIFEST_MEDIA_TYPE])).body.toString()) as { artifactType: string; subject: { digest: string }; layers: { mediaType: string; digest: string; size: number }[] };
+    expect(m).toMatchObject({ artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json', subject: { digest: r.outputs.digest }, layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json' }] });
+    await reg.getBlob(repo, m.layers[0]!.digest, m.layers[0]!.size, path.join(work, 'bundle.json'));
+    expect(JSON.parse(fs.readFileSync(path.join(work, 'bundle.json'), 'utf8'))).toEqual(stored.bundle);
+    expect((await reg.getManifest(repo, referrersTag(r.outputs.digest!), [INDEX_MEDIA_TYPE])).mediaType).toBe(INDEX_MEDIA_TYPE);
+    // The SBOM is a subject of the statement too.
+    expect(statement.subject.map((x) => x.name)).toContain('sbom.spdx.json');
 
     // The timestamp authority's reply covers the signature (openssl ts -verify).
     const tsr = path.join(work, 'ts.tsr');

@@ -201,7 +201,9 @@ async function report(type: 'rootfs' | 'baseos', i: BuildInputs, { image, tags }
   core.setOutput('rootfs', image.rootfsPath);
   core.setOutput('sha256', m.rootfs.sha256);
   core.setOutput('size', String(m.rootfs.apparentSize));
-  core.setOutput('metadata', image.metadataPath);
+  // As docker/build-push-action's metadata: JSON (the content of metadata.json); its path as metadata-file.
+  core.setOutput('metadata', JSON.stringify(m));
+  core.setOutput('metadata-file', image.metadataPath);
   await writeSummary({
     title: `firebuild ${type}: ${image.tag}`,
     facts: [

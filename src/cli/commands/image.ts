@@ -42,12 +42,26 @@ export function register(program: Command, ctx: CliContext): void {
     }
     return { ...(o.username ? { credentials: { username: o.username, password } } : {}), ...(o.insecure ? { insecure: true } : {}) };
   };
-  withProfileOptions(registryOpts(image.command('push').description('push a stored image to an OCI registry as a firebuild artifact (rootfs.ext4 zstd + metadata.json)')
-    .argument('<tag>', 'org/name:version').argument('<ref>', 'registry/repository:tag')), ctx.env, { storage: true })
-    .action(async (tag: string, ref: string, o: RegistryCli) => {
+  type PushCli = RegistryCli & { source?: string; revision?: string; includeBuildArgs?: boolean; sbom: boolean };
+  withProfileOptions(registryOpts(image.command('push').description('push a stored image to an OCI registry as a firebuild artifact (rootfs.ext4 zstd + metadata.json), with its SBOM attached as an OCI referrer')
+    .argument('<tag>', 'org/name:version').argument('<ref>', 'registry/repository:tag')
+    .option('--source <url>', "org.opencontainers.image.source: the repository's web address (default: the https form of the image's git source, when it was built from one; else none)")
+    .option('--revision <commit>', 'org.opencontainers.image.revision (default: the commit of the git source --source defaults to)')
+    .option('--include-build-args', "keep the build args (and the digests over them) in the pushed metadata.json (default: left out, they may be secrets)")
+    .option('--no-sbom', 'do not make and attach the SPDX SBOM')), ctx.env, { storage: true })
+    .action(async (tag: string, ref: string, o: PushCli) => {
       const { storage } = await ctx.load(o);
       const { imagePush } = await import('../../commands/image.js');
-      out(json(await imagePush(storage, parseTag(tag), ref, await registryCreds(o), ctx.logger.child('oci'))));
+      const publish = { ...(o.source !== undefined ? { source: o.source } : {}), ...(o.revision !== undefined ? { revision: o.revision } : {}), includeBuildArgs: o.includeBuildArgs ?? false, sbom: o.sbom };
+      const r = await imagePush(storage, parseTag(tag), ref, await registryCreds(o), publish, ctx.logger.child('oci'));
+      out(json({ ref: r.ref, digest: r.digest, rootfsSha256: r.rootfsSha256, compressedSize: r.compressedSize, ...(r.sbom ? { sbom: r.sbom.digest } : {}) }));
+    });
+  withProfileOptions(image.command('sbom').description("print the SPDX 2.3 JSON SBOM of a stored image: the packages of its dpkg and apk databases, read from the ext4 image without mounting it")
+    .argument('<tag>', 'org/name:version'), ctx.env, { storage: true })
+    .action(async (tag: string, o: SettingsCliOpts) => {
+      const { storage } = await ctx.load(o);
+      const { imageSbom } = await import('../../commands/image.js');
+      out((await imageSbom(storage, parseTag(tag), ctx.logger.child('sbom'))).toString('utf8'));
     });
   withProfileOptions(registryOpts(image.command('pull').description('pull a firebuild artifact from an OCI registry into the store, verifying every digest')
     .argument('<ref>', 'registry/repository:tag or @sha256:digest')
