@@ -81,11 +81,18 @@ export async function storeCompressedImage(storage: StorageProvider, tag: string
       source,
       parents: meta.parents,
       config: meta.config,
-      ...(meta.build ? { build: meta.build } : {}),
+      // The build's cache key is a claim only this store's own builds may make: an image from outside
+      // that carried one could stand in for a local build of the same tag ("unchanged rebuild").
+      ...(meta.build ? { build: withoutCacheKey(meta.build) } : {}),
       created: meta.created,
       ...(meta.rootfs.contentSize !== undefined ? { contentSize: meta.rootfs.contentSize } : {}),
     };
   }, { overwrite });
+}
+
+function withoutCacheKey(build: NonNullable<ImageMetadata['build']>): NonNullable<ImageMetadata['build']> {
+  const { cacheKey: _dropped, ...rest } = build;
+  return rest;
 }
 
 /** The `sha256sum -c` lines of a SHA256SUMS file, as name → digest. */

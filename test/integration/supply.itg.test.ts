@@ -134,6 +134,26 @@ describe('what image push publishes', () => {
     expect(await listReferrers(reg, repo, pushed.digest)).toEqual({ via: 'tag', manifests: [] });
   });
 
+  test('a pulled image never stands in for a local build: its build cache key is not stored, so a build of the same inputs into its tag does not take it as up to date', async () => {
+    const repo = `fbtest/supply-key-${process.pid}`;
+    const dockerfile = `FROM debian:bookworm-slim\nENV BUILT_BY=supply-${process.pid}\n`;
+    const local = `fbtest/supply-key:${process.pid}`;
+    const b = await runCli(['rootfs', '--engine', 'vm', '--dockerfile', dockerfile, '--tag', local, '--free-space', '16M'], { env });
+    expect({ code: b.code, errors: errorLines(b.stderr) }).toEqual({ code: 0, errors: [] });
+    const keyOf = async (tag: string): Promise<string | undefined> => (JSON.parse((await runCli(['image', 'inspect', tag], { env })).stdout) as { metadata: { build?: { cacheKey?: string } } }).metadata.build?.cacheKey;
+    expect(await keyOf(local)).toMatch(/^[0-9a-f]{64}$/);
+    // Published with its build record (as an attacker would, claiming the key of someone's build), then pulled.
+    const p = await runCli(['image', 'push', local, `${REGISTRY}/${repo}:1`, '--include-build-args', '--no-sbom'], { env });
+    expect({ code: p.code, errors: errorLines(p.stderr) }).toEqual({ code: 0, errors: [] });
+    const pulledTag = `fbtest/supply-pulled:${process.pid}`;
+    const pull = await runCli(['image', 'pull', `${REGISTRY}/${repo}:1`, '--tag', pulledTag], { env });
+    expect({ code: pull.code, errors: errorLines(pull.stderr) }).toEqual({ code: 0, errors: [] });
+    expect(await keyOf(pulledTag)).toBeUndefined();
+    // The same Dockerfile built into the pulled tag is not "up to date": the pulled image is not taken for it.
+    const again = await runCli(['rootfs', '--engine', 'vm', '--dockerfile', dockerfile, '--tag', pulledTag, '--free-space', '16M'], { env });
+    expect({ code: again.code, errors: errorLines(again.stderr) }).toEqual({ code: 2, errors: [`error: image ${pulledTag} already exists (built from other inputs): choose another tag or pass --overwrite`] });
+  }, 5 * 60_000);
+
   test('bad input: a source that is a path, and a malformed SOURCE_DATE_EPOCH, are one line each and push nothing', async () => {
     const repo = `fbtest/supply-bad-${process.pid}`;
     const a = await runCli(['image', 'push', TAG, `${REGISTRY}/${repo}:1`, '--source', './Dockerfile'], { env });
