@@ -7,6 +7,7 @@ import { Ext4Image, type ImageEntry } from '../rootfs/ext4-read.js';
 import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
 import { placeArchive } from './add-archive.js';
+import { isArchive } from '../dockerfile/archive.js';
 
 /**
  * The file-system steps of the VM build engine, applied to the stage's ext4 image offline through
@@ -278,11 +279,16 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       if (r.kind === 'url') {
         // The very file the plan hashed (fetched once per build), never a second download.
         const file = await plannedDownload(r.url!, r.sha256, stagingFile, c.downloads, 'ADD').catch(at(where));
-        single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
+        if (r.extract && (await isArchive(file))) {
+          // ADD --unpack=true of a URL: an archive is unpacked as a local one is.
+          placements.push(...(await placeArchive(file, dest, path.join(c.scratch, `add${n}-`), `the archive ${r.url}`, mode).catch(at(where))));
+        } else single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
       } else if (r.kind === 'heredoc') {
-        const h = (c.step.heredocs ?? []).find((x) => x.name === r.source);
+        // The plan gives the document's final content (tabs stripped, expanded) under its name.
+        const name = r.path ?? r.source;
+        const h = (c.step.heredocs ?? []).find((x) => x.name === name);
         await fsp.writeFile(stagingFile, h?.content ?? '');
-        single(stagingFile, r.source, 0o644);
+        single(stagingFile, name, 0o644);
       } else if (r.kind === 'stage' || r.kind === 'image') {
         if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
         from ??= await Ext4Image.open(c.fromImage, `the ${r.kind === 'stage' ? 'stage' : 'image'} ${r.kind === 'image' ? r.source : ''}`.trim());
