@@ -66,8 +66,8 @@ export interface Ast {
   escape: string;
   directives: Directive[];
   nodes: AstNode[];
-  /** Lines with empty continuation lines (BuildKit warns about these). */
-  emptyContinuationLines: number[];
+  /** Instructions continued over empty lines (BuildKit warns about these): first line, logical line. */
+  emptyContinuations: { line: number; logical: string }[];
 }
 
 /** bufio.Scanner's limit, which BuildKit's parser keeps. */
@@ -124,7 +124,7 @@ export function parseAst(text: string, file = 'Dockerfile'): Ast {
   let cont = continuationRe(escape);
   const directives: Directive[] = [];
   let directivesDone = false;
-  const emptyContinuationLines: number[] = [];
+  const emptyContinuations: Ast['emptyContinuations'] = [];
 
   /** Parser directives: `# name=value` comment lines before anything else, each name at most once. */
   const directive = (token: string, line: number): void => {
@@ -181,7 +181,7 @@ export function parseAst(text: string, file = 'Dockerfile'): Ast {
       [part, end] = trimContinuation(p);
       logical += part;
     }
-    if (emptyContinuation) emptyContinuationLines.push(startLine);
+    if (emptyContinuation) emptyContinuations.push({ line: startLine, logical });
 
     let node: AstNode;
     try {
@@ -219,7 +219,7 @@ export function parseAst(text: string, file = 'Dockerfile'): Ast {
   }
   if (nodes.length === 0) throw fail('the Dockerfile has no instructions: start it with FROM image', Math.max(currentLine, 1));
   if (sc.tooLong) throw fail(`a line is longer than ${MAX_LINE_BYTES} bytes, the most a Dockerfile line may have: shorten it (continuation lines can split it)`, currentLine + 1);
-  return { escape, directives, nodes, emptyContinuationLines };
+  return { escape, directives, nodes, emptyContinuations };
 }
 
 function canContainHeredoc(node: AstNode): boolean {

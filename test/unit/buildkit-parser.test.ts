@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chompHeredocContent, heredocsFromLine, parseAst, parseHeredoc, type AstNode } from '../../src/dockerfile/parse.js';
+import { parseWords } from '../../src/dockerfile/words.js';
 
 /**
  * BuildKit's own parser test data (test/fixtures/buildkit/parser, see NOTICE there), run as BuildKit's
@@ -60,6 +61,34 @@ describe('testfiles-negative: each Dockerfile is refused', () => {
   test.each(cases)('%s', (name) => {
     const text = fs.readFileSync(path.join(DIR, 'testfiles-negative', name, 'Dockerfile'), 'utf8');
     expect(() => parseAst(text)).toThrow();
+  });
+});
+
+test('testfile-line: each instruction keeps its first and last line (TestParseIncludesLineNumbers)', () => {
+  const nodes = parseAst(fs.readFileSync(path.join(DIR, 'testfile-line', 'Dockerfile'), 'utf8')).nodes;
+  expect(nodes.map((n) => [n.startLine, n.endLine])).toEqual([[5, 5], [11, 12], [17, 31]]);
+});
+
+describe('parser_test.go', () => {
+  const data = JSON.parse(fs.readFileSync(path.join(DIR, 'parser-cases.json'), 'utf8')) as {
+    TestParseWords: { input: string; expect: string[] }[];
+    TestParseWarnsOnEmptyContinutationLine: { dockerfile: string; warnings: number; lines: string[] };
+    TestParseReturnsScannerErrors: { dockerfile: string; label: { repeat: string; count: number }; error: string };
+  };
+  test.each(data.TestParseWords.map((c) => [c.input, c.expect] as const))('TestParseWords: %s', (input, want) => {
+    expect(parseWords(input, '\\')).toEqual(want);
+  });
+
+  test('TestParseWarnsOnEmptyContinutationLine', () => {
+    const c = data.TestParseWarnsOnEmptyContinutationLine;
+    const found = parseAst(c.dockerfile).emptyContinuations;
+    expect(found).toHaveLength(c.warnings);
+    c.lines.forEach((l, i) => expect(found[i]?.logical).toContain(l));
+  });
+
+  test('TestParseReturnsScannerErrors: a line longer than 65535 bytes', () => {
+    const c = data.TestParseReturnsScannerErrors;
+    expect(() => parseAst(c.dockerfile.replace('%s', c.label.repeat.repeat(c.label.count)))).toThrow(/longer than 65535 bytes/);
   });
 });
 
