@@ -635,7 +635,7 @@ function parseArgInstruction(ins: ParsedInstruction): { name: string; value: str
 
 /** The one argument of USER, WORKDIR, STOPSIGNAL, MAINTAINER (the whole argument text). */
 function oneArg(ins: ParsedInstruction): string {
-  if (ins.args.length !== 1) throw new UserError(`${ins.keyword} requires exactly one argument`, where(ins));
+  if (ins.args.length !== 1) throw new UserError(`${ins.keyword} requires exactly one argument: write ${ins.keyword} <value>`, where(ins));
   return ins.args[0] as string;
 }
 

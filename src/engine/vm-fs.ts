@@ -265,7 +265,9 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
   const mode = c.step.chmod ? parseInt(c.step.chmod, 8) : undefined;
   if (c.step.chmod && (!/^[0-7]{3,4}$/.test(c.step.chmod))) throw new UserError(`${what} --chmod=${c.step.chmod}: give octal permissions such as 0644`, where);
   const kinds0 = await statPaths(image, [c.dest]);
-  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || (c.step.sources ?? []).some((s) => /[*?[]/.test(s)) || kinds0.get(c.dest.replace(/\/+$/, '') || '/') === 'dir';
+  // A wildcard makes the destination a directory; a URL's ? and * are part of the URL.
+  const wildcard = (c.step.sources ?? []).some((s) => !/^https?:\/\//i.test(s) && /[*?[]/.test(s));
+  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || wildcard || kinds0.get(c.dest.replace(/\/+$/, '') || '/') === 'dir';
   const dest = c.dest === '/' ? '/' : c.dest.replace(/\/+$/, '');
   const placements: Placement[] = [];
   let n = 0;

@@ -12,7 +12,8 @@ import { mkfsFromDir } from '../helpers/ext4-craft.js';
 import { serveDir, type Served } from '../helpers/servers.js';
 
 // The vm engine applies what the front end planned: COPY heredocs under their names with their final
-// (tab-stripped, expanded) content, and ADD --unpack=true of a URL unpacked as a local archive is.
+// (tab-stripped, expanded) content, ADD --unpack=true of a URL unpacked as a local archive is, and a
+// URL with a ?query to a file destination.
 
 let work: string;
 let served: Served;
@@ -35,7 +36,7 @@ test('COPY heredocs and ADD --unpack=true of a URL land in the image as planned'
   const ctx = path.join(work, 'ctx');
   const downloads = new Downloads(undefined, true);
   try {
-    const text = `FROM scratch\nENV A=1\nCOPY <<-EOF <<'RAW' /d/\n\tvalue=$A\n\tEOF\nkeep $A\nRAW\nADD --unpack=true ${served.url}/a.tar.gz /u/\n`;
+    const text = `FROM scratch\nENV A=1\nCOPY <<-EOF <<'RAW' /d/\n\tvalue=$A\n\tEOF\nkeep $A\nRAW\nADD --unpack=true ${served.url}/a.tar.gz /u/\nADD ${served.url}/src/inside.txt?v=1 /q/file\n`;
     const plan = await buildPlan(text, { context: await LocalContext.open(ctx, path.join(ctx, 'Dockerfile')), source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' }, downloads, allowHostUrls: true });
     const empty = path.join(work, 'empty');
     fs.mkdirSync(empty);
@@ -54,6 +55,8 @@ test('COPY heredocs and ADD --unpack=true of a URL land in the image as planned'
       expect(await read('/d/RAW')).toBe('keep $A\n');
       expect(await read('/u/inside.txt')).toBe('from the archive\n');
       expect(await image.stat('/u/a.tar.gz')).toBeUndefined();
+      // A URL with a ?query to a file destination is that file, not a directory.
+      expect(await read('/q/file')).toBe('from the archive\n');
     } finally {
       await image.close();
     }
