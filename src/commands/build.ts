@@ -65,7 +65,8 @@ export function buildkitOnly(step: Step): string | undefined {
   if (step.chmod !== undefined) return `${step.keyword} --chmod`;
   if (step.link !== undefined) return `${step.keyword} --link`;
   if (step.checksum !== undefined) return 'ADD --checksum';
-  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude)\b/i.exec(step.original);
+  if (step.healthcheck?.startIntervalNs !== undefined) return 'HEALTHCHECK --start-interval';
+  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude|unpack)\b/i.exec(step.original);
   if (m) return `${step.keyword} --${m[1]}`;
   return undefined;
 }

@@ -1,8 +1,12 @@
+import { isGoSpace } from './words.js';
+
 /**
- * Variable expansion with Docker's rules (BuildKit's frontend/dockerfile/shell/lex.go):
+ * Variable expansion with Docker's rules (the behaviour of BuildKit's frontend/dockerfile/shell lexer,
+ * checked against its own test vectors in test/unit/buildkit-shell.test.ts):
  * `$v`, `${v}`, `${v:-w}`, `${v-w}`, `${v:+w}`, `${v+w}`, `${v:?w}`, `${v?w}`, `${v#p}`, `${v##p}`,
  * `${v%p}`, `${v%%p}`, `${v/p/r}`, `${v//p/r}`; single quotes are literal, double quotes expand, the
- * escape token (`\` or `` ` ``) escapes the next character; unset variables expand to empty.
+ * escape token (`\` or `` ` ``) escapes the next character; unset variables expand to empty. Patterns
+ * know `*` and `?` (no bracket expressions, as BuildKit's).
  *
  * `processWord` returns one string with quotes removed; `processWords` also splits on unquoted
  * whitespace, including whitespace that comes from an unquoted `$var`'s value (as Docker does).
@@ -14,6 +18,7 @@ export class ExpansionError extends Error {
 }
 
 const EOF = '';
+const isSpace = isGoSpace;
 
 class Words {
   words: string[] = [];
@@ -21,13 +26,13 @@ class Words {
   inWord = false;
 
   addChar(ch: string): void {
-    if (/\s/.test(ch) && this.inWord) {
+    if (isSpace(ch) && this.inWord) {
       if (this.word.length !== 0) {
         this.words.push(this.word);
         this.word = '';
         this.inWord = false;
       }
-    } else if (!/\s/.test(ch)) {
+    } else if (!isSpace(ch)) {
       this.addRawChar(ch);
     }
   }
@@ -52,17 +57,31 @@ class Words {
   }
 }
 
+export interface LexOptions {
+  /** The escape token: `\` (default) or `` ` `` (the escape directive). */
+  escape?: string;
+  /** Keep the quote characters in the result (the heredoc parser uses this). */
+  rawQuotes?: boolean;
+  /** Keep escape tokens in the result. */
+  rawEscapes?: boolean;
+  /** Leave references to unset variables as written (`$X`, `${X}`). */
+  skipUnsetEnv?: boolean;
+  /** Quotes are ordinary characters (expansion of heredoc bodies). */
+  skipProcessQuotes?: boolean;
+}
+
 class Lexer {
   private pos = 0;
   private readonly chars: string[];
+  private rawEscapes: boolean;
 
   constructor(
     text: string,
     private readonly lookup: Lookup,
-    private readonly escape: string,
-    private readonly rawQuotes = false,
+    private readonly o: Required<LexOptions>,
   ) {
     this.chars = Array.from(text);
+    this.rawEscapes = o.rawEscapes;
   }
 
   private peek(): string {
@@ -73,29 +92,42 @@ class Lexer {
     if (c !== EOF) this.pos++;
     return c;
   }
+  private atEnd(): boolean {
+    return this.pos >= this.chars.length;
+  }
 
   run(): { word: string; words: string[] } {
-    const r = this.processStopOn(EOF);
+    const r = this.processStopOn(EOF, this.rawEscapes);
     return { word: r.result, words: r.words };
   }
 
-  private processStopOn(stop: string): { result: string; words: string[] } {
-    let result = '';
-    const words = new Words();
-    while (this.peek() !== EOF) {
-      const ch = this.peek();
-      if (stop !== EOF && ch === stop) {
-        this.next();
-        return { result, words: words.get() };
-      }
-      if (ch === "'" || ch === '"' || ch === '$') {
-        const tmp = ch === "'" ? this.singleQuote() : ch === '"' ? this.doubleQuote() : this.dollar();
-        result += tmp;
-        if (ch === '$') words.addString(tmp);
-        else words.addRawString(tmp);
-      } else {
+  /** Read up to `stop` (consumed) or the end; `stop` never reached is an error. */
+  private processStopOn(stop: string, rawEscapes: boolean): { result: string; words: string[] } {
+    const saved = this.rawEscapes;
+    this.rawEscapes = rawEscapes;
+    try {
+      let result = '';
+      const words = new Words();
+      while (!this.atEnd()) {
+        const ch = this.peek();
+        if (stop !== EOF && ch === stop) {
+          this.next();
+          return { result, words: words.get() };
+        }
+        const quote = !this.o.skipProcessQuotes && (ch === "'" || ch === '"');
+        if (ch === '$' || ch === '<' || quote) {
+          const tmp = ch === '$' ? this.dollar() : ch === '<' ? this.possibleHeredoc() : ch === "'" ? this.singleQuote() : this.doubleQuote();
+          result += tmp;
+          if (ch === '$') words.addString(tmp);
+          else words.addRawString(tmp);
+          continue;
+        }
         let c = this.next();
-        if (c === this.escape) {
+        if (c === this.o.escape) {
+          if (this.rawEscapes) {
+            words.addRawChar(c);
+            result += c;
+          }
           // The escape token escapes the next character; at the very end it is dropped.
           c = this.next();
           if (c === EOF) break;
@@ -105,48 +137,59 @@ class Lexer {
         }
         result += c;
       }
+      if (stop !== EOF) throw new ExpansionError(`unexpected end of statement while looking for matching ${stop}`);
+      return { result, words: words.get() };
+    } finally {
+      this.rawEscapes = saved;
     }
-    if (stop !== EOF) throw new ExpansionError(`unexpected end of statement while looking for matching ${stop}`);
-    return { result, words: words.get() };
   }
 
   private singleQuote(): string {
-    // All chars between single quotes are taken as-is. Note: no escaping.
-    let out = this.rawQuotes ? "'" : '';
+    // All characters up to the next single quote are taken as-is: nothing escapes inside.
+    let out = this.o.rawQuotes ? "'" : '';
     this.next();
     for (;;) {
       const ch = this.next();
       if (ch === EOF) throw new ExpansionError('unexpected end of statement while looking for matching single-quote');
-      if (ch === "'") break;
+      if (ch === "'") return this.o.rawQuotes ? out + "'" : out;
       out += ch;
     }
-    return this.rawQuotes ? out + "'" : out;
   }
 
   private doubleQuote(): string {
-    let out = this.rawQuotes ? '"' : '';
+    let out = this.o.rawQuotes ? '"' : '';
     this.next();
     for (;;) {
-      if (this.peek() === EOF) throw new ExpansionError('unexpected end of statement while looking for matching double-quote');
-      const ch = this.peek();
-      if (ch === '"') {
+      const p = this.peek();
+      if (this.atEnd()) throw new ExpansionError('unexpected end of statement while looking for matching double-quote');
+      if (p === '"') {
         this.next();
-        break;
+        return this.o.rawQuotes ? out + '"' : out;
       }
-      if (ch === '$') {
+      if (p === '$') {
         out += this.dollar();
         continue;
       }
       let c = this.next();
-      if (c === this.escape) {
-        const p = this.peek();
-        if (p === EOF) continue; // a trailing escape is dropped
-        if (p === '"' || p === '$' || p === this.escape) c = this.next();
-        // any other escaped character keeps its escape token
+      if (c === this.o.escape) {
+        if (this.rawEscapes) out += c;
+        if (this.atEnd()) continue; // a trailing escape is dropped (then the quote is unterminated)
+        const n = this.peek();
+        // Only ", $ and the escape token itself are escaped; any other escaped character keeps its escape token.
+        if (n === '"' || n === '$' || n === this.o.escape) c = this.next();
       }
       out += c;
     }
-    return this.rawQuotes ? out + '"' : out;
+  }
+
+  /** `<<` keeps the blanks after it in the same word (a heredoc's `<<  EOF`). */
+  private possibleHeredoc(): string {
+    this.next();
+    if (this.peek() !== '<') return '<';
+    this.next();
+    let out = '<<';
+    while (this.peek() === ' ' || this.peek() === '\t' || this.peek() === '\r') out += this.next();
+    return out;
   }
 
   private dollar(): string {
@@ -154,178 +197,201 @@ class Lexer {
     if (this.peek() !== '{') {
       const name = this.name();
       if (name === '') return '$';
-      return this.lookup(name) ?? '';
+      const value = this.lookup(name);
+      if (value === undefined && this.o.skipUnsetEnv) return '$' + name;
+      return value ?? '';
     }
     this.next(); // {
+    if (this.atEnd()) throw new ExpansionError("syntax error: missing '}'");
     const first = this.peek();
-    if (first === EOF) throw new ExpansionError("syntax error: missing '}'");
     if (first === '{' || first === '}' || first === ':') throw new ExpansionError('syntax error: bad substitution');
     const name = this.name();
-    const ch = this.next();
+    let ch = this.next();
+    let mods = ch;
     const value = this.lookup(name);
     const set = value !== undefined;
     switch (ch) {
       case '}':
+        if (!set && this.o.skipUnsetEnv) return `\${${name}}`;
         return value ?? '';
-      case '?': {
-        const word = this.processStopOn('}').result || 'is not allowed to be unset';
-        if (!set) throw new ExpansionError(`${name}: ${word}`);
-        return value;
-      }
-      case ':': {
-        const mod = this.next();
-        const word = this.processStopOn('}').result;
-        switch (mod) {
-          case '+':
-            return set && value !== '' ? word : '';
-          case '-':
-            return !set || value === '' ? word : value;
-          case '?':
-            if (!set || value === '') throw new ExpansionError(`${name}: ${word || 'is not allowed to be unset'}`);
-            return value;
-          default:
-            throw new ExpansionError(`unsupported modifier (${mod}) in substitution`);
-        }
-      }
-      case '+': {
-        const word = this.processStopOn('}').result;
-        return set ? word : '';
-      }
-      case '-': {
-        const word = this.processStopOn('}').result;
-        return set ? value : word;
-      }
+      case ':':
+      case '+':
+      case '-':
+      case '?':
       case '#':
       case '%': {
-        let longest = false;
-        if (this.peek() === ch) {
-          this.next();
-          longest = true;
+        const nullIsUnset = ch === ':';
+        if (nullIsUnset) {
+          ch = this.next();
+          mods += ch;
         }
-        const pattern = this.processStopOn('}').result;
+        const pattern = ch === '#' || ch === '%';
+        if (nullIsUnset && pattern) throw new ExpansionError(`unsupported modifier (${mods}) in substitution`);
+        let word: string;
+        try {
+          word = this.processStopOn('}', pattern).result;
+        } catch (err) {
+          if (this.atEnd()) throw new ExpansionError("syntax error: missing '}'");
+          throw err;
+        }
+        if (!set && this.o.skipUnsetEnv) return `\${${name}${mods}${word}}`;
         const v = value ?? '';
-        return ch === '#' ? trimPrefix(v, pattern, longest) : trimSuffix(v, pattern, longest);
+        const unset = !set || (nullIsUnset && v === '');
+        switch (ch) {
+          case '-':
+            return unset ? word : v;
+          case '+':
+            return unset ? '' : word;
+          case '?':
+            if (!set) throw new ExpansionError(`${name}: ${word || 'is not allowed to be unset'}`);
+            if (nullIsUnset && v === '') throw new ExpansionError(`${name}: ${word || 'is not allowed to be empty'}`);
+            return v;
+          case '#':
+          case '%': {
+            // #/% remove the shortest match, ##/%% the longest.
+            const greedy = word.startsWith(ch);
+            const p = greedy ? word.slice(1) : word;
+            return ch === '#' ? trimPrefix(p, v, greedy) : trimSuffix(p, v, greedy);
+          }
+          default:
+            throw new ExpansionError(`unsupported modifier (${mods}) in substitution`);
+        }
       }
       case '/': {
-        let all = false;
-        if (this.peek() === '/') {
-          this.next();
-          all = true;
+        const all = this.peek() === '/';
+        if (all) this.next();
+        let pattern: string;
+        try {
+          pattern = this.processStopOn('/', true).result;
+        } catch (err) {
+          if (this.atEnd()) throw new ExpansionError("syntax error: missing '/' in ${}");
+          throw err;
         }
-        const pattern = this.processStopOnAny(['/', '}']);
-        const replacement = pattern.stoppedOn === '/' ? this.processStopOn('}').result : '';
-        return substitute(value ?? '', pattern.result, replacement, all);
+        let replacement: string;
+        try {
+          replacement = this.processStopOn('}', true).result;
+        } catch (err) {
+          if (this.atEnd()) throw new ExpansionError("syntax error: missing '}'");
+          throw err;
+        }
+        if (!set && this.o.skipUnsetEnv) return `\${${name}/${pattern}/${replacement}}`;
+        const re = patternRegex(pattern, true, false);
+        const v = value ?? '';
+        if (all) return v.replace(new RegExp(re.source, 'gu'), (m) => expandTemplate(replacement, m));
+        const m = re.exec(v);
+        return m ? v.slice(0, m.index) + replacement + v.slice(m.index + m[0].length) : v;
       }
-      case EOF:
-        throw new ExpansionError("syntax error: missing '}'");
       default:
-        throw new ExpansionError(`unsupported modifier (${ch}) in substitution`);
+        throw new ExpansionError(`unsupported modifier (${mods}) in substitution`);
     }
-  }
-
-  private processStopOnAny(stops: string[]): { result: string; stoppedOn: string } {
-    let result = '';
-    while (this.peek() !== EOF) {
-      const ch = this.peek();
-      if (stops.includes(ch)) {
-        this.next();
-        return { result, stoppedOn: ch };
-      }
-      if (ch === "'" || ch === '"' || ch === '$') {
-        result += ch === "'" ? this.singleQuote() : ch === '"' ? this.doubleQuote() : this.dollar();
-      } else {
-        let c = this.next();
-        if (c === this.escape) {
-          c = this.next();
-          if (c === EOF) break;
-        }
-        result += c;
-      }
-    }
-    throw new ExpansionError(`unexpected end of statement while looking for matching ${stops.join(' or ')}`);
   }
 
   private name(): string {
     let name = '';
-    while (this.peek() !== EOF) {
+    while (!this.atEnd()) {
       const ch = this.peek();
-      if (name.length === 0 && /[0-9]/.test(ch)) {
-        while (/[0-9]/.test(this.peek()) && this.peek() !== EOF) name += this.next();
+      if (name.length === 0 && /^\p{Nd}$/u.test(ch)) {
+        while (!this.atEnd() && /^\p{Nd}$/u.test(this.peek())) name += this.next();
         return name;
       }
-      if (name.length === 0 && '*#@!?-$'.includes(ch)) return this.next();
-      if (!/[\p{L}\p{N}_]/u.test(ch)) break;
+      if (name.length === 0 && '@*#?-$!0'.includes(ch)) return this.next();
+      if (!/^[\p{L}\p{Nd}_]$/u.test(ch)) break;
       name += this.next();
     }
     return name;
   }
 }
 
-/** A shell glob (`*`, `?`, `[...]`, escapes) as a regular expression source. */
-export function globToRegex(pattern: string, lazy: boolean): string {
-  let out = '';
+/**
+ * A `${v#p}` / `${v/p/r}` pattern as a regular expression: `*` any string (greedy or shortest), `?` one
+ * character; `\*`, `\?` and `\\` are literal, `\}` and `\/` are the bare characters; any other escape is
+ * an error. Brackets are literal characters.
+ */
+function patternRegex(pattern: string, greedy: boolean, anchored: boolean): RegExp {
+  let out = anchored ? '^' : '';
   const chars = Array.from(pattern);
   for (let i = 0; i < chars.length; i++) {
     const c = chars[i] as string;
-    if (c === '*') out += lazy ? '.*?' : '.*';
-    else if (c === '?') out += '.';
-    else if (c === '[') {
-      const end = chars.indexOf(']', i + 2);
-      if (end < 0) {
-        out += '\\[';
-        continue;
-      }
-      let cls = chars.slice(i + 1, end).join('');
-      if (cls.startsWith('!')) cls = '^' + cls.slice(1);
-      out += '[' + cls.replace(/\\/g, '\\\\') + ']';
-      i = end;
-    } else if (c === '\\' && i + 1 < chars.length) {
-      out += escapeRe(chars[++i] as string);
+    // Go's `.` (no s flag): any character but a newline.
+    if (c === '*') out += greedy ? '[^\\n]*' : '[^\\n]*?';
+    else if (c === '?') out += '[^\\n]';
+    else if (c === '\\') {
+      const n = chars[i + 1];
+      if (n === '}' || n === '/') continue;
+      if (n !== '*' && n !== '?' && n !== '\\') throw new ExpansionError(`invalid pattern (${pattern}) in substitution: invalid escape '\\${n ?? ''}'`);
+      out += '\\' + n;
+      i++;
+    } else out += c.replace(/[[\]{}.+()|^$]/, '\\$&');
+  }
+  return new RegExp(out, 'u');
+}
+
+function trimPrefix(pattern: string, value: string, greedy: boolean): string {
+  const m = patternRegex(pattern, greedy, true).exec(value);
+  return m ? value.slice(m[0].length) : value;
+}
+
+/** A pattern read backwards, each escape kept before the character it escapes. */
+function reversePattern(pattern: string): string {
+  const chars = Array.from(pattern);
+  const out: string[] = [];
+  for (let i = 0; i < chars.length; ) {
+    if (chars[i] === '\\' && i !== chars.length - 1) {
+      out.unshift('\\' + (chars[i + 1] as string));
+      i += 2;
     } else {
-      out += escapeRe(c);
+      out.unshift(chars[i] as string);
+      i++;
     }
+  }
+  return out.join('');
+}
+
+const reverse = (s: string): string => Array.from(s).reverse().join('');
+
+function trimSuffix(pattern: string, value: string, greedy: boolean): string {
+  // The shortest or longest match at the end is the match at the start of both read backwards.
+  return reverse(trimPrefix(reversePattern(pattern), reverse(value), greedy));
+}
+
+/** Go's regexp template expansion of a `${v//p/r}` replacement: `$$` is `$`, `$0` the match, other `$name` empty. */
+function expandTemplate(template: string, match: string): string {
+  let out = '';
+  for (let i = 0; i < template.length; i++) {
+    const c = template[i] as string;
+    if (c !== '$') {
+      out += c;
+      continue;
+    }
+    const rest = template.slice(i + 1);
+    if (rest.startsWith('$')) {
+      out += '$';
+      i++;
+      continue;
+    }
+    const m = /^\{([A-Za-z0-9_]+)\}/.exec(rest) ?? /^([A-Za-z0-9_]+)/.exec(rest);
+    if (!m) {
+      out += '$';
+      continue;
+    }
+    if (/^\d+$/.test(m[1] as string) && Number(m[1]) === 0) out += match;
+    i += m[0].length;
   }
   return out;
 }
 
-function escapeRe(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-}
-
-function trimPrefix(value: string, pattern: string, longest: boolean): string {
-  const re = new RegExp(`^(?:${globToRegex(pattern, !longest)})`, 's');
-  const m = re.exec(value);
-  return m ? value.slice(m[0].length) : value;
-}
-
-function trimSuffix(value: string, pattern: string, longest: boolean): string {
-  const re = new RegExp(`^(?:${globToRegex(pattern, false)})$`, 's');
-  if (longest) {
-    for (let i = 0; i <= value.length; i++) if (re.test(value.slice(i))) return value.slice(0, i);
-  } else {
-    for (let i = value.length; i >= 0; i--) if (re.test(value.slice(i))) return value.slice(0, i);
-  }
-  return value;
-}
-
-function substitute(value: string, pattern: string, replacement: string, all: boolean): string {
-  if (pattern === '') return value;
-  const re = new RegExp(globToRegex(pattern, false), all ? 'gs' : 's');
-  return value.replace(re, () => replacement);
-}
-
-export interface LexOptions {
-  escape?: string;
+function options(o: LexOptions): Required<LexOptions> {
+  return { escape: o.escape ?? '\\', rawQuotes: o.rawQuotes ?? false, rawEscapes: o.rawEscapes ?? false, skipUnsetEnv: o.skipUnsetEnv ?? false, skipProcessQuotes: o.skipProcessQuotes ?? false };
 }
 
 /** Expand one word: quotes removed, no splitting. */
 export function processWord(word: string, lookup: Lookup, opts: LexOptions = {}): string {
-  return new Lexer(word, lookup, opts.escape ?? '\\').run().word;
+  return new Lexer(word, lookup, options(opts)).run().word;
 }
 
 /** Expand and split into words on unquoted whitespace. */
 export function processWords(text: string, lookup: Lookup, opts: LexOptions = {}): string[] {
-  return new Lexer(text, lookup, opts.escape ?? '\\').run().words;
+  return new Lexer(text, lookup, options(opts)).run().words;
 }
 
 /** A lookup over `KEY=VALUE` pairs or a map. */
@@ -335,7 +401,8 @@ export function lookupFrom(env: Map<string, string> | Record<string, string> | s
     const m = new Map<string, string>();
     for (const kv of env) {
       const i = kv.indexOf('=');
-      if (i > 0) m.set(kv.slice(0, i), kv.slice(i + 1));
+      if (i < 0) m.set(kv, '');
+      else m.set(kv.slice(0, i), kv.slice(i + 1));
     }
     return (k) => m.get(k);
   }

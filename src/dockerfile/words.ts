@@ -1,3 +1,6 @@
+/** Go's unicode.IsSpace. */
+export const isGoSpace = (c: string): boolean => /^[\s\u0085]$/u.test(c) && c !== '\ufeff';
+
 /**
  * BuildKit's `parseWords`: split on whitespace outside quotes, keeping quotes and escapes in the words
  * (they are removed later by expansion). Used for ENV, LABEL and ARG.
@@ -14,7 +17,7 @@ export function parseWords(rest: string, escape: string): string[] {
     let ch = atEnd ? '' : (chars[pos] as string);
     if (phase === 'spaces') {
       if (atEnd) break;
-      if (/\s/.test(ch)) continue;
+      if (isGoSpace(ch)) continue;
       phase = 'word';
     }
     if (atEnd) {
@@ -22,7 +25,7 @@ export function parseWords(rest: string, escape: string): string[] {
       break;
     }
     if (phase === 'word') {
-      if (/\s/.test(ch)) {
+      if (isGoSpace(ch)) {
         phase = 'spaces';
         if (blankOK || word.length > 0) words.push(word);
         word = '';
@@ -59,19 +62,41 @@ export function parseWords(rest: string, escape: string): string[] {
   return words;
 }
 
-/** `KEY=value ...` pairs, or the legacy `KEY value` form (ENV, LABEL). */
-export function parseNameVal(rest: string, escape: string, keyword: string): { key: string; value: string }[] {
+/** Go's strings.TrimSpace. */
+export function goTrimSpace(s: string): string {
+  const chars = Array.from(s);
+  let a = 0;
+  let b = chars.length;
+  while (a < b && isGoSpace(chars[a] as string)) a++;
+  while (b > a && isGoSpace(chars[b - 1] as string)) b--;
+  return chars.slice(a, b).join('');
+}
+
+/** BuildKit's whitespace for splitting arguments (`[\t\v\f\r ]+`). */
+export const WHITESPACE = /[\t\v\f\r ]+/;
+
+export interface NameVal {
+  key: string;
+  value: string;
+  /** `=` for `KEY=value`, empty for the legacy `KEY value` form. */
+  sep: '' | '=';
+}
+
+/**
+ * BuildKit's parser for ENV and LABEL: `KEY=value ...` pairs (quotes and escapes kept, removed later by
+ * expansion), or the legacy `KEY value` form, told apart by whether the first word has a `=`.
+ */
+export function parseNameVal(rest: string, escape: string, keyword: string): NameVal[] {
   const words = parseWords(rest, escape);
-  if (words.length === 0) throw new Error(`${keyword} needs at least one key=value pair`);
+  if (words.length === 0) return [];
   if (!(words[0] as string).includes('=')) {
-    const m = /^(\S+)\s+([\s\S]+)$/.exec(rest.trim());
+    const m = /^([\s\S]*?)[\t\v\f\r ]+([\s\S]*)$/.exec(rest);
     if (!m) throw new Error(`${keyword} must have two arguments: write ${keyword} key=value`);
-    return [{ key: m[1] as string, value: m[2] as string }];
+    return [{ key: m[1] as string, value: m[2] as string, sep: '' }];
   }
   return words.map((w) => {
     const i = w.indexOf('=');
     if (i < 0) throw new Error(`syntax error: can't find = in "${w}"; write ${keyword} name=value`);
-    if (i === 0) throw new Error(`${keyword} names can not be blank`);
-    return { key: w.slice(0, i), value: w.slice(i + 1) };
+    return { key: w.slice(0, i), value: w.slice(i + 1), sep: '=' };
   });
 }

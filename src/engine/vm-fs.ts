@@ -9,6 +9,7 @@ import { plannedDownload, type Downloads } from '../source/downloads.js';
 import { UserError } from '../util/errors.js';
 import { mtimeOf } from '../util/fs.js';
 import { placeArchive } from './add-archive.js';
+import { isArchive } from '../dockerfile/archive.js';
 
 /**
  * The file-system steps of the VM build engine, applied to the stage's ext4 image offline through
@@ -306,7 +307,9 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
   const asWritten = c.dest === '/' ? '/' : c.dest.replace(/\/+$/, '');
   const loc = await locateDest(image, asWritten, what, where);
   const dest = loc.path;
-  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || (c.step.sources ?? []).some((s) => /[*?[]/.test(s)) || loc.kind === 'dir';
+  // A wildcard makes the destination a directory; a URL's ? and * are part of the URL.
+  const wildcard = (c.step.sources ?? []).some((s) => !/^https?:\/\//i.test(s) && /[*?[]/.test(s));
+  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || wildcard || loc.kind === 'dir';
   if (destIsDir && loc.kind !== 'dir' && loc.kind !== 'missing') {
     throw new UserError(`${what} ${c.dest}: ${dest}${dest === asWritten ? '' : ' (through symlinks)'} is ${loc.kind === 'file' ? 'a file' : 'a special file'} in the image, not a directory: choose another destination or remove it in an earlier RUN`, where);
   }
@@ -324,11 +327,18 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       if (r.kind === 'url') {
         // The very file the plan hashed (fetched once per build), never a second download.
         const file = await plannedDownload(r.url!, r.sha256, stagingFile, c.downloads, 'ADD').catch(at(where));
-        await single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
+        const placed = r.extract && (await isArchive(file))
+          ? // ADD --unpack=true of a URL: an archive is unpacked as a local one is.
+            await placeArchive(file, dest, path.join(c.scratch, `add${n}-`), `the archive ${r.url}`, mode).catch(at(where))
+          : undefined;
+        if (placed) placements.push(...placed);
+        else await single(file, path.posix.basename(new URL(r.url!).pathname) || 'index.html', 0o600);
       } else if (r.kind === 'heredoc') {
-        const h = (c.step.heredocs ?? []).find((x) => x.name === r.source);
+        // The plan gives the document's final content (tabs stripped, expanded) under its name.
+        const name = r.path ?? r.source;
+        const h = (c.step.heredocs ?? []).find((x) => x.name === name);
         await fsp.writeFile(stagingFile, h?.content ?? '');
-        await single(stagingFile, r.source, 0o644);
+        await single(stagingFile, name, 0o644);
       } else if (r.kind === 'stage' || r.kind === 'image') {
         if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
         from ??= await Ext4Image.open(c.fromImage, `the ${r.kind === 'stage' ? 'stage' : 'image'} ${r.kind === 'image' ? r.source : ''}`.trim());
@@ -354,7 +364,7 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
         const [real, root] = await Promise.all([fsp.realpath(abs), fsp.realpath(c.context.root)]);
         if (real !== root && !real.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${real}, outside the build context`, where);
         const st = await fsp.stat(real, { bigint: true });
-        if (what === 'ADD' && st.isFile()) {
+        if (what === 'ADD' && st.isFile() && r.extract !== false) {
           // As BuildKit: a file that reads as a tar archive (plain or compressed) is unpacked into the
           // destination, read in-process (the archive's owners, modes, mtimes, hard links and device
           // nodes kept, only ever data in the image; contents staged in scratch); any other file is

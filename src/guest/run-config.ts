@@ -25,6 +25,11 @@ export interface RunConfig {
   build?: boolean;
 }
 
+/** The image's STOPSIGNAL as the init takes it: a number, or the upper-case name without SIG (`kill`, `SIGKILL` -> KILL); TERM when unset. */
+export function stopSignalName(s: string): string {
+  return s.trim().toUpperCase().replace(/^SIG/, '') || 'TERM';
+}
+
 export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -40,7 +45,7 @@ export function renderRunSh(c: RunConfig): string {
     v('FB_DNS', (c.dns ?? []).join(' ')),
     v('FB_USER', c.user),
     v('FB_WORKDIR', c.workdir),
-    v('FB_STOPSIGNAL', c.stopSignal.replace(/^SIG/, '') || 'TERM'),
+    v('FB_STOPSIGNAL', stopSignalName(c.stopSignal)),
     v('FB_SSH_USER', c.sshUser ?? ''),
     v('FB_INIT', c.init ?? 'firebuild'),
     v('FB_HALT', c.halt ?? 'poweroff'),
@@ -71,7 +76,7 @@ export function renderRunNul(c: RunConfig): { run: Buffer; argv: Buffer; env: Bu
     ['FB_DNS', (c.dns ?? []).join(' ')],
     ['FB_USER', c.user],
     ['FB_WORKDIR', c.workdir],
-    ['FB_STOPSIGNAL', c.stopSignal.replace(/^SIG/, '') || 'TERM'],
+    ['FB_STOPSIGNAL', stopSignalName(c.stopSignal)],
     ['FB_SSH_USER', c.sshUser ?? ''],
     ['FB_INIT', c.init ?? 'firebuild'],
     ['FB_HALT', c.halt ?? 'poweroff'],

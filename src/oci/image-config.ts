@@ -11,7 +11,7 @@ export interface DockerImageConfig {
   Labels?: Record<string, string> | null;
   Volumes?: Record<string, unknown> | null;
   StopSignal?: string;
-  Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
+  Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; StartPeriod?: number; StartInterval?: number; Retries?: number } | null;
   OnBuild?: string[] | null;
   Shell?: string[] | null;
 }
@@ -35,6 +35,7 @@ export function fromDockerConfig(c: DockerImageConfig | undefined): ImageConfig 
           ...(hc.Interval ? { intervalNs: hc.Interval } : {}),
           ...(hc.Timeout ? { timeoutNs: hc.Timeout } : {}),
           ...(hc.StartPeriod ? { startPeriodNs: hc.StartPeriod } : {}),
+          ...(hc.StartInterval ? { startIntervalNs: hc.StartInterval } : {}),
           ...(hc.Retries ? { retries: hc.Retries } : {}),
         }
       : null,

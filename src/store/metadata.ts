@@ -13,6 +13,7 @@ export const HealthcheckSchema = z.object({
   intervalNs: z.number().optional(),
   timeoutNs: z.number().optional(),
   startPeriodNs: z.number().optional(),
+  startIntervalNs: z.number().optional(),
   retries: z.number().optional(),
 });
 

@@ -199,7 +199,7 @@ describe('start-up: a command loads what it uses, not every command (issue 13; b
     expect((await imported(['image', 'ls'])).filter((u) => HEAVY.test(u))).toEqual([]);
     expect((await imported(['image', 'ls', '--json'])).filter((u) => HEAVY.test(u))).toEqual([]);
     const plan = await imported(['rootfs', '--plan', '--dockerfile', 'examples/hello/Dockerfile']);
-    // The plan is parsed (dockerfile-ast) and checked (zod): those it needs; no engine, fetch or git.
+    // The plan is parsed (src/dockerfile) and checked (zod): those it needs; no engine, fetch or git.
     expect(plan.filter((u) => HEAVY.test(u) && !/\/node_modules\/(zod|dockerfile-ast)\//.test(u))).toEqual([]);
   });
 });

@@ -45,6 +45,8 @@ describe('classic builder gaps are named', () => {
     [step({ keyword: 'RUN', mounts: [{ type: 'cache' }] }), 'RUN --mount'],
     [step({ link: true }), 'COPY --link'],
     [step({ original: 'COPY --parents a/b /c' }), 'COPY --parents'],
+    [step({ keyword: 'ADD', original: 'ADD --unpack=false a.tar /c/' }), 'ADD --unpack'],
+    [step({ keyword: 'HEALTHCHECK', healthcheck: { test: ['CMD-SHELL', 'true'], startIntervalNs: 1e9 } }), 'HEALTHCHECK --start-interval'],
     [step({}), undefined],
   ])('%#', (s, want) => expect(buildkitOnly(s as never)).toBe(want));
 });

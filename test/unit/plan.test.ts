@@ -1,9 +1,14 @@
 import { describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import type { BuildContext } from '../../src/source/context.js';
-import { buildPlan, parseDuration } from '../../src/dockerfile/plan.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { LocalContext, type BuildContext } from '../../src/source/context.js';
+import { buildPlan, hostPlatform, parseDuration } from '../../src/dockerfile/plan.js';
 import type { Plan, Resource } from '../../src/dockerfile/plan-schema.js';
 import { UserError } from '../../src/util/errors.js';
+import { serveDir } from '../helpers/servers.js';
 
 /** A context that has every file: the plan's semantics without a file system. */
 const anyContext: BuildContext = {
@@ -13,7 +18,7 @@ const anyContext: BuildContext = {
   resolve: async (source): Promise<Resource[]> => [{ source, kind: 'file', path: source.replace(/^\/+/, ''), sha256: createHash('sha256').update(source).digest('hex'), size: 1, mode: 0o644 }],
 };
 
-function plan(text: string, o: { buildArgs?: Record<string, string>; target?: string } = {}): Promise<Plan> {
+function plan(text: string, o: { buildArgs?: Record<string, string>; target?: string; platform?: string } = {}): Promise<Plan> {
   return buildPlan(text, { ...o, context: anyContext, source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' } });
 }
 
@@ -75,15 +80,17 @@ describe('ARG and ENV by Docker rules', () => {
     expect(env(p)).toEqual([PATH, 'A=hello world', 'B=x y', 'C=a b', 'D=$A']);
   });
 
-  test('ENV persists into a stage built FROM this one; ARG does not', async () => {
-    const p = await plan('FROM scratch AS base\nARG A=1\nENV E=2\nFROM base\nLABEL a=${A:-unset} e=$E\n');
-    expect(labels(p)).toEqual({ a: 'unset', e: '2' });
+  test('a stage built FROM this one continues with its ENV and ARG values; the image keeps only ENV (BuildKit)', async () => {
+    const p = await plan('FROM scratch AS base\nARG A=1\nENV E=2\nFROM base\nLABEL a=${A:-unset} e=$E\nFROM scratch\nLABEL a=${A:-unset}\n', { target: '1' });
+    expect(labels(p)).toEqual({ a: '1', e: '2' });
+    expect(env(p)).toEqual([PATH, 'E=2']);
+    expect(labels(await plan('FROM scratch AS base\nARG A=1\nFROM scratch\nLABEL a=${A:-unset}\n'))).toEqual({ a: 'unset' });
   });
 
-  test('RUN sees ENV and the ARGs in scope', async () => {
+  test('RUN sees ENV and the ARGs in scope, in the order they were last set', async () => {
     const p = await plan('FROM scratch\nARG A=1\nENV B=2\nRUN env\n');
     const run = p.stages[0]?.steps.find((s) => s.keyword === 'RUN');
-    expect(run?.env).toEqual(['A=1', PATH, 'B=2']);
+    expect(run?.env).toEqual([PATH, 'A=1', 'B=2']);
     expect(run?.command).toEqual(['/bin/sh', '-c', 'env']);
   });
 
@@ -110,7 +117,7 @@ describe('stages', () => {
     expect(p.skipped).toEqual([{ index: 1, name: 'unused' }, { index: 2, name: 'test' }]);
   });
 
-  test('--dockerfile-stage picks a target by name, case-insensitively, or by index', async () => {
+  test('--target picks a target by name, case-insensitively, or by index', async () => {
     const p = await plan(multi, { target: 'TEST' });
     expect(p.target).toEqual({ index: 2, name: 'test' });
     expect(p.stages.map((s) => s.name)).toEqual(['build', 'test']);
@@ -144,7 +151,7 @@ describe('stages', () => {
     expect(e.line).toBe(line);
   });
 
-  test('an unknown --dockerfile-stage lists the stages', async () => {
+  test('an unknown --target lists the stages', async () => {
     expect((await planError(multi, { target: 'nope' })).message).toMatch(/not a stage .*choose one of build, unused, test, 3/);
   });
 
@@ -192,7 +199,7 @@ describe('instructions', () => {
       exposedPorts: ['8080/tcp', '53/udp', '9000/tcp', '9001/tcp'],
       volumes: ['/data', '/logs', '/cache', '/tmp/x'],
       user: 'app:app',
-      stopSignal: 'SIGQUIT',
+      stopSignal: 'quit',
       labels: { 'a b': 'c d', e: 'f' },
     });
     expect(p.stages[0]?.steps.at(-1)).toMatchObject({ keyword: 'MAINTAINER', value: 'Jane <j@x>' });
@@ -236,7 +243,7 @@ describe('instructions', () => {
     ['COPY with one argument', 'FROM scratch\nCOPY a\n', /needs at least one source and a destination/],
     ['COPY of a URL', 'FROM scratch\nCOPY http://x/y /y\n', /COPY cannot fetch URLs/],
     ['FROM with junk', 'FROM a b c d\n', /FROM takes an image/],
-    ['invalid ARG name', 'FROM scratch\nARG a-b=1\n', /invalid ARG name/],
+    ['a blank ARG name', 'FROM scratch\nARG =1\n', /ARG names can not be blank/],
     ['RUN --mount of an unknown type', 'FROM scratch\nRUN --mount=type=nfs true\n', /not a mount type/],
   ])('%s is a one-line error with its line', async (_n, text, want) => {
     const e = await planError(text);
@@ -253,4 +260,125 @@ test('the plan is versioned and carries a digest of its content', async () => {
   expect(a.digest).toMatch(/^[a-f0-9]{64}$/);
   expect(a.digest).not.toBe(b.digest);
   expect((await plan('FROM scratch\nLABEL a=1\n')).digest).toBe(a.digest);
+});
+
+describe("BuildKit's semantics (issue 17)", () => {
+  const step = (p: Plan, i: number): Plan['stages'][number]['steps'][number] | undefined => p.stages[p.stages.length - 1]?.steps[i];
+  const cfg = (p: Plan): Plan['stages'][number]['config'] => p.stages[p.stages.length - 1]!.config;
+
+  test('a line ending in an escaped escape does not swallow the next instruction', async () => {
+    expect(env(await plan('FROM scratch\nENV A=x\\\\\nENV B=y\n'))).toEqual([PATH, 'A=x\\', 'B=y']);
+  });
+
+  test('CMD [] is the exec form with no arguments; ENTRYPOINT [] clears the entrypoint', async () => {
+    const p = await plan('FROM scratch\nCMD []\n');
+    expect(step(p, 0)).toMatchObject({ form: 'exec', command: [] });
+    expect(cfg(p).cmd).toEqual([]);
+    expect(cfg(await plan('FROM scratch\nENTRYPOINT ["a"]\nENTRYPOINT [ ]\n')).entrypoint).toBeNull();
+    // The shell form with no arguments is the shell with an empty command, as BuildKit makes it.
+    expect(cfg(await plan('FROM scratch\nCMD\n')).cmd).toEqual(['/bin/sh', '-c', '']);
+  });
+
+  test('automatic platform args: global scope for FROM, inside a stage only after ARG', async () => {
+    const host = hostPlatform();
+    const arch = host.split('/')[1] as string;
+    const p = await plan('FROM busybox:${TARGETARCH} AS a\nLABEL before=${TARGETARCH:-none}\nARG TARGETARCH\nARG BUILDPLATFORM\nARG TARGETSTAGE\nLABEL arch=$TARGETARCH build=$BUILDPLATFORM stage=$TARGETSTAGE\n');
+    expect(p.stages[0]?.base).toEqual({ kind: 'image', ref: `busybox:${arch}` });
+    expect(labels(p)).toEqual({ before: 'none', arch, build: host, stage: 'a' });
+    const arm = await plan('FROM --platform=$BUILDPLATFORM scratch\nARG TARGETPLATFORM\nARG TARGETOS\nARG TARGETARCH\nARG TARGETVARIANT\nARG BUILDOS\nARG BUILDARCH\nLABEL p=$TARGETPLATFORM os=$TARGETOS arch=$TARGETARCH v=$TARGETVARIANT bos=$BUILDOS barch=$BUILDARCH\n', { platform: 'linux/arm64' });
+    expect(labels(arm)).toEqual({ p: 'linux/arm64', os: 'linux', arch: 'arm64', v: '', bos: 'linux', barch: arch });
+    expect(arm.stages[0]?.platform).toBe(host);
+    // A build arg overrides an automatic arg; a global ARG with a value does too.
+    expect(labels(await plan('FROM scratch\nARG TARGETARCH\nLABEL a=$TARGETARCH\n', { buildArgs: { TARGETARCH: 'riscv64' } }))).toEqual({ a: 'riscv64' });
+    expect((await plan('ARG TARGETARCH=s390x\nFROM img:$TARGETARCH\n')).stages[0]?.base).toEqual({ kind: 'image', ref: 'img:s390x' });
+    expect((await plan('ARG TARGETARCH\nFROM img:$TARGETARCH\n')).stages[0]?.base).toEqual({ kind: 'image', ref: `img:${arch}` });
+  });
+
+  test('HEALTHCHECK --start-interval is kept; durations under 1ms are refused, 0 is not', async () => {
+    const p = await plan('FROM scratch\nHEALTHCHECK --start-interval=2s --interval=0 CMD true\n');
+    expect(cfg(p).healthcheck).toEqual({ test: ['CMD-SHELL', 'true'], startIntervalNs: 2e9, intervalNs: 0 });
+    expect((await planError('FROM scratch\nHEALTHCHECK --timeout=500us CMD true\n')).message).toMatch(/--timeout=500us is less than 1ms/);
+    expect((await planError('FROM scratch\nHEALTHCHECK --retries=-1 CMD true\n')).message).toMatch(/negative/);
+    // BuildKit reads no flags of HEALTHCHECK NONE.
+    expect(cfg(await plan('FROM scratch\nHEALTHCHECK --interval=1s NONE\n')).healthcheck).toEqual({ test: ['NONE'] });
+  });
+
+  test('VOLUME: the shell form splits before expansion; a quoted path with a blank is refused', async () => {
+    const p = await plan('FROM scratch\nARG X="b c"\nVOLUME /a $X\n');
+    expect(cfg(p).volumes).toEqual(['/a', 'b c']);
+    expect((await planError('FROM scratch\nVOLUME "/a b"\n')).message).toMatch(/VOLUME: unexpected end of statement while looking for matching double-quote/);
+    expect((await planError('FROM scratch\nVOLUME $UNSET\n')).message).toMatch(/expands to an empty string/);
+  });
+
+  test('the last of ENV and ARG for a name wins; the image config keeps the ENV', async () => {
+    const p = await plan('FROM scratch\nENV V=b\nARG V=a\nLABEL v=$V\nRUN env\n');
+    expect(labels(p)).toEqual({ v: 'a' });
+    expect(step(p, 3)?.env).toEqual([PATH, 'V=a']);
+    expect(env(p)).toEqual([PATH, 'V=b']);
+    expect(labels(await plan('FROM scratch\nARG V=a\nENV V=b\nLABEL v=$V\n'))).toEqual({ v: 'b' });
+    // An ARG without a value and without a build arg does not touch an ENV of its name.
+    expect(labels(await plan('FROM scratch\nENV V=b\nARG V\nLABEL v=$V\n'))).toEqual({ v: 'b' });
+  });
+
+  test('STOPSIGNAL is kept as written; it must name a signal', async () => {
+    expect(cfg(await plan('FROM scratch\nSTOPSIGNAL kill\n')).stopSignal).toBe('kill');
+    expect(cfg(await plan('FROM scratch\nSTOPSIGNAL SIGrtmin+3\n')).stopSignal).toBe('SIGrtmin+3');
+    expect(cfg(await plan('FROM scratch\nSTOPSIGNAL 9\n')).stopSignal).toBe('9');
+    for (const bad of ['0', 'SIGNOPE', 'RTMIN+16']) expect((await planError(`FROM scratch\nSTOPSIGNAL ${bad}\n`)).message).toMatch(/is not a signal/);
+  });
+
+  test('ADD --unpack=false keeps a local archive as a file', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'firebuild-unpack-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'a.tar.gz'), zlib.gzipSync(Buffer.from('not a tar, but gzip')));
+      const context = await LocalContext.open(dir, path.join(dir, 'Dockerfile'));
+      const p = await buildPlan('FROM scratch\nADD a.tar.gz /x/\nADD --unpack=false a.tar.gz /y/\nADD --unpack=true a.tar.gz /z/\n', { context, source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' } });
+      expect(p.stages[0]?.steps.map((s) => s.resources?.[0]?.extract)).toEqual([true, false, true]);
+    // false: the engines copy it as it is (the vm engine would otherwise unpack what reads as a tar).
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('ADD of a URL with a ?query to a file destination; --unpack=true marks it for unpacking', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'firebuild-url-'));
+    const served = await serveDir(dir);
+    try {
+      fs.writeFileSync(path.join(dir, 'file.bin'), 'payload');
+      const p = await buildPlan(`FROM scratch\nADD ${served.url}/file.bin?token=a*b /opt/file\nADD --unpack=true ${served.url}/file.bin /opt/\n`, { context: anyContext, source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' }, allowHostUrls: true });
+      expect(p.stages[0]?.steps[0]).toMatchObject({ dest: '/opt/file', resources: [{ kind: 'url', url: `${served.url}/file.bin?token=a*b`, size: 7 }] });
+      expect(p.stages[0]?.steps[1]?.resources?.[0]).toMatchObject({ kind: 'url', extract: true });
+    } finally {
+      await served.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('COPY heredocs: partly quoted names, <<- bodies, BuildKit expansion of the body', async () => {
+    const p = await plan("FROM scratch\nENV A=1\nCOPY <<eo'f' <<-X <<Y /d/\n$A\neof\n\t$A \\$A \"$A\"\n\tX\na\\tb\nY\n");
+    const s = step(p, 1);
+    expect(s?.heredocs).toEqual([
+      { name: 'eof', content: '$A\n', expand: false, chomp: false },
+      { name: 'X', content: '1 $A "1"\n', expand: true, chomp: true },
+      { name: 'Y', content: 'atb\n', expand: true, chomp: false },
+    ]);
+    expect(s?.resources?.map((r) => [r.kind, r.path, r.size])).toEqual([['heredoc', 'eof', 3], ['heredoc', 'X', 9], ['heredoc', 'Y', 4]]);
+    expect((await planError('FROM scratch\nCOPY a <<EOF\nx\nEOF\n')).message).toMatch(/cannot take a heredoc as its destination/);
+  });
+
+  test('ONBUILD RUN with a heredoc is stored with its body and runs in the child', async () => {
+    const p = await plan('FROM scratch AS base\nONBUILD RUN <<EOF\necho hi\nEOF\nFROM base\n');
+    expect(p.stages[0]?.config.onBuild).toEqual(['RUN <<EOF\necho hi\nEOF']);
+    expect(p.stages[1]?.steps[0]).toMatchObject({ keyword: 'RUN', onbuild: true, heredocs: [{ name: 'EOF', content: 'echo hi\n' }] });
+  });
+
+  test('COPY --from takes no variables', async () => {
+    expect((await planError('FROM scratch AS a\nFROM scratch\nARG S=a\nCOPY --from=$S /x /y\n')).message).toMatch(/variables are not expanded in --from/);
+    expect((await plan('FROM scratch AS a\nFROM scratch\nCOPY --from=a /x /y\n')).stages[1]?.steps[0]?.from).toEqual({ stage: 0 });
+  });
+
+  test('JSON-looking arguments that are not JSON run as shell form', async () => {
+    const p = await plan('FROM scratch\nRUN [ "$A" = "" ] && echo empty\n');
+    expect(step(p, 0)).toMatchObject({ form: 'shell', command: ['/bin/sh', '-c', '[ "$A" = "" ] && echo empty'] });
+  });
 });

@@ -58,6 +58,14 @@ describe('run configuration for the compiled init', () => {
     expect(pairs[pairs.indexOf('FB_BUILD') + 1]).toBe('1');
   });
 
+  test('STOPSIGNAL as written (kill, SIGusr1, 9) reaches the init as its signal name or number', () => {
+    const sig = (stopSignal: string): string => {
+      const pairs = renderRunNul({ hostname: 'b', net: { mode: 'none' }, env: [], command: ['true'], user: '', workdir: '/', stopSignal }).run.toString().split('\0');
+      return pairs[pairs.indexOf('FB_STOPSIGNAL') + 1] as string;
+    };
+    expect([sig('kill'), sig('SIGusr1'), sig('9'), sig('')]).toEqual(['KILL', 'USR1', '9', 'TERM']);
+  });
+
   test("the kernel's ip= argument: address, gateway, netmask from the prefix", () => {
     expect(kernelIpArg('10.0.2.15/24', '10.0.2.2')).toBe('ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off');
     expect(kernelIpArg('192.168.127.50/20')).toBe('ip=192.168.127.50:::255.255.240.0::eth0:off');

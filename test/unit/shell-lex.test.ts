@@ -116,14 +116,20 @@ describe("pattern forms, from Docker's Dockerfile reference (str=foobarbaz)", ()
     ['${str/x/y}', 'foobarbaz'],
     ['${str#zzz}', 'foobarbaz'],
     ['${str%?}', 'foobarba'],
-    ['${str#[a-f]}', 'oobarbaz'],
+    // BuildKit's patterns know * and ? only: brackets are literal characters.
+    ['${str#[a-f]}', 'foobarbaz'],
+    ['${str#?[o]}', 'foobarbaz'],
     ['${URL##*/}', 'b.tar.gz'],
     ['${URL%.tar.gz}', 'https://example.com/a/b'],
     ['${URL#https://}', 'example.com/a/b.tar.gz'],
-    ['${str//o}', 'fbarbaz'],
+    ['${str//o/}', 'fbarbaz'],
     ['${UNSET#x}', ''],
   ])('%s -> %s', (input, want) => {
     expect(processWord(input, e)).toBe(want);
+  });
+
+  test("${v//p} without the second / is an error, as BuildKit's", () => {
+    expect(() => processWord('${str//o}', e)).toThrow("missing '/'");
   });
 });
 

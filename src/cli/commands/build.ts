@@ -10,7 +10,7 @@ import { collect, Option, vmChoice, withProfileOptions, withRegistryMirrorOption
 export function register(program: Command, ctx: CliContext): void {
   const { out } = ctx;
   type BuildCli = SettingsCliOpts & VmCliOpts & {
-    dockerfile?: string; context?: string; buildArg?: string[]; dockerfileStage?: string; tag?: string; plan?: boolean;
+    dockerfile?: string; context?: string; buildArg?: string[]; target?: string; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
     stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string; allowHostUrls?: boolean;
     label?: string[]; pull?: boolean;
@@ -20,7 +20,8 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--dockerfile <source>', 'a local path, Dockerfile text, an http(s) URL, or git+https://host/repo.git:/path/Dockerfile#ref')
       .option('--context <dir>', "build context directory (default: the Dockerfile's directory)")
       .option('--build-arg <name=value>', 'build argument, repeatable', collect)
-      .option('--dockerfile-stage <name>', 'the stage to build (default: the last)')
+      .option('--target <stage>', 'the Dockerfile stage to build, by name or index (default: the last)')
+      .option('--dockerfile-stage <stage>', 'the same as --target (kept for compatibility)')
       .option('--tag <org/name:version>', what === 'baseos' ? 'tag of the stored image (default: derived from FROM, alpine:3.12 -> _/alpine:3.12)' : 'tag of the stored image')
       .addOption(what === 'rootfs'
         ? new Option('--engine <engine>', "build engine: vm (firebuild's own: RUN steps inside a microVM booted from the base image; the default for --dockerfile) or docker (the Docker engine; the default for --docker-image)").choices(['docker', 'vm'])
@@ -47,7 +48,15 @@ export function register(program: Command, ctx: CliContext): void {
     }
     return withProfileOptions(cmd, ctx.env, { storage: true });
   };
+  /** --target, or its older name --dockerfile-stage. */
+  const targetOf = (o: BuildCli): string | undefined => {
+    if (o.target !== undefined && o.dockerfileStage !== undefined && o.target !== o.dockerfileStage) {
+      throw new UserError(`--target ${o.target} and --dockerfile-stage ${o.dockerfileStage} disagree: give one of them`);
+    }
+    return o.target ?? o.dockerfileStage;
+  };
   const runBuild = async (type: 'baseos' | 'rootfs', o: BuildCli): Promise<void> => {
+    const target = targetOf(o);
     if (o.plan) {
       if (!o.dockerfile) throw new UserError('--plan needs --dockerfile');
       const { planCommand } = await import('../../commands/plan.js');
@@ -55,7 +64,7 @@ export function register(program: Command, ctx: CliContext): void {
         dockerfile: o.dockerfile,
         ...(o.context ? { context: o.context } : {}),
         buildArgs: o.buildArg ?? [],
-        ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+        ...(target ? { target } : {}),
         cacheDir: defaultCacheDir(ctx.env),
         ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
       }, ctx.logger.child('plan'));
@@ -67,7 +76,7 @@ export function register(program: Command, ctx: CliContext): void {
       type,
       ...(o.context ? { context: o.context } : {}),
       buildArgs: o.buildArg ?? [],
-      ...(o.dockerfileStage ? { target: o.dockerfileStage } : {}),
+      ...(target ? { target } : {}),
       overwrite: o.overwrite ?? false,
       cacheDir: defaultCacheDir(ctx.env),
       ...(o.allowHostUrls ? { allowHostUrls: true } : {}),
