@@ -333,8 +333,8 @@ describe("BuildKit's semantics (issue 17)", () => {
       fs.writeFileSync(path.join(dir, 'a.tar.gz'), zlib.gzipSync(Buffer.from('not a tar, but gzip')));
       const context = await LocalContext.open(dir, path.join(dir, 'Dockerfile'));
       const p = await buildPlan('FROM scratch\nADD a.tar.gz /x/\nADD --unpack=false a.tar.gz /y/\nADD --unpack=true a.tar.gz /z/\n', { context, source: { kind: 'literal', ref: '<literal>', dockerfile: 'Dockerfile' } });
+      // false: the engines copy it as it is (the vm engine would otherwise unpack what reads as a tar).
       expect(p.stages[0]?.steps.map((s) => s.resources?.[0]?.extract)).toEqual([true, false, true]);
-    // false: the engines copy it as it is (the vm engine would otherwise unpack what reads as a tar).
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
