@@ -1,6 +1,7 @@
 #!/.firebuild/bin/busybox sh
 # firebuild's init: PID 1 of every VM firebuild boots. Runs on its own static busybox, so it works in
-# images without a shell. Reads the run configuration from the config disk (/dev/vdb, read-only),
+# images without a shell. Reads the run configuration from the config disk (/dev/vdb, read-only; a build
+# step's command never sees it: unmounted before the command starts),
 # prepares the system, runs the image's entrypoint as its user, forwards the stop signal, and reports the
 # exit code on the console in one fixed line before powering off:
 #   FIREBUILD-EXIT code=<n>
@@ -138,6 +139,46 @@ if [ "$FB_INIT" = image ]; then
   echo "FIREBUILD-EXIT code=127" >/dev/console; halt
 fi
 
+# RUN --mount=type=secret (secrets.sh: one `fb_secret N TARGET MODE UID GID ENV` a secret, its value in
+# secrets/N): each value goes on a tmpfs of its own with the mode and owner asked, which is then made
+# read-only and bound at the target (a missing mount point is made as a last resort: the host made those
+# in the image); ENV gets the value in the command's environment. The staging mount is detached after.
+secret_fail() {
+  echo "firebuild-init: cannot $1 the secret at $2" >/dev/console
+  echo "FIREBUILD-EXIT code=125" >/dev/console; halt
+}
+if [ -f /.firebuild/config/secrets.sh ]; then
+  fb_stage=/dev/.firebuild-secrets
+  fb_secret() {
+    if [ "$fb_pass" = stage ]; then
+      if [ -n "$2" ]; then
+        cat "/.firebuild/config/secrets/$1" > "$fb_stage/$1" && chown "$4:$5" "$fb_stage/$1" && chmod "$3" "$fb_stage/$1" || secret_fail stage "$2"
+      fi
+      if [ -n "$6" ]; then
+        # The value exactly, trailing newlines included.
+        fb_v=$(cat "/.firebuild/config/secrets/$1"; echo .) || secret_fail read "$6"
+        export "$6=${fb_v%.}"
+        unset fb_v
+      fi
+    elif [ -n "$2" ]; then
+      if [ ! -e "$2" ] && [ ! -L "$2" ]; then
+        [ -n "${2%/*}" ] && mkdir -p "${2%/*}"
+        : > "$2"
+      fi
+      mount -o bind "$fb_stage/$1" "$2" || secret_fail mount "$2"
+      mount -o remount,bind,ro,nosuid,nodev,noexec "$2" || secret_fail seal "$2"
+    fi
+  }
+  mkdir -p -m 0700 "$fb_stage" && mount -t tmpfs -o mode=0700,nosuid,nodev,noexec tmpfs "$fb_stage" || secret_fail stage "$fb_stage"
+  umask 077
+  fb_pass=stage; . /.firebuild/config/secrets.sh
+  umask 022
+  mount -o remount,ro "$fb_stage" || secret_fail seal "$fb_stage"
+  fb_pass=bind; . /.firebuild/config/secrets.sh
+  umount -l "$fb_stage"; rmdir "$fb_stage"
+  unset -f fb_secret; unset fb_pass fb_stage
+fi
+
 argv0=$1
 if ! prog=$(resolve_cmd "$1"); then
   echo "firebuild-init: $1: executable file not found in \$PATH ($PATH)" >/dev/console
@@ -145,6 +186,9 @@ if ! prog=$(resolve_cmd "$1"); then
 fi
 shift
 set -- "$prog" "$@"
+
+# Everything is read: a build step's command never sees the config disk (nor its secrets' files).
+[ "$FB_BUILD" = 1 ] && umount -l /.firebuild/config 2>/dev/null
 
 # argv[0] stays the name the command was given by (as docker run does), the program is the resolved path.
 if [ -z "$runas" ]; then

@@ -7,7 +7,10 @@
  * It reads the run configuration from the config disk (/dev/vdb, ext4, read-only): run.nul (KEY\0VALUE\0
  * pairs: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
  * FB_HALT FB_BUILD), argv.nul (the command), env.nul (the environment), env.sh (installed as
- * /etc/profile.d/run-env.sh, 0600), authorized_keys. It prints, on the console:
+ * /etc/profile.d/run-env.sh, 0600), authorized_keys, and a build step's secrets (secrets.nul: per secret
+ * its number, target, octal mode, uid, gid and environment variable; the value in secrets/<number>).
+ * A build step's command never sees the config disk: it is unmounted before the command starts.
+ * It prints, on the console:
  *   FIREBUILD-START pid=<n> init-began=<s> uptime=<s>   once the command runs
  *   FIREBUILD-EXIT code=<n>                            when it has ended, before powering off
  * Stop: SIGTERM/SIGINT to this init (Firecracker's Ctrl-Alt-Del arrives as SIGINT, see ctrl-alt-del
@@ -40,7 +43,9 @@
 
 static char **kv;   /* run.nul: key, value, key, value, ..., NULL */
 static char **cmd;  /* argv.nul */
-static char **envp; /* env.nul, plus HOME when missing */
+static char **envp; /* env.nul, plus the secrets' variables and HOME when missing */
+static char **secrets; /* secrets.nul: number, target, mode, uid, gid, env; ...; NULL */
+#define SECRET_STAGE "/dev/.firebuild-secrets"
 
 static void say(const char *fmt, ...) {
   char buf[4096];
@@ -295,6 +300,93 @@ static void install_ssh_key(const char *user) {
   spawn_wait(sd, 1); /* sshd daemonizes */
 }
 
+/* Set NAME=value in envp (replacing NAME's entry): the slots were reserved when env.nul was read. */
+static void env_put(char *entry) {
+  size_t n = strcspn(entry, "=") + 1, k = 0;
+  for (; envp[k]; k++) if (!strncmp(envp[k], entry, n)) { envp[k] = entry; return; }
+  envp[k] = entry;
+  envp[k + 1] = NULL;
+}
+
+/* mkdir -p of the directories above `path` (0755). */
+static void mkdir_parents(const char *path) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; (p = strchr(p, '/')); p++) {
+    *p = 0;
+    mkdir(buf, 0755);
+    *p = '/';
+  }
+}
+
+static void secret_fail(const char *what, const char *target) {
+  say("firebuild-init: cannot %s the secret at %s: %s\n", what, target, strerror(errno));
+  finish(125);
+}
+
+/*
+ * RUN --mount=type=secret: every value goes on a tmpfs of its own (mode, uid and gid as asked), which is
+ * then made read-only and bound at each target (a missing mount point is made, as a last resort: the host
+ * made those in the image); a variable gets the value in the command's environment. The staging mount is
+ * detached afterwards, so only the targets show the values.
+ */
+static void setup_secrets(void) {
+  if (!secrets || !secrets[0]) return;
+  int staged = 0;
+  for (char **s = secrets; s[0] && s[1] && s[2] && s[3] && s[4] && s[5]; s += 6) if (*s[1]) staged = 1;
+  if (staged) {
+    mkdir(SECRET_STAGE, 0700);
+    if (mount("tmpfs", SECRET_STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0) secret_fail("stage", SECRET_STAGE);
+  }
+  for (char **s = secrets; s[0] && s[1] && s[2] && s[3] && s[4] && s[5]; s += 6) {
+    char src[512], dst[512];
+    size_t len = 0;
+    snprintf(src, sizeof src, CONFIG "/secrets/%s", s[0]);
+    char *value = slurp(src, &len);
+    if (!value) secret_fail("read", src);
+    if (*s[1]) {
+      snprintf(dst, sizeof dst, SECRET_STAGE "/%s", s[0]);
+      int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) secret_fail("stage", s[1]);
+      for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, value + off, len - off);
+        if (w <= 0) secret_fail("stage", s[1]);
+        off += (size_t)w;
+      }
+      if (fchown(fd, (uid_t)strtoul(s[3], NULL, 10), (gid_t)strtoul(s[4], NULL, 10)) < 0 || fchmod(fd, (mode_t)strtoul(s[2], NULL, 8)) < 0) secret_fail("stage", s[1]);
+      close(fd);
+    }
+    if (*s[5]) {
+      size_t n = strlen(s[5]);
+      char *entry = malloc(n + 1 + len + 1);
+      memcpy(entry, s[5], n);
+      entry[n] = '=';
+      memcpy(entry + n + 1, value, len);
+      entry[n + 1 + len] = 0;
+      env_put(entry);
+    }
+    memset(value, 0, len);
+    free(value);
+  }
+  if (!staged) return;
+  if (mount(NULL, SECRET_STAGE, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0) secret_fail("seal", SECRET_STAGE);
+  for (char **s = secrets; s[0] && s[1] && s[2] && s[3] && s[4] && s[5]; s += 6) {
+    if (!*s[1]) continue;
+    char src[512];
+    snprintf(src, sizeof src, SECRET_STAGE "/%s", s[0]);
+    struct stat st;
+    if (lstat(s[1], &st) < 0) {
+      mkdir_parents(s[1]);
+      int fd = open(s[1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd >= 0) close(fd);
+    }
+    if (mount(src, s[1], NULL, MS_BIND, NULL) < 0) secret_fail("mount", s[1]);
+    if (mount(NULL, s[1], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) secret_fail("seal", s[1]);
+  }
+  umount2(SECRET_STAGE, MNT_DETACH);
+  rmdir(SECRET_STAGE);
+}
+
 static double uptime(void) {
   char *t = slurp("/proc/uptime", NULL);
   double v = t ? atof(t) : -1;
@@ -319,7 +411,10 @@ int main(void) {
   }
   kv = nul_list(CONFIG "/run.nul", 0);
   cmd = nul_list(CONFIG "/argv.nul", 0);
-  envp = nul_list(CONFIG "/env.nul", 2);
+  secrets = nul_list(CONFIG "/secrets.nul", 0);
+  int nsecrets = 0;
+  for (char **s = secrets; s && s[0]; s++) nsecrets++;
+  envp = nul_list(CONFIG "/env.nul", 2 + nsecrets / 6);
   if (!kv || !envp) { say("firebuild-init: unreadable run configuration\n"); finish(125); }
   /* A build step (FB_BUILD=1) writes to the image's own /tmp and /run, as a Dockerfile's RUN does. */
   int build = !strcmp(get("FB_BUILD"), "1");
@@ -419,6 +514,7 @@ int main(void) {
     groups[0] = u.gid;
     ngroups = 1;
   }
+  setup_secrets();
   if (!env_get("HOME")) {
     size_t n = 0;
     while (envp[n]) n++;
@@ -436,6 +532,8 @@ int main(void) {
   }
   const char *workdir = get("FB_WORKDIR");
   int stopsig = signal_number(get("FB_STOPSIGNAL"));
+  /* Everything is read: a build step's command never sees the config disk (nor its secrets' files). */
+  if (build) umount2(CONFIG, MNT_DETACH);
 
   sigset_t all, old;
   sigemptyset(&all);

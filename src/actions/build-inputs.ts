@@ -1,8 +1,10 @@
+import * as core from '@actions/core';
 import { formatTag, isValidTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
+import { parseSecretRefsInput, parseSecretsInput, type SecretSource } from '../util/secrets.js';
 import { input, listInput } from './common.js';
 
-/** The inputs build-rootfs and build-baseos share with docker/build-push-action: `tags` and `labels`. */
+/** The inputs build-rootfs and build-baseos share with docker/build-push-action: `tags`, `labels` and the secrets. */
 
 /**
  * `tag` and `tags` (docker/build-push-action's list, newline or comma separated): every tag, checked,
@@ -29,4 +31,25 @@ export function labelsInput(): Record<string, string> {
     labels[l.slice(0, eq).trim()] = l.slice(eq + 1).trim();
   }
   return labels;
+}
+
+/** Mask a secret in the job's log: the whole value and, for a value of several lines, each line of it (the runner masks line by line). */
+function mask(value: string): void {
+  if (!value) return;
+  core.setSecret(value);
+  const lines = value.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length >= 4);
+  if (lines.length > 1) for (const l of lines) core.setSecret(l);
+}
+
+/**
+ * docker/build-push-action's secret inputs: `secrets` (`id=value` lines; every value masked in the log
+ * before anything else runs), `secret-files` (`id=path`) and `secret-envs` (`id=VARIABLE`; the variable's
+ * value masked too). A later secret of the same id wins.
+ */
+export function secretsInput(): SecretSource[] {
+  const values = parseSecretsInput(input('secrets'), 'secrets');
+  for (const s of values) if (s.kind === 'value') mask(s.value.bytes().toString('utf8'));
+  const envs = parseSecretRefsInput(input('secret-envs'), 'secret-envs', 'env');
+  for (const s of envs) if (s.kind === 'env') mask(process.env[s.env] ?? '');
+  return [...values, ...parseSecretRefsInput(input('secret-files'), 'secret-files', 'file'), ...envs];
 }

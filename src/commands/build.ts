@@ -18,6 +18,7 @@ import { formatTag, isValidTag, parseTag, type Tag } from '../store/tag.js';
 import { own } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
+import { checkSecretFiles, type SecretSource } from '../util/secrets.js';
 import { parseBuildArgs } from '../dockerfile/build-args.js';
 import { vmSettingsFor, type VmChoice } from './vm-settings.js';
 import type { Settings } from '../profile/settings.js';
@@ -48,6 +49,8 @@ export interface BuildOptions {
   noCache?: boolean;
   /** --pull: the Docker engine pulls the bases even when it has them. */
   pull?: boolean;
+  /** --secret: handed to BuildKit (`docker buildx build --secret`); the classic builder has no secrets. */
+  secrets?: readonly SecretSource[];
 }
 
 export interface BuildResult {
@@ -152,7 +155,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       produce = async (scratch) => {
         const ctx = await contextTar(theSrc, thePlan, scratch, downloads);
         log.info('building with BuildKit (docker buildx, --output type=tar)', { dockerfile: theSrc.dockerfile });
-        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels, ...(o.noCache ? { noCache: true } : {}), ...(o.pull ? { pull: true } : {}) }, theSrc.dockerfile, log);
+        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels, ...(o.noCache ? { noCache: true } : {}), ...(o.pull ? { pull: true } : {}), ...(o.secrets?.length ? { secrets: o.secrets } : {}) }, theSrc.dockerfile, log);
         return { ...bx, config };
       };
     } else {
@@ -288,6 +291,8 @@ interface ImageBuildCommon {
   pull?: boolean;
   /** Every step runs: no step cache (vm) or build cache (docker) is used. */
   noCache?: boolean;
+  /** Build secrets (--secret; the actions' secrets, secret-files, secret-envs) for RUN --mount=type=secret. */
+  secrets?: readonly SecretSource[];
 }
 
 /** The Docker engine: a Dockerfile built by Docker, or a Docker image converted. */
@@ -328,6 +333,8 @@ export interface ImageBuildResult {
  * (resolveEngine), the build VMs booted as the profile's settings and the face's VM choice say.
  */
 export async function buildImage(b: ImageBuild, env: { settings: Settings; storage: StorageProvider }, log: Logger): Promise<ImageBuildResult> {
+  // A secret's file must be there before the build starts (as buildx checks it).
+  if (b.secrets?.length) await checkSecretFiles(b.secrets);
   const common = {
     ...(b.context ? { context: b.context } : {}),
     buildArgs: b.buildArgs,
@@ -341,6 +348,7 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
     ...(b.labels && Object.keys(b.labels).length ? { labels: b.labels } : {}),
     ...(b.pull ? { pull: true } : {}),
     ...(b.noCache ? { noCache: true } : {}),
+    ...(b.secrets?.length ? { secrets: b.secrets } : {}),
   };
   if (b.engine === 'vm') {
     const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { UserError, InternalError } from '../util/errors.js';
 import { exec, spawnStream, tailLines } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
+import type { SecretSource } from '../util/secrets.js';
 
 /**
  * The one way firebuild runs `docker buildx`: BuildKit through `docker buildx build`, taking the file
@@ -25,6 +26,32 @@ export interface BuildxOptions {
   noCache?: boolean;
   /** Pull the bases from their registries even when the engine has them. */
   pull?: boolean;
+  /** Build secrets, handed to BuildKit's own secret store (buildxSecrets). */
+  secrets?: readonly SecretSource[];
+}
+
+/** One field of a docker CSV flag, quoted when it holds a comma or a quote. */
+function csvField(f: string): string {
+  return /[",\n]/.test(f) ? `"${f.replace(/"/g, '""')}"` : f;
+}
+
+/**
+ * `--secret` flags for BuildKit: a file by its path (`src=`), a variable by its name (`env=`); a value
+ * (the action's `secrets` input) goes into the docker CLI's environment as FIREBUILD_SECRET_<n>, named by
+ * `env=`. No value is ever on the command line.
+ */
+export function buildxSecrets(secrets: readonly SecretSource[]): { args: string[]; env: Record<string, string> } {
+  const args: string[] = [];
+  const env: Record<string, string> = {};
+  for (const [i, s] of secrets.entries()) {
+    if (s.kind === 'file') args.push('--secret', `id=${s.id},${csvField(`src=${s.path}`)}`);
+    else if (s.kind === 'env') args.push('--secret', `id=${s.id},env=${s.env}`);
+    else {
+      env[`FIREBUILD_SECRET_${i}`] = s.value.bytes().toString('utf8');
+      args.push('--secret', `id=${s.id},env=FIREBUILD_SECRET_${i}`);
+    }
+  }
+  return { args, env };
 }
 
 export function buildxArgv(o: BuildxOptions): string[] {
@@ -38,6 +65,7 @@ export function buildxArgv(o: BuildxOptions): string[] {
     ...Object.entries(o.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
     ...(o.noCache ? ['--no-cache'] : []),
     ...(o.pull ? ['--pull'] : []),
+    ...buildxSecrets(o.secrets ?? []).args,
     '-',
   ];
 }
@@ -54,7 +82,9 @@ export function parseBuildkitFailure(stderr: string): { line?: number; exitCode?
 }
 
 export function buildxTar(context: Readable, o: BuildxOptions, file: string, log: Logger): { stream: Readable; done: () => Promise<void> } {
+  const secretEnv = buildxSecrets(o.secrets ?? []).env;
   const child = spawnStream('docker', buildxArgv(o), {
+    ...(Object.keys(secretEnv).length ? { env: { ...process.env, ...secretEnv } } : {}),
     stdin: context,
     onStderrLine: (l) => {
       if (l.trim()) log.debug(l);

@@ -10,6 +10,7 @@ import { UserError } from '../util/errors.js';
 import { throwIfCancelled } from '../util/cleanup.js';
 import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
+import { secretsById, type SecretSource } from '../util/secrets.js';
 import { StepCache } from './step-cache.js';
 import { emptyImage, external, ImageResolver, materialize } from './vm/bases.js';
 import { growTo, roomForCopy } from './vm/disk.js';
@@ -63,6 +64,8 @@ export interface VmBuildOptions {
   allowHostUrls?: boolean;
   /** docker.io mirrors (`http(s)://host[:port]`) asked before docker.io for a FROM or COPY --from image. */
   registryMirrors?: readonly string[];
+  /** Build secrets (RUN --mount=type=secret): never part of a step's key, the image or its metadata. */
+  secrets?: readonly SecretSource[];
 }
 
 export interface VmBuildResult {
@@ -119,7 +122,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
   const b: BootContext = {
     vm: o.vm ?? { backend: 'qemu', network: 'user', runCache: path.join(o.cacheDir, 'build-vms') },
     storage, ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), accel: o.accel ?? 'auto', memMib: o.memMib ?? 512,
-    stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, tag, bootMs: 0,
+    stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, tag, bootMs: 0, secrets: secretsById(o.secrets ?? []),
   };
   try {
     const results = new Map<number, { image: string; key: string }>();

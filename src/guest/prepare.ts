@@ -8,7 +8,7 @@ import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { ownedTempDir } from '../util/private-dir.js';
 import { copyChecked, type CheckedFile } from '../util/safe-open.js';
-import { renderEnvSh, renderRunNul, renderRunSh, type RunConfig } from './run-config.js';
+import { renderEnvSh, renderRunNul, renderRunSh, renderSecrets, type RunConfig } from './run-config.js';
 
 /** The guest side's files, shipped in the package's guest/ folder. */
 const GUEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'guest');
@@ -61,12 +61,19 @@ export async function removeGuest(image: string): Promise<void> {
   await new Debugfs(image).write([...GUEST_FILES.map((f) => mayBeMissing(`rm ${f}`)), ...GUEST_DIRS.map((d) => mayBeMissing(`rmdir ${d}`))]);
 }
 
-/** The read-only config disk: an ext4 file holding run.sh, env.sh and authorized_keys (mode 0600). */
+/**
+ * The read-only config disk: an ext4 file (mode 0600 from its creation) holding run.sh, env.sh,
+ * authorized_keys and a build step's secrets. Its files are staged (0600) in a private temp dir that this
+ * process owns (removed on cancel too) and removed as soon as the disk is made.
+ */
 export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, authorizedKeys?: string): Promise<void> {
   const tmp = await ownedTempDir('firebuild-config-');
   const dir = tmp.path;
   try {
     await fsp.chmod(dir, 0o700);
+    // Created 0600 before mkfs writes into it: the disk is never readable by others, not even for a moment.
+    await fsp.rm(image, { force: true });
+    await (await fsp.open(image, 'wx', 0o600)).close();
     await fsp.writeFile(path.join(dir, 'run.sh'), renderRunSh(c), { mode: 0o600 });
     await fsp.writeFile(path.join(dir, 'env.sh'), renderEnvSh(c.env), { mode: 0o600 });
     const nul = renderRunNul(c);
@@ -74,7 +81,16 @@ export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, a
     await fsp.writeFile(path.join(dir, 'argv.nul'), nul.argv, { mode: 0o600 });
     await fsp.writeFile(path.join(dir, 'env.nul'), nul.env, { mode: 0o600 });
     if (authorizedKeys) await fsp.writeFile(path.join(dir, 'authorized_keys'), authorizedKeys, { mode: 0o600 });
-    await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: 4 << 20, label: 'fbconfig' });
+    if (c.secrets?.length) {
+      const r = renderSecrets(c.secrets);
+      await fsp.mkdir(path.join(dir, 'secrets'), { mode: 0o700 });
+      for (const [i, s] of c.secrets.entries()) await fsp.writeFile(path.join(dir, 'secrets', String(i)), s.value.bytes(), { mode: 0o600, flag: 'wx' });
+      await fsp.writeFile(path.join(dir, 'secrets.nul'), r.nul, { mode: 0o600 });
+      await fsp.writeFile(path.join(dir, 'secrets.sh'), r.sh, { mode: 0o600 });
+    }
+    // Room for the secrets (up to 500 KiB each) besides the few small files.
+    const secretBytes = (c.secrets ?? []).reduce((a, s) => a + Math.ceil(s.value.bytes().length / 4096) * 4096 + 4096, 0);
+    await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: (4 << 20) + secretBytes, label: 'fbconfig' });
     await fsp.chmod(image, 0o600);
   } finally {
     await tmp.remove();

@@ -1,4 +1,6 @@
 import type { ImageConfig } from '../store/metadata.js';
+import { UserError } from '../util/errors.js';
+import type { SecretValue } from '../util/secrets.js';
 
 /**
  * The run configuration the guest init reads from the config disk: `run.sh` (hostname, network, user,
@@ -23,6 +25,35 @@ export interface RunConfig {
   halt?: 'poweroff' | 'reboot';
   /** A build step: no tmpfs on /tmp and /run, no /etc/profile.d/run-env.sh (the image keeps what RUN writes). */
   build?: boolean;
+  /** A build step's secrets (RUN --mount=type=secret): on the config disk for that step only. */
+  secrets?: GuestSecret[];
+}
+
+/**
+ * One secret for the guest init: its value is bound read-only at `target` (a tmpfs file with `mode`, `uid`
+ * and `gid`) and/or set as the command's environment variable `env`.
+ */
+export interface GuestSecret {
+  value: SecretValue;
+  target?: string;
+  env?: string;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * How the inits find the secrets: the value of secret i is the config disk's `secrets/<i>`; `secrets.nul`
+ * (compiled init) holds six fields per secret (i, target, octal mode, uid, gid, env; target or env
+ * empty when not asked) and `secrets.sh` (shell init) one `fb_secret` call per secret with the same fields.
+ */
+export function renderSecrets(secrets: readonly GuestSecret[]): { nul: Buffer; sh: string } {
+  const rows = secrets.map((s, i) => [String(i), s.target ?? '', s.mode.toString(8).padStart(4, '0'), String(s.uid), String(s.gid), s.env ?? '']);
+  for (const r of rows) if (r.some((f) => /[\0\n]/.test(f))) throw new UserError('a secret target holds a NUL or line break: give another target');
+  return {
+    nul: Buffer.from(rows.flat().map((f) => `${f}\0`).join('')),
+    sh: rows.map((r) => `fb_secret ${r.map(shellQuote).join(' ')}\n`).join(''),
+  };
 }
 
 /** The image's STOPSIGNAL as the init takes it: a number, or the upper-case name without SIG (`kill`, `SIGKILL` -> KILL); TERM when unset. */

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { effectiveCommand, mergeEnv } from '../../src/guest/run-config.js';
+import { effectiveCommand, mergeEnv, type RunConfig } from '../../src/guest/run-config.js';
+import { SecretValue } from '../../src/util/secrets.js';
 import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../../src/guest/prepare.js';
 import { Ext4Reader } from '../../src/rootfs/debugfs.js';
 import type { ImageMetadata } from '../../src/store/metadata.js';
@@ -42,7 +43,7 @@ async function build(name: string, dockerfile: string, files: Record<string, str
   return img;
 }
 
-async function boot(kind: InitKind, name: string, img: { rootfs: string; meta: ImageMetadata }, extraEnv: string[] = [], command?: string[]): Promise<string> {
+async function boot(kind: InitKind, name: string, img: { rootfs: string; meta: ImageMetadata }, extraEnv: string[] = [], command?: string[], extra: Partial<RunConfig> = {}): Promise<string> {
   const dir = path.join(work, `${name}-${kind}-vm`);
   fs.mkdirSync(dir);
   const copy = path.join(dir, 'rootfs.ext4');
@@ -59,6 +60,7 @@ async function boot(kind: InitKind, name: string, img: { rootfs: string; meta: I
     user: img.meta.config.user,
     workdir: img.meta.config.workingDir,
     stopSignal: img.meta.config.stopSignal,
+    ...extra,
   }, config, log);
   const k = debianCloudKernel();
   const serialLog = path.join(dir, 'serial.log');
@@ -116,6 +118,36 @@ describe.each(kinds)('firebuild init (%s)', (kind) => {
     ].join('\n'));
     const console = await boot(kind, 'numeric', img);
     expect(console).toContain('RESULT numeric 1234 home=/home/numeric groups=numeric extra');
+    expect(console).toMatch(/^FIREBUILD-EXIT code=0\r?$/m);
+  });
+
+  test('a build step\'s secrets: bound read-only at their targets with the mode and owner asked (a missing mount point made), in the variable asked, exactly; the command never sees the config disk', async () => {
+    const img = await build('numeric', [
+      'FROM debian:bookworm-slim',
+      'RUN groupadd -g 2345 extra && useradd -u 1234 -m -G extra numeric',
+      'USER 1234',
+      'CMD ["sh", "-c", "echo RESULT $(id -un) $(id -u) home=$HOME groups=$(id -Gn)"]',
+      '',
+    ].join('\n'));
+    const script = [
+      'for f in /run/secrets/a /deep/er/b; do echo "STAT $f $(stat -c "%a %u %g" $f) $(od -An -tx1 $f)"; done',
+      'echo "ENV [$TOKEN_ENV]"',
+      'if (echo x > /run/secrets/a) 2>/dev/null; then echo "WRITE rw"; else echo "WRITE ro"; fi',
+      'echo "CONFIG [$(ls -A /.firebuild/config)] STAGE [$(ls -A /dev | grep firebuild)]"',
+    ].join('; ');
+    const console = await boot(kind, 'secrets', img, [], ['sh', '-c', script], {
+      build: true,
+      user: '',
+      secrets: [
+        { value: new SecretValue('one\n\n'), target: '/run/secrets/a', mode: 0o400, uid: 0, gid: 0 },
+        { value: new SecretValue('two'), target: '/deep/er/b', mode: 0o440, uid: 1234, gid: 2345, env: 'TOKEN_ENV' },
+      ],
+    });
+    expect(console).toMatch(/^STAT \/run\/secrets\/a 400 0 0 +6f 6e 65 0a 0a\s*$/m);
+    expect(console).toMatch(/^STAT \/deep\/er\/b 440 1234 2345 +74 77 6f\s*$/m);
+    expect(console).toMatch(/^ENV \[two\]\r?$/m);
+    expect(console).toMatch(/^WRITE ro\r?$/m);
+    expect(console).toMatch(/^CONFIG \[\] STAGE \[\]\r?$/m);
     expect(console).toMatch(/^FIREBUILD-EXIT code=0\r?$/m);
   });
 

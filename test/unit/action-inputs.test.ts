@@ -91,6 +91,29 @@ describe('input names and aliases', () => {
     expect(() => getInputs()).toThrow("input 'labels' has 'novalue'");
   });
 
+  test("build-rootfs and build-baseos: secrets, secret-files and secret-envs as docker/build-push-action's; every value masked first", async () => {
+    for (const action of ['build-rootfs', 'build-baseos']) {
+      out = '';
+      const { getInputs } = await import(`../../src/actions/${action}/impl.js`) as typeof import('../../src/actions/build-rootfs/impl.js');
+      process.env.FB_TEST_TOKEN = 'env-value-1234';
+      set({ dockerfile: './Dockerfile', tag: 'acme/web:1', secrets: 'tok=v4lue=with=eq\n"multi=first line\nsecond line"', 'secret-files': 'npmrc=/home/runner/.npmrc', 'secret-envs': 'gh=FB_TEST_TOKEN' });
+      const i = getInputs();
+      expect(i.secrets.map((x) => ({ id: x.id, kind: x.kind, ...(x.kind === 'value' ? { v: x.value.bytes().toString() } : x.kind === 'file' ? { path: x.path } : { env: x.env }) }))).toEqual([
+        { id: 'tok', kind: 'value', v: 'v4lue=with=eq' },
+        { id: 'multi', kind: 'value', v: 'first line\nsecond line' },
+        { id: 'npmrc', kind: 'file', path: '/home/runner/.npmrc' },
+        { id: 'gh', kind: 'env', env: 'FB_TEST_TOKEN' },
+      ]);
+      const masks = out.split('\n').filter((l) => l.startsWith('::add-mask::'));
+      expect(masks).toEqual(['::add-mask::v4lue=with=eq', '::add-mask::first line%0Asecond line', '::add-mask::first line', '::add-mask::second line', '::add-mask::env-value-1234']);
+      // Nothing else printed a value.
+      expect(out.split('\n').filter((l) => !l.startsWith('::add-mask::') && /v4lue|second line|env-value/.test(l))).toEqual([]);
+      set({ secrets: 'not-an-assignment' });
+      expect(() => getInputs()).toThrow("input 'secrets' line 1 is not id=value");
+      delete process.env.INPUT_SECRETS;
+    }
+  });
+
   test('dockerfile and file given with different values is one error; the same value is fine', async () => {
     const { getInputs } = await import('../../src/actions/build-baseos/impl.js');
     set({ dockerfile: 'a/Dockerfile', file: 'b/Dockerfile' });

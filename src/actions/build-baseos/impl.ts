@@ -1,12 +1,15 @@
 import { aliasInput, boolInput, input, listInput } from '../common.js';
 import { ENGINES, type BuildInputs } from '../build-rootfs/impl.js';
 import { summaryInput } from '../summary.js';
-import { labelsInput, tagsInput } from '../build-inputs.js';
+import { labelsInput, secretsInput, tagsInput } from '../build-inputs.js';
 
 /** build-baseos: the same build as build-rootfs, stored as a baseos image; the tag may come from FROM. */
 export function getInputs(): BuildInputs {
   const [tag = '', ...moreTags] = tagsInput(false);
+  // First: every secret value is masked before anything could print it.
+  const secrets = secretsInput();
   return {
+    secrets,
     dockerfile: aliasInput('dockerfile', 'file', { required: true }),
     context: input('context'),
     tag,

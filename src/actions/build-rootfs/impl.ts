@@ -13,7 +13,8 @@ import { parseSize } from '../../util/size.js';
 import { ActionsLogger, actionSettings, aliasInput, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
 import { formatDuration, formatSize, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
-import { labelsInput, tagsInput } from '../build-inputs.js';
+import { labelsInput, secretsInput, tagsInput } from '../build-inputs.js';
+import type { SecretSource } from '../../util/secrets.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
 export interface BuildInputs extends VmInputs {
@@ -46,6 +47,8 @@ export interface BuildInputs extends VmInputs {
   registryMirrors: string[];
   /** Write the job summary (input `summary`). */
   summary: boolean;
+  /** `secrets`, `secret-files`, `secret-envs` (docker/build-push-action's): for RUN --mount=type=secret; values masked. */
+  secrets: SecretSource[];
 }
 
 export const ENGINES = ['docker'] as const;
@@ -55,7 +58,10 @@ export const ROOTFS_ENGINES = ['docker', 'vm'] as const;
 export function getInputs(): BuildInputs {
   const dockerImage = input('docker-image');
   const [tag = '', ...moreTags] = tagsInput(true);
+  // First: every secret value is masked before anything could print it.
+  const secrets = secretsInput();
   return {
+    secrets,
     // `file` is docker/build-push-action's name for it.
     dockerfile: aliasInput('dockerfile', 'file', { required: !dockerImage }),
     context: input('context'),
@@ -151,6 +157,7 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
     ...(Object.keys(i.labels).length ? { labels: i.labels } : {}),
     ...(i.noCache ? { noCache: true } : {}),
     ...(i.pull ? { pull: true } : {}),
+    ...(i.secrets.length ? { secrets: i.secrets } : {}),
   };
   if (resolveEngine(type, i.engine, i.dockerImage) === 'vm') {
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");

@@ -9,6 +9,7 @@ import { UserError } from '../../util/errors.js';
 import type { Logger } from '../../util/logger.js';
 import type { ImageResolver, ImageSource } from './bases.js';
 import { sha } from './keys.js';
+import { parseSecretMount } from './secrets.js';
 
 /**
  * The vm engine's planning: the Dockerfile's plan (source resolved, build args applied, features the
@@ -44,14 +45,21 @@ export async function resolvePlan(o: PlanInputs, images: ImageResolver, download
     for (const step of st.steps) {
       const feature = vmUnsupported(step);
       if (feature) throw new UserError(`${feature} is not supported by the vm engine yet: remove it, or build with --engine docker on a host with BuildKit`, { file: step.file, line: step.line });
+      // Secret mounts checked before anything runs (their targets are resolved against the WORKDIR when the step runs).
+      for (const m of step.mounts ?? []) parseSecretMount(m, { file: step.file, line: step.line });
     }
   }
   return { src, plan };
 }
 
-/** BuildKit features the vm engine does not do (refused rather than ignored). `COPY --link` changes only how BuildKit caches layers, not the tree: accepted. */
+/**
+ * BuildKit features the vm engine does not do (refused rather than ignored). `COPY --link` changes only how
+ * BuildKit caches layers, not the tree: accepted. `RUN --mount=type=secret` is done (vm/secrets.ts); the
+ * other mount types are not yet.
+ */
 export function vmUnsupported(step: Step): string | undefined {
-  if (step.mounts?.length) return 'RUN --mount';
+  const other = step.mounts?.find((m) => m.type !== 'secret');
+  if (other) return `RUN --mount=type=${other.type}`;
   if (step.network !== undefined) return 'RUN --network';
   if (step.security !== undefined) return 'RUN --security';
   if (step.checksum !== undefined) return 'ADD --checksum';

@@ -20,9 +20,11 @@ import { throwIfCancelled } from '../../util/cleanup.js';
 import { UserError } from '../../util/errors.js';
 import { copySparse } from '../../util/fs.js';
 import type { Logger } from '../../util/logger.js';
+import type { SecretSource } from '../../util/secrets.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from '../vm-fs.js';
 import { DISK_FULL_HINT } from './disk.js';
 import type { StepState } from './plan.js';
+import { makeMountStubs, removeMountStubs, secretMounts, stepSecrets } from './secrets.js';
 
 /**
  * The vm engine's step execution on a stage's ext4 image: RUN boots the image as a microVM with the
@@ -58,6 +60,8 @@ export interface BootContext {
   log: Logger;
   tag: string;
   bootMs: number;
+  /** The build's secrets by id (--secret; the action's secrets, secret-files, secret-envs): read when a RUN mounts one. */
+  secrets: ReadonlyMap<string, SecretSource>;
 }
 
 /** What the file-system steps of one stage read besides the image: the build context, downloads, and the image of a `COPY --from`. */
@@ -152,9 +156,12 @@ async function restoreGuestWritten(image: string, saved: Saved[], label: string,
 async function runStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext): Promise<void> {
   const where = { file: step.file, line: step.line };
   const label = `RUN at ${path.basename(step.file)}:${step.line}`;
+  // RUN --mount=type=secret: the values go to this VM's config disk only; a required one missing stops here.
+  const secrets = await stepSecrets(secretMounts(step, state.workdir), b.secrets, label, where, b.log);
   const scratch = path.join(path.dirname(image), `run-${step.line}`);
   await fsp.mkdir(scratch, { recursive: true });
   const saved = await saveGuestWritten(image, scratch);
+  const stubs = await makeMountStubs(image, secrets.flatMap((x) => (x.target ? [x.target] : [])), label, where);
   await injectGuest(image);
   const cache = new RunCache(b.vm.runCache);
   const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
@@ -165,7 +172,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     backend: b.vm.backend, accel: b.accel, ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}), bootTimeoutMs: b.stepTimeoutMs, lockDir,
     build: {
       rootfs: image, label: `build of ${b.tag} (${label})`,
-      config: { hostname: 'buildkitsandbox', env: step.env ?? [], command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true },
+      config: { hostname: 'buildkitsandbox', env: step.env ?? [], command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true, ...(secrets.length ? { secrets } : {}) },
     },
   };
   const vm = await launchVm(spec, b.storage, cache, b.log.child('vm'));
@@ -224,6 +231,8 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     await teardown(cache, vm, lockDir, b.log);
   }
   await removeGuest(image);
+  // The mount points made for the secrets go again (when the RUN left them empty): the image holds what the RUN made.
+  await removeMountStubs(image, stubs, b.log);
   await restoreGuestWritten(image, saved, label, where);
   await fsp.rm(scratch, { recursive: true, force: true });
   await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
