@@ -65,7 +65,8 @@ export interface BuildResult {
 /** Features the classic builder lacks: the plan must not use them unless BuildKit builds it. */
 export function buildkitOnly(step: Step): string | undefined {
   if (step.heredocs?.length) return 'heredocs';
-  if (step.mounts?.length) return `RUN --mount=type=${step.mounts[0]!.type ?? 'bind'}`;
+  if (step.mounts?.some((m) => m.type === 'ssh')) return 'RUN --mount=type=ssh';
+  if (step.mounts?.length) return 'RUN --mount';
   if (step.network !== undefined) return 'RUN --network';
   if (step.security !== undefined) return 'RUN --security';
   if (step.chmod !== undefined) return `${step.keyword} --chmod`;

@@ -1,7 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { UserError, errnoCode } from './errors.js';
-import { checkSecretId } from './secrets.js';
 
 /**
  * Build ssh agents, as `docker build --ssh` takes them: an id (`default` unless named) and the host path
@@ -14,6 +13,12 @@ export interface SshAgentSource {
   socket: string;
 }
 
+/** An ssh agent's id (BuildKit's, as a secret's): letters, digits, `_`, `.` and `-` (not `.` or `..`). */
+export function checkSshId(id: string, what: string): string {
+  if (!/^[A-Za-z0-9_.-]+$/.test(id) || id === '.' || id === '..') throw new UserError(`${what}: '${id.slice(0, 80)}' is not a valid ssh id: use letters, digits, '_', '.' and '-'`);
+  return id;
+}
+
 /**
  * One `--ssh` spec: `default` (the socket in $SSH_AUTH_SOCK), `ID` alone (the same), or `ID=SOCKET`.
  * A key file instead of an agent socket is refused when checked (checkSshAgents), as is a list of paths.
@@ -21,7 +26,7 @@ export interface SshAgentSource {
 export function parseSshFlag(spec: string, env: NodeJS.ProcessEnv = process.env, flag = '--ssh'): SshAgentSource {
   const s = spec.trim();
   const eq = s.indexOf('=');
-  const id = checkSecretId(eq < 0 ? s : s.slice(0, eq), `malformed ${flag}`);
+  const id = checkSshId(eq < 0 ? s : s.slice(0, eq), `malformed ${flag}`);
   let socket = eq < 0 ? '' : s.slice(eq + 1);
   if (socket.includes(',')) throw new UserError(`${flag} ${id}=...: give one agent socket per id (firebuild forwards an agent, not a list of keys)`);
   if (!socket) {

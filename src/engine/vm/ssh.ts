@@ -4,8 +4,7 @@ import { SSH_VSOCK_PORT, sshPortName, type GuestSshAgent } from '../../guest/run
 import { own } from '../../util/cleanup.js';
 import { UserError } from '../../util/errors.js';
 import type { Logger } from '../../util/logger.js';
-import { checkSecretId } from '../../util/secrets.js';
-import { sshAgentReachable, type SshAgentSource } from '../../util/ssh-agent.js';
+import { checkSshId, sshAgentReachable, type SshAgentSource } from '../../util/ssh-agent.js';
 import { SshAgentRelay } from './ssh-relay.js';
 
 /**
@@ -48,9 +47,9 @@ export function parseSshMount(m: Record<string, string>, n: number, where: { fil
   if (target === '') throw new UserError(`${what}: target is empty: give a path, e.g. target=/run/ssh.sock`, where);
   const id = m.id || 'default';
   try {
-    checkSecretId(id, what);
+    checkSshId(id, what);
   } catch (err) {
-    throw new UserError((err as Error).message.replace('secret id', 'ssh id'), where);
+    throw new UserError((err as Error).message, where);
   }
   const int = (key: 'mode' | 'uid' | 'gid', radix: 8 | 10, max: number, def: number): number => {
     const v = m[key];
