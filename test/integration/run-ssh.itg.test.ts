@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Image } from '../../src/rootfs/ext4-read.js';
-import { expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
+import { BIN, expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { ext4Tree, type Tree } from '../helpers/trees.js';
-import { importTestKernel } from '../helpers/vm.js';
+import { importTestKernel, vmmProcessesUnder } from '../helpers/vm.js';
 
 /**
  * RUN --mount=type=ssh with the vm engine (QEMU, TCG): a real ssh-agent on the host, started by the test
@@ -155,6 +155,32 @@ describe('RUN --mount=type=ssh with the vm engine', () => {
     expect(k.stderr).toContain('--ssh deploy: a key file is not an ssh agent: load it into an agent with ssh-add');
     expect(k.stderr).not.toContain(keyFile);
     expect(socketsUnder(work)).toEqual([]);
+  }, 5 * 60_000);
+
+  test('a cancel (SIGINT) while a RUN uses the agent stops its VM and leaves no relay socket, VMM or temp dir', async () => {
+    const dockerfile = writeCtx('cancel', `FROM ${BASE}\nRUN --mount=type=ssh sh -c 'ssh-add -l >/dev/null && echo "marker-$((40 + 2))" && sleep 600'\n`);
+    const child = spawn(BIN, ['rootfs', '--engine', 'vm', '--dockerfile', dockerfile, '--tag', 'fbtest/ssh-cancel:1', '--accel', 'tcg', '--ssh', 'default'], {
+      env: { ...process.env, FIREBUILD_LOG_LEVEL: 'info', ...env, SSH_AUTH_SOCK: agentSock },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.resume();
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('marker-42')) resolve();
+      });
+      void exited.then(() => reject(new Error(`the build exited before its RUN ran:\n${stderr}`)));
+    });
+    // The relay's socket exists while the RUN runs (the test sees what it asserts on).
+    expect(socketsUnder(work).length).toBeGreaterThan(0);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(vmmProcessesUnder(work)).toEqual([]);
+    expect(socketsUnder(work)).toEqual([]);
+    expect(fs.readdirSync(path.join(work, 'tmp'))).toEqual([]);
+    expect(hostKeys()).toContain(fingerprint);
   }, 5 * 60_000);
 
   test('the shell init refuses an ssh mount in one line', async () => {
