@@ -169,7 +169,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   await fsp.mkdir(scratch, { recursive: true });
   const saved = await saveGuestWritten(image, scratch);
   const stubs = await makeMountStubs(image, secrets.flatMap((x) => (x.target ? [x.target] : [])), label, where);
-  stubs.push(...(await makeMountStubs(image, agents.map((a) => a.guest.target), label, where)));
+  stubs.push(...(await makeMountStubs(image, agents.map((a) => a.guest.target), label, where, "the ssh agent's target")));
   await injectGuest(image);
   const cache = new RunCache(b.vm.runCache);
   const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
@@ -185,25 +185,11 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   };
   // The agents' host relays live as long as the VM (owned: closed on failure and cancel too).
   const relays = startSshRelays(agents, label, b.log);
-  try {
-    if (relays.channels.length) spec.build!.channels = relays.channels;
-    await runVm(spec, image, label, where, b, cache, lockDir, started);
-  } finally {
+  if (relays.channels.length) spec.build!.channels = relays.channels;
+  const vm = await launchVm(spec, b.storage, cache, b.log.child('vm')).catch(async (err: unknown) => {
     await relays.close();
-  }
-  await removeGuest(image);
-  // The mount points made for the secrets go again (when the RUN left them empty): the image holds what the RUN made.
-  await removeMountStubs(image, stubs, b.log);
-  await restoreGuestWritten(image, saved, label, where);
-  await fsp.rm(scratch, { recursive: true, force: true });
-  await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
-    throw (await diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where)) ?? new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
+    throw err;
   });
-}
-
-/** Boot the step's VM, stream its output until the guest has powered off, and tear it down. */
-async function runVm(spec: LaunchSpec, image: string, label: string, where: { file: string; line: number }, b: BootContext, cache: RunCache, lockDir: string, started: number): Promise<void> {
-  const vm = await launchVm(spec, b.storage, cache, b.log.child('vm'));
   b.bootMs += Date.now() - started;
   // Stream the command's output (the console between the init's start and exit lines) as it comes.
   let partial = '';
@@ -257,7 +243,16 @@ async function runVm(spec: LaunchSpec, image: string, label: string, where: { fi
     if (vm.jailDir) await takeBackJailed(vm.jailDir, image);
   } finally {
     await teardown(cache, vm, lockDir, b.log);
+    await relays.close();
   }
+  await removeGuest(image);
+  // The mount points made for the secrets go again (when the RUN left them empty): the image holds what the RUN made.
+  await removeMountStubs(image, stubs, b.log);
+  await restoreGuestWritten(image, saved, label, where);
+  await fsp.rm(scratch, { recursive: true, force: true });
+  await new Ext4Tools(b.log).check(image).catch(async (err: Error) => {
+    throw (await diskFullError(image, `the build disk of ${label}`, DISK_FULL_HINT, where)) ?? new UserError(`${label}: the image is not clean after the step (e2fsck: ${err.message.split('\n')[0]})`, where);
+  });
 }
 
 /** What a failed RUN's output says about its cause: a full disk, no network, or apt without package lists. */
