@@ -179,6 +179,13 @@ if [ -f /.firebuild/config/secrets.sh ]; then
   unset -f fb_secret; unset fb_pass fb_stage
 fi
 
+# RUN --mount=type=ssh (ssh.sh: one `fb_ssh_agent CHANNEL TARGET MODE UID GID` an agent) needs the compiled
+# init's relay (guest/init.c setup_ssh_agent): busybox cannot pass whole agent messages over the channel.
+if [ -f /.firebuild/config/ssh.sh ]; then
+  echo "firebuild-init: RUN --mount=type=ssh needs firebuild's compiled guest init, which this installation lacks: install a C compiler and static libc (build-essential) and run npm run build" >/dev/console
+  echo "FIREBUILD-EXIT code=125" >/dev/console; halt
+fi
+
 argv0=$1
 if ! prog=$(resolve_cmd "$1"); then
   echo "firebuild-init: $1: executable file not found in \$PATH ($PATH)" >/dev/console

@@ -8,7 +8,8 @@
  * pairs: FB_HOSTNAME FB_NET FB_IP FB_GW FB_DNS FB_USER FB_WORKDIR FB_STOPSIGNAL FB_SSH_USER FB_INIT
  * FB_HALT FB_BUILD), argv.nul (the command), env.nul (the environment), env.sh (installed as
  * /etc/profile.d/run-env.sh, 0600), authorized_keys, and a build step's secrets (secrets.nul: per secret
- * its number, target, octal mode, uid, gid and environment variable; the value in secrets/<number>).
+ * its number, target, octal mode, uid, gid and environment variable; the value in secrets/<number>),
+ * and its ssh agents (ssh.nul: per agent its channel, target, octal mode, uid and gid; see setup_ssh_agent).
  * A build step's command never sees the config disk: it is unmounted before the command starts.
  * It prints, on the console:
  *   FIREBUILD-START pid=<n> init-began=<s> uptime=<s>   once the command runs
@@ -19,11 +20,13 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
 #include <net/route.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,7 +39,9 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <sys/un.h>
 #include <unistd.h>
+#include <linux/vm_sockets.h>
 
 #define CONFIG "/.firebuild/config"
 #define BUSYBOX "/.firebuild/bin/busybox"
@@ -46,6 +51,11 @@ static char **cmd;  /* argv.nul */
 static char **envp; /* env.nul, plus the secrets' variables and HOME when missing */
 static char **secrets; /* secrets.nul: number, target, mode, uid, gid, env; ...; NULL */
 #define SECRET_STAGE "/dev/.firebuild-secrets"
+static char **sshagents; /* ssh.nul: channel, target, mode, uid, gid; ...; NULL */
+#define SSH_STAGE "/dev/.firebuild-ssh"
+#define SSH_FRAME_MAX (256 * 1024)
+#define SSH_VSOCK_PORT 7300 /* + the channel: src/guest/run-config.ts SSH_VSOCK_PORT */
+#define SSH_MAX_CLIENTS 32
 
 static void say(const char *fmt, ...) {
   char buf[4096];
@@ -387,6 +397,142 @@ static void setup_secrets(void) {
   rmdir(SECRET_STAGE);
 }
 
+/* ---- RUN --mount=type=ssh ------------------------------------------------------------------------ */
+
+static int read_full(int fd, void *buf, size_t n) {
+  for (size_t off = 0; off < n;) {
+    ssize_t r = read(fd, (char *)buf + off, n - off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    off += (size_t)r;
+  }
+  return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(fd, (const char *)buf + off, n - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    off += (size_t)w;
+  }
+  return 0;
+}
+
+/*
+ * The channel to the host's relay for agent `n`: the virtio-serial port named firebuild.ssh.<n> (QEMU; found
+ * by its name in /sys/class/virtio-ports, as no udev makes the /dev/virtio-ports links here), else a vsock
+ * connection to the host (CID 2) on port SSH_VSOCK_PORT + n (Firecracker).
+ */
+static int ssh_channel(const char *n) {
+  char want[64], path[300];
+  snprintf(want, sizeof want, "firebuild.ssh.%s\n", n);
+  DIR *d = opendir("/sys/class/virtio-ports");
+  for (struct dirent *e; d && (e = readdir(d));) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
+    char *name = slurp(path, NULL);
+    int match = name && !strcmp(name, want);
+    free(name);
+    if (!match) continue;
+    closedir(d);
+    snprintf(path, sizeof path, "/dev/%s", e->d_name);
+    return open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+  }
+  if (d) closedir(d);
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = SSH_VSOCK_PORT + (unsigned)atoi(n)};
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { close(fd); return -1; }
+  return fd;
+}
+
+/*
+ * One client's request: a whole frame (uint32 length, big-endian, at most SSH_FRAME_MAX, then the body)
+ * goes down the channel, one whole frame comes back and goes to the client. -1 drops the client; a
+ * channel that fails or answers out of bounds ends the relay (it cannot be in step with the host again).
+ */
+static int ssh_relay_one(int c, int chan, unsigned char *buf) {
+  if (read_full(c, buf, 4) < 0) return -1;
+  uint32_t len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+  if (len == 0 || len > SSH_FRAME_MAX || read_full(c, buf + 4, len) < 0) return -1;
+  if (write_full(chan, buf, 4 + len) < 0 || read_full(chan, buf, 4) < 0) _exit(1);
+  len = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+  if (len == 0 || len > SSH_FRAME_MAX || read_full(chan, buf + 4, len) < 0) _exit(1);
+  return write_full(c, buf, 4 + len);
+}
+
+/* The agent's relay process: the clients take turns on the one channel, a whole request and answer at a time. */
+static void ssh_relay(int lfd, int chan) {
+  struct pollfd p[1 + SSH_MAX_CLIENTS];
+  int n = 0;
+  unsigned char *buf = malloc(4 + SSH_FRAME_MAX);
+  if (!buf) _exit(1);
+  p[0] = (struct pollfd){.fd = lfd, .events = POLLIN};
+  for (;;) {
+    if (poll(p, 1 + n, -1) < 0) { if (errno == EINTR) continue; _exit(1); }
+    for (int i = 1; i <= n; i++) {
+      if (!p[i].revents) continue;
+      if ((p[i].revents & POLLIN) && ssh_relay_one(p[i].fd, chan, buf) == 0) continue;
+      close(p[i].fd);
+      p[i--] = p[n--];
+    }
+    if (p[0].revents & POLLIN) {
+      int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      if (n == SSH_MAX_CLIENTS) { close(c); continue; }
+      /* A client that stops mid-frame holds the others up for this long at most. */
+      struct timeval tv = {.tv_sec = 30};
+      setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      p[++n] = (struct pollfd){.fd = c, .events = POLLIN};
+    }
+  }
+}
+
+static void ssh_fail(const char *what, const char *target) {
+  say("firebuild-init: cannot %s the ssh agent socket at %s: %s\n", what, target, strerror(errno));
+  finish(125);
+}
+
+/*
+ * RUN --mount=type=ssh: per agent, a unix socket made on a tmpfs of its own (mode, uid and gid as asked)
+ * and bound at the target (the host made the mount point in the image; as a last resort it is made here),
+ * served by a relay process that passes whole agent messages to the host over the agent's channel. The
+ * staging mount is detached afterwards: the target is the socket's only name.
+ */
+static void setup_ssh_agent(void) {
+  if (!sshagents || !sshagents[0]) return;
+  mkdir(SSH_STAGE, 0700);
+  if (mount("tmpfs", SSH_STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0) ssh_fail("stage", SSH_STAGE);
+  for (char **s = sshagents; s[0] && s[1] && s[2] && s[3] && s[4]; s += 5) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, SSH_STAGE "/%s", s[0]);
+    int chan = ssh_channel(s[0]);
+    if (chan < 0) ssh_fail("reach the host for", s[1]);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 16) < 0) ssh_fail("make", s[1]);
+    if (chown(a.sun_path, (uid_t)strtoul(s[3], NULL, 10), (gid_t)strtoul(s[4], NULL, 10)) < 0 || chmod(a.sun_path, (mode_t)strtoul(s[2], NULL, 8)) < 0) ssh_fail("stage", s[1]);
+    struct stat st;
+    if (lstat(s[1], &st) < 0) {
+      mkdir_parents(s[1]);
+      int fd = open(s[1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd >= 0) close(fd);
+    }
+    if (mount(a.sun_path, s[1], NULL, MS_BIND, NULL) < 0) ssh_fail("mount", s[1]);
+    pid_t p = fork();
+    if (p == 0) {
+      setsid();
+      ssh_relay(lfd, chan);
+      _exit(0);
+    }
+    if (p < 0) ssh_fail("serve", s[1]);
+    close(lfd);
+    close(chan);
+  }
+  umount2(SSH_STAGE, MNT_DETACH);
+  rmdir(SSH_STAGE);
+}
+
 static double uptime(void) {
   char *t = slurp("/proc/uptime", NULL);
   double v = t ? atof(t) : -1;
@@ -412,6 +558,7 @@ int main(void) {
   kv = nul_list(CONFIG "/run.nul", 0);
   cmd = nul_list(CONFIG "/argv.nul", 0);
   secrets = nul_list(CONFIG "/secrets.nul", 0);
+  sshagents = nul_list(CONFIG "/ssh.nul", 0);
   int nsecrets = 0;
   for (char **s = secrets; s && s[0]; s++) nsecrets++;
   envp = nul_list(CONFIG "/env.nul", 2 + nsecrets / 6);
@@ -515,6 +662,7 @@ int main(void) {
     ngroups = 1;
   }
   setup_secrets();
+  setup_ssh_agent();
   if (!env_get("HOME")) {
     size_t n = 0;
     while (envp[n]) n++;

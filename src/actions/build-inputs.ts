@@ -2,6 +2,7 @@ import * as core from '@actions/core';
 import { formatTag, isValidTag, parseTag } from '../store/tag.js';
 import { UserError } from '../util/errors.js';
 import { parseSecretRefsInput, parseSecretsInput, type SecretSource } from '../util/secrets.js';
+import { parseSshFlag, type SshAgentSource } from '../util/ssh-agent.js';
 import { input, listInput } from './common.js';
 
 /** The inputs build-rootfs and build-baseos share with docker/build-push-action: `tags`, `labels` and the secrets. */
@@ -52,4 +53,9 @@ export function secretsInput(): SecretSource[] {
   const envs = parseSecretRefsInput(input('secret-envs'), 'secret-envs', 'env');
   for (const s of envs) if (s.kind === 'env') mask(process.env[s.env] ?? '');
   return [...values, ...parseSecretRefsInput(input('secret-files'), 'secret-files', 'file'), ...envs];
+}
+
+/** docker/build-push-action's `ssh`: one `default` or `ID=SOCKET` a line, as `--ssh`. */
+export function sshInput(): SshAgentSource[] {
+  return listInput('ssh').map((x) => parseSshFlag(x, process.env, "input 'ssh'"));
 }

@@ -19,6 +19,7 @@ import { own } from '../util/cleanup.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { checkSecretFiles, type SecretSource } from '../util/secrets.js';
+import { checkSshAgents, type SshAgentSource } from '../util/ssh-agent.js';
 import { parseBuildArgs } from '../dockerfile/build-args.js';
 import { vmSettingsFor, type VmChoice } from './vm-settings.js';
 import type { Settings } from '../profile/settings.js';
@@ -51,6 +52,8 @@ export interface BuildOptions {
   pull?: boolean;
   /** --secret: handed to BuildKit (`docker buildx build --secret`); the classic builder has no secrets. */
   secrets?: readonly SecretSource[];
+  /** --ssh: handed to BuildKit (`docker buildx build --ssh`); the classic builder has no ssh mounts. */
+  sshAgents?: readonly SshAgentSource[];
 }
 
 export interface BuildResult {
@@ -62,6 +65,7 @@ export interface BuildResult {
 /** Features the classic builder lacks: the plan must not use them unless BuildKit builds it. */
 export function buildkitOnly(step: Step): string | undefined {
   if (step.heredocs?.length) return 'heredocs';
+  if (step.mounts?.some((m) => m.type === 'ssh')) return 'RUN --mount=type=ssh';
   if (step.mounts?.length) return 'RUN --mount';
   if (step.network !== undefined) return 'RUN --network';
   if (step.security !== undefined) return 'RUN --security';
@@ -155,7 +159,7 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
       produce = async (scratch) => {
         const ctx = await contextTar(theSrc, thePlan, scratch, downloads);
         log.info('building with BuildKit (docker buildx, --output type=tar)', { dockerfile: theSrc.dockerfile });
-        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels, ...(o.noCache ? { noCache: true } : {}), ...(o.pull ? { pull: true } : {}), ...(o.secrets?.length ? { secrets: o.secrets } : {}) }, theSrc.dockerfile, log);
+        const bx = buildxTar(ctx.stream, { dockerfile: ctx.dockerfile, buildArgs: thePlan.buildArgs, ...(target ? { target } : {}), labels, ...(o.noCache ? { noCache: true } : {}), ...(o.pull ? { pull: true } : {}), ...(o.secrets?.length ? { secrets: o.secrets } : {}), ...(o.sshAgents?.length ? { sshAgents: o.sshAgents } : {}) }, theSrc.dockerfile, log);
         return { ...bx, config };
       };
     } else {
@@ -293,6 +297,8 @@ interface ImageBuildCommon {
   noCache?: boolean;
   /** Build secrets (--secret; the actions' secrets, secret-files, secret-envs) for RUN --mount=type=secret. */
   secrets?: readonly SecretSource[];
+  /** Build ssh agents (--ssh; the actions' ssh input) for RUN --mount=type=ssh. */
+  sshAgents?: readonly SshAgentSource[];
 }
 
 /** The Docker engine: a Dockerfile built by Docker, or a Docker image converted. */
@@ -335,6 +341,8 @@ export interface ImageBuildResult {
 export async function buildImage(b: ImageBuild, env: { settings: Settings; storage: StorageProvider }, log: Logger): Promise<ImageBuildResult> {
   // A secret's file must be there before the build starts (as buildx checks it).
   if (b.secrets?.length) await checkSecretFiles(b.secrets);
+  // An ssh agent's socket too (a key file is refused: it belongs in an agent).
+  if (b.sshAgents?.length) await checkSshAgents(b.sshAgents);
   const common = {
     ...(b.context ? { context: b.context } : {}),
     buildArgs: b.buildArgs,
@@ -349,6 +357,7 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
     ...(b.pull ? { pull: true } : {}),
     ...(b.noCache ? { noCache: true } : {}),
     ...(b.secrets?.length ? { secrets: b.secrets } : {}),
+    ...(b.sshAgents?.length ? { sshAgents: b.sshAgents } : {}),
   };
   if (b.engine === 'vm') {
     const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };

@@ -3,6 +3,7 @@ import { UserError, InternalError } from '../util/errors.js';
 import { exec, spawnStream, tailLines } from '../util/exec.js';
 import type { Logger } from '../util/logger.js';
 import type { SecretSource } from '../util/secrets.js';
+import type { SshAgentSource } from '../util/ssh-agent.js';
 
 /**
  * The one way firebuild runs `docker buildx`: BuildKit through `docker buildx build`, taking the file
@@ -28,6 +29,8 @@ export interface BuildxOptions {
   pull?: boolean;
   /** Build secrets, handed to BuildKit's own secret store (buildxSecrets). */
   secrets?: readonly SecretSource[];
+  /** Build ssh agents (`--ssh ID=SOCKET`), forwarded by BuildKit itself. */
+  sshAgents?: readonly SshAgentSource[];
 }
 
 /** One field of a docker CSV flag, quoted when it holds a comma or a quote. */
@@ -66,6 +69,7 @@ export function buildxArgv(o: BuildxOptions): string[] {
     ...(o.noCache ? ['--no-cache'] : []),
     ...(o.pull ? ['--pull'] : []),
     ...buildxSecrets(o.secrets ?? []).args,
+    ...(o.sshAgents ?? []).flatMap((a) => ['--ssh', `${a.id}=${a.socket}`]),
     '-',
   ];
 }

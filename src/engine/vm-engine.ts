@@ -11,6 +11,7 @@ import { throwIfCancelled } from '../util/cleanup.js';
 import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { secretsById, type SecretSource } from '../util/secrets.js';
+import { sshAgentsById, type SshAgentSource } from '../util/ssh-agent.js';
 import { StepCache } from './step-cache.js';
 import { emptyImage, external, ImageResolver, materialize } from './vm/bases.js';
 import { growTo, roomForCopy } from './vm/disk.js';
@@ -66,6 +67,8 @@ export interface VmBuildOptions {
   registryMirrors?: readonly string[];
   /** Build secrets (RUN --mount=type=secret): never part of a step's key, the image or its metadata. */
   secrets?: readonly SecretSource[];
+  /** Build ssh agents (RUN --mount=type=ssh): forwarded to the RUNs that mount them, never part of a key, the image or its metadata. */
+  sshAgents?: readonly SshAgentSource[];
 }
 
 export interface VmBuildResult {
@@ -122,7 +125,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
   const b: BootContext = {
     vm: o.vm ?? { backend: 'qemu', network: 'user', runCache: path.join(o.cacheDir, 'build-vms') },
     storage, ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), accel: o.accel ?? 'auto', memMib: o.memMib ?? 512,
-    stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, tag, bootMs: 0, secrets: secretsById(o.secrets ?? []),
+    stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, tag, bootMs: 0, secrets: secretsById(o.secrets ?? []), sshAgents: sshAgentsById(o.sshAgents ?? []),
   };
   try {
     const results = new Map<number, { image: string; key: string }>();

@@ -8,7 +8,7 @@ import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { ownedTempDir } from '../util/private-dir.js';
 import { copyChecked, type CheckedFile } from '../util/safe-open.js';
-import { renderEnvSh, renderRunNul, renderRunSh, renderSecrets, type RunConfig } from './run-config.js';
+import { renderEnvSh, renderRunNul, renderRunSh, renderSecrets, renderSshAgents, type RunConfig } from './run-config.js';
 
 /** The guest side's files, shipped in the package's guest/ folder. */
 const GUEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'guest');
@@ -61,6 +61,14 @@ export async function removeGuest(image: string): Promise<void> {
   await new Debugfs(image).write([...GUEST_FILES.map((f) => mayBeMissing(`rm ${f}`)), ...GUEST_DIRS.map((d) => mayBeMissing(`rmdir ${d}`))]);
 }
 
+/** A build step's ssh agents (RUN --mount=type=ssh): where the guest init makes their sockets; no path of the host's. */
+async function writeSshAgents(c: RunConfig, dir: string): Promise<void> {
+  if (!c.sshAgents?.length) return;
+  const r = renderSshAgents(c.sshAgents);
+  await fsp.writeFile(path.join(dir, 'ssh.nul'), r.nul, { mode: 0o600 });
+  await fsp.writeFile(path.join(dir, 'ssh.sh'), r.sh, { mode: 0o600 });
+}
+
 /**
  * The read-only config disk: an ext4 file (mode 0600 from its creation) holding run.sh, env.sh,
  * authorized_keys and a build step's secrets. Its files are staged (0600) in a private temp dir that this
@@ -88,6 +96,7 @@ export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, a
       await fsp.writeFile(path.join(dir, 'secrets.nul'), r.nul, { mode: 0o600 });
       await fsp.writeFile(path.join(dir, 'secrets.sh'), r.sh, { mode: 0o600 });
     }
+    await writeSshAgents(c, dir);
     // Room for the secrets (up to 500 KiB each) besides the few small files.
     const secretBytes = (c.secrets ?? []).reduce((a, s) => a + Math.ceil(s.value.bytes().length / 4096) * 4096 + 4096, 0);
     await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: (4 << 20) + secretBytes, label: 'fbconfig' });

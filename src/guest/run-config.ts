@@ -27,6 +27,42 @@ export interface RunConfig {
   build?: boolean;
   /** A build step's secrets (RUN --mount=type=secret): on the config disk for that step only. */
   secrets?: GuestSecret[];
+  /** A build step's ssh agents (RUN --mount=type=ssh): a socket at each target, relayed to the host's agent. */
+  sshAgents?: GuestSshAgent[];
+}
+
+/**
+ * One forwarded ssh agent for the guest init: a unix socket at `target` (mode, uid, gid as asked) whose
+ * agent requests go, one whole frame at a time, down the virtio-serial port `firebuild.ssh.<channel>`
+ * (QEMU) or a vsock connection to the host on port SSH_VSOCK_PORT + channel (Firecracker).
+ */
+export interface GuestSshAgent {
+  channel: number;
+  target: string;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** The virtio-serial port name of ssh agent channel `n`, as the guest init looks it up. */
+export function sshPortName(n: number): string {
+  return `firebuild.ssh.${n}`;
+}
+
+/** The vsock port of ssh agent channel `n` (guest init: SSH_VSOCK_PORT in guest/init.c). */
+export const SSH_VSOCK_PORT = 7300;
+
+/**
+ * How the inits find the ssh agents: `ssh.nul` (compiled init) holds five fields per agent (channel,
+ * target, octal mode, uid, gid); `ssh.sh` (shell init) is there so the shell init can refuse them.
+ */
+export function renderSshAgents(agents: readonly GuestSshAgent[]): { nul: Buffer; sh: string } {
+  const rows = agents.map((a) => [String(a.channel), a.target, a.mode.toString(8).padStart(4, '0'), String(a.uid), String(a.gid)]);
+  for (const r of rows) if (r.some((f) => /[\0\n]/.test(f))) throw new UserError('an ssh mount target holds a NUL or line break: give another target');
+  return {
+    nul: Buffer.from(rows.flat().map((f) => `${f}\0`).join('')),
+    sh: rows.map((r) => `fb_ssh_agent ${r.map(shellQuote).join(' ')}\n`).join(''),
+  };
 }
 
 /**

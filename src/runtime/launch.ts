@@ -15,7 +15,7 @@ import { diskUsage, writeFileAtomic } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { requireRootAccess } from '../util/privilege.js';
 import { copyChecked, openChecked, openDirChecked, type CheckedFile } from '../util/safe-open.js';
-import { backendFor, chooseBackend, type BackendChoice, type BackendName, type FirecrackerSettings } from '../vmm/backend.js';
+import { backendFor, chooseBackend, type BackendChoice, type BackendName, type FirecrackerSettings, type GuestChannel } from '../vmm/backend.js';
 import { jailRoot } from '../vmm/firecracker.js';
 import { detectKvm } from '../vmm/kvm.js';
 import { resolveAccel, type Accel } from '../vmm/qemu.js';
@@ -59,7 +59,7 @@ export interface LaunchSpec {
    * not a copy of a stored image, with this command, environment, USER and WORKDIR; `label` names it in
    * `ls`. The network and the halt come from the run's own settings.
    */
-  build?: { rootfs: string; config: Omit<RunConfig, 'net' | 'dns' | 'halt'>; label: string };
+  build?: { rootfs: string; config: Omit<RunConfig, 'net' | 'dns' | 'halt'>; label: string; channels?: readonly GuestChannel[] };
 }
 
 /** How long a cancel waits for a launch in flight to stop at its next step before tearing the VM down anyway. */
@@ -309,6 +309,8 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
         qemu: { accel },
         ...(o.firecracker ? { firecracker: o.firecracker } : {}),
         metadata: { firebuild: { id, name, image: state.image, hostname } },
+        // A build step's channels (its ssh agents): the backend has their services listen before the guest runs.
+        ...(o.build?.channels?.length ? { channels: o.build.channels } : {}),
       });
       setVmm(state, started.pid);
       Object.assign(state, {

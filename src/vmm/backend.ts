@@ -1,7 +1,7 @@
 import type { Accel } from './qemu.js';
 import type { FirecrackerMode } from './firecracker-run.js';
 import { startFirecracker, sendCtrlAltDel } from './firecracker-run.js';
-import { startQemu, writeConsoleLine } from './qemu-run.js';
+import { channelSocket, startQemu, writeConsoleLine } from './qemu-run.js';
 import type { BackendChoice, BackendName } from './backends.js';
 
 export { BACKENDS, BACKEND_CHOICES, type BackendChoice, type BackendName } from './backends.js';
@@ -41,6 +41,22 @@ export interface VmmSpec {
   firecracker?: FirecrackerSettings;
   /** Firecracker: MMDS metadata. */
   metadata?: Record<string, unknown>;
+  /** Byte channels between host services and the guest (a build's ssh agents, engine/vm/ssh-relay.ts). */
+  channels?: readonly GuestChannel[];
+}
+
+/**
+ * A byte channel between a service on the host and the guest: on QEMU a virtio-serial port named `name`
+ * (`-chardev socket` connecting to the service's socket), on Firecracker the guest's vsock connections to
+ * the host (CID 2) on port `vsockPort` (Firecracker connects to `<uds_path>_<port>`). The service listens
+ * on the unix socket the backend names (`listen`, before the VMM needs it; `owner`: the jail's user, who
+ * must be able to connect) and is owned by whoever made it; the socket file lies in the VM's run cache
+ * directory or its jail, removed with them.
+ */
+export interface GuestChannel {
+  readonly name: string;
+  readonly vsockPort: number;
+  listen(socketPath: string, owner?: { uid: number; gid: number }): Promise<void>;
 }
 
 export interface VmmStarted {
@@ -66,7 +82,11 @@ export interface VmmBackend {
 
 const qemu: VmmBackend = {
   name: 'qemu',
-  start: async (s) => startQemu(s),
+  start: async (s) => {
+    // QEMU connects to each channel's socket as it starts: the service listens first.
+    for (const [i, ch] of (s.channels ?? []).entries()) await ch.listen(channelSocket(s.dir, i));
+    return startQemu(s);
+  },
   requestStop: async (vm, stopLine) => {
     if (!vm.consoleSock) return false;
     await writeConsoleLine(vm.consoleSock, stopLine);
@@ -87,6 +107,7 @@ const firecracker: VmmBackend = {
       ...(s.net.kind === 'tap' ? { tap: { name: s.net.name, mac: s.net.mac }, ...(s.net.netns ? { netns: s.net.netns.path } : {}) } : {}),
       ...(s.cgroup ? { cgroup: s.cgroup } : {}),
       ...(s.metadata ? { metadata: s.metadata } : {}),
+      ...(s.channels?.length ? { channels: s.channels } : {}),
     });
   },
   requestStop: async (vm) => {

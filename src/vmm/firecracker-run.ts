@@ -5,8 +5,9 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { copySparse } from '../util/fs.js';
+import type { GuestChannel } from './backend.js';
 import { inCgroupArgv } from './in-cgroup.js';
-import { apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type ApiRequest, type FirecrackerVm } from './firecracker.js';
+import { GUEST_CID, VSOCK_UDS, apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type ApiRequest, type FirecrackerVm } from './firecracker.js';
 
 /**
  * Running Firecracker under the jailer. The VM's files are placed in the jail root owned by the jail's
@@ -43,6 +44,8 @@ export interface FirecrackerLaunch {
   cgroup?: string;
   metadata?: Record<string, unknown>;
   timeoutMs?: number;
+  /** Host services the guest reaches over vsock (CID 2, each on its port). */
+  channels?: readonly GuestChannel[];
 }
 
 export interface FirecrackerStarted {
@@ -140,6 +143,9 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
   if (o.initrd) await placeFile(o.initrd, path.join(root, 'initrd'), o.uid, o.gid, 'store');
   await placeFile(o.rootfs, path.join(root, 'rootfs.ext4'), o.uid, o.gid, 'own');
   for (const [i, d] of o.disks.entries()) await placeFile(d, path.join(root, `disk${i}.ext4`), o.uid, o.gid, 'own');
+  // The guest's vsock connections to port P reach `<jail root>/vsock.sock_P`: each service listens there
+  // (owned by the jail's user, who connects to it), inside the jail, removed with it.
+  for (const ch of o.channels ?? []) await ch.listen(path.join(root, `${VSOCK_UDS.slice(1)}_${ch.vsockPort}`), { uid: o.uid, gid: o.gid });
   const serialLog = path.join(root, 'serial.log');
   await fsp.writeFile(serialLog, '', { mode: 0o600 });
   await fsp.chown(serialLog, o.uid, o.gid);
@@ -155,6 +161,7 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
     ...(o.tap ? { network: [{ ifaceId: 'eth0', tap: o.tap.name, mac: o.tap.mac }] } : {}),
     ...(o.tap && o.metadata ? { mmds: true } : {}),
     ...(o.mode === 'api' ? { serialOut: inJail('serial.log') } : {}),
+    ...(o.channels?.length ? { vsock: { guestCid: GUEST_CID, udsPath: VSOCK_UDS } } : {}),
   };
   const common = { jailer: o.jailer, firecracker: o.firecracker, id: o.id, uid: o.uid, gid: o.gid, chrootBase: o.chrootBase, newPidNs: true, ...(o.netns ? { netns: o.netns } : {}) };
   let argv: string[];

@@ -21,7 +21,14 @@ export interface FirecrackerVm {
   metricsPath?: string;
   /** API mode only: where Firecracker writes the guest's serial console (`PUT /serial`). */
   serialOut?: string;
+  /** A vsock device: the guest's CID, and the host socket (in the jail) whose `<udsPath>_<port>` take the guest's connections. */
+  vsock?: { guestCid: number; udsPath: string };
 }
+
+/** The guest's vsock CID (the host is CID 2). */
+export const GUEST_CID = 3;
+/** The vsock device's host socket, in the jail: the guest's connections to port P reach `<VSOCK_UDS>_P`. */
+export const VSOCK_UDS = '/vsock.sock';
 
 export interface ApiRequest {
   method: 'PUT' | 'PATCH' | 'GET';
@@ -50,6 +57,10 @@ function machine(vm: FirecrackerVm): Record<string, unknown> {
   return { vcpu_count: vm.vcpus, mem_size_mib: vm.memMib, smt: false };
 }
 
+function vsock(v: { guestCid: number; udsPath: string }): Record<string, unknown> {
+  return { guest_cid: v.guestCid, uds_path: v.udsPath };
+}
+
 /** The `--config-file` JSON. */
 export function configFile(vm: FirecrackerVm): Record<string, unknown> {
   const cfg: Record<string, unknown> = {
@@ -61,6 +72,7 @@ export function configFile(vm: FirecrackerVm): Record<string, unknown> {
   if (vm.mmds && vm.network?.length) cfg['mmds-config'] = { version: 'V2', network_interfaces: [vm.network[0]!.ifaceId] };
   if (vm.logPath) cfg.logger = { log_path: vm.logPath, level: 'Info', show_level: true, show_log_origin: false };
   if (vm.metricsPath) cfg.metrics = { metrics_path: vm.metricsPath };
+  if (vm.vsock) cfg.vsock = vsock(vm.vsock);
   return cfg;
 }
 
@@ -74,6 +86,7 @@ export function apiRequests(vm: FirecrackerVm, metadata?: Record<string, unknown
   reqs.push({ method: 'PUT', path: '/boot-source', definition: 'BootSource', body: bootSource(vm) });
   for (const d of drives(vm)) reqs.push({ method: 'PUT', path: `/drives/${d.drive_id as string}`, definition: 'Drive', body: d });
   for (const n of interfaces(vm)) reqs.push({ method: 'PUT', path: `/network-interfaces/${n.iface_id as string}`, definition: 'NetworkInterface', body: n });
+  if (vm.vsock) reqs.push({ method: 'PUT', path: '/vsock', definition: 'Vsock', body: vsock(vm.vsock) });
   if (vm.mmds && vm.network?.length) {
     reqs.push({ method: 'PUT', path: '/mmds/config', definition: 'MmdsConfig', body: { version: 'V2', network_interfaces: [vm.network[0]!.ifaceId] } });
     if (metadata) reqs.push({ method: 'PUT', path: '/mmds', definition: 'MmdsContentsObject', body: metadata });

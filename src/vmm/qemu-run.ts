@@ -27,6 +27,7 @@ export function startQemu(s: VmmSpec): VmmStarted {
     serialLog,
     consoleSock,
     pidFile: path.join(s.dir, 'qemu.pid'),
+    ...(s.channels?.length ? { channels: s.channels.map((c, i) => ({ name: c.name, socket: channelSocket(s.dir, i) })) } : {}),
     ...(s.net.kind === 'user' ? { userNet: { hostfwd: s.net.hostfwd } } : {}),
     ...(s.net.kind === 'tap' ? { tap: { ifname: s.net.name, mac: s.net.mac } } : {}),
   });
@@ -36,6 +37,11 @@ export function startQemu(s: VmmSpec): VmmStarted {
   const child = spawn(...inCgroupArgv(s.cgroup, ...vmm), { detached: true, stdio: ['ignore', 'ignore', 'ignore'] });
   child.unref();
   return { pid: child.pid ?? 0, serialLog, consoleSock };
+}
+
+/** Where QEMU's channel `i` (VmmSpec.channels) connects: a socket in the VM's run cache directory. */
+export function channelSocket(dir: string, i: number): string {
+  return path.join(dir, `channel-${i}.sock`);
 }
 
 /** Write a line to QEMU's console socket (the serial port's input); the guest init reads it. */

@@ -30,6 +30,8 @@ export interface QemuVm {
   tap?: { ifname: string; mac: string };
   pidFile?: string;
   qmpSocket?: string;
+  /** virtio-serial ports: each named `name` in the guest, its host side a connection to the unix socket `socket`. */
+  channels?: { name: string; socket: string }[];
 }
 
 /** Every writable drive's error policy (see qemuArgv). */
@@ -62,6 +64,12 @@ export function qemuArgv(vm: QemuVm): string[] {
     argv.push('-netdev', `user,id=net0${fwd}`, '-device', 'virtio-net-device,netdev=net0');
   } else if (vm.tap) {
     argv.push('-netdev', `tap,id=net0,ifname=${vm.tap.ifname},script=no,downscript=no`, '-device', `virtio-net-device,netdev=net0,mac=${vm.tap.mac}`);
+  }
+  if (vm.channels?.length) {
+    argv.push('-device', 'virtio-serial-device,id=fbser0');
+    vm.channels.forEach((c, i) => {
+      argv.push('-chardev', `socket,id=fbch${i},path=${escapeOpt(c.socket)}`, '-device', `virtserialport,bus=fbser0.0,chardev=fbch${i},name=${escapeOpt(c.name)}`);
+    });
   }
   if (vm.pidFile) argv.push('-pidfile', vm.pidFile);
   if (vm.qmpSocket) argv.push('-qmp', `unix:${vm.qmpSocket},server=on,wait=off`);

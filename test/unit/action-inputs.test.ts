@@ -114,6 +114,25 @@ describe('input names and aliases', () => {
     }
   });
 
+  test("build-rootfs and build-baseos: ssh as docker/build-push-action's (default is $SSH_AUTH_SOCK, ID=SOCKET), one a line", async () => {
+    for (const action of ['build-rootfs', 'build-baseos']) {
+      const { getInputs } = await import(`../../src/actions/${action}/impl.js`) as typeof import('../../src/actions/build-rootfs/impl.js');
+      const saved = process.env.SSH_AUTH_SOCK;
+      process.env.SSH_AUTH_SOCK = '/tmp/agent.sock';
+      try {
+        set({ dockerfile: './Dockerfile', tag: 'acme/web:1', ssh: 'default\ndeploy=/run/deploy-agent.sock' });
+        expect(getInputs().sshAgents).toEqual([{ id: 'default', socket: '/tmp/agent.sock' }, { id: 'deploy', socket: '/run/deploy-agent.sock' }]);
+        delete process.env.SSH_AUTH_SOCK;
+        set({ ssh: 'default' });
+        expect(() => getInputs()).toThrow("input 'ssh' default: SSH_AUTH_SOCK is not set");
+      } finally {
+        if (saved === undefined) delete process.env.SSH_AUTH_SOCK;
+        else process.env.SSH_AUTH_SOCK = saved;
+        delete process.env.INPUT_SSH;
+      }
+    }
+  });
+
   test('dockerfile and file given with different values is one error; the same value is fine', async () => {
     const { getInputs } = await import('../../src/actions/build-baseos/impl.js');
     set({ dockerfile: 'a/Dockerfile', file: 'b/Dockerfile' });

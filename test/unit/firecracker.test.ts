@@ -1,7 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type FirecrackerVm } from '../../src/vmm/firecracker.js';
+import { GUEST_CID, VSOCK_UDS, apiRequests, configFile, jailerArgv, jailRoot, stopRequest, type FirecrackerVm } from '../../src/vmm/firecracker.js';
 import { jailerSocketPath } from '../../src/vmm/jail-paths.js';
 import { SCHEMA, bodyDefinition, validate } from '../helpers/firecracker-schema.js';
 
@@ -13,6 +13,8 @@ const vms: [string, FirecrackerVm][] = [
     drives: [{ id: 'config', path: 'config.img', readOnly: true }], vcpus: 2, memMib: 512,
     network: [{ ifaceId: 'eth0', tap: 'fb0abc', mac: '02:fc:00:00:00:01' }], mmds: true, logPath: 'fc.log', metricsPath: 'fc.metrics', serialOut: '/serial.log',
   }],
+  // A build step's ssh agents (RUN --mount=type=ssh) reach the host over vsock.
+  ['vsock', { kernel: '/vmlinux', bootArgs: 'console=ttyS0', rootfs: '/rootfs.ext4', vcpus: 1, memMib: 128, vsock: { guestCid: GUEST_CID, udsPath: VSOCK_UDS } }],
 ];
 
 describe('Firecracker config files validate as FullVmConfiguration', () => {
@@ -42,6 +44,19 @@ describe('Firecracker API requests validate against their definitions and paths'
       // The path exists in the API with that method and takes that definition as its body.
       expect(bodyDefinition(r.method, r.path)).toBe(r.definition);
     }
+  });
+});
+
+describe('the vsock device (RUN --mount=type=ssh on Firecracker)', () => {
+  test('PUT /vsock before InstanceStart, and the config file\'s vsock: guest CID 3, the host socket in the jail', () => {
+    const vm = vms.find(([n]) => n === 'vsock')![1];
+    const reqs = apiRequests(vm);
+    const i = reqs.findIndex((r) => r.path === '/vsock');
+    expect(reqs[i]).toEqual({ method: 'PUT', path: '/vsock', definition: 'Vsock', body: { guest_cid: 3, uds_path: '/vsock.sock' } });
+    expect(i).toBeLessThan(reqs.length - 1);
+    expect(configFile(vm).vsock).toEqual({ guest_cid: 3, uds_path: '/vsock.sock' });
+    // A CID the schema refuses (0-2 are reserved) fails the same check.
+    expect(validate('Vsock', { guest_cid: 2, uds_path: '/vsock.sock' })).not.toBeNull();
   });
 });
 

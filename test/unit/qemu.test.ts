@@ -23,6 +23,7 @@ describe('qemu microvm argv', () => {
     ['commas in paths are escaped', { rootfs: '/a,b/rootfs.ext4' }, ['-drive', 'id=root,file=/a,,b/rootfs.ext4,format=raw,if=none,cache=unsafe,werror=report,rerror=report']],
     ['an explicit panic= is kept', { append: 'console=ttyS0 panic=5' }, ['-append', 'console=ttyS0 panic=5 tsc_early_khz=1000000']],
     ['KVM needs no TSC hint', { accel: 'kvm' }, ['-append', 'console=ttyS0 root=/dev/vda panic=-1']],
+    ['ssh agent channels: virtio-serial ports named for the guest, each a connection to its host socket', { channels: [{ name: 'firebuild.ssh.0', socket: '/run/vm1/channel-0.sock' }, { name: 'firebuild.ssh.1', socket: '/run/vm1/channel-1.sock' }] }, ['-device', 'virtio-serial-device,id=fbser0', '-chardev', 'socket,id=fbch0,path=/run/vm1/channel-0.sock', '-device', 'virtserialport,bus=fbser0.0,chardev=fbch0,name=firebuild.ssh.0', '-chardev', 'socket,id=fbch1,path=/run/vm1/channel-1.sock', '-device', 'virtserialport,bus=fbser0.0,chardev=fbch1,name=firebuild.ssh.1']],
   ])('%s', (_n, extra, wantSub) => {
     expect(containsRun(qemuArgv({ ...base, ...extra }), wantSub)).toBe(true);
   });

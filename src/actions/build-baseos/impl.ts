@@ -1,7 +1,7 @@
 import { aliasInput, boolInput, input, listInput } from '../common.js';
 import { ENGINES, type BuildInputs } from '../build-rootfs/impl.js';
 import { summaryInput } from '../summary.js';
-import { labelsInput, secretsInput, tagsInput } from '../build-inputs.js';
+import { labelsInput, secretsInput, sshInput, tagsInput } from '../build-inputs.js';
 
 /** build-baseos: the same build as build-rootfs, stored as a baseos image; the tag may come from FROM. */
 export function getInputs(): BuildInputs {
@@ -10,6 +10,7 @@ export function getInputs(): BuildInputs {
   const secrets = secretsInput();
   return {
     secrets,
+    sshAgents: sshInput(),
     dockerfile: aliasInput('dockerfile', 'file', { required: true }),
     context: input('context'),
     tag,

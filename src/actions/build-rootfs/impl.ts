@@ -13,7 +13,8 @@ import { parseSize } from '../../util/size.js';
 import { ActionsLogger, actionSettings, aliasInput, boolInput, cacheVersionInput, cacheRestore, cacheSave, input, listInput, registryMirrorsInput, withCacheEntryDir } from '../common.js';
 import { formatDuration, formatSize, summaryInput, writeSummary, type Cell } from '../summary.js';
 import { getVmInputs, vmChoice, type VmInputs } from '../vm-inputs.js';
-import { labelsInput, secretsInput, tagsInput } from '../build-inputs.js';
+import { labelsInput, secretsInput, sshInput, tagsInput } from '../build-inputs.js';
+import type { SshAgentSource } from '../../util/ssh-agent.js';
 import type { SecretSource } from '../../util/secrets.js';
 
 /** The build-rootfs action (and build-baseos, with type baseos): the CLI's `rootfs`/`baseos` build. */
@@ -49,6 +50,8 @@ export interface BuildInputs extends VmInputs {
   summary: boolean;
   /** `secrets`, `secret-files`, `secret-envs` (docker/build-push-action's): for RUN --mount=type=secret; values masked. */
   secrets: SecretSource[];
+  /** `ssh` (docker/build-push-action's): the agents RUN --mount=type=ssh forwards. */
+  sshAgents: SshAgentSource[];
 }
 
 export const ENGINES = ['docker'] as const;
@@ -62,6 +65,7 @@ export function getInputs(): BuildInputs {
   const secrets = secretsInput();
   return {
     secrets,
+    sshAgents: sshInput(),
     // `file` is docker/build-push-action's name for it.
     dockerfile: aliasInput('dockerfile', 'file', { required: !dockerImage }),
     context: input('context'),
@@ -158,6 +162,7 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
     ...(i.noCache ? { noCache: true } : {}),
     ...(i.pull ? { pull: true } : {}),
     ...(i.secrets.length ? { secrets: i.secrets } : {}),
+    ...(i.sshAgents.length ? { sshAgents: i.sshAgents } : {}),
   };
   if (resolveEngine(type, i.engine, i.dockerImage) === 'vm') {
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");

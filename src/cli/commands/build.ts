@@ -4,6 +4,7 @@ import { parseSize } from '../../util/size.js';
 import { parseTag } from '../../store/tag.js';
 import { UserError } from '../../util/errors.js';
 import { parseSecretFlag } from '../../util/secrets.js';
+import { parseSshFlag } from '../../util/ssh-agent.js';
 import { json } from '../format.js';
 import { collect, Option, vmChoice, withProfileOptions, withRegistryMirrorOption, withVmOptions, type CliContext, type SettingsCliOpts, type VmCliOpts } from '../options.js';
 
@@ -14,7 +15,7 @@ export function register(program: Command, ctx: CliContext): void {
     dockerfile?: string; context?: string; buildArg?: string[]; target?: string; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
     stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string; allowHostUrls?: boolean;
-    label?: string[]; pull?: boolean; secret?: string[];
+    label?: string[]; pull?: boolean; secret?: string[]; ssh?: string[];
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
     cmd
@@ -34,6 +35,7 @@ export function register(program: Command, ctx: CliContext): void {
       .option('--label <name=value>', "label added to the image config (over the Dockerfile's LABELs), repeatable", collect)
       .option('--pull', 'take FROM and COPY --from images from their registries even when the local Docker engine has them')
       .option('--secret <id=NAME,src=FILE|env=VAR>', 'a build secret for RUN --mount=type=secret, as docker buildx build --secret (type=file|env; the id defaults to the file\'s base name or the variable\'s name); never stored in the image, its metadata or the step cache; repeatable', collect)
+      .option('--ssh <default|ID=SOCKET>', "an ssh agent for RUN --mount=type=ssh, as docker build --ssh: `default` (or an ID alone) is $SSH_AUTH_SOCK, ID=SOCKET names an agent's socket (a key file is refused: load it with ssh-add); only listing keys and signing reach the agent; repeatable", collect)
       .option('--no-cache', 'run every step: no step cache (vm engine; nor is it refilled) or Docker build cache (docker engine)')
       .option('--max-download-size <size>', 'the largest ADD URL or http context file (e.g. 8G); default: $FIREBUILD_MAX_DOWNLOAD_SIZE, else 4G')
       .option('--allow-host-urls', "let the Dockerfile's ADD URLs (and redirects) reach this host's own addresses, loopback and link-local (trusted Dockerfiles only); also FIREBUILD_ALLOW_HOST_URLS=1");
@@ -86,6 +88,7 @@ export function register(program: Command, ctx: CliContext): void {
       ...(o.pull ? { pull: true } : {}),
       ...(o.cache === false ? { noCache: true } : {}),
       ...(o.secret?.length ? { secrets: o.secret.map((x) => parseSecretFlag(x, ctx.env)) } : {}),
+      ...(o.ssh?.length ? { sshAgents: o.ssh.map((x) => parseSshFlag(x, ctx.env)) } : {}),
     };
     if (resolveEngine(type, o.engine, o.dockerImage) === 'vm') {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');

@@ -10,6 +10,7 @@ import type { Logger } from '../../util/logger.js';
 import type { ImageResolver, ImageSource } from './bases.js';
 import { sha } from './keys.js';
 import { parseSecretMount } from './secrets.js';
+import { sshMounts } from './ssh.js';
 
 /**
  * The vm engine's planning: the Dockerfile's plan (source resolved, build args applied, features the
@@ -46,7 +47,9 @@ export async function resolvePlan(o: PlanInputs, images: ImageResolver, download
       const feature = vmUnsupported(step);
       if (feature) throw new UserError(`${feature} is not supported by the vm engine yet: remove it, or build with --engine docker on a host with BuildKit`, { file: step.file, line: step.line });
       // Secret mounts checked before anything runs (their targets are resolved against the WORKDIR when the step runs).
-      for (const m of step.mounts ?? []) parseSecretMount(m, { file: step.file, line: step.line });
+      for (const m of step.mounts ?? []) if (m.type === 'secret') parseSecretMount(m, { file: step.file, line: step.line });
+      // Ssh mounts too (their relative targets are resolved against the WORKDIR again when the step runs).
+      sshMounts(step, '/');
     }
   }
   return { src, plan };
@@ -54,11 +57,11 @@ export async function resolvePlan(o: PlanInputs, images: ImageResolver, download
 
 /**
  * BuildKit features the vm engine does not do (refused rather than ignored). `COPY --link` changes only how
- * BuildKit caches layers, not the tree: accepted. `RUN --mount=type=secret` is done (vm/secrets.ts); the
- * other mount types are not yet.
+ * BuildKit caches layers, not the tree: accepted. `RUN --mount=type=secret` is done (vm/secrets.ts), and
+ * `RUN --mount=type=ssh` (vm/ssh.ts); the other mount types are not yet.
  */
 export function vmUnsupported(step: Step): string | undefined {
-  const other = step.mounts?.find((m) => m.type !== 'secret');
+  const other = step.mounts?.find((m) => m.type !== 'secret' && m.type !== 'ssh');
   if (other) return `RUN --mount=type=${other.type}`;
   if (step.network !== undefined) return 'RUN --network';
   if (step.security !== undefined) return 'RUN --security';

@@ -125,14 +125,14 @@ export interface MountStub { path: string; type: 'dir' | 'file' }
  * The parents' times are not touched (debugfs leaves them). A target that is a directory, or a parent
  * that is not one, is one line.
  */
-export async function makeMountStubs(image: string, targets: string[], label: string, where: { file: string; line: number }): Promise<MountStub[]> {
+export async function makeMountStubs(image: string, targets: string[], label: string, where: { file: string; line: number }, what = "the secret's target"): Promise<MountStub[]> {
   const stubs: MountStub[] = [];
   const img = await Ext4Image.open(image);
   try {
     for (const target of targets) {
       const hit = await img.stat(target, { follow: true });
       if (hit) {
-        if (hit.type === 'dir') throw new UserError(`${label}: the secret's target ${target} is a directory in the image: give a file path`, where);
+        if (hit.type === 'dir') throw new UserError(`${label}: ${what} ${target} is a directory in the image: give a file path`, where);
         continue;
       }
       const parts = target.split('/').filter(Boolean);
@@ -144,8 +144,8 @@ export async function makeMountStubs(image: string, targets: string[], label: st
           real = e.path;
           continue;
         }
-        if (e) throw new UserError(`${label}: the secret's target ${target} goes through ${p}, which is not a directory in the image`, where);
-        if (await img.stat(p)) throw new UserError(`${label}: the secret's target ${target} goes through the dangling symlink ${p} in the image: give another target`, where);
+        if (e) throw new UserError(`${label}: ${what} ${target} goes through ${p}, which is not a directory in the image`, where);
+        if (await img.stat(p)) throw new UserError(`${label}: ${what} ${target} goes through the dangling symlink ${p} in the image: give another target`, where);
         // `real` is a real directory of the image: everything from here on is made.
         let at = real;
         for (const [k, rest] of parts.slice(i).entries()) {

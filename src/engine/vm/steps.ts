@@ -25,6 +25,8 @@ import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from '.
 import { DISK_FULL_HINT } from './disk.js';
 import type { StepState } from './plan.js';
 import { makeMountStubs, removeMountStubs, secretMounts, stepSecrets } from './secrets.js';
+import { startSshRelays, sshEnv, sshMounts, stepSshAgents } from './ssh.js';
+import type { SshAgentSource } from '../../util/ssh-agent.js';
 
 /**
  * The vm engine's step execution on a stage's ext4 image: RUN boots the image as a microVM with the
@@ -62,6 +64,8 @@ export interface BootContext {
   bootMs: number;
   /** The build's secrets by id (--secret; the action's secrets, secret-files, secret-envs): read when a RUN mounts one. */
   secrets: ReadonlyMap<string, SecretSource>;
+  /** The build's ssh agents by id (--ssh; the action's ssh input): forwarded when a RUN mounts one. */
+  sshAgents?: ReadonlyMap<string, SshAgentSource>;
 }
 
 /** What the file-system steps of one stage read besides the image: the build context, downloads, and the image of a `COPY --from`. */
@@ -158,10 +162,14 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   const label = `RUN at ${path.basename(step.file)}:${step.line}`;
   // RUN --mount=type=secret: the values go to this VM's config disk only; a required one missing stops here.
   const secrets = await stepSecrets(secretMounts(step, state.workdir), b.secrets, label, where, b.log);
+  // RUN --mount=type=ssh: a required agent missing stops here too; SSH_AUTH_SOCK as BuildKit sets it.
+  const ssh = sshMounts(step, state.workdir);
+  const agents = await stepSshAgents(ssh, b.sshAgents ?? new Map(), label, where, b.log);
   const scratch = path.join(path.dirname(image), `run-${step.line}`);
   await fsp.mkdir(scratch, { recursive: true });
   const saved = await saveGuestWritten(image, scratch);
   const stubs = await makeMountStubs(image, secrets.flatMap((x) => (x.target ? [x.target] : [])), label, where);
+  stubs.push(...(await makeMountStubs(image, agents.map((a) => a.guest.target), label, where, "the ssh agent's target")));
   await injectGuest(image);
   const cache = new RunCache(b.vm.runCache);
   const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
@@ -172,10 +180,16 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     backend: b.vm.backend, accel: b.accel, ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}), bootTimeoutMs: b.stepTimeoutMs, lockDir,
     build: {
       rootfs: image, label: `build of ${b.tag} (${label})`,
-      config: { hostname: 'buildkitsandbox', env: step.env ?? [], command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true, ...(secrets.length ? { secrets } : {}) },
+      config: { hostname: 'buildkitsandbox', env: sshEnv(ssh, step.env ?? []), command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true, ...(secrets.length ? { secrets } : {}), ...(agents.length ? { sshAgents: agents.map((a) => a.guest) } : {}) },
     },
   };
-  const vm = await launchVm(spec, b.storage, cache, b.log.child('vm'));
+  // The agents' host relays live as long as the VM (owned: closed on failure and cancel too).
+  const relays = startSshRelays(agents, label, b.log);
+  if (relays.channels.length) spec.build!.channels = relays.channels;
+  const vm = await launchVm(spec, b.storage, cache, b.log.child('vm')).catch(async (err: unknown) => {
+    await relays.close();
+    throw err;
+  });
   b.bootMs += Date.now() - started;
   // Stream the command's output (the console between the init's start and exit lines) as it comes.
   let partial = '';
@@ -229,6 +243,7 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     if (vm.jailDir) await takeBackJailed(vm.jailDir, image);
   } finally {
     await teardown(cache, vm, lockDir, b.log);
+    await relays.close();
   }
   await removeGuest(image);
   // The mount points made for the secrets go again (when the RUN left them empty): the image holds what the RUN made.
