@@ -62,9 +62,6 @@ export function vmUnsupported(step: Step): string | undefined {
   if (other) return `RUN --mount=type=${other.type}`;
   if (step.network !== undefined) return 'RUN --network';
   if (step.security !== undefined) return 'RUN --security';
-  if (step.checksum !== undefined) return 'ADD --checksum';
-  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude)\b/i.exec(step.original);
-  if (m) return `${step.keyword} --${m[1]}`;
   return undefined;
 }
 
