@@ -215,6 +215,8 @@ export function keepWithParents<T extends { rel: string }>(entries: T[], exclude
 
 interface TreeOptions {
   ignored?: (rel: string) => boolean;
+  /** .dockerignore has exceptions: ignored directories are walked, and what an exception keeps comes with the directories on the way. */
+  ignoreExceptions?: boolean;
   forcedMode?: number;
   /** --exclude, given each entry's path relative to the tree copied (plus `under/` for --parents). */
   exclude?: PathMatcher;
@@ -226,10 +228,13 @@ async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out:
   let entries: { rel: string; abs: string }[] = [];
   const ex = o.exclude;
   const exRel = (rel: string): string => (o.under ? `${o.under}/${rel}` : rel);
-  // Without exceptions nothing below an excluded directory is kept: it is not even read.
-  const skip = (rel: string): boolean => (o.ignored?.(rel) ?? false) || (ex !== undefined && !ex.exceptions && ex.matches(exRel(rel)));
+  // Without exceptions nothing below an excluded (or ignored) directory is kept: it is not even read.
+  const skip = (rel: string): boolean => (!o.ignoreExceptions && (o.ignored?.(rel) ?? false)) || (ex !== undefined && !ex.exceptions && ex.matches(exRel(rel)));
   await walk(hostDir, '', skip, entries, hostDir);
-  if (ex) entries = keepWithParents(entries.map((e) => ({ ...e, rel: e.rel.split(path.sep).join('/') })), (rel) => ex.matches(exRel(rel)));
+  if (ex || o.ignoreExceptions) {
+    const drop = (rel: string): boolean => (o.ignored?.(rel) ?? false) || (ex?.matches(exRel(rel)) ?? false);
+    entries = keepWithParents(entries.map((e) => ({ ...e, rel: e.rel.split(path.sep).join('/') })), drop);
+  }
   for (const e of entries) {
     const st = await fsp.lstat(e.abs, { bigint: true });
     const d = path.posix.join(dest, e.rel.split(path.sep).join('/'));
@@ -431,7 +436,7 @@ async function placeParents(ctx: BuildContext, r: { source: string; path?: strin
   else if (st.isDirectory()) {
     const excludedDir = exclude?.matches(rel) === true;
     const inner: Placement[] = [];
-    await placeHostTree(abs, at, { ignored: (x) => ctx.ignored(path.posix.join(ctxRel, x.split(path.sep).join('/'))), ...(mode !== undefined ? { forcedMode: mode } : {}), ...(exclude ? { exclude, under: rel } : {}) }, inner);
+    await placeHostTree(abs, at, { ignored: (x) => ctx.ignored(path.posix.join(ctxRel, x.split(path.sep).join('/'))), ignoreExceptions: ctx.ignoreExceptions === true, ...(mode !== undefined ? { forcedMode: mode } : {}), ...(exclude ? { exclude, under: rel } : {}) }, inner);
     // An excluded directory is made only when an exception keeps something inside it.
     if (!excludedDir || inner.length > 0) out.push({ dest: at, type: 'dir', mode: mode ?? Number(st.mode & 0o7777n), mtime });
     out.push(...inner);
@@ -551,7 +556,7 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
         }
         if (st.isDirectory()) {
           placements.push({ dest, type: 'dir', mode: 0o755, mtime: mtimeOf(st) });
-          await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}), ...(exclude ? { exclude } : {}) }, placements);
+          await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ignoreExceptions: c.context.ignoreExceptions === true, ...(mode !== undefined ? { forcedMode: mode } : {}), ...(exclude ? { exclude } : {}) }, placements);
         } else {
           await single(real, path.posix.basename(r.path), Number(st.mode & 0o7777n));
         }

@@ -34,6 +34,8 @@ export interface BuildContext {
   resolveParents?(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]>;
   /** Is this context-relative path excluded by .dockerignore? */
   ignored(rel: string): boolean;
+  /** .dockerignore has an exception (`!`): an ignored directory may hold something that is sent. */
+  readonly ignoreExceptions?: boolean;
 }
 
 type Matcher = { ignores(p: string): boolean };
@@ -135,8 +137,11 @@ export class LocalContext implements BuildContext {
   private readonly ig: Matcher;
   private realRoot?: string;
 
+  readonly ignoreExceptions: boolean;
+
   constructor(readonly root: string, patterns: string[], readonly ignoreFile?: string) {
     this.ig = matcher(patterns);
+    this.ignoreExceptions = patterns.some((p) => p.startsWith('!'));
   }
 
   static async open(root: string, dockerfilePath: string | undefined): Promise<LocalContext> {

@@ -250,6 +250,26 @@ describe('COPY/ADD --exclude (the reference and testExcludedFilesOnCopy)', () =>
   });
 });
 
+describe('.dockerignore exceptions in a copied directory', () => {
+  test('what an exception keeps inside an ignored directory is copied, with the directory (as the context Docker is sent)', async () => {
+    const ctx = ctxDir('ignore', { 'docs/a.md': 'a', 'docs/keep.md': 'k', 'main.py': 'p', '.dockerignore': 'docs\n!docs/keep.md\n' });
+    const p = await plan(ctx, 'FROM scratch\nCOPY . /app/\n');
+    const img = path.join(work, `ign${n++}.ext4`);
+    const empty = fs.mkdtempSync(path.join(work, 'empty-'));
+    mkfsFromDir(empty, img, { sizeMiB: 8 });
+    const step = p.stages[0]!.steps[0]!;
+    await applyCopy(img, { step, dest: step.dest!, context: await LocalContext.open(ctx, path.join(ctx, 'Dockerfile')), owner: { uid: 0, gid: 0 }, chowned: false, scratch: fs.mkdtempSync(path.join(work, 'scratch-')) });
+    const image = await Ext4Image.open(img);
+    try {
+      const got: string[] = [];
+      for await (const e of image.walk('/app')) got.push(e.path);
+      expect(got.sort()).toEqual(['/app/.dockerignore', '/app/Dockerfile', '/app/docs', '/app/docs/keep.md', '/app/main.py']);
+    } finally {
+      await image.close();
+    }
+  });
+});
+
 describe('COPY --link', () => {
   test('accepted by the vm engine: the same tree as without it', async () => {
     const ctx = ctxDir('link', { 'a/b.txt': 'b', 'c.txt': 'c' });
