@@ -22,6 +22,7 @@ import { checkSecretFiles, type SecretSource } from '../util/secrets.js';
 import { checkSshAgents, type SshAgentSource } from '../util/ssh-agent.js';
 import { parseBuildArgs } from '../dockerfile/build-args.js';
 import { vmSettingsFor, type VmChoice } from './vm-settings.js';
+import { vmUnsupported } from '../engine/vm/plan.js';
 import type { Settings } from '../profile/settings.js';
 
 export interface BuildOptions {
@@ -72,8 +73,10 @@ export function buildkitOnly(step: Step): string | undefined {
   if (step.chmod !== undefined) return `${step.keyword} --chmod`;
   if (step.link !== undefined) return `${step.keyword} --link`;
   if (step.checksum !== undefined) return 'ADD --checksum';
+  if (step.parents) return 'COPY --parents';
+  if (step.exclude?.length) return `${step.keyword} --exclude`;
   if (step.healthcheck?.startIntervalNs !== undefined) return 'HEALTHCHECK --start-interval';
-  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude|unpack)\b/i.exec(step.original);
+  const m = /^\s*\w+\s+(?:--\S+\s+)*--(unpack)\b/i.exec(step.original);
   if (m) return `${step.keyword} --${m[1]}`;
   return undefined;
 }
@@ -128,7 +131,9 @@ async function buildWithDockerDownloads(o: BuildOptions, storage: StorageProvide
         for (const step of st.steps) {
           const feature = buildkitOnly(step);
           if (feature) {
-            throw new UserError(`${feature} needs BuildKit (docker buildx), which this host's Docker lacks: install docker-buildx, or build without ${feature}`, { file: step.file, line: step.line });
+            // The classic builder would refuse some of these and quietly build something else for others: never let it.
+            const vm = vmUnsupported(step) === undefined ? ', build with --engine vm' : '';
+            throw new UserError(`${feature} needs BuildKit (docker buildx), which this host's Docker lacks: install docker-buildx${vm}, or build without ${feature}`, { file: step.file, line: step.line });
           }
         }
       }

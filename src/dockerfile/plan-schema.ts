@@ -38,6 +38,10 @@ export const StepSchema = z.object({
   chown: z.string().optional(),
   chmod: z.string().optional(),
   link: z.boolean().optional(),
+  /** COPY --parents: sources keep their path below the context root (or their `/./` pivot) under the destination. */
+  parents: z.boolean().optional(),
+  /** COPY/ADD --exclude: patterns (as .dockerignore's) of what the sources hold that is not copied. */
+  exclude: z.array(z.string()).optional(),
   resources: z.array(ResourceSchema).optional(),
   checksum: z.string().optional(),
   // ENV, LABEL, ARG

@@ -8,7 +8,7 @@ import { dockerfileUrlGuard } from '../net/host-only.js';
 import { downloadLimits } from '../util/download.js';
 import { isArchive } from './archive.js';
 import type { BuildContext } from '../source/context.js';
-import { chompHeredocContent, flagBool, flagValue, parseDockerfile, parseHeredoc, type ParsedDockerfile, type ParsedInstruction } from './parse.js';
+import { chompHeredocContent, flagBool, flagValue, flagValues, parseDockerfile, parseHeredoc, type ParsedDockerfile, type ParsedInstruction } from './parse.js';
 import { PLAN_SCHEMA_VERSION, PlanSchema, type Plan, type Resource, type Stage, type Step } from './plan-schema.js';
 import { ExpansionError, processWord, processWords, type Lookup } from './shell-lex.js';
 
@@ -500,6 +500,15 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
     if (link !== undefined) step.link = link;
     const checksum = flagValue(ins, 'checksum');
     if (checksum !== undefined) step.checksum = w(checksum);
+    // --parents (COPY only) and --exclude (COPY and ADD, repeatable): BuildKit's, GA in dockerfile 1.20 and 1.19.
+    const parents = ins.keyword === 'COPY' ? flagBool(ins, 'parents') : undefined;
+    if (parents) step.parents = true;
+    const exclude = flagValues(ins, 'exclude').map((x) => w(x));
+    if (exclude.length) {
+      if (exclude.some((x) => x.trim() === '')) throw new UserError(`${ins.keyword} --exclude= is empty: give a pattern, e.g. --exclude=*.md`, where(ins));
+      step.exclude = exclude;
+    }
+    if (step.checksum !== undefined) checkChecksum(ins, step.checksum, sources);
     // ADD unpacks local archives unless --unpack=false, and URLs only with --unpack=true.
     const unpack = ins.keyword === 'ADD' ? flagBool(ins, 'unpack') : false;
     const fromRaw = ins.keyword === 'COPY' ? flagValue(ins, 'from') : undefined;
@@ -548,11 +557,15 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
           throw err;
         });
         if (step.checksum && step.checksum !== `sha256:${d.sha256}`) {
-          throw new UserError(`ADD ${src}: checksum mismatch, got sha256:${d.sha256}, --checksum says ${step.checksum}`, where(ins));
+          throw new UserError(`ADD ${src}: checksum mismatch: expected ${step.checksum} (--checksum), got sha256:${d.sha256}; nothing was added`, where(ins));
         }
         resources.push({ source: src, kind: 'url', url: src, sha256: d.sha256, size: d.size, ...(unpack === true ? { extract: true } : {}) });
       } else {
-        const got = await opts.context.resolve(src, { ...where(ins), keyword: ins.keyword }, opts.downloads, opts.allowHostUrls);
+        const at = { ...where(ins), keyword: ins.keyword };
+        if (step.parents && !opts.context.resolveParents) throw new UserError(`COPY --parents ${src}: this build context cannot list its files`, where(ins));
+        const got = step.parents
+          ? await opts.context.resolveParents!(src, at, opts.downloads, opts.allowHostUrls)
+          : await opts.context.resolve(src, at, opts.downloads, opts.allowHostUrls);
         for (const r of got) {
           if (ins.keyword === 'ADD' && unpack !== false && r.kind === 'file' && r.path && opts.context.kind === 'local') {
             if (await isArchive(path.join(opts.context.root, r.path))) r.extract = true;
@@ -600,6 +613,21 @@ export async function planFromParsed(df: ParsedDockerfile, opts: PlanOptions): P
   const digestInput = { ...built, stages: planned.map((st) => ({ ...st, file: undefined, steps: st.steps.map((x) => ({ ...x, file: undefined })) })) };
   const plan = { ...planWithoutDigest, digest: sha256(canonicalJson(digestInput)) };
   return PlanSchema.parse(plan);
+}
+
+/**
+ * ADD --checksum as BuildKit takes it (dockerfile2llb dispatchCopy): one source, an http(s) URL (BuildKit
+ * also takes a Git source, which firebuild's ADD does not fetch), and a `sha256:` digest (the only
+ * algorithm BuildKit verifies a download with). The download is checked against it when planned, before
+ * any step runs.
+ */
+function checkChecksum(ins: ParsedInstruction, checksum: string, sources: string[]): void {
+  if (sources.length !== 1) throw new UserError(`ADD --checksum takes one source, not ${sources.length}: give each URL its own ADD (BuildKit: checksum can't be specified for multiple sources)`, where(ins));
+  const src = sources[0] as string;
+  if (!/^https?:\/\//i.test(src)) {
+    throw new UserError(`ADD --checksum needs an http(s) URL source, and ${heredocOf(src) ? 'a heredoc' : src} is not one (BuildKit: checksum requires HTTP(S) or Git sources): remove --checksum, or ADD the file by its URL`, where(ins));
+  }
+  if (!/^sha256:[a-f0-9]{64}$/.test(checksum)) throw new UserError(`ADD --checksum=${checksum} is not a sha256 digest: write --checksum=sha256:<64 lower-case hex digits>`, where(ins));
 }
 
 /** A stage index for a `--from`/`from=` value, undefined for an image reference; errors for unknown stages. */

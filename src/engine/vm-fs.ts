@@ -6,6 +6,7 @@ import { Debugfs, DebugfsError, quote, type WriteCommand } from '../rootfs/debug
 import { Ext4Image, type Ext4Time, type ImageEntry } from '../rootfs/ext4-read.js';
 import { InvalidArchive } from '../rootfs/tar-read.js';
 import { plannedDownload, type Downloads } from '../source/downloads.js';
+import { contextRelative, fixedPrefix, globSegments, hasWildcard, parentsPivot, pathMatcher, type PathMatcher } from '../source/context.js';
 import { UserError } from '../util/errors.js';
 import { mtimeOf } from '../util/fs.js';
 import { placeArchive } from './add-archive.js';
@@ -197,15 +198,43 @@ async function walk(root: string, rel: string, ignored: (rel: string) => boolean
   }
 }
 
+/**
+ * `--exclude` as BuildKit's copy (tonistiigi/fsutil) applies it: an entry whose path matches is not
+ * copied, nor is anything below an excluded directory, unless an exception (`!`) keeps it, and then
+ * the directories on the way to it are made (as the source has them). Entries come parents first.
+ */
+export function keepWithParents<T extends { rel: string }>(entries: T[], excluded: (rel: string) => boolean): T[] {
+  const keep = new Set<string>();
+  for (const e of entries) {
+    if (excluded(e.rel)) continue;
+    keep.add(e.rel);
+    for (let d = path.posix.dirname(e.rel); d !== '.' && d !== '/' && d !== ''; d = path.posix.dirname(d)) keep.add(d);
+  }
+  return entries.filter((e) => keep.has(e.rel));
+}
+
 interface TreeOptions {
   ignored?: (rel: string) => boolean;
+  /** .dockerignore has exceptions: ignored directories are walked, and what an exception keeps comes with the directories on the way. */
+  ignoreExceptions?: boolean;
   forcedMode?: number;
+  /** --exclude, given each entry's path relative to the tree copied (plus `under/` for --parents). */
+  exclude?: PathMatcher;
+  under?: string;
 }
 
 /** A build context directory's entries as placements under `dest`: the step's owner; no devices or FIFOs (Docker sends none). */
 async function placeHostTree(hostDir: string, dest: string, o: TreeOptions, out: Placement[]): Promise<void> {
-  const entries: { rel: string; abs: string }[] = [];
-  await walk(hostDir, '', o.ignored ?? (() => false), entries, hostDir);
+  let entries: { rel: string; abs: string }[] = [];
+  const ex = o.exclude;
+  const exRel = (rel: string): string => (o.under ? `${o.under}/${rel}` : rel);
+  // Without exceptions nothing below an excluded (or ignored) directory is kept: it is not even read.
+  const skip = (rel: string): boolean => (!o.ignoreExceptions && (o.ignored?.(rel) ?? false)) || (ex !== undefined && !ex.exceptions && ex.matches(exRel(rel)));
+  await walk(hostDir, '', skip, entries, hostDir);
+  if (ex || o.ignoreExceptions) {
+    const drop = (rel: string): boolean => (o.ignored?.(rel) ?? false) || (ex?.matches(exRel(rel)) ?? false);
+    entries = keepWithParents(entries.map((e) => ({ ...e, rel: e.rel.split(path.sep).join('/') })), drop);
+  }
   for (const e of entries) {
     const st = await fsp.lstat(e.abs, { bigint: true });
     const d = path.posix.join(dest, e.rel.split(path.sep).join('/'));
@@ -232,21 +261,25 @@ async function toScratch(chunks: AsyncIterable<Buffer> | Iterable<Buffer>, file:
  * (Ext4Image): contents, owners, modes, hard links, device nodes, FIFOs, symlinks and extended attributes,
  * as Docker keeps them. Contents and xattr values go to scratch files named `<n>` under a private
  * directory: no name, link or mode of the image ever becomes a host file. A directory source gives its
- * contents under `dest`; a file source gives one entry.
+ * contents under `dest` (less what `exclude` matches, relative to it); a file source gives one entry.
  */
-async function placeImageTree(img: Ext4Image, src: string, dest: string, single: boolean, scratch: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
-  const entries: ImageEntry[] = [];
+async function placeImageTree(img: Ext4Image, src: string, dest: string, single: boolean, scratch: string, forcedMode: number | undefined, out: Placement[], exclude?: PathMatcher): Promise<void> {
+  const entries: { e: ImageEntry; dest: string; rel: string }[] = [];
   if (single) {
     const e = await img.stat(src);
     if (!e) throw new UserError(`COPY --from: ${src} could not be read from the source image`);
-    entries.push(e);
-  } else for await (const e of img.walk(src)) entries.push(e);
+    entries.push({ e, dest, rel: path.posix.basename(src) });
+  } else for await (const e of img.walk(src)) entries.push({ e, dest: path.posix.join(dest, path.posix.relative(src, e.path)), rel: path.posix.relative(src, e.path) });
+  await placeImageEntries(img, exclude && !single ? keepWithParents(entries, (rel) => exclude.matches(rel)) : entries, scratch, forcedMode, out);
+}
+
+/** Image entries as placements, each at its destination (see placeImageTree). */
+async function placeImageEntries(img: Ext4Image, entries: { e: ImageEntry; dest: string }[], scratch: string, forcedMode: number | undefined, out: Placement[]): Promise<void> {
   const content = await fsp.mkdtemp(path.join(scratch, 'from-'));
   let n = 0;
   const scratchFile = (): string => path.join(content, String(n++));
   const firstName = new Map<number, string>();
-  for (const e of entries) {
-    const d = single ? dest : path.posix.join(dest, path.posix.relative(src, e.path));
+  for (const { e, dest: d } of entries) {
     const owner = { uid: e.uid, gid: e.gid };
     const perm = forcedMode ?? e.mode;
     const mtime = e.mtime;
@@ -273,6 +306,74 @@ async function placeImageTree(img: Ext4Image, src: string, dest: string, single:
   }
 }
 
+/** The directories of an image a pattern names (Go's filepath.Match per segment, as BuildKit resolves a wildcard source), resolved. */
+async function imageGlobDirs(img: Ext4Image, pattern: string): Promise<string[]> {
+  const segs = globSegments(pattern);
+  const fixed = fixedPrefix(`${pattern.replace(/^\/+/, '')}/x`);
+  const start = `/${fixed.join('/')}`;
+  const startEntry = await img.entryAt(start);
+  if (startEntry?.type !== 'dir') return [];
+  const out: string[] = [];
+  for await (const e of img.walk(start)) {
+    if (e.type !== 'dir') continue;
+    const parts = e.path.split('/').filter((x) => x !== '');
+    if (parts.length === segs.length && parts.every((p, i) => segs[i]!.test(p))) out.push(e.path);
+  }
+  return out;
+}
+
+/**
+ * `COPY --from --parents`: what the pattern after the pivot matches below each root (the part before
+ * `/./`, `/` without one; a root with wildcards names every directory it matches), found without
+ * following links, placed at its path below the root under `dest`; the directories on the way are made
+ * as the image has them (fsutil's copy with an include pattern). Returns the number of entries matched.
+ */
+async function placeImageParents(img: Ext4Image, source: string, dest: string, exclude: PathMatcher | undefined, scratch: string, forcedMode: number | undefined, out: Placement[], what: string, where: Where): Promise<number> {
+  const { root, pattern } = parentsPivot(source);
+  if (pattern === '') throw new UserError(`${what} --parents ${source}: nothing follows the /./ pivot: name what to copy after it`, where);
+  const rootAbs = path.posix.resolve('/', root);
+  const roots = hasWildcard(rootAbs) ? await imageGlobDirs(img, rootAbs) : [rootAbs];
+  const include = pathMatcher([pattern]);
+  let matched = 0;
+  const list: { e: ImageEntry; dest: string }[] = [];
+  const made = new Set<string>();
+  for (const r of roots) {
+    const loc = await img.locate(r).catch((err: unknown) => {
+      throw err instanceof UserError ? new UserError(`${what} --from --parents: ${r}: ${err.message}`, { ...where, cause: err }) : err;
+    });
+    if (loc.entry?.type !== 'dir') continue;
+    const R = loc.path;
+    const startRel = fixedPrefix(pattern).join('/');
+    const start = startRel ? path.posix.join(R, startRel) : R;
+    if ((await img.entryAt(start))?.type !== 'dir') continue;
+    const chosen: { e: ImageEntry; rel: string }[] = [];
+    for await (const e of img.walk(start)) {
+      const rel = path.posix.relative(R, e.path);
+      if (include.matches(rel)) chosen.push({ e, rel });
+    }
+    matched += chosen.length;
+    const kept = exclude ? keepWithParents(chosen, (rel) => exclude.matches(rel)) : chosen;
+    for (const k of kept) {
+      // The directories between the root and what matched: as the image has them, made once.
+      const parts = k.rel.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const a = parts.slice(0, i).join('/');
+        const at = path.posix.join(dest, a);
+        if (made.has(at)) continue;
+        const de = await img.entryAt(path.posix.join(R, a));
+        if (de?.type === 'dir') list.push({ e: de, dest: at });
+        made.add(at);
+      }
+      const at = path.posix.join(dest, k.rel);
+      if (made.has(at)) continue;
+      made.add(at);
+      list.push({ e: k.e, dest: at });
+    }
+  }
+  await placeImageEntries(img, list, scratch, forcedMode, out);
+  return matched;
+}
+
 export interface CopyInputs {
   step: Step;
   /** Absolute destination (relative ones already joined to WORKDIR). */
@@ -294,6 +395,54 @@ const at = (where: Where) => (err: unknown): never => {
   throw err instanceof UserError && err.file === undefined ? new UserError(err.message, { ...where, cause: err }) : err;
 };
 
+/** A --parents resource's path below its root (the part of its source before `/./`, wildcards matched by the path itself). */
+function parentsRel(r: { source: string; path?: string }, where: Where): string {
+  const rootRel = contextRelative(parentsPivot(r.source).root, { ...where, keyword: 'COPY' });
+  const k = rootRel === '.' ? 0 : rootRel.split('/').length;
+  return (r.path ?? '').split('/').slice(k).join('/');
+}
+
+/**
+ * `COPY --parents` of one entry the plan matched in the local context: placed at its path below its root
+ * under `dest`, the directories on the way made as the context has them (mode, mtime; the step's owner),
+ * once; a matched directory comes with its contents, a matched symlink stays a link.
+ */
+async function placeParents(ctx: BuildContext, r: { source: string; path?: string; kind: string }, dest: string, exclude: PathMatcher | undefined, mode: number | undefined, out: Placement[], made: Set<string>, what: string, where: Where): Promise<void> {
+  const rel = parentsRel(r, where);
+  const ctxRel = r.path ?? '.';
+  const rootRel = ctxRel.split('/').slice(0, ctxRel.split('/').length - rel.split('/').length).join('/');
+  const abs = path.join(ctx.root, ctxRel);
+  const root = await fsp.realpath(ctx.root);
+  // The plan checked this; checked again as the files are read now: never a host file outside the context.
+  const realParent = await fsp.realpath(path.dirname(abs));
+  if (realParent !== root && !realParent.startsWith(root + path.sep)) throw new UserError(`${what} source ${r.source} resolves to ${realParent}, outside the build context`, where);
+  const st = await fsp.lstat(abs, { bigint: true });
+  if (exclude?.matches(rel) && !(st.isDirectory() && exclude.exceptions)) return;
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const a = parts.slice(0, i).join('/');
+    const at = path.posix.join(dest, a);
+    if (made.has(at)) continue;
+    made.add(at);
+    const ds = await fsp.lstat(path.join(ctx.root, rootRel, a), { bigint: true });
+    out.push({ dest: at, type: 'dir', mode: mode ?? Number(ds.mode & 0o7777n), mtime: mtimeOf(ds) });
+  }
+  const at = path.posix.join(dest, rel);
+  if (made.has(at)) return;
+  made.add(at);
+  const mtime = mtimeOf(st);
+  if (st.isSymbolicLink()) out.push({ dest: at, type: 'symlink', mode: 0o777, linkTarget: await fsp.readlink(abs), mtime });
+  else if (st.isFile()) out.push({ dest: at, type: 'file', host: abs, mode: mode ?? Number(st.mode & 0o7777n), mtime });
+  else if (st.isDirectory()) {
+    const excludedDir = exclude?.matches(rel) === true;
+    const inner: Placement[] = [];
+    await placeHostTree(abs, at, { ignored: (x) => ctx.ignored(path.posix.join(ctxRel, x.split(path.sep).join('/'))), ignoreExceptions: ctx.ignoreExceptions === true, ...(mode !== undefined ? { forcedMode: mode } : {}), ...(exclude ? { exclude, under: rel } : {}) }, inner);
+    // An excluded directory is made only when an exception keeps something inside it.
+    if (!excludedDir || inner.length > 0) out.push({ dest: at, type: 'dir', mode: mode ?? Number(st.mode & 0o7777n), mtime });
+    out.push(...inner);
+  }
+}
+
 /**
  * COPY / ADD with Docker's destination rules: a trailing slash, several sources or a directory
  * destination (found through the image's symlinks) make `dest` a directory.
@@ -309,11 +458,23 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
   const dest = loc.path;
   // A wildcard makes the destination a directory; a URL's ? and * are part of the URL.
   const wildcard = (c.step.sources ?? []).some((s) => !/^https?:\/\//i.test(s) && /[*?[]/.test(s));
-  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || wildcard || loc.kind === 'dir';
+  // --parents copies what it matches below a root directory: the destination is a directory.
+  const parents = c.step.parents === true;
+  const destIsDir = c.dest.endsWith('/') || resources.length > 1 || wildcard || loc.kind === 'dir' || parents;
+  // --exclude: matched against each entry's path below what is copied (a directory source's contents,
+  // a file by its name; with --parents, the path kept below the root), as BuildKit's copy matches it.
+  const exclude = c.step.exclude?.length ? pathMatcher(c.step.exclude) : undefined;
+  const excludedName = (name: string): boolean => exclude?.matches(name) === true;
   if (destIsDir && loc.kind !== 'dir' && loc.kind !== 'missing') {
     throw new UserError(`${what} ${c.dest}: ${dest}${dest === asWritten ? '' : ' (through symlinks)'} is ${loc.kind === 'file' ? 'a file' : 'a special file'} in the image, not a directory: choose another destination or remove it in an earlier RUN`, where);
   }
   const placements: Placement[] = [];
+  const madeParents = new Set<string>();
+  if (parents && c.context.kind === 'local' && resources.some((r) => r.kind !== 'stage' && r.kind !== 'image')) {
+    // The destination, as BuildKit makes it when missing (0755); an existing one keeps its mode.
+    const rootSt = await fsp.stat(c.context.root, { bigint: true });
+    placements.push({ dest, type: 'dir', mode: 0o755, mtime: mtimeOf(rootSt) });
+  }
   let n = 0;
   let from: Ext4Image | undefined;
   try {
@@ -321,6 +482,7 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       const stagingFile = path.join(c.scratch, `r${n++}`);
       // One file: its mtime is the host file's (a context file's own, a download's Last-Modified or the epoch, a heredoc's now).
       const single = async (host: string, name: string, fileMode: number): Promise<void> => {
+        if (excludedName(name)) return;
         const mtime = mtimeOf(await fsp.stat(host, { bigint: true }));
         placements.push({ dest: destIsDir ? path.posix.join(dest, name) : dest, type: 'file', host, mode: mode ?? fileMode, mtime });
       };
@@ -342,6 +504,16 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
       } else if (r.kind === 'stage' || r.kind === 'image') {
         if (!c.fromImage) throw new UserError(`${what} --from: the source image is not available`, where);
         from ??= await Ext4Image.open(c.fromImage, `the ${r.kind === 'stage' ? 'stage' : 'image'} ${r.kind === 'image' ? r.source : ''}`.trim());
+        if (parents) {
+          const sub = path.join(c.scratch, `from${n}`);
+          await fsp.mkdir(sub, { recursive: true, mode: 0o700 });
+          const rootEntry = await from.stat(path.posix.resolve('/', parentsPivot(r.source).root), { follow: true });
+          placements.push({ dest, type: 'dir', mode: 0o755, ...(rootEntry?.type === 'dir' ? { mtime: rootEntry.mtime } : {}) });
+          const matched = await placeImageParents(from, r.source, dest, exclude, sub, mode, placements, what, where);
+          // As BuildKit: a path without wildcards must be there; a wildcard may match nothing.
+          if (matched === 0 && !hasWildcard(r.source)) throw new UserError(`${what} --from --parents: ${r.source} does not exist in the source ${r.kind === 'stage' ? 'stage' : 'image'}`, where);
+          continue;
+        }
         // The source path is followed through symlinks inside the source image, as BuildKit follows it
         // (the copy keeps the links below it); a file keeps the name it was asked by.
         const asked = path.posix.resolve('/', r.path ?? r.source);
@@ -354,11 +526,14 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
         await fsp.mkdir(sub, { recursive: true, mode: 0o700 });
         if (st.type === 'dir') {
           placements.push({ dest, type: 'dir', mode: 0o755, mtime: st.mtime });
-          await placeImageTree(from, found.path, dest, false, sub, mode, placements);
-        } else {
+          await placeImageTree(from, found.path, dest, false, sub, mode, placements, exclude);
+        } else if (!excludedName(path.posix.basename(asked))) {
           await placeImageTree(from, found.path, destIsDir ? path.posix.join(dest, path.posix.basename(asked)) : dest, true, sub, mode, placements);
         }
+      } else if (c.context.kind === 'local' && r.path !== undefined && parents) {
+        await placeParents(c.context, r, dest, exclude, mode, placements, madeParents, what, where);
       } else if (c.context.kind === 'local' && r.path !== undefined) {
+        if (excludedName(path.posix.basename(r.path)) && r.kind !== 'dir') continue;
         const abs = path.join(c.context.root, r.path);
         // The plan checked this; checked again here, as the file is read now: never a host file outside the context.
         const [real, root] = await Promise.all([fsp.realpath(abs), fsp.realpath(c.context.root)]);
@@ -381,13 +556,19 @@ export async function applyCopy(image: string, c: CopyInputs): Promise<number> {
         }
         if (st.isDirectory()) {
           placements.push({ dest, type: 'dir', mode: 0o755, mtime: mtimeOf(st) });
-          await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ...(mode !== undefined ? { forcedMode: mode } : {}) }, placements);
+          await placeHostTree(real, dest, { ignored: (rel) => c.context.ignored(path.relative(root, path.join(real, rel))), ignoreExceptions: c.context.ignoreExceptions === true, ...(mode !== undefined ? { forcedMode: mode } : {}), ...(exclude ? { exclude } : {}) }, placements);
         } else {
           await single(real, path.posix.basename(r.path), Number(st.mode & 0o7777n));
         }
       } else if (r.url) {
         const file = await plannedDownload(r.url, r.sha256, stagingFile, c.downloads, what).catch(at(where));
-        await single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
+        if (parents) {
+          // An http(s) context file: kept at its path below the pivot.
+          const rel = parentsRel(r, where);
+          if (excludedName(rel)) continue;
+          const mtime = mtimeOf(await fsp.stat(file, { bigint: true }));
+          placements.push({ dest: path.posix.join(dest, rel), type: 'file', host: file, mode: mode ?? r.mode ?? 0o644, mtime });
+        } else await single(file, path.posix.basename(r.path ?? r.source), r.mode ?? 0o644);
       } else {
         throw new UserError(`${what} source ${r.source} of kind ${r.kind} is not supported by the vm engine yet: use --engine docker`, where);
       }

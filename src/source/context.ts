@@ -27,8 +27,15 @@ export interface BuildContext {
   readonly ignoreFile?: string;
   /** The resources `source` names; `downloads` keeps what an http context fetched for the build's steps. */
   resolve(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]>;
+  /**
+   * `COPY --parents`: the entries `source` names, as BuildKit finds them (a pattern matched as
+   * .dockerignore patterns are, `**` included, below the context root or below the `/./` pivot in it).
+   */
+  resolveParents?(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]>;
   /** Is this context-relative path excluded by .dockerignore? */
   ignored(rel: string): boolean;
+  /** .dockerignore has an exception (`!`): an ignored directory may hold something that is sent. */
+  readonly ignoreExceptions?: boolean;
 }
 
 type Matcher = { ignores(p: string): boolean };
@@ -48,6 +55,51 @@ function matcher(patterns: string[]): Matcher {
   return createIgnore().add(patterns);
 }
 
+/**
+ * Patterns matched as Docker matches .dockerignore (moby/patternmatcher: `*`, `?`, `[...]`, `**`, `!`
+ * exceptions, a path matching when it or one of its parents does): what BuildKit's COPY/ADD --exclude and
+ * COPY --parents use too. `matches` takes a path relative to where the patterns apply.
+ */
+export interface PathMatcher {
+  matches(rel: string): boolean;
+  /** Some pattern is an exception (`!`): an excluded directory may still hold something that is not. */
+  readonly exceptions: boolean;
+}
+
+export function pathMatcher(patterns: string[]): PathMatcher {
+  const m = matcher(patterns.map((p) => p.trim()).filter((p) => p !== ''));
+  return { matches: (rel) => rel !== '' && rel !== '.' && m.ignores(rel), exceptions: patterns.some((p) => p.trim().startsWith('!')) };
+}
+
+/**
+ * `COPY --parents` splits a source at its first `/./` (rsync's pivot): the part before is the root
+ * the kept path starts from (the context root or `/` without one), the part after the pattern below it.
+ * The pattern comes back cleaned and relative (`..` stops at the root), as BuildKit normalizes it.
+ */
+export function parentsPivot(source: string): { root: string; pattern: string } {
+  const s = source.replace(/\\/g, '/');
+  const i = s.indexOf('/./');
+  const root = i < 0 ? '/' : s.slice(0, i) || '/';
+  const pattern = path.posix.normalize(`/${i < 0 ? s : s.slice(i + 3)}`).replace(/^\/+/, '').replace(/\/+$/, '');
+  return { root, pattern: pattern === '.' ? '' : pattern };
+}
+
+/** The leading segments of a pattern without wildcards (the directory a search for it can start from). */
+export function fixedPrefix(pattern: string): string[] {
+  const segs = pattern.split('/').filter((x) => x !== '');
+  const out: string[] = [];
+  for (const seg of segs.slice(0, -1)) {
+    if (hasWildcard(seg)) break;
+    out.push(seg);
+  }
+  return out;
+}
+
+/** A pattern's segments as anchored regular expressions, as Go's filepath.Match reads one (BuildKit's wildcard sources). */
+export function globSegments(pattern: string): RegExp[] {
+  return pattern.split('/').filter((x) => x !== '').map(globSegment);
+}
+
 /** Clean a source path to a context-relative one; `..` that leaves the context is an error. */
 export function contextRelative(source: string, where: Where): string {
   const norm = path.posix.normalize(source.replace(/\\/g, '/'));
@@ -59,7 +111,7 @@ export function contextRelative(source: string, where: Where): string {
   return rel === '' || rel === '.' ? '.' : rel;
 }
 
-const hasWildcard = (s: string): boolean => /[*?[]/.test(s);
+export const hasWildcard = (s: string): boolean => /[*?[]/.test(s);
 
 function globSegment(seg: string): RegExp {
   let re = '';
@@ -85,8 +137,11 @@ export class LocalContext implements BuildContext {
   private readonly ig: Matcher;
   private realRoot?: string;
 
+  readonly ignoreExceptions: boolean;
+
   constructor(readonly root: string, patterns: string[], readonly ignoreFile?: string) {
     this.ig = matcher(patterns);
+    this.ignoreExceptions = patterns.some((p) => p.startsWith('!'));
   }
 
   static async open(root: string, dockerfilePath: string | undefined): Promise<LocalContext> {
@@ -124,6 +179,65 @@ export class LocalContext implements BuildContext {
       throw new UserError(`${where.keyword} source ${source} ${why} in the build context ${this.root}${this.ignoreFile ? ` (after ${path.basename(this.ignoreFile)})` : ''}: check the path and .dockerignore`, { file: where.file, line: where.line });
     }
     return out;
+  }
+
+  /**
+   * `COPY --parents`: the topmost entries below the pivot (every directory of the source's root part when
+   * it has wildcards) that the pattern matches, as moby/patternmatcher matches an include pattern (what
+   * BuildKit's copy does: everything below a matched directory comes with it). Entries are found without
+   * following symlinks (a matched link is copied as a link); .dockerignore applies. A path without
+   * wildcards that is not there is an error (BuildKit's required path), and so is a wildcard that matches
+   * nothing (as firebuild's COPY without --parents).
+   */
+  async resolveParents(source: string, where: Where): Promise<Resource[]> {
+    const { root, pattern } = parentsPivot(source);
+    const at = { file: where.file, line: where.line };
+    const rootRel = contextRelative(root, where);
+    if (pattern === '') throw new UserError(`${where.keyword} --parents ${source}: nothing follows the /./ pivot: name what to copy after it`, at);
+    contextRelative(rootRel === '.' ? pattern : `${rootRel}/${pattern}`, where);
+    this.realRoot ??= await fsp.realpath(this.root);
+    const roots = hasWildcard(rootRel) ? (await this.glob(rootRel)).filter((r) => !this.ignored(r)) : [rootRel];
+    const include = pathMatcher([pattern]);
+    const out: Resource[] = [];
+    for (const r of roots) {
+      const realR = await fsp.realpath(path.join(this.root, r)).catch(() => undefined);
+      if (realR === undefined || !(await fsp.stat(realR)).isDirectory()) continue;
+      if (realR !== this.realRoot && !realR.startsWith(this.realRoot + path.sep)) {
+        throw new UserError(`${where.keyword} source ${source} resolves through a symlink to ${realR}, outside the build context: copy files that live inside the context`, at);
+      }
+      const start = fixedPrefix(pattern);
+      const walk = async (relBelow: string): Promise<void> => {
+        const dir = path.join(realR, relBelow);
+        const names = await fsp.readdir(dir).catch(() => [] as string[]);
+        for (const name of names.sort()) {
+          const below = relBelow === '' ? name : `${relBelow}/${name}`;
+          const ctxRel = path.posix.join(r === '.' ? '' : r, below) || '.';
+          const st = await fsp.lstat(path.join(realR, below));
+          if (include.matches(below)) {
+            if (!this.ignored(ctxRel)) out.push(await this.describeAt(source, ctxRel, path.join(realR, below), st));
+            continue;
+          }
+          if (st.isDirectory()) await walk(below);
+        }
+      };
+      const startRel = start.join('/');
+      const startSt = await fsp.lstat(path.join(realR, startRel)).catch(() => undefined);
+      if (startSt?.isDirectory()) await walk(startRel);
+    }
+    if (out.length === 0) {
+      const why = hasWildcard(source) ? 'matches no file' : 'not found';
+      throw new UserError(`${where.keyword} --parents source ${source} ${why} in the build context ${this.root}${this.ignoreFile ? ` (after ${path.basename(this.ignoreFile)})` : ''}: check the path and .dockerignore`, at);
+    }
+    return out;
+  }
+
+  /** A matched entry as found (a symlink stays a link). */
+  private async describeAt(source: string, rel: string, abs: string, st: import('node:fs').Stats): Promise<Resource> {
+    if (st.isSymbolicLink()) {
+      const target = await fsp.readlink(abs);
+      return { source, kind: 'symlink', path: rel, linkTarget: target, sha256: createHash('sha256').update(target).digest('hex'), size: 0 };
+    }
+    return this.describe(source, rel, abs);
   }
 
   private async describe(source: string, rel: string, real: string): Promise<Resource> {
@@ -227,6 +341,12 @@ export class HttpContext implements BuildContext {
     return rel !== '.' && this.ig.ignores(rel);
   }
 
+  /** `COPY --parents` from an http(s) context: one file by its path (no listing, so no wildcards), kept below the pivot. */
+  resolveParents(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]> {
+    const { root, pattern } = parentsPivot(source);
+    return this.resolve(root === '/' ? pattern : `${root}/${pattern}`, where, downloads, allowHostUrls).then((rs) => rs.map((r) => ({ ...r, source })));
+  }
+
   async resolve(source: string, where: Where, downloads?: Downloads, allowHostUrls?: boolean): Promise<Resource[]> {
     const rel = contextRelative(source, where);
     if (hasWildcard(rel) || source.endsWith('/') || rel === '.') {
@@ -262,5 +382,8 @@ export class NoContext implements BuildContext {
   }
   async resolve(source: string, where: Where): Promise<Resource[]> {
     throw new UserError(`${where.keyword} ${source} needs a build context, and a literal Dockerfile has none: pass --context DIR`, { file: where.file, line: where.line });
+  }
+  resolveParents(source: string, where: Where): Promise<Resource[]> {
+    return this.resolve(source, where);
   }
 }

@@ -21,7 +21,7 @@ import { sshMounts } from './ssh.js';
 /** The steps that change the file system: each is executed (or restored from the step cache) and keyed. */
 export const FS_STEPS = new Set(['RUN', 'COPY', 'ADD', 'WORKDIR']);
 /** Starts every step key: bumped whenever what a step makes of the same inputs changes, so older cache entries (local, or carried by the Actions cache) and up-to-date images no longer match. */
-export const ENGINE_SEMANTICS = 'vm-engine-semantics-3';
+export const ENGINE_SEMANTICS = 'vm-engine-semantics-4';
 
 export interface PlanInputs {
   dockerfile: string;
@@ -65,9 +65,6 @@ export function vmUnsupported(step: Step): string | undefined {
   if (other) return `RUN --mount=type=${other.type}`;
   if (step.network !== undefined) return 'RUN --network';
   if (step.security !== undefined) return 'RUN --security';
-  if (step.checksum !== undefined) return 'ADD --checksum';
-  const m = /^\s*\w+\s+(?:--\S+\s+)*--(parents|exclude)\b/i.exec(step.original);
-  if (m) return `${step.keyword} --${m[1]}`;
   return undefined;
 }
 
