@@ -11,6 +11,10 @@ BB=/.firebuild/bin/busybox
 # resolved against the image's PATH explicitly (resolve_cmd), so it never runs a busybox applet instead.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
+# mount and umount are busybox's own, always: the image's util-linux mount would record the mounts in
+# /run/mount/utab, which a build step would leave in the image.
+mount() { "$BB" mount "$@"; }
+umount() { "$BB" umount "$@"; }
 
 mnt() { [ -d "$3" ] || mkdir -p "$3" 2>/dev/null; mount -t "$1" "$2" "$3" 2>/dev/null; }
 # An initrd (distribution kernels) has already moved /proc, /sys and /dev here: mount what is missing.
@@ -48,7 +52,12 @@ if [ "$FB_BUILD" != 1 ]; then
 fi
 # Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot.
 echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
-halt() { sync; if [ "$FB_HALT" = reboot ]; then reboot -f; else poweroff -f; fi; }
+# busybox's poweroff and reboot write a wtmp record (creating /var/log/wtmp): a build step's goes to a tmpfs.
+halt() {
+  sync
+  [ "$FB_BUILD" = 1 ] && [ -d /var/log ] && mount -t tmpfs tmpfs /var/log 2>/dev/null
+  if [ "$FB_HALT" = reboot ]; then reboot -f; else poweroff -f; fi
+}
 
 echo "$FB_HOSTNAME" > /proc/sys/kernel/hostname
 echo "$FB_HOSTNAME" > /etc/hostname 2>/dev/null
