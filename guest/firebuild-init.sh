@@ -242,21 +242,36 @@ set -- "$prog" "$@"
 # Everything is read: a build step's command never sees the config disk (nor its secrets' files).
 [ "$FB_BUILD" = 1 ] && umount -l /.firebuild/config 2>/dev/null
 
-# A build step's command writes to a pipe (a FIFO relayed to the console), as under Docker: no terminal.
-fb_out=/dev/console
-if [ "$FB_BUILD" = 1 ] && mkfifo -m 0600 /dev/.firebuild-out 2>/dev/null; then fb_out=/dev/.firebuild-out; fi
+# A build step's command writes to a pipe, as under Docker (no terminal): a FIFO opened here as fd 5 (write)
+# and fd 6 (read) and unlinked before the command starts; a relay copies it to the console.
+fb_pipe=
+if [ "$FB_BUILD" = 1 ] && mkfifo -m 0600 /dev/.firebuild-out 2>/dev/null; then
+  exec 4<>/dev/.firebuild-out
+  exec 5>/dev/.firebuild-out 6</dev/.firebuild-out
+  exec 4>&-
+  rm -f /dev/.firebuild-out
+  fb_pipe=1
+fi
 # argv[0] stays the name the command was given by (as docker run does), the program is the resolved path.
-if [ -z "$runas" ]; then
-  (exec -a "$argv0" "$@") </dev/null >"$fb_out" 2>&1 &
+# Every su option before `--`: su's getopt would otherwise also parse the command's own `-c`.
+if [ -z "$runas" ] && [ -n "$fb_pipe" ]; then
+  (exec -a "$argv0" "$@") </dev/null >&5 2>&5 6<&- &
+elif [ -z "$runas" ]; then
+  (exec -a "$argv0" "$@") </dev/null >/dev/console 2>&1 &
+elif [ -n "$fb_pipe" ]; then
+  su -p -s /.firebuild/bin/sh -c 'cd "$FB_WORKDIR" 2>/dev/null; exec -a "$0" "$@"' -- "$runas" "$argv0" "$@" </dev/null >&5 2>&5 6<&- &
 else
-  # Every su option before `--`: su's getopt would otherwise also parse the command's own `-c`.
-  su -p -s /.firebuild/bin/sh -c 'cd "$FB_WORKDIR" 2>/dev/null; exec -a "$0" "$@"' -- "$runas" "$argv0" "$@" </dev/null >"$fb_out" 2>&1 &
+  su -p -s /.firebuild/bin/sh -c 'cd "$FB_WORKDIR" 2>/dev/null; exec -a "$0" "$@"' -- "$runas" "$argv0" "$@" </dev/null >/dev/console 2>&1 &
 fi
 child=$!
 read -r fb_now _ </proc/uptime 2>/dev/null || fb_now=?
 echo "FIREBUILD-START pid=$child init-began=$fb_began uptime=$fb_now" >/dev/console
 relay=
-if [ "$fb_out" != /dev/console ]; then cat "$fb_out" >/dev/console & relay=$!; fi
+if [ -n "$fb_pipe" ]; then
+  cat <&6 >/dev/console 5>&- &
+  relay=$!
+  exec 5>&- 6<&-
+fi
 stop() { kill -s "${FB_STOPSIGNAL:-TERM}" "$child" 2>/dev/null; }
 trap stop TERM INT
 # QEMU's graceful stop: the host writes FIREBUILD-STOP to the console; this reader turns it into SIGINT.
@@ -277,7 +292,6 @@ if [ -n "$relay" ]; then
   fb_killer=$!
   wait "$relay" 2>/dev/null
   kill "$fb_killer" 2>/dev/null
-  rm -f /dev/.firebuild-out
 fi
 kill "$reader" 2>/dev/null
 sync
