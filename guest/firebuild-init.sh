@@ -11,6 +11,10 @@ BB=/.firebuild/bin/busybox
 # resolved against the image's PATH explicitly (resolve_cmd), so it never runs a busybox applet instead.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
+# mount and umount are busybox's own, always: the image's util-linux mount would record the mounts in
+# /run/mount/utab, which a build step would leave in the image.
+mount() { "$BB" mount "$@"; }
+umount() { "$BB" umount "$@"; }
 
 mnt() { [ -d "$3" ] || mkdir -p "$3" 2>/dev/null; mount -t "$1" "$2" "$3" 2>/dev/null; }
 # An initrd (distribution kernels) has already moved /proc, /sys and /dev here: mount what is missing.
@@ -31,7 +35,16 @@ fi
 # FB_HALT FB_BUILD, and the command with `set --`.
 . /.firebuild/config/run.sh
 export FB_WORKDIR
-# A build step (FB_BUILD=1) writes to the image's own /tmp and /run, as a Dockerfile's RUN does.
+# A build step (FB_BUILD=1) writes to the image's own /tmp and /run, as a Dockerfile's RUN does: an initrd
+# (distribution kernels) has moved its tmpfs onto /run; that one is detached (build_run_dirs).
+build_run_dirs() {
+  fb_root=$(stat -c %d /)
+  for d in /run /tmp; do
+    [ "$(stat -c %d "$d" 2>/dev/null)" = "$fb_root" ] || [ ! -d "$d" ] || umount -l "$d" 2>/dev/null
+  done
+  unset fb_root
+}
+[ "$FB_BUILD" = 1 ] && build_run_dirs
 if [ "$FB_BUILD" != 1 ]; then
   mnt tmpfs tmpfs /run
   mnt tmpfs tmpfs /tmp
@@ -39,7 +52,12 @@ if [ "$FB_BUILD" != 1 ]; then
 fi
 # Ctrl-Alt-Del (Firecracker's SendCtrlAltDel) becomes SIGINT to this init instead of an instant reboot.
 echo 0 > /proc/sys/kernel/ctrl-alt-del 2>/dev/null
-halt() { sync; if [ "$FB_HALT" = reboot ]; then reboot -f; else poweroff -f; fi; }
+# busybox's poweroff and reboot write a wtmp record (creating /var/log/wtmp): a build step's goes to a tmpfs.
+halt() {
+  sync
+  [ "$FB_BUILD" = 1 ] && [ -d /var/log ] && mount -t tmpfs tmpfs /var/log 2>/dev/null
+  if [ "$FB_HALT" = reboot ]; then reboot -f; else poweroff -f; fi
+}
 
 echo "$FB_HOSTNAME" > /proc/sys/kernel/hostname
 echo "$FB_HOSTNAME" > /etc/hostname 2>/dev/null
@@ -147,6 +165,40 @@ secret_fail() {
   echo "firebuild-init: cannot $1 the secret at $2" >/dev/console
   echo "FIREBUILD-EXIT code=125" >/dev/console; halt
 }
+# RUN --mount=type=cache|bind|tmpfs (mounts.sh: one `fb_mount KIND DEV SOURCE TARGET ro|rw SIZE|file` a
+# mount): an ext4 drive is mounted on a private staging directory and its SOURCE subpath bound at TARGET
+# (sealed read-only for ro); a tmpfs is mounted at TARGET. Before the secrets: a secret may go inside a mount.
+mount_fail() {
+  echo "firebuild-init: cannot $1 the mount at $2" >/dev/console
+  echo "FIREBUILD-EXIT code=125" >/dev/console; halt
+}
+setup_mounts() {
+  fb_mstage=/dev/.firebuild-mounts
+  fb_n=0
+  mkdir -p -m 0700 "$fb_mstage" && mount -t tmpfs -o mode=0700,nosuid,nodev,noexec tmpfs "$fb_mstage" || mount_fail stage "$fb_mstage"
+  fb_mount() {
+    fb_n=$((fb_n + 1))
+    if [ ! -e "$4" ] && [ ! -L "$4" ]; then
+      if [ "$6" = file ]; then { [ -n "${4%/*}" ] && mkdir -p "${4%/*}"; : > "$4"; }; else mkdir -p "$4"; fi
+    fi
+    if [ "$1" = tmpfs ]; then
+      if [ "$6" != 0 ]; then fb_o="mode=1777,size=$6"; else fb_o=mode=1777; fi
+      mount -t tmpfs -o "nosuid,nodev,$fb_o" tmpfs "$4" || mount_fail mount "$4"
+      return
+    fi
+    mkdir -p "$fb_mstage/$fb_n"
+    if [ "$5" = ro ]; then fb_o=ro,noload; else fb_o=rw; fi
+    mount -t ext4 -o "$fb_o" "/dev/$2" "$fb_mstage/$fb_n" || mount_fail attach "$4"
+    if [ "$3" = / ]; then fb_src=$fb_mstage/$fb_n; else fb_src=$fb_mstage/$fb_n$3; fi
+    mount -o bind "$fb_src" "$4" || mount_fail mount "$4"
+    if [ "$5" = ro ]; then mount -o remount,bind,ro "$4" || mount_fail seal "$4"; fi
+  }
+  . /.firebuild/config/mounts.sh
+  umount -l "$fb_mstage"; rmdir "$fb_mstage"
+  unset -f fb_mount; unset fb_mstage fb_n fb_o fb_src
+}
+[ -f /.firebuild/config/mounts.sh ] && setup_mounts
+
 if [ -f /.firebuild/config/secrets.sh ]; then
   fb_stage=/dev/.firebuild-secrets
   fb_secret() {
@@ -197,16 +249,36 @@ set -- "$prog" "$@"
 # Everything is read: a build step's command never sees the config disk (nor its secrets' files).
 [ "$FB_BUILD" = 1 ] && umount -l /.firebuild/config 2>/dev/null
 
+# A build step's command writes to a pipe, as under Docker (no terminal): a FIFO opened here as fd 5 (write)
+# and fd 6 (read) and unlinked before the command starts; a relay copies it to the console.
+fb_pipe=
+if [ "$FB_BUILD" = 1 ] && mkfifo -m 0600 /dev/.firebuild-out 2>/dev/null; then
+  exec 4<>/dev/.firebuild-out
+  exec 5>/dev/.firebuild-out 6</dev/.firebuild-out
+  exec 4>&-
+  rm -f /dev/.firebuild-out
+  fb_pipe=1
+fi
 # argv[0] stays the name the command was given by (as docker run does), the program is the resolved path.
-if [ -z "$runas" ]; then
+# Every su option before `--`: su's getopt would otherwise also parse the command's own `-c`.
+if [ -z "$runas" ] && [ -n "$fb_pipe" ]; then
+  (exec -a "$argv0" "$@") </dev/null >&5 2>&5 6<&- &
+elif [ -z "$runas" ]; then
   (exec -a "$argv0" "$@") </dev/null >/dev/console 2>&1 &
+elif [ -n "$fb_pipe" ]; then
+  su -p -s /.firebuild/bin/sh -c 'cd "$FB_WORKDIR" 2>/dev/null; exec -a "$0" "$@"' -- "$runas" "$argv0" "$@" </dev/null >&5 2>&5 6<&- &
 else
-  # Every su option before `--`: su's getopt would otherwise also parse the command's own `-c`.
   su -p -s /.firebuild/bin/sh -c 'cd "$FB_WORKDIR" 2>/dev/null; exec -a "$0" "$@"' -- "$runas" "$argv0" "$@" </dev/null >/dev/console 2>&1 &
 fi
 child=$!
 read -r fb_now _ </proc/uptime 2>/dev/null || fb_now=?
 echo "FIREBUILD-START pid=$child init-began=$fb_began uptime=$fb_now" >/dev/console
+relay=
+if [ -n "$fb_pipe" ]; then
+  cat <&6 >/dev/console 5>&- &
+  relay=$!
+  exec 5>&- 6<&-
+fi
 stop() { kill -s "${FB_STOPSIGNAL:-TERM}" "$child" 2>/dev/null; }
 trap stop TERM INT
 # QEMU's graceful stop: the host writes FIREBUILD-STOP to the console; this reader turns it into SIGINT.
@@ -221,6 +293,13 @@ while :; do
     break
   fi
 done
+# The relay ends when every writer has gone; a daemon the command left holding the pipe gets 2 s.
+if [ -n "$relay" ]; then
+  ( sleep 2; kill "$relay" ) 2>/dev/null &
+  fb_killer=$!
+  wait "$relay" 2>/dev/null
+  kill "$fb_killer" 2>/dev/null
+fi
 kill "$reader" 2>/dev/null
 sync
 echo "FIREBUILD-EXIT code=$code" >/dev/console

@@ -56,6 +56,8 @@ static char **sshagents; /* ssh.nul: channel, target, mode, uid, gid; ...; NULL 
 #define SSH_FRAME_MAX (256 * 1024)
 #define SSH_VSOCK_PORT 7300 /* + the channel: src/guest/run-config.ts SSH_VSOCK_PORT */
 #define SSH_MAX_CLIENTS 32
+static char **mounts; /* mounts.nul: kind, device, source, target, ro|rw, size|file; ...; NULL */
+#define MOUNT_STAGE "/dev/.firebuild-mounts"
 
 static void say(const char *fmt, ...) {
   char buf[4096];
@@ -533,6 +535,102 @@ static void setup_ssh_agent(void) {
   rmdir(SSH_STAGE);
 }
 
+static void mount_fail(const char *what, const char *target) {
+  say("firebuild-init: cannot %s the mount at %s: %s\n", what, target, strerror(errno));
+  finish(125);
+}
+
+/* A missing mount point, as a last resort (the host made those in the image): a directory, or a file. */
+static void mount_target(const char *target, int file) {
+  struct stat st;
+  if (lstat(target, &st) == 0) return;
+  mkdir_parents(target);
+  if (!file) { mkdir(target, 0755); return; }
+  int fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd >= 0) close(fd);
+}
+
+/*
+ * RUN --mount=type=cache|bind|tmpfs: an ext4 drive (a cache volume, a stage's or the context's file
+ * system) is mounted on a private staging directory and its source subpath bound at the target (sealed
+ * read-only when asked); a tmpfs is mounted at its target. The staging mounts are detached afterwards,
+ * so only the targets show them. Runs before setup_secrets: a secret may go inside a mount.
+ */
+static void setup_mounts(void) {
+  if (!mounts || !mounts[0]) return;
+  int staged = 0, i = 0;
+  for (char **m = mounts; m[0] && m[1] && m[2] && m[3] && m[4] && m[5]; m += 6) if (!strcmp(m[0], "ext4")) staged = 1;
+  if (staged) {
+    mkdir(MOUNT_STAGE, 0700);
+    if (mount("tmpfs", MOUNT_STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0) mount_fail("stage", MOUNT_STAGE);
+  }
+  for (char **m = mounts; m[0] && m[1] && m[2] && m[3] && m[4] && m[5]; m += 6, i++) {
+    int ro = !strcmp(m[4], "ro"), file = !strcmp(m[5], "file");
+    mount_target(m[3], file);
+    if (!strcmp(m[0], "tmpfs")) {
+      char opts[64];
+      unsigned long long size = strtoull(m[5], NULL, 10);
+      if (size) snprintf(opts, sizeof opts, "mode=1777,size=%llu", size);
+      else snprintf(opts, sizeof opts, "mode=1777");
+      if (mount("tmpfs", m[3], "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) mount_fail("mount", m[3]);
+      continue;
+    }
+    char stage[128], dev[64], src[4200];
+    snprintf(stage, sizeof stage, MOUNT_STAGE "/%d", i);
+    snprintf(dev, sizeof dev, "/dev/%s", m[1]);
+    mkdir(stage, 0700);
+    /* Read-only: no journal replay (the device itself is read-only). */
+    if (mount(dev, stage, "ext4", ro ? MS_RDONLY : 0, ro ? "noload" : NULL) < 0) mount_fail("attach", m[3]);
+    snprintf(src, sizeof src, "%s%s", stage, strcmp(m[2], "/") ? m[2] : "");
+    if (mount(src, m[3], NULL, MS_BIND, NULL) < 0) mount_fail("mount", m[3]);
+    if (ro && mount(NULL, m[3], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) mount_fail("seal", m[3]);
+  }
+  if (!staged) return;
+  umount2(MOUNT_STAGE, MNT_DETACH);
+  rmdir(MOUNT_STAGE);
+}
+
+/*
+ * A build step writes to the image's own /run and /tmp, as a Dockerfile's RUN does: an initrd (distribution
+ * kernels) has moved its tmpfs onto /run; that one is detached (lazily: nothing of the build uses it).
+ */
+static void build_run_dirs(void) {
+  struct stat root, st;
+  if (stat("/", &root) < 0) return;
+  const char *dirs[] = {"/run", "/tmp"};
+  for (size_t i = 0; i < 2; i++) if (stat(dirs[i], &st) == 0 && st.st_dev != root.st_dev) umount2(dirs[i], MNT_DETACH);
+}
+
+static void write_all(int fd, const char *buf, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, buf, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    buf += w;
+    n -= (size_t)w;
+  }
+}
+
+/* A build step's output relay: the command's pipe (stdout and stderr) to the console, until every writer is gone. */
+static pid_t start_relay(int rd, int wr, const sigset_t *old) {
+  pid_t p = fork();
+  if (p == 0) {
+    sigprocmask(SIG_SETMASK, old, NULL);
+    close(wr);
+    char buf[4096];
+    for (;;) {
+      ssize_t r = read(rd, buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      write_all(1, buf, (size_t)r);
+    }
+    _exit(0);
+  }
+  close(rd);
+  close(wr);
+  return p;
+}
+
 static double uptime(void) {
   char *t = slurp("/proc/uptime", NULL);
   double v = t ? atof(t) : -1;
@@ -559,12 +657,14 @@ int main(void) {
   cmd = nul_list(CONFIG "/argv.nul", 0);
   secrets = nul_list(CONFIG "/secrets.nul", 0);
   sshagents = nul_list(CONFIG "/ssh.nul", 0);
+  mounts = nul_list(CONFIG "/mounts.nul", 0);
   int nsecrets = 0;
   for (char **s = secrets; s && s[0]; s++) nsecrets++;
   envp = nul_list(CONFIG "/env.nul", 2 + nsecrets / 6);
   if (!kv || !envp) { say("firebuild-init: unreadable run configuration\n"); finish(125); }
   /* A build step (FB_BUILD=1) writes to the image's own /tmp and /run, as a Dockerfile's RUN does. */
   int build = !strcmp(get("FB_BUILD"), "1");
+  if (build) build_run_dirs();
   if (!build) {
     mnt("tmpfs", "/run", "mode=755", NULL);
     mnt("tmpfs", "/tmp", "mode=1777", NULL);
@@ -661,6 +761,7 @@ int main(void) {
     groups[0] = u.gid;
     ngroups = 1;
   }
+  setup_mounts();
   setup_secrets();
   setup_ssh_agent();
   if (!env_get("HOME")) {
@@ -690,12 +791,16 @@ int main(void) {
   sigaddset(&all, SIGINT);
   sigprocmask(SIG_BLOCK, &all, &old);
 
+  /* A build step's command writes to a pipe, as under Docker (no terminal: no progress bars); relayed to the console. */
+  int outp[2] = {-1, -1};
+  if (build && pipe2(outp, O_CLOEXEC) < 0) outp[0] = outp[1] = -1;
   pid_t child = fork();
   if (child == 0) {
     sigprocmask(SIG_SETMASK, &old, NULL);
     setsid();
     int nul = open("/dev/null", O_RDONLY);
     dup2(nul, 0);
+    if (outp[1] >= 0) { dup2(outp[1], 1); dup2(outp[1], 2); }
     if (chdir(*workdir ? workdir : "/") < 0) { if (chdir("/") < 0) _exit(126); }
     if (setgroups((size_t)ngroups, groups) < 0 || setgid(u.gid) < 0 || setuid(u.uid) < 0) {
       say("firebuild-init: cannot become user %s: %s\n", userspec, strerror(errno));
@@ -708,6 +813,7 @@ int main(void) {
     _exit(errno == ENOENT ? 127 : 126);
   }
   say("FIREBUILD-START pid=%d init-began=%.2f uptime=%.2f\n", child, began, uptime());
+  pid_t relay = outp[0] >= 0 ? start_relay(outp[0], outp[1], &old) : -1;
 
   /* QEMU's graceful stop: the host writes FIREBUILD-STOP to the console; this reader turns it into SIGINT. */
   pid_t reader = fork();
@@ -736,8 +842,15 @@ int main(void) {
     pid_t p;
     while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
       if (p == child) { code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); done = 1; }
+      if (p == relay) relay = -1;
     }
     if (done) break;
+  }
+  /* The relay ends when every writer has gone; a daemon the command left holding the pipe gets 2 s. */
+  for (struct timespec ts = {2, 0}; relay > 0;) {
+    if (waitpid(relay, NULL, WNOHANG) == relay) break;
+    siginfo_t si;
+    if (sigtimedwait(&all, &si, &ts) < 0 && errno == EAGAIN) { kill(relay, SIGKILL); waitpid(relay, NULL, 0); break; }
   }
   kill(reader, SIGKILL);
   finish(code);

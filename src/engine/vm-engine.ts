@@ -17,6 +17,7 @@ import { emptyImage, external, ImageResolver, materialize } from './vm/bases.js'
 import { growTo, roomForCopy } from './vm/disk.js';
 import { FS_STEPS, keyPlan, resolvePlan } from './vm/plan.js';
 import { makeWorkDir } from './vm/workdir.js';
+import { cacheVolumesDir } from './vm/cache-volumes.js';
 import { DEFAULT_STEP_TIMEOUT_MS, executeStep, type BootContext, type BuildVmSettings } from './vm/steps.js';
 
 export { ENGINE_SEMANTICS, vmUnsupported } from './vm/plan.js';
@@ -109,7 +110,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
   let cached = 0;
   let stepsMs = 0;
   // Every step's key, before anything runs: an unchanged rebuild of the same tag keeps the stored image.
-  const { planned, stepKeys, finalKey } = await keyPlan(plan, images, o);
+  const { planned, stepKeys, finalKey } = await keyPlan(plan, images, { ...o, buildContext: src.context });
   if (await storage.hasImage(tag)) {
     const existing = await storage.getImage(tag);
     // Labels are not in the step keys: other labels than the stored image's make it out of date.
@@ -126,6 +127,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
     vm: o.vm ?? { backend: 'qemu', network: 'user', runCache: path.join(o.cacheDir, 'build-vms') },
     storage, ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), accel: o.accel ?? 'auto', memMib: o.memMib ?? 512,
     stepTimeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, log, tag, bootMs: 0, secrets: secretsById(o.secrets ?? []), sshAgents: sshAgentsById(o.sshAgents ?? []),
+    cacheMounts: cacheVolumesDir(o.cacheDir),
   };
   try {
     const results = new Map<number, { image: string; key: string }>();
@@ -135,7 +137,7 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
       throwIfCancelled();
       const image = path.join(work, `stage-${stage.index}.ext4`);
       const p = planned.get(stage.index)!;
-      const { keys, states, parents } = p;
+      const { keys, states, parents, mounts } = p;
       let start = 0;
       if (!o.noCache) {
         for (let k = stage.steps.length - 1; k >= 0; k--) {
@@ -170,6 +172,9 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
           context: src.context,
           downloads,
           scratch: path.join(work, `copy-${stage.index}-${k}`),
+          mounts: mounts[k] ?? [],
+          stageImage: (s) => results.get(s)?.image,
+          externalImage: (ref, where) => external(ref, images, work, externals, log, where),
           fromImage: async (s) => {
             if (s.from && 'stage' in s.from) return results.get(s.from.stage)?.image;
             if (s.from) return external(s.from.image, images, work, externals, log, { file: s.file, line: s.line });

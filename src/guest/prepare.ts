@@ -8,7 +8,7 @@ import { copySparse } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 import { ownedTempDir } from '../util/private-dir.js';
 import { copyChecked, type CheckedFile } from '../util/safe-open.js';
-import { renderEnvSh, renderRunNul, renderRunSh, renderSecrets, renderSshAgents, type RunConfig } from './run-config.js';
+import { renderEnvSh, renderMounts, renderRunNul, renderRunSh, renderSecrets, renderSshAgents, type RunConfig } from './run-config.js';
 
 /** The guest side's files, shipped in the package's guest/ folder. */
 const GUEST_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'guest');
@@ -97,6 +97,11 @@ export async function makeConfigDisk(c: RunConfig, image: string, log: Logger, a
       await fsp.writeFile(path.join(dir, 'secrets.sh'), r.sh, { mode: 0o600 });
     }
     await writeSshAgents(c, dir);
+    if (c.mounts?.length) {
+      const r = renderMounts(c.mounts);
+      await fsp.writeFile(path.join(dir, 'mounts.nul'), r.nul, { mode: 0o600 });
+      await fsp.writeFile(path.join(dir, 'mounts.sh'), r.sh, { mode: 0o600 });
+    }
     // Room for the secrets (up to 500 KiB each) besides the few small files.
     const secretBytes = (c.secrets ?? []).reduce((a, s) => a + Math.ceil(s.value.bytes().length / 4096) * 4096 + 4096, 0);
     await new Ext4Tools(log).mkfs({ root: dir, image, sizeBytes: (4 << 20) + secretBytes, label: 'fbconfig' });

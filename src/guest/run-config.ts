@@ -29,6 +29,8 @@ export interface RunConfig {
   secrets?: GuestSecret[];
   /** A build step's ssh agents (RUN --mount=type=ssh): a socket at each target, relayed to the host's agent. */
   sshAgents?: GuestSshAgent[];
+  /** A build step's cache, bind and tmpfs mounts (RUN --mount), mounted by the init before the secrets. */
+  mounts?: GuestMount[];
 }
 
 /**
@@ -62,6 +64,38 @@ export function renderSshAgents(agents: readonly GuestSshAgent[]): { nul: Buffer
   return {
     nul: Buffer.from(rows.flat().map((f) => `${f}\0`).join('')),
     sh: rows.map((r) => `fb_ssh_agent ${r.map(shellQuote).join(' ')}\n`).join(''),
+  };
+}
+
+/**
+ * One RUN mount for the guest init: `ext4` mounts the extra drive `/dev/<dev>` (the order the host
+ * attached them: vdc, vdd, ...) on a private staging directory and binds its `source` subpath at
+ * `target`; `tmpfs` mounts a tmpfs of `size` bytes (0: the kernel's default) at `target`. `ro` seals it
+ * read-only. A missing target is made as a last resort (the host made the mount points in the image).
+ */
+export interface GuestMount {
+  kind: 'ext4' | 'tmpfs';
+  dev?: string;
+  source?: string;
+  target: string;
+  ro: boolean;
+  /** `file`: the target is a file (a bind of one file); else a directory. */
+  file?: boolean;
+  size?: number;
+}
+
+/**
+ * How the inits find the mounts: `mounts.nul` (compiled init) holds six fields per mount (kind, device,
+ * source, target, ro|rw, size or `file`) and `mounts.sh` (shell init) one `fb_mount` call per mount with
+ * the same fields.
+ */
+export function renderMounts(mounts: readonly GuestMount[]): { nul: Buffer; sh: string } {
+  const rows = mounts.map((m) => [m.kind, m.dev ?? '', m.source ?? '/', m.target, m.ro ? 'ro' : 'rw', m.file ? 'file' : String(m.size ?? 0)]);
+  for (const r of rows) if (r.some((f) => /[\0\n]/.test(f))) throw new UserError('a mount target or source holds a NUL or line break: give another path');
+  for (const m of mounts) if (m.dev !== undefined && !/^vd[c-z]$/.test(m.dev)) throw new UserError(`too many RUN mounts: the build VM takes at most 24 drives (device ${m.dev})`);
+  return {
+    nul: Buffer.from(rows.flat().map((f) => `${f}\0`).join('')),
+    sh: rows.map((r) => `fb_mount ${r.map(shellQuote).join(' ')}\n`).join(''),
   };
 }
 

@@ -59,7 +59,7 @@ export interface LaunchSpec {
    * not a copy of a stored image, with this command, environment, USER and WORKDIR; `label` names it in
    * `ls`. The network and the halt come from the run's own settings.
    */
-  build?: { rootfs: string; config: Omit<RunConfig, 'net' | 'dns' | 'halt'>; label: string; channels?: readonly GuestChannel[] };
+  build?: { rootfs: string; config: Omit<RunConfig, 'net' | 'dns' | 'halt'>; label: string; channels?: readonly GuestChannel[]; drives?: { path: string; readOnly: boolean }[] };
 }
 
 /** How long a cancel waits for a launch in flight to stop at its next step before tearing the VM down anyway. */
@@ -298,7 +298,7 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
       const vmmStartedAt = Date.now();
       const started = await backendFor(backend).start({
         id, dir, kernel: vmlinux, ...(initrd ? { initrd } : {}), init: INIT_PATH, cmdline,
-        rootfs, disks: [config], memMib: o.memMib, cpus: o.cpus,
+        rootfs, disks: [config], ...(o.build?.drives?.length ? { drives: o.build.drives } : {}), memMib: o.memMib, cpus: o.cpus,
         ...(state.cgroup ? { cgroup: state.cgroup } : {}),
         // Isolated: QEMU listens in the namespace, slirp4netns publishes the host side (publishPorts).
         net: o.network === 'user-host' ? { kind: 'user', hostfwd: ports }

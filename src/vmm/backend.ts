@@ -29,6 +29,8 @@ export interface VmmSpec {
   rootfs: string;
   /** Extra read-only disks (the run configuration disk). */
   disks: string[];
+  /** More drives after them (a build step's RUN mounts: /dev/vdc, vdd, ... in this order). */
+  drives?: { path: string; readOnly: boolean }[];
   memMib: number;
   cpus: number;
   /** The VM's cgroup (made by the runtime): the VMM starts inside it. */
@@ -103,7 +105,7 @@ const firecracker: VmmBackend = {
       id: s.id, firecracker: fc.binary, jailer: fc.jailer, chrootBase: fc.chrootBase, uid: fc.uid, gid: fc.gid, mode: fc.mode,
       kernel: s.kernel, ...(s.initrd ? { initrd: s.initrd } : {}),
       bootArgs: `console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda rw init=${s.init} quiet ${s.cmdline}`.trim(),
-      rootfs: s.rootfs, disks: s.disks, memMib: s.memMib, cpus: s.cpus,
+      rootfs: s.rootfs, disks: s.disks, ...(s.drives?.length ? { drives: s.drives } : {}), memMib: s.memMib, cpus: s.cpus,
       ...(s.net.kind === 'tap' ? { tap: { name: s.net.name, mac: s.net.mac }, ...(s.net.netns ? { netns: s.net.netns.path } : {}) } : {}),
       ...(s.cgroup ? { cgroup: s.cgroup } : {}),
       ...(s.metadata ? { metadata: s.metadata } : {}),

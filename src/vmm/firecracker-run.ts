@@ -36,6 +36,8 @@ export interface FirecrackerLaunch {
   bootArgs: string;
   rootfs: string;
   disks: string[];
+  /** More drives after them (a build step's RUN mounts), jailed as `mount<i>.ext4`. */
+  drives?: { path: string; readOnly: boolean }[];
   memMib: number;
   cpus: number;
   netns?: string;
@@ -146,6 +148,9 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
   // The guest's vsock connections to port P reach `<jail root>/vsock.sock_P`: each service listens there
   // (owned by the jail's user, who connects to it), inside the jail, removed with it.
   for (const ch of o.channels ?? []) await ch.listen(path.join(root, `${VSOCK_UDS.slice(1)}_${ch.vsockPort}`), { uid: o.uid, gid: o.gid });
+  // A RUN mount's drive: hard-linked where it can be (a cache volume's writes then land in place), else
+  // copied; the build takes a copy's writes back and gives the file its owner back (jailedMountDrive).
+  for (const [i, d] of (o.drives ?? []).entries()) await placeFile(d.path, path.join(root, `mount${i}.ext4`), o.uid, o.gid, 'own');
   const serialLog = path.join(root, 'serial.log');
   await fsp.writeFile(serialLog, '', { mode: 0o600 });
   await fsp.chown(serialLog, o.uid, o.gid);
@@ -155,7 +160,10 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
     ...(o.initrd ? { initrd: inJail('initrd') } : {}),
     bootArgs: o.bootArgs,
     rootfs: inJail('rootfs.ext4'),
-    drives: o.disks.map((_d, i) => ({ id: `disk${i}`, path: inJail(`disk${i}.ext4`), readOnly: true })),
+    drives: [
+      ...o.disks.map((_d, i) => ({ id: `disk${i}`, path: inJail(`disk${i}.ext4`), readOnly: true })),
+      ...(o.drives ?? []).map((d, i) => ({ id: `mount${i}`, path: inJail(`mount${i}.ext4`), readOnly: d.readOnly })),
+    ],
     vcpus: o.cpus,
     memMib: o.memMib,
     ...(o.tap ? { network: [{ ifaceId: 'eth0', tap: o.tap.name, mac: o.tap.mac }] } : {}),
@@ -189,4 +197,9 @@ export async function startFirecracker(o: FirecrackerLaunch): Promise<Firecracke
 /** Graceful stop: Ctrl+Alt+Del into the guest, whose init turns it into the stop signal. */
 export async function sendCtrlAltDel(apiSock: string): Promise<void> {
   await apiCall(apiSock, stopRequest(), 3000);
+}
+
+/** Where a RUN mount's drive sits in a build VM's jail (see startFirecracker). */
+export function jailedMountDrive(jailDir: string, i: number): string {
+  return path.join(jailDir, 'root', `mount${i}.ext4`);
 }

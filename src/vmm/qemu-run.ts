@@ -21,6 +21,7 @@ export function startQemu(s: VmmSpec): VmmStarted {
     append: `console=ttyS0 root=/dev/vda rw init=${s.init} quiet pci=off ${s.cmdline}`.trim(),
     rootfs: s.rootfs,
     disks: s.disks,
+    ...(s.drives?.length ? { drives: s.drives } : {}),
     memMib: s.memMib,
     cpus: s.cpus,
     accel: s.qemu?.accel ?? 'kvm',

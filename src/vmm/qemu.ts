@@ -15,6 +15,8 @@ export interface QemuVm {
   rootfs: string;
   /** Extra read-only disks (the run configuration disk). */
   disks?: string[];
+  /** More drives after them, read-only or writable (a build step's RUN mounts). */
+  drives?: { path: string; readOnly: boolean }[];
   memMib: number;
   cpus: number;
   accel: Accel;
@@ -58,6 +60,10 @@ export function qemuArgv(vm: QemuVm): string[] {
   ];
   (vm.disks ?? []).forEach((d, i) => {
     argv.push('-drive', `id=disk${i},file=${escapeOpt(d)},format=raw,if=none,readonly=on,rerror=report`, '-device', `virtio-blk-device,drive=disk${i}`);
+  });
+  (vm.drives ?? []).forEach((d, i) => {
+    const mode = d.readOnly ? 'readonly=on,rerror=report' : `cache=unsafe,${DRIVE_ERRORS}`;
+    argv.push('-drive', `id=mnt${i},file=${escapeOpt(d.path)},format=raw,if=none,${mode}`, '-device', `virtio-blk-device,drive=mnt${i}`);
   });
   if (vm.userNet) {
     const fwd = vm.userNet.hostfwd.map((f) => `,hostfwd=${f.proto}:${f.hostAddr}:${f.hostPort}-:${f.guestPort}`).join('');

@@ -221,7 +221,7 @@ describe('RUN --mount=type=secret with the vm engine', () => {
     expect(await treeHas(work, ALL)).toEqual([]);
   }, 10 * 60_000);
 
-  test('a required secret not given is one line naming the id and how to pass it; no tag, no work dir; a missing src file and other mount types are one line too', async () => {
+  test('a required secret not given is one line naming the id and how to pass it; no tag, no work dir; a missing src file and RUN --security are one line too', async () => {
     const dockerfile = writeCtx('required', `FROM ${BASE}\nRUN echo before > /before\nRUN --mount=type=secret,id=deploy_key,required=true cat /run/secrets/deploy_key\n`);
     const r = await vmBuild(dockerfile, 'fbtest/secrets-required:1');
     expect(r.code).toBe(2);
@@ -233,10 +233,10 @@ describe('RUN --mount=type=secret with the vm engine', () => {
     expect(missing.code).toBe(2);
     expect(lines(missing.stderr).filter((l) => l.startsWith('error:'))).toEqual([`error: secret 'deploy_key' (file ${path.join(secretDir, 'nope')}) cannot be read (ENOENT): give an existing file in src=`]);
 
-    const cache = writeCtx('cache-mount', `FROM ${BASE}\nRUN --mount=type=secret,id=tok --mount=type=cache,target=/var/cache/apt true\n`);
-    const refused = await vmBuild(cache, 'fbtest/secrets-cache:1', ['--secret', `id=tok,src=${secretFile}`]);
+    const insecure = writeCtx('insecure', `FROM ${BASE}\nRUN --mount=type=secret,id=tok --security=insecure true\n`);
+    const refused = await vmBuild(insecure, 'fbtest/secrets-insecure:1', ['--secret', `id=tok,src=${secretFile}`]);
     expect(refused.code).toBe(2);
-    expect(lines(refused.stderr).filter((l) => l.startsWith('error:'))).toEqual([`error: ${cache}:2: RUN --mount=type=cache is not supported by the vm engine yet: remove it, or build with --engine docker on a host with BuildKit`]);
+    expect(lines(refused.stderr).filter((l) => l.startsWith('error:'))).toEqual([`error: ${insecure}:2: RUN --security is not supported by the vm engine yet: remove it, or build with --engine docker on a host with BuildKit`]);
   }, 10 * 60_000);
 });
 

@@ -24,8 +24,6 @@ describe('the vm engine runs RUN as BuildKit does', () => {
 
 describe('the vm engine refuses the BuildKit features it does not do', () => {
   test.each([
-    ['RUN --mount=type=cache', { mounts: [{ type: 'cache', target: '/root/.cache' }] }],
-    ['RUN --network', { network: 'none' }],
     ['RUN --security', { security: 'insecure' }],
   ] as [string, Partial<Step>][])('%s', (feature, over) => {
     expect(vmUnsupported(step(over))).toBe(feature);

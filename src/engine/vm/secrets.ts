@@ -125,14 +125,19 @@ export interface MountStub { path: string; type: 'dir' | 'file' }
  * The parents' times are not touched (debugfs leaves them). A target that is a directory, or a parent
  * that is not one, is one line.
  */
-export async function makeMountStubs(image: string, targets: string[], label: string, where: { file: string; line: number }, what = "the secret's target"): Promise<MountStub[]> {
+export async function makeMountStubs(image: string, targets: (string | { path: string; type: 'dir' | 'file' })[], label: string, where: { file: string; line: number }, fileTarget = "the secret's target"): Promise<MountStub[]> {
   const stubs: MountStub[] = [];
   const img = await Ext4Image.open(image);
   try {
-    for (const target of targets) {
+    for (const t of targets) {
+      // A secret's target is a file; a cache, tmpfs or bind mount's is a directory (or a file for a bind of one).
+      const target = typeof t === 'string' ? t : t.path;
+      const want = typeof t === 'string' ? 'file' : t.type;
+      const what = typeof t === 'string' ? fileTarget : "the mount's target";
       const hit = await img.stat(target, { follow: true });
       if (hit) {
-        if (hit.type === 'dir') throw new UserError(`${label}: ${what} ${target} is a directory in the image: give a file path`, where);
+        if (want === 'file' && hit.type === 'dir') throw new UserError(`${label}: ${what} ${target} is a directory in the image: give a file path`, where);
+        if (want === 'dir' && hit.type !== 'dir') throw new UserError(`${label}: ${what} ${target} is not a directory in the image: give a directory path`, where);
         continue;
       }
       const parts = target.split('/').filter(Boolean);
@@ -150,7 +155,7 @@ export async function makeMountStubs(image: string, targets: string[], label: st
         let at = real;
         for (const [k, rest] of parts.slice(i).entries()) {
           at = path.posix.join(at, rest);
-          const type = k === parts.length - i - 1 ? 'file' : 'dir';
+          const type = k === parts.length - i - 1 ? want : 'dir';
           if (!stubs.some((s) => s.path === at)) stubs.push({ path: at, type });
         }
         break;

@@ -24,9 +24,13 @@ import type { SecretSource } from '../../util/secrets.js';
 import { applyCopy, applyWorkdir, chownOwner, imageAccounts, userOwner } from '../vm-fs.js';
 import { DISK_FULL_HINT } from './disk.js';
 import type { StepState } from './plan.js';
+import { stepNetwork } from './mounts.js';
+import type { PlannedMount } from './plan.js';
+import { prepareMounts, type PreparedMounts } from './run-mounts.js';
 import { makeMountStubs, removeMountStubs, secretMounts, stepSecrets } from './secrets.js';
 import { startSshRelays, sshEnv, sshMounts, stepSshAgents } from './ssh.js';
 import type { SshAgentSource } from '../../util/ssh-agent.js';
+import { jailedMountDrive } from '../../vmm/firecracker-run.js';
 
 /**
  * The vm engine's step execution on a stage's ext4 image: RUN boots the image as a microVM with the
@@ -66,6 +70,8 @@ export interface BootContext {
   secrets: ReadonlyMap<string, SecretSource>;
   /** The build's ssh agents by id (--ssh; the action's ssh input): forwarded when a RUN mounts one. */
   sshAgents?: ReadonlyMap<string, SshAgentSource>;
+  /** Where RUN --mount=type=cache volumes live (vm/cache-volumes.ts). */
+  cacheMounts: string;
 }
 
 /** What the file-system steps of one stage read besides the image: the build context, downloads, and the image of a `COPY --from`. */
@@ -76,13 +82,18 @@ export interface StepInputs {
   fromImage: (step: Step) => Promise<string | undefined>;
   /** A fresh directory for the step's scratch files (removed after the step). */
   scratch: string;
+  /** A RUN's cache, bind and tmpfs mounts (planned: vm/plan.ts). */
+  mounts?: PlannedMount[];
+  /** The ext4 of an earlier stage, and of an image a mount names (materialized once per build). */
+  stageImage?: (stage: number) => string | undefined;
+  externalImage?: (ref: string, where: { file: string; line: number }) => Promise<string>;
 }
 
 /** One file-system step (RUN, COPY, ADD, WORKDIR) applied to `image`. */
 export async function executeStep(image: string, step: Step, st: StepState, b: BootContext, x: StepInputs): Promise<void> {
   const stepWhere = { file: step.file, line: step.line };
   if (step.keyword === 'RUN') {
-    await runStep(image, step, st, b);
+    await runStep(image, step, st, b, x);
   } else if (step.keyword === 'WORKDIR') {
     await applyWorkdir(image, st.workdir, userOwner(st.user, await imageAccounts(image), stepWhere), stepWhere);
   } else {
@@ -157,7 +168,7 @@ async function restoreGuestWritten(image: string, saved: Saved[], label: string,
 }
 
 /** RUN: boot the image with the step's command; returns once the guest has powered off. */
-async function runStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext): Promise<void> {
+async function runStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext, x: StepInputs): Promise<void> {
   const where = { file: step.file, line: step.line };
   const label = `RUN at ${path.basename(step.file)}:${step.line}`;
   // RUN --mount=type=secret: the values go to this VM's config disk only; a required one missing stops here.
@@ -167,20 +178,45 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
   const agents = await stepSshAgents(ssh, b.sshAgents ?? new Map(), label, where, b.log);
   const scratch = path.join(path.dirname(image), `run-${step.line}`);
   await fsp.mkdir(scratch, { recursive: true });
+  // RUN --mount=type=cache|bind|tmpfs: drives and guest mounts (cache locks held until the VM is gone).
+  const prepared = await prepareMounts(x.mounts ?? [], {
+    cacheRoot: b.cacheMounts, context: x.context, downloads: x.downloads, scratch, backend: b.vm.backend === 'firecracker' ? 'firecracker' : 'qemu',
+    timeoutMs: b.stepTimeoutMs, log: b.log, label, where,
+    stageImage: (s) => x.stageImage?.(s),
+    externalImage: async (ref) => {
+      if (!x.externalImage) throw new UserError(`${label}: the image ${ref} is not available`, where);
+      return x.externalImage(ref, where);
+    },
+  });
+  try {
+    await bootStep(image, step, state, b, { label, where, scratch, secrets, prepared, ssh, agents });
+  } finally {
+    await prepared.release();
+  }
+}
+
+async function bootStep(image: string, step: Step, state: { user: string; workdir: string }, b: BootContext, r: { label: string; where: { file: string; line: number }; scratch: string; secrets: Awaited<ReturnType<typeof stepSecrets>>; prepared: PreparedMounts; ssh: ReturnType<typeof sshMounts>; agents: Awaited<ReturnType<typeof stepSshAgents>> }): Promise<void> {
+  const { label, where, scratch, secrets, prepared, ssh, agents } = r;
   const saved = await saveGuestWritten(image, scratch);
-  const stubs = await makeMountStubs(image, secrets.flatMap((x) => (x.target ? [x.target] : [])), label, where);
+  // The mounts' targets first: a secret may go inside one.
+  const stubs = await makeMountStubs(image, [...prepared.stubs, ...secrets.flatMap((x) => (x.target ? [x.target] : []))], label, where);
   stubs.push(...(await makeMountStubs(image, agents.map((a) => a.guest.target), label, where, "the ssh agent's target")));
+  // RUN --network=none: this step's VM has no network.
+  const network = stepNetwork(step) === 'none' ? 'none' : b.vm.network;
   await injectGuest(image);
   const cache = new RunCache(b.vm.runCache);
   const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
   const started = Date.now();
   const spec: LaunchSpec = {
     from: b.tag, memMib: b.memMib, cpus: Math.max(1, Math.min(2, os.cpus().length)), env: [], ports: [],
-    network: b.vm.network, ...(b.vm.cni ? { cni: b.vm.cni } : {}), ...(b.vm.firecracker ? { firecracker: b.vm.firecracker } : {}),
+    network, ...(b.vm.cni && network === 'cni' ? { cni: b.vm.cni } : {}), ...(b.vm.firecracker ? { firecracker: b.vm.firecracker } : {}),
     backend: b.vm.backend, accel: b.accel, ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}), bootTimeoutMs: b.stepTimeoutMs, lockDir,
     build: {
-      rootfs: image, label: `build of ${b.tag} (${label})`,
-      config: { hostname: 'buildkitsandbox', env: sshEnv(ssh, step.env ?? []), command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true, ...(secrets.length ? { secrets } : {}), ...(agents.length ? { sshAgents: agents.map((a) => a.guest) } : {}) },
+      rootfs: image, label: `build of ${b.tag} (${label})`, ...(prepared.drives.length ? { drives: prepared.drives } : {}),
+      config: {
+        hostname: 'buildkitsandbox', env: sshEnv(ssh, step.env ?? []), command: runArgv(step), user: state.user, workdir: state.workdir, stopSignal: 'TERM', build: true,
+        ...(secrets.length ? { secrets } : {}), ...(prepared.guest.length ? { mounts: prepared.guest } : {}), ...(agents.length ? { sshAgents: agents.map((a) => a.guest) } : {}),
+      },
     },
   };
   // The agents' host relays live as long as the VM (owned: closed on failure and cancel too).
@@ -236,11 +272,12 @@ async function runStep(image: string, step: Step, state: { user: string; workdir
     if (exitCode === undefined) throw new UserError(`${label}: the build VM stopped without reporting an exit code (console: ${tail.slice(-3).join(' | ') || 'empty'})`, where);
     if (exitCode !== 0) {
       const full = tail.join('\n');
-      const hint = failureHint(full, b.vm.network);
+      const hint = failureHint(full, network);
       throw new UserError(`${label} failed with exit code ${exitCode}${hint}: ${tail.slice(-5).join(' | ') || 'no output'}`, where);
     }
     // Firecracker's jail holds the disk as a hard link, or as a copy where the jail is on another file system: take the copy back.
     if (vm.jailDir) await takeBackJailed(vm.jailDir, image);
+    await prepared.afterVm((i) => (vm.jailDir ? jailedMountDrive(vm.jailDir, i) : undefined));
   } finally {
     await teardown(cache, vm, lockDir, b.log);
     await relays.close();
