@@ -142,6 +142,35 @@ describe('RUN --mount=type=ssh with the vm engine', () => {
     expect(fs.readdirSync(path.join(work, 'tmp'))).toEqual([]);
   }, 15 * 60_000);
 
+  test('one RUN with a secret, an ssh agent, a cache, binds from the context and a stage, and a tmpfs: each works, the secret exactly', async () => {
+    const secret = path.join(work, 'all.txt');
+    fs.writeFileSync(secret, 'fbtest-all-mounts-secret\n');
+    const dockerfile = writeCtx('all', [
+      `FROM ${BASE} AS stage`,
+      'RUN mkdir -p /out && echo from-stage > /out/s.txt',
+      `FROM ${BASE}`,
+      'RUN --mount=type=secret,id=tok --mount=type=ssh --mount=type=cache,id=fbtest-all,target=/cache --mount=type=bind,target=/ctx --mount=type=bind,from=stage,source=/out,target=/stage --mount=type=tmpfs,target=/scratch ' +
+        `sh -c 'cat /run/secrets/tok > /tok; ssh-add -l > /listed; cat /ctx/hello.txt > /ctx.out; cat /stage/s.txt > /stage.out; echo warm > /cache/w; cat /cache/w > /cache.out; echo t > /scratch/t && cat /scratch/t > /tmpfs.out'`,
+      '',
+    ].join('\n'));
+    fs.writeFileSync(path.join(path.dirname(dockerfile), 'hello.txt'), 'from-context\n');
+    const r = await vmBuild(dockerfile, 'fbtest/ssh-all:1', ['--ssh', 'default', '--secret', `id=tok,src=${secret}`], { SSH_AUTH_SOCK: agentSock });
+    expectJsonResult(r);
+    const rootfs = await inspect('fbtest/ssh-all:1');
+    expect(await cat(rootfs, '/tok')).toBe('fbtest-all-mounts-secret\n');
+    expect(await cat(rootfs, '/listed')).toContain(fingerprint);
+    expect(await cat(rootfs, '/ctx.out')).toBe('from-context\n');
+    expect(await cat(rootfs, '/stage.out')).toBe('from-stage\n');
+    expect(await cat(rootfs, '/cache.out')).toBe('warm\n');
+    expect(await cat(rootfs, '/tmpfs.out')).toBe('t\n');
+    // The mounts' contents stay out of the image.
+    expect(await cat(rootfs, '/cache/w')).toBe('<missing>');
+    expect(await cat(rootfs, '/scratch/t')).toBe('<missing>');
+    expect(await cat(rootfs, '/run/secrets/tok')).toBe('<missing>');
+    expect(socketsUnder(work)).toEqual([]);
+    expect(fs.readdirSync(path.join(work, 'tmp'))).toEqual([]);
+  }, 15 * 60_000);
+
   test('a required ssh mount without --ssh fails in one line naming the id and the flag; a key file is refused in one line', async () => {
     const dockerfile = writeCtx('required', `FROM ${BASE}\nRUN --mount=type=ssh,id=deploy,required=true true\n`);
     const r = await vmBuild(dockerfile, 'fbtest/ssh-req:1');
