@@ -144,7 +144,7 @@ export async function listCacheVolumes(cacheDir: string): Promise<CacheVolumeInf
 
 /**
  * Remove cache volumes (all, or those whose id is in `ids`): each under its exclusive lock, taken without
- * waiting; one a build holds now is skipped and reported. The lock files go too.
+ * waiting; one a build holds now is skipped and reported. The lock files stay (see below).
  */
 export async function pruneCacheVolumes(cacheDir: string, ids?: readonly string[]): Promise<{ removed: string[]; busy: string[] }> {
   const dir = cacheVolumesDir(cacheDir);
@@ -161,7 +161,8 @@ export async function pruneCacheVolumes(cacheDir: string, ids?: readonly string[
     try {
       await fsp.rm(f.meta, { force: true });
       await fsp.rm(f.img, { force: true });
-      await fsp.rm(f.lock, { force: true });
+      // The lock file stays (empty): a build already waiting on it must keep waiting on the same lock, not
+      // race a later build that would make a new one.
     } finally {
       await unlock();
     }

@@ -127,7 +127,7 @@ function sourcePath(v: string | undefined, what: string, where: Where): string {
  */
 export function parseRunMount(m: Record<string, string>, stages: readonly StageRef[], current: number, where: Where): RunMount {
   const type = m.type ?? 'bind';
-  if (!MOUNT_TYPES.has(type)) throw new UserError(`RUN --mount=type=${type} is not supported by the vm engine: use bind, cache, tmpfs or secret`, where);
+  if (!MOUNT_TYPES.has(type)) throw new UserError(`RUN --mount=type=${type} is not supported by the vm engine: use bind, cache, tmpfs, secret or ssh`, where);
   const what = `RUN --mount=type=${type}`;
   const keys = KEYS[type as RunMount['type']];
   for (const k of Object.keys(m)) {
