@@ -8,6 +8,7 @@ import type { StorageProvider } from '../store/provider.js';
 import { JsonLogger, LOG_LEVELS, TerminalLogger, isLogLevel, type Logger } from '../util/logger.js';
 import { register as registerBuild } from './commands/build.js';
 import { register as registerCache } from './commands/cache.js';
+import { register as registerDiscover } from './commands/discover.js';
 import { register as registerDoctor } from './commands/doctor.js';
 import { register as registerImage } from './commands/image.js';
 import { register as registerKernel } from './commands/kernel.js';
@@ -56,6 +57,7 @@ export function buildProgram(io: CliIO): Command {
   registerImage(program, ctx);
   registerKernel(program, ctx);
   registerBuild(program, ctx);
+  registerDiscover(program, ctx);
   registerCache(program, ctx);
   registerVm(program, ctx);
   registerDoctor(program, ctx);
