@@ -43,6 +43,12 @@ export function teardown(cache: RunCache, s: VmState, lockDir: string, log: Logg
 
 async function removeVm(cache: RunCache, s: VmState, lockDir: string, log: Logger): Promise<void> {
   if (s.cgroup) await reapCgroup(s.cgroup);
+  else {
+    // A launch killed between making the VM's cgroup and recording it in the state: the cgroup named after
+    // the id is the VM's all the same (ids are unique per VM).
+    const cg = await vmCgroupPath(s.id).catch(() => undefined);
+    if (cg) await reapCgroup(cg);
+  }
   // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
   if (signalVmm(vmmOf(s), 'SIGKILL', { group: s.network.isolated === true })) await waitVmmGone(vmmOf(s), 5000);
   // An isolated VM whose wrapper died alone (SIGKILL, no cgroup): its QEMU and slirp4netns, found by their
