@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import type { Stage, Step } from '../../dockerfile/plan-schema.js';
 import { UserError } from '../../util/errors.js';
+import { FALSE, mountIntOption, TRUE } from './mount-options.js';
 
 /**
  * `RUN --mount=type=cache|bind|tmpfs` and `RUN --network` in the vm engine, as BuildKit reads them
@@ -49,8 +50,6 @@ export interface TmpfsMount {
 
 export type RunMount = CacheMount | BindMount | TmpfsMount;
 
-const TRUE = new Set(['1', 't', 'T', 'true', 'TRUE', 'True']);
-const FALSE = new Set(['0', 'f', 'F', 'false', 'FALSE', 'False']);
 /** Where the guest's own file systems are mounted, or firebuild's init lives: no mount goes there. */
 export const RESERVED_TARGETS = ['/proc', '/sys', '/.firebuild'];
 const KEYS: Record<RunMount['type'], Set<string>> = {
@@ -104,14 +103,6 @@ export function mountFrom(v: string, stages: readonly StageRef[], current: numbe
   return { kind: 'image', ref: v };
 }
 
-function intOpt(m: Record<string, string>, key: 'mode' | 'uid' | 'gid', radix: 8 | 10, max: number, def: number, what: string, where: Where): number {
-  const v = m[key];
-  if (v === undefined) return def;
-  const ok = radix === 8 ? /^0?[0-7]{1,4}$/.test(v) : /^\d{1,10}$/.test(v);
-  const n = ok ? parseInt(v, radix) : NaN;
-  if (!ok || n > max) throw new UserError(`${what}: ${key}=${v.slice(0, 20)} is not ${radix === 8 ? 'an octal mode (e.g. 0755)' : `a number up to ${max}`}`, where);
-  return n;
-}
 
 /** The subpath a bind or a cache seed reads: relative to its source's root, never above it. */
 function sourcePath(v: string | undefined, what: string, where: Where): string {
@@ -156,7 +147,7 @@ export function parseRunMount(m: Record<string, string>, stages: readonly StageR
   if (from?.kind === 'context') throw new UserError(`${what}: from must name a stage or an image`, where);
   return {
     type: 'cache', id, target, readonly: ro ?? (rw === undefined ? false : !rw), sharing, ...(from ? { from } : {}), source,
-    mode: intOpt(m, 'mode', 8, 0o7777, 0o755, what, where), uid: intOpt(m, 'uid', 10, 4294967294, 0, what, where), gid: intOpt(m, 'gid', 10, 4294967294, 0, what, where),
+    mode: mountIntOption(m, 'mode', 0o755, what, where, '0755'), uid: mountIntOption(m, 'uid', 0, what, where, '0755'), gid: mountIntOption(m, 'gid', 0, what, where, '0755'),
   };
 }
 

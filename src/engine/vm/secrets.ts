@@ -4,6 +4,7 @@ import type { GuestSecret } from '../../guest/run-config.js';
 import { Debugfs, quote, type WriteCommand } from '../../rootfs/debugfs.js';
 import { Ext4Image } from '../../rootfs/ext4-read.js';
 import { UserError } from '../../util/errors.js';
+import { FALSE, mountIntOption, TRUE } from './mount-options.js';
 import type { Logger } from '../../util/logger.js';
 import { checkEnvName, checkSecretId, readSecret, type SecretSource } from '../../util/secrets.js';
 
@@ -28,8 +29,6 @@ export interface SecretMount {
 }
 
 const KEYS = new Set(['type', 'id', 'target', 'dst', 'destination', 'required', 'mode', 'uid', 'gid', 'env']);
-const TRUE = new Set(['1', 't', 'T', 'true', 'TRUE', 'True']);
-const FALSE = new Set(['0', 'f', 'F', 'false', 'FALSE', 'False']);
 /** Where the guest's own file systems are mounted, or firebuild's init lives: no secret goes there. */
 const RESERVED = ['/proc', '/sys', '/.firebuild'];
 
@@ -57,14 +56,7 @@ export function parseSecretMount(m: Record<string, string>, where: { file: strin
   const id = m.id ?? (target !== undefined ? path.posix.basename(target) : undefined);
   if (!id) throw new UserError(`${what} needs id=NAME (or a target whose base name is the id)`, where);
   at(() => checkSecretId(id, what));
-  const int = (key: 'mode' | 'uid' | 'gid', radix: 8 | 10, max: number, def: number): number => {
-    const v = m[key];
-    if (v === undefined) return def;
-    const ok = radix === 8 ? /^0?[0-7]{1,4}$/.test(v) : /^\d{1,10}$/.test(v);
-    const n = ok ? parseInt(v, radix) : NaN;
-    if (!ok || n > max) throw new UserError(`${what}: ${key}=${v.slice(0, 20)} is not ${radix === 8 ? 'an octal mode (e.g. 0440)' : `a number up to ${max}`}`, where);
-    return n;
-  };
+  const int = (key: 'mode' | 'uid' | 'gid', def: number): number => mountIntOption(m, key, def, what, where, '0440');
   let required = false;
   if (m.required !== undefined) {
     if (TRUE.has(m.required)) required = true;
@@ -75,9 +67,9 @@ export function parseSecretMount(m: Record<string, string>, where: { file: strin
     ...(target !== undefined ? { target } : env === undefined ? { target: `/run/secrets/${id}` } : {}),
     ...(env !== undefined ? { env } : {}),
     required,
-    mode: int('mode', 8, 0o7777, 0o400),
-    uid: int('uid', 10, 4294967294, 0),
-    gid: int('gid', 10, 4294967294, 0),
+    mode: int('mode', 0o400),
+    uid: int('uid', 0),
+    gid: int('gid', 0),
   };
 }
 

@@ -3,6 +3,7 @@ import type { Step } from '../../dockerfile/plan-schema.js';
 import { SSH_VSOCK_PORT, sshPortName, type GuestSshAgent } from '../../guest/run-config.js';
 import { own } from '../../util/cleanup.js';
 import { UserError } from '../../util/errors.js';
+import { FALSE, mountIntOption, TRUE } from './mount-options.js';
 import type { Logger } from '../../util/logger.js';
 import { checkSshId, sshAgentReachable, type SshAgentSource } from '../../util/ssh-agent.js';
 import { SshAgentRelay } from './ssh-relay.js';
@@ -28,8 +29,6 @@ export interface SshMount {
 }
 
 const KEYS = new Set(['type', 'id', 'target', 'dst', 'destination', 'required', 'mode', 'uid', 'gid']);
-const TRUE = new Set(['1', 't', 'T', 'true', 'TRUE', 'True']);
-const FALSE = new Set(['0', 'f', 'F', 'false', 'FALSE', 'False']);
 /** Where the guest's own file systems are mounted, or firebuild's init lives: no socket goes there. */
 const RESERVED = ['/proc', '/sys', '/dev', '/.firebuild'];
 
@@ -51,20 +50,13 @@ export function parseSshMount(m: Record<string, string>, n: number, where: { fil
   } catch (err) {
     throw new UserError((err as Error).message, where);
   }
-  const int = (key: 'mode' | 'uid' | 'gid', radix: 8 | 10, max: number, def: number): number => {
-    const v = m[key];
-    if (v === undefined) return def;
-    const ok = radix === 8 ? /^0?[0-7]{1,4}$/.test(v) : /^\d{1,10}$/.test(v);
-    const x = ok ? parseInt(v, radix) : NaN;
-    if (!ok || x > max) throw new UserError(`${what}: ${key}=${v.slice(0, 20)} is not ${radix === 8 ? 'an octal mode (e.g. 0660)' : `a number up to ${max}`}`, where);
-    return x;
-  };
+  const int = (key: 'mode' | 'uid' | 'gid', def: number): number => mountIntOption(m, key, def, what, where, '0660');
   let required = false;
   if (m.required !== undefined) {
     if (TRUE.has(m.required)) required = true;
     else if (!FALSE.has(m.required)) throw new UserError(`${what}: required=${m.required.slice(0, 20)} is not true or false`, where);
   }
-  return { id, target, required, mode: int('mode', 8, 0o7777, 0o600), uid: int('uid', 10, 4294967294, 0), gid: int('gid', 10, 4294967294, 0) };
+  return { id, target, required, mode: int('mode', 0o600), uid: int('uid', 0), gid: int('gid', 0) };
 }
 
 /** The step's ssh mounts (checked, numbered as BuildKit numbers them), targets made absolute against the WORKDIR. */
