@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Header, Parser, type ReadEntry } from 'tar';
 import { Ext4Reader } from '../../src/rootfs/debugfs.js';
+import { Ext4Image } from '../../src/rootfs/ext4-read.js';
 
 export const DOCKER = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 
@@ -108,4 +109,23 @@ export function rawTar(entries: { path: string; type?: string; linkpath?: string
   }
   blocks.push(Buffer.alloc(1024));
   return Buffer.concat(blocks);
+}
+
+/** A small file of an ext4 image as text (read in-process), `<missing>` when absent. */
+export async function ext4Cat(rootfs: string, p: string): Promise<string> {
+  const img = await Ext4Image.open(rootfs);
+  try {
+    return (await img.readSmall(p))?.toString() ?? '<missing>';
+  } finally {
+    await img.close();
+  }
+}
+
+/**
+ * The entries that differ between two trees, sorted. Directory sizes never count (they follow a
+ * directory's history); `dirMtimes: false` leaves directory times out too.
+ */
+export function changedPaths(after: Tree, before: Tree, o: { dirMtimes?: boolean } = {}): string[] {
+  const norm = (n: Node | undefined): string => JSON.stringify(n?.type === 'dir' ? { ...n, size: undefined, ...(o.dirMtimes === false ? { mtime: undefined } : {}) } : n);
+  return [...new Set([...Object.keys(after), ...Object.keys(before)])].filter((p) => norm(after[p]) !== norm(before[p])).sort();
 }

@@ -2,9 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Image } from '../../src/rootfs/ext4-read.js';
 import { expectJsonResult, lines, runCli, tempDir, type CliResult } from '../helpers/cli.js';
-import { ext4Tree, type Tree } from '../helpers/trees.js';
+import { ext4Tree, type Tree, changedPaths, ext4Cat } from '../helpers/trees.js';
 import { importDebianCloud, importTestKernel } from '../helpers/vm.js';
 
 /**
@@ -39,20 +38,8 @@ async function rootfsOf(tag: string): Promise<string> {
   return (JSON.parse(r.stdout) as { rootfs: string }).rootfs;
 }
 
-async function cat(rootfs: string, p: string): Promise<string> {
-  const img = await Ext4Image.open(rootfs);
-  try {
-    return (await img.readSmall(p))?.toString() ?? '<missing>';
-  } finally {
-    await img.close();
-  }
-}
-
-/** The entries that differ between two trees (directory sizes and times aside). */
-function changed(after: Tree, before: Tree): string[] {
-  const norm = (n: Tree[string] | undefined): string => JSON.stringify(n?.type === 'dir' ? { ...n, size: undefined, mtime: undefined } : n);
-  return [...new Set([...Object.keys(after), ...Object.keys(before)])].filter((p) => norm(after[p]) !== norm(before[p])).sort();
-}
+const cat = ext4Cat;
+const changed = (after: Tree, before: Tree): string[] => changedPaths(after, before, { dirMtimes: false });
 
 const errors = (r: CliResult): string[] => lines(r.stderr).filter((l) => l.startsWith('error:'));
 const leftovers = (): string[] => fs.readdirSync(path.join(work, 'tmp')).filter((n) => n.startsWith('firebuild-vmbuild-') || n.startsWith('firebuild-config-'));

@@ -2,9 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Image } from '../../src/rootfs/ext4-read.js';
 import { BIN, expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
-import { ext4Tree, type Tree } from '../helpers/trees.js';
+import { ext4Tree, type Tree, changedPaths, ext4Cat } from '../helpers/trees.js';
 import { importTestKernel, vmmProcessesUnder } from '../helpers/vm.js';
 
 /**
@@ -42,19 +41,8 @@ async function inspect(tag: string): Promise<string> {
   return (JSON.parse(r.stdout) as { rootfs: string }).rootfs;
 }
 
-async function cat(rootfs: string, p: string): Promise<string> {
-  const img = await Ext4Image.open(rootfs);
-  try {
-    return (await img.readSmall(p))?.toString() ?? '<missing>';
-  } finally {
-    await img.close();
-  }
-}
-
-function changed(after: Tree, before: Tree): string[] {
-  const norm = (n: Tree[string] | undefined): string => JSON.stringify(n?.type === 'dir' ? { ...n, size: undefined } : n);
-  return [...new Set([...Object.keys(after), ...Object.keys(before)])].filter((p) => norm(after[p]) !== norm(before[p])).sort();
-}
+const cat = ext4Cat;
+const changed = (after: Tree, before: Tree): string[] => changedPaths(after, before);
 
 /** Every socket file under `dir`. */
 function socketsUnder(dir: string): string[] {

@@ -7,7 +7,7 @@ import { Ext4Image } from '../../src/rootfs/ext4-read.js';
 import { expectJsonResult, lines, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { annotations, runAction, runnerFiles } from '../helpers/runner.js';
 import { startResultsService } from '../helpers/results-service.js';
-import { ext4Tree, type Tree } from '../helpers/trees.js';
+import { ext4Tree, type Tree, changedPaths, ext4Cat } from '../helpers/trees.js';
 import { importTestKernel } from '../helpers/vm.js';
 
 /**
@@ -107,21 +107,8 @@ async function inspect(tag: string, home = env): Promise<{ rootfs: string; metad
   return { rootfs: j.rootfs, metadataPath: path.join(path.dirname(j.rootfs), 'metadata.json') };
 }
 
-/** A file of the image, as text. */
-async function cat(rootfs: string, p: string): Promise<string> {
-  const img = await Ext4Image.open(rootfs);
-  try {
-    return (await img.readSmall(p))?.toString() ?? '<missing>';
-  } finally {
-    await img.close();
-  }
-}
-
-/** The entries that differ between two trees (directory sizes aside: they follow a directory's history). */
-function changed(after: Tree, before: Tree): string[] {
-  const norm = (n: Tree[string] | undefined): string => JSON.stringify(n?.type === 'dir' ? { ...n, size: undefined } : n);
-  return [...new Set([...Object.keys(after), ...Object.keys(before)])].filter((p) => norm(after[p]) !== norm(before[p])).sort();
-}
+const cat = ext4Cat;
+const changed = (after: Tree, before: Tree): string[] => changedPaths(after, before);
 
 beforeAll(async () => {
   work = await tempDir('firebuild-secrets-');
