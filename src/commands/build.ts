@@ -1,5 +1,6 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import type { RegistryCacheReport } from '../engine/registry-step-cache.js';
 import type { Readable } from 'node:stream';
 import { buildxTar } from '../engine/buildx.js';
 import type { ImageConfig } from '../store/metadata.js';
@@ -327,6 +328,12 @@ export interface VmImageBuild extends ImageBuildCommon {
   memMib?: number;
   accel?: string;
   stepTimeoutMs?: number;
+  /** --cache-from registry:HOST/REPO (asked in order for steps the local cache lacks). */
+  cacheFrom?: readonly string[];
+  /** --cache-to registry:HOST/REPO: the build's step entries pushed after it (a failure is a warning). */
+  cacheTo?: string;
+  /** --cache-max-size: --cache-to pruned to this many bytes of layers, oldest entries first. */
+  cacheMaxBytes?: number;
 }
 
 export type ImageBuild = DockerImageBuild | VmImageBuild;
@@ -336,7 +343,7 @@ export interface ImageBuildResult {
   image: StoredImage;
   engine: 'docker' | 'vm';
   builder: BuildResult['builder'] | 'vm';
-  steps?: { executed: number; cached: number; timings: { bootMs: number; stepsMs: number; convertMs: number; totalMs: number }; stepKeys: string[]; cacheKey: string };
+  steps?: { executed: number; cached: number; timings: { bootMs: number; stepsMs: number; convertMs: number; totalMs: number }; stepKeys: string[]; cacheKey: string; registryCache?: RegistryCacheReport };
 }
 
 /**
@@ -366,7 +373,10 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
   };
   if (b.engine === 'vm') {
     const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };
-    const { buildWithVm } = await import('../engine/vm-engine.js');
+    const [{ buildWithVm, DEFAULT_CACHE_MAX_BYTES }, { RegistryCaches }, { StepCache }] = await Promise.all([import('../engine/vm-engine.js'), import('../engine/registry-step-cache.js'), import('../engine/step-cache.js')]);
+    // --cache-from/--cache-to are read (syntax, credentials) before anything is built; --no-cache asks none of them.
+    const registry = b.noCache ? undefined : await RegistryCaches.open({ ...(b.cacheFrom ? { from: b.cacheFrom } : {}), ...(b.cacheTo ? { to: b.cacheTo } : {}), maxEntryBytes: DEFAULT_CACHE_MAX_BYTES }, log);
+    const remote = registry?.remote();
     const v = await buildWithVm({
       dockerfile: b.dockerfile, tag: formatTag(b.tag), ...common,
       ...(b.vmlinuxId ? { vmlinuxId: b.vmlinuxId } : {}),
@@ -374,9 +384,11 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
       ...(b.accel ? { accel: b.accel } : {}),
       ...(b.stepTimeoutMs !== undefined ? { stepTimeoutMs: b.stepTimeoutMs } : {}),
       registryMirrors: env.settings.registryMirrors,
+      ...(remote ? { remoteCache: remote } : {}),
       vm,
     }, env.storage, log);
-    return { image: v.image, engine: 'vm', builder: 'vm', steps: { executed: v.executed, cached: v.cached, timings: v.timings, stepKeys: v.stepKeys, cacheKey: v.cacheKey } };
+    const registryCache = registry ? await registry.export(v.stepKeys, new StepCache(b.cacheDir, DEFAULT_CACHE_MAX_BYTES, log), b.cacheMaxBytes) : undefined;
+    return { image: v.image, engine: 'vm', builder: 'vm', steps: { executed: v.executed, cached: v.cached, timings: v.timings, stepKeys: v.stepKeys, cacheKey: v.cacheKey, ...(registryCache ? { registryCache } : {}) } };
   }
   const r = await buildWithDocker({
     type: b.type, engine: 'docker', ...common,

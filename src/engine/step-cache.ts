@@ -77,9 +77,13 @@ export class StepCache {
    * `<key>.json` (nothing else is extracted: no paths, no links); each entry is still checked against its
    * digest when a build uses it.
    */
-  async unpack(archive: string): Promise<number> {
-    for (const { type, name } of await tarList(archive, { compression: 'zstd' })) {
+  async unpack(archive: string, o: { only?: string } = {}): Promise<number> {
+    for (const { type, name, size } of await tarList(archive, { compression: 'zstd' })) {
       if (type !== '-' || !ENTRY_NAME.test(name)) throw new UserError(`the step cache archive holds ${JSON.stringify(name)}, which is not a step cache entry: refusing it`);
+      // One entry's archive (the registry step cache) names that entry and nothing else: no other key is planted.
+      if (o.only !== undefined && name.slice(0, 64) !== o.only) throw new UserError(`the step cache entry for ${o.only.slice(0, 16)} holds ${JSON.stringify(name)}, another step's entry: refusing it`);
+      // Unpacked, an entry must fit the cache: an archive of a few MiB naming a huge (sparse) image fills no disk.
+      if (size === undefined || size > this.maxBytes) throw new UserError(`the step cache archive's ${JSON.stringify(name)} is ${size === undefined ? 'of unknown size' : `${size} bytes`}, more than the step cache's limit of ${this.maxBytes}: refusing it`);
     }
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const tmp = await fsp.mkdtemp(path.join(this.dir, '.import-'));

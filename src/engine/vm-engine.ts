@@ -70,6 +70,11 @@ export interface VmBuildOptions {
   secrets?: readonly SecretSource[];
   /** Build ssh agents (RUN --mount=type=ssh): forwarded to the RUNs that mount them, never part of a key, the image or its metadata. */
   sshAgents?: readonly SshAgentSource[];
+  /**
+   * Where a step the local cache lacks may come from (--cache-from registry:...): asked, from the last
+   * step back, only when the local cache has no entry; `pull` puts a verified entry into the local cache.
+   */
+  remoteCache?: { pull(key: string, local: StepCache): Promise<boolean> };
 }
 
 export interface VmBuildResult {
@@ -141,7 +146,8 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
       let start = 0;
       if (!o.noCache) {
         for (let k = stage.steps.length - 1; k >= 0; k--) {
-          if (!FS_STEPS.has(stage.steps[k]!.keyword) || !(await cache.has(keys[k]!))) continue;
+          if (!FS_STEPS.has(stage.steps[k]!.keyword)) continue;
+          if (!(await cache.has(keys[k]!)) && !(await o.remoteCache?.pull(keys[k]!, cache))) continue;
           if (await cache.restore(keys[k]!, image)) {
             start = k + 1;
             cached += stage.steps.slice(0, k + 1).filter((s) => FS_STEPS.has(s.keyword)).length;

@@ -16,6 +16,8 @@ export interface TarMember {
   /** The type letter of `tar -tv`: `-` regular file, `d` directory, `l` symlink, `h` hard link, `c`/`b`/`p` devices and FIFOs. */
   type: string;
   name: string;
+  /** The size `tar -tv` prints (a sparse file's apparent size); undefined when the line has none. */
+  size?: number;
 }
 
 async function tar(verb: string, archive: string, args: string[]): Promise<string> {
@@ -37,8 +39,9 @@ export async function tarList(archive: string, o: { compression?: Compression } 
 
 /** One `tar -tv --numeric-owner --full-time` line: `-rw-r--r-- 0/0 123 2024-01-02 03:04:05 name`. Pure, for tests. */
 export function parseListLine(line: string): TarMember {
-  const m = /^(\S)\S*\s+\d+\/\d+\s+[\d,\s]+?\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (.*)$/.exec(line);
-  return { type: line[0] ?? '?', name: m ? m[2]! : (line.split(/\s+/).pop() ?? '') };
+  const m = /^(\S)\S*\s+\d+\/\d+\s+([\d,\s]+?)\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (.*)$/.exec(line);
+  const size = m && /^\d+$/.test(m[2]!) ? Number(m[2]) : undefined;
+  return { type: line[0] ?? '?', name: m ? m[3]! : (line.split(/\s+/).pop() ?? ''), ...(size !== undefined ? { size } : {}) };
 }
 
 /** Extract `archive` into `dir` (which must exist); never the archive's owners or permissions. */

@@ -178,3 +178,37 @@ export async function throttledProxy(target: net.NetConnectOpts, o: { bytesPerSe
     }),
   };
 }
+
+export interface Registry {
+  addr: string;
+  storage: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A docker-registry (distribution) of the test's own on `addr`, its storage in `storage` (so a test can
+ * corrupt a blob as a disk would), deletes enabled; with `htpasswd` (a file of user:bcrypt lines) it asks
+ * for Basic credentials. Answers before this returns.
+ */
+export async function startRegistry(addr: string, storage: string, o: { htpasswd?: string; confDir?: string } = {}): Promise<Registry> {
+  const conf = path.join(o.confDir ?? storage, `registry-${addr.replace(/[^0-9]/g, '-')}.yml`);
+  fs.mkdirSync(path.dirname(conf), { recursive: true });
+  fs.writeFileSync(conf, [
+    'version: 0.1', 'log:', '  level: error', 'storage:', '  filesystem:', `    rootdirectory: ${storage}`, '  delete:', '    enabled: true',
+    ...(o.htpasswd ? ['auth:', '  htpasswd:', '    realm: firebuild-test', `    path: ${o.htpasswd}`] : []),
+    'http:', `  addr: ${addr}`, '',
+  ].join('\n'));
+  const child = spawn('docker-registry', ['serve', conf], { stdio: 'ignore' });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  };
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`http://${addr}/v2/`).then((r) => r.status === (o.htpasswd ? 401 : 200)).catch(() => false)) return { addr, storage, stop };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await stop();
+  throw new Error(`docker-registry on ${addr} did not start`);
+}

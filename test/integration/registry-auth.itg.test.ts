@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { createRequire } from 'node:module';
@@ -10,6 +10,7 @@ import { RegistryClient } from '../../src/oci/registry.js';
 import { guardedFetch } from '../../src/util/pinned-request.js';
 import { expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { annotations, runAction } from '../helpers/runner.js';
+import { startRegistry, type Registry } from '../helpers/servers.js';
 import { DOCKER } from '../helpers/trees.js';
 import { freePort } from '../helpers/vm.js';
 
@@ -31,7 +32,7 @@ let helperLog: string;
 let authHost: string;
 let lanHost: string;
 let closed: string;
-const registries: ChildProcess[] = [];
+const registries: Registry[] = [];
 let proxy: http.Server;
 let proxyPort = 0;
 const proxied: string[] = [];
@@ -51,21 +52,6 @@ const HELPERS: Record<string, string> = {
 function nonLoopbackIPv4(): string {
   for (const addrs of Object.values(os.networkInterfaces())) for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   throw new Error('this host has no non-loopback IPv4 address: the proxy test needs one (loopback is never proxied)');
-}
-
-async function startRegistry(addr: string, storage: string, auth: boolean): Promise<void> {
-  const conf = path.join(work, `registry-${addr.replace(/[^0-9]/g, '-')}.yml`);
-  fs.writeFileSync(conf, [
-    'version: 0.1', 'log:', '  level: error', 'storage:', '  filesystem:', `    rootdirectory: ${storage}`,
-    ...(auth ? ['auth:', '  htpasswd:', '    realm: firebuild-test', `    path: ${path.join(work, 'htpasswd')}`] : []),
-    'http:', `  addr: ${addr}`, '',
-  ].join('\n'));
-  registries.push(spawn('docker-registry', ['serve', conf], { stdio: 'ignore' }));
-  for (let i = 0; i < 100; i++) {
-    if (await fetch(`http://${addr}/v2/`).then((r) => r.status === (auth ? 401 : 200)).catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`docker-registry on ${addr} did not start`);
 }
 
 /** The local registry's copy of the test base image into `to` (one platform: what a FROM pulls). */
@@ -136,14 +122,14 @@ beforeAll(async () => {
   // The registry with htpasswd auth on loopback, and its storage served without auth on a LAN address.
   const storage = path.join(work, 'storage');
   authHost = `127.0.0.1:${await freePort()}`;
-  await startRegistry(authHost, storage, true);
+  registries.push(await startRegistry(authHost, storage, { htpasswd: path.join(work, 'htpasswd'), confDir: work }));
   const pushed = `${LOCAL}/fbauth-${process.pid}/src:1`;
   execFileSync(DOCKER, ['tag', process.env.FIREBUILD_TEST_BASE_IMAGE ?? 'debian:bookworm-slim', pushed], { stdio: 'pipe' });
   execFileSync(DOCKER, ['push', pushed], { stdio: 'pipe' });
   execFileSync(DOCKER, ['rmi', pushed], { stdio: 'pipe' });
   await copyImage(new RegistryClient(LOCAL), `fbauth-${process.pid}/src`, new RegistryClient(authHost, { username: 'ci', password: SECRET }));
   lanHost = `${nonLoopbackIPv4()}:${await freePort()}`;
-  await startRegistry(lanHost, storage, false);
+  registries.push(await startRegistry(lanHost, storage, { confDir: work }));
 
   // A plain-http forward proxy: absolute-form requests are forwarded and counted; CONNECT is refused.
   proxy = http.createServer((req, res) => {
@@ -164,7 +150,7 @@ beforeAll(async () => {
 }, 5 * 60_000);
 
 afterAll(async () => {
-  for (const r of registries) r.kill('SIGKILL');
+  for (const r of registries) await r.stop();
   proxy?.closeAllConnections();
   await new Promise((resolve) => (proxy ? proxy.close(resolve) : resolve(undefined)));
   if (work) fs.rmSync(work, { recursive: true, force: true });

@@ -10,10 +10,10 @@ import { UserError } from '../../src/util/errors.js';
 
 describe('parseListLine', () => {
   test.each([
-    ['-rw-r--r-- 0/0               2 2026-12-03 22:56:25 d/with space', { type: '-', name: 'd/with space' }],
-    ['drwxr-xr-x 0/0               0 2026-12-03 22:56:25 d/', { type: 'd', name: 'd/' }],
-    ['hrw-r--r-- 0/0               0 2026-12-03 22:56:25 d/h link to d/with space', { type: 'h', name: 'd/h link to d/with space' }],
-    ['lrwxrwxrwx 0/0               0 2026-12-03 22:56:25 d/l -> x', { type: 'l', name: 'd/l -> x' }],
+    ['-rw-r--r-- 0/0               2 2026-12-03 22:56:25 d/with space', { type: '-', name: 'd/with space', size: 2 }],
+    ['drwxr-xr-x 0/0               0 2026-12-03 22:56:25 d/', { type: 'd', name: 'd/', size: 0 }],
+    ['hrw-r--r-- 0/0               0 2026-12-03 22:56:25 d/h link to d/with space', { type: 'h', name: 'd/h link to d/with space', size: 0 }],
+    ['lrwxrwxrwx 0/0               0 2026-12-03 22:56:25 d/l -> x', { type: 'l', name: 'd/l -> x', size: 0 }],
     ['crw-r--r-- 0/0             1,3 2026-12-03 22:56:25 dev/null', { type: 'c', name: 'dev/null' }],
   ])('%s', (line, want) => {
     expect(parseListLine(line)).toEqual(want);
@@ -36,7 +36,7 @@ describe('GNU tar on real archives', () => {
   test('create, list and extract keep names with blanks and holes', async () => {
     const archive = path.join(work, 'a.tar.zst');
     await tarCreate(archive, { dir: path.join(work, 'src'), names: ['a b.ext4', 'sparse'], compression: 'zstd', sparse: true });
-    expect(await tarList(archive, { compression: 'zstd' })).toEqual([{ type: '-', name: 'a b.ext4' }, { type: '-', name: 'sparse' }]);
+    expect(await tarList(archive, { compression: 'zstd' })).toEqual([{ type: '-', name: 'a b.ext4', size: 1 }, { type: '-', name: 'sparse', size: (8 << 20) + 1 }]);
     const out = path.join(work, 'out');
     fs.mkdirSync(out);
     await tarExtract(archive, { dir: out, compression: 'zstd', sparse: true });

@@ -30,6 +30,9 @@ export function getInputs(): BuildInputs {
     // The step cache belongs to the vm engine, which builds rootfs images only.
     stepCache: false,
     cacheVersion: '1',
+    cacheFrom: [],
+    cacheTo: '',
+    cacheMaxSize: '',
     // Mirrors are for the vm engine's FROM; baseos builds use the Docker engine (its own daemon.json mirrors).
     registryMirrors: [],
     summary: summaryInput(),

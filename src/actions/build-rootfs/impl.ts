@@ -52,6 +52,10 @@ export interface BuildInputs extends VmInputs {
   secrets: SecretSource[];
   /** `ssh` (docker/build-push-action's): the agents RUN --mount=type=ssh forwards. */
   sshAgents: SshAgentSource[];
+  /** engine vm: `cache-from`, `cache-to`, `cache-max-size` (the registry step cache, docs/step-cache.md). */
+  cacheFrom: string[];
+  cacheTo: string;
+  cacheMaxSize: string;
 }
 
 export const ENGINES = ['docker'] as const;
@@ -86,6 +90,9 @@ export function getInputs(): BuildInputs {
     overwrite: boolInput('overwrite'),
     stepCache: boolInput('step-cache', true),
     cacheVersion: cacheVersionInput(),
+    cacheFrom: listInput('cache-from'),
+    cacheTo: input('cache-to'),
+    cacheMaxSize: input('cache-max-size'),
     registryMirrors: registryMirrorsInput(),
     summary: summaryInput(),
     // engine vm: how the build VMs boot (the profile's Firecracker when backend is auto and setup installed it).
@@ -167,19 +174,33 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
   if (resolveEngine(type, i.engine, i.dockerImage) === 'vm') {
     if (type !== 'rootfs' || !i.dockerfile) throw new UserError("engine 'vm' builds a rootfs from a dockerfile: give 'dockerfile', or use engine 'docker'");
     // Inputs parsed once, here: the tag, the sizes, the VM choice.
-    const build = { ...common, type, engine: 'vm' as const, dockerfile: i.dockerfile, tag: parseTag(i.tag), ...sizeInputs(i), machine: vmChoice(i), ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}) };
+    if (i.cacheMaxSize && !i.cacheTo) throw new UserError("cache-max-size prunes the cache-to registry step cache: give cache-to too");
+    const registryCache = {
+      ...(i.cacheFrom.length ? { cacheFrom: i.cacheFrom } : {}),
+      ...(i.cacheTo ? { cacheTo: i.cacheTo } : {}),
+      ...(i.cacheMaxSize ? { cacheMaxBytes: parseSize(i.cacheMaxSize, 'cache-max-size') } : {}),
+    };
+    const build = { ...common, type, engine: 'vm' as const, dockerfile: i.dockerfile, tag: parseTag(i.tag), ...sizeInputs(i), machine: vmChoice(i), ...(i.vmlinuxId ? { vmlinuxId: i.vmlinuxId } : {}), ...(process.env.FIREBUILD_ACCEL ? { accel: process.env.FIREBUILD_ACCEL } : {}), ...registryCache };
     const started = Date.now();
     const { result: v, restored, saved } = await core.group(`Build ${i.tag} with the vm engine`, () => withStepCache(i, log, () => buildImage(build, { settings, storage }, log)));
     core.setOutput('step-cache-restored', restored);
     core.setOutput('step-cache-saved', saved);
+    const rc = v.steps?.registryCache;
+    core.setOutput('cache-pulled', String(rc?.pulled ?? 0));
+    core.setOutput('cache-pushed', String(rc?.pushed ?? 0));
+    // The build succeeded; a failed export is the one annotation that says so.
+    if (rc?.exportWarning) core.warning(`the step cache export to ${rc.to} failed (the image is built): ${rc.exportWarning}`);
     const t = v.steps?.timings;
     return report(type, i, await withMoreTags(v.image, i, storage), 'vm', Date.now() - started, [
       ...(t ? [['build phases', `boot ${formatDuration(t.bootMs)}, steps ${formatDuration(t.stepsMs)}, conversion ${formatDuration(t.convertMs)}`] as [string, Cell]] : []),
       ['steps', `${v.steps?.executed ?? 0} run, ${v.steps?.cached ?? 0} from the cache`],
       ['step cache', restored ? { code: restored } : 'nothing restored'],
       ...(saved ? [['step cache saved', { code: saved }] as [string, Cell]] : []),
+      ...(rc?.from.length ? [['registry cache (from)', `${rc.pulled} pulled from ${rc.from.join(', ')}`] as [string, Cell]] : []),
+      ...(rc?.to ? [['registry cache (to)', rc.exportWarning ? `export failed: ${rc.exportWarning}` : `${rc.pushed} pushed, ${rc.present} already there${rc.pruned ? `, ${rc.pruned} pruned` : ''} (${rc.to})`] as [string, Cell]] : []),
     ]);
   }
+  if (i.cacheFrom.length || i.cacheTo || i.cacheMaxSize) throw new UserError("cache-from, cache-to and cache-max-size are the vm engine's registry step cache: use engine 'vm' (the Docker engine keeps its own build cache)");
   const build = {
     ...common,
     engine: 'docker' as const,

@@ -15,7 +15,7 @@ export function register(program: Command, ctx: CliContext): void {
     dockerfile?: string; context?: string; buildArg?: string[]; target?: string; dockerfileStage?: string; tag?: string; plan?: boolean;
     engine?: string; dockerImage?: string; dockerImageBase?: string; size?: string; freeSpace?: string; journal?: boolean; overwrite?: boolean;
     stepTimeout?: string; cache?: boolean; vmlinuxId?: string; mem?: string; maxDownloadSize?: string; allowHostUrls?: boolean;
-    label?: string[]; pull?: boolean; secret?: string[]; ssh?: string[];
+    label?: string[]; pull?: boolean; secret?: string[]; ssh?: string[]; cacheFrom?: string[]; cacheTo?: string; cacheMaxSize?: string;
   };
   const buildOptions = (cmd: Command, what: 'baseos' | 'rootfs'): Command => {
     cmd
@@ -46,7 +46,10 @@ export function register(program: Command, ctx: CliContext): void {
         .option('--plan', 'print the resolved build plan as JSON and stop')
         .option('--step-timeout <seconds>', 'vm engine: the longest a RUN step may take', '1800')
         .option('--vmlinux-id <id>', 'vm engine: the kernel that boots the build VMs (default: the only stored kernel)')
-        .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512');
+        .option('--mem <mib>', 'vm engine: memory of the build VMs in MiB', '512')
+        .option('--cache-from <registry:HOST/REPO>', "vm engine: take steps the local step cache lacks from this registry step cache (docs/step-cache.md); repeatable, asked in order; credentials as docker login's", collect)
+        .option('--cache-to <registry:HOST/REPO>', 'vm engine: push the build\'s step entries to this registry step cache after the build (a failure is a warning, not the build\'s)')
+        .option('--cache-max-size <size>', 'vm engine: with --cache-to, prune the registry step cache to this size (compressed entries, e.g. 20G), oldest entries first');
       withVmOptions(cmd, true);
       withRegistryMirrorOption(cmd);
     }
@@ -90,6 +93,8 @@ export function register(program: Command, ctx: CliContext): void {
       ...(o.secret?.length ? { secrets: o.secret.map((x) => parseSecretFlag(x, ctx.env)) } : {}),
       ...(o.ssh?.length ? { sshAgents: o.ssh.map((x) => parseSshFlag(x, ctx.env)) } : {}),
     };
+    const registryCache = Boolean(o.cacheFrom?.length || o.cacheTo || o.cacheMaxSize);
+    if (o.cacheMaxSize && !o.cacheTo) throw new UserError('--cache-max-size prunes the --cache-to registry step cache: give --cache-to too');
     if (resolveEngine(type, o.engine, o.dockerImage) === 'vm') {
       if (!o.dockerfile) throw new UserError('--engine vm builds from --dockerfile: give one (or use --engine docker for --docker-image)');
       if (!/^\d+$/.test(o.stepTimeout ?? '') || Number(o.stepTimeout) < 1) throw new UserError(`malformed --step-timeout '${o.stepTimeout}': give seconds, e.g. 600`);
@@ -100,10 +105,14 @@ export function register(program: Command, ctx: CliContext): void {
         ...common, type: 'rootfs', engine: 'vm', dockerfile: o.dockerfile, ...sizes, tag: parseTag(o.tag ?? ''), machine,
         ...(o.vmlinuxId ? { vmlinuxId: o.vmlinuxId } : {}), memMib: Number(o.mem), accel: o.accel ?? 'auto',
         stepTimeoutMs: Number(o.stepTimeout) * 1000,
+        ...(o.cacheFrom?.length ? { cacheFrom: o.cacheFrom } : {}),
+        ...(o.cacheTo ? { cacheTo: o.cacheTo } : {}),
+        ...(o.cacheMaxSize ? { cacheMaxBytes: parseSize(o.cacheMaxSize, '--cache-max-size') } : {}),
       }, { settings, storage }, ctx.logger.child('vm-build'));
       const s = v.steps!;
-      return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: s.executed, cached: s.cached, timings: s.timings }));
+      return out(json({ tag: v.image.tag, rootfs: v.image.rootfsPath, metadata: v.image.metadataPath, sha256: v.image.metadata.rootfs.sha256, size: v.image.metadata.rootfs.apparentSize, builder: 'vm', executed: s.executed, cached: s.cached, timings: s.timings, ...(s.registryCache ? { registryCache: s.registryCache } : {}) }));
     }
+    if (registryCache) throw new UserError('--cache-from, --cache-to and --cache-max-size are the vm engine\'s registry step cache: add --engine vm (the Docker engine keeps its own build cache)');
     const sizes = sizeFlags(o);
     const r = await buildImage({
       ...common, engine: 'docker', ...sizes,
