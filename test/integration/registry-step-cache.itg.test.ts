@@ -12,6 +12,8 @@ import { tarCreate } from '../../src/rootfs/gnu-tar.js';
 import { MemoryLogger } from '../../src/util/logger.js';
 import { expectJsonResult, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { startRegistry, type Registry } from '../helpers/servers.js';
+import { annotations, runAction } from '../helpers/runner.js';
+import { factsOf, summaryTables } from '../helpers/summary-render.js';
 import { ext4Cat } from '../helpers/trees.js';
 import { freePort, importTestKernel } from '../helpers/vm.js';
 
@@ -127,6 +129,21 @@ describe('a fleet of three runners sharing one registry step cache', () => {
     expect(healed.json).toMatchObject({ executed: 0, cached: 3 });
     expect(warnings(healed)).toEqual([]);
   }, 20 * 60_000);
+
+  test('the build-rootfs action, run as the runner runs it: pulled from cache-from, a cache-to that cannot be reached is one warning annotation', async () => {
+    const r = await runner('action');
+    const dir = path.join(work, `ctx-${n++}`);
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), dockerfile('two'));
+    const run = await runAction('build-rootfs/index.js', {
+      dockerfile: path.join(dir, 'Dockerfile'), tag: 'fbtest/fleet-action:1', engine: 'vm', 'step-cache': 'false',
+      'cache-from': `registry:${reg.addr}/${REPO}`, 'cache-to': 'registry:127.0.0.1:1/fbtest/unreachable',
+    }, { ...r.env, FIREBUILD_ACCEL: 'tcg' });
+    expect({ code: run.code, errors: annotations(run.stdout) }).toEqual({ code: 0, errors: [] });
+    expect(annotations(run.stdout, 'warning')).toEqual([expect.stringMatching(/^the step cache export to 127\.0\.0\.1:1\/fbtest\/unreachable failed \(the image is built\): cannot reach registry 127\.0\.0\.1:1/)]);
+    expect(run.outputs).toMatchObject({ 'cache-pulled': '1', 'cache-pushed': '0', tag: 'fbtest/fleet-action:1' });
+    expect(factsOf(summaryTables(run.summary)[0]!)).toMatchObject({ steps: '0 run, 3 from the cache', 'registry cache (from)': `1 pulled from ${reg.addr}/${REPO}`, 'registry cache (to)': expect.stringMatching(/^export failed: cannot reach registry/) });
+  }, 10 * 60_000);
 });
 
 describe('the registry step cache against bad registries and bad input', () => {
