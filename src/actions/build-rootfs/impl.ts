@@ -188,8 +188,6 @@ export async function run(type: 'rootfs' | 'baseos', i: BuildInputs): Promise<vo
     const rc = v.steps?.registryCache;
     core.setOutput('cache-pulled', String(rc?.pulled ?? 0));
     core.setOutput('cache-pushed', String(rc?.pushed ?? 0));
-    // The build succeeded; a failed export is the one annotation that says so.
-    if (rc?.exportWarning) core.warning(`the step cache export to ${rc.to} failed (the image is built): ${rc.exportWarning}`);
     const t = v.steps?.timings;
     return report(type, i, await withMoreTags(v.image, i, storage), 'vm', Date.now() - started, [
       ...(t ? [['build phases', `boot ${formatDuration(t.bootMs)}, steps ${formatDuration(t.stepsMs)}, conversion ${formatDuration(t.convertMs)}`] as [string, Cell]] : []),
