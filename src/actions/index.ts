@@ -1,7 +1,7 @@
 /**
- * The one bundle entry of the five actions (dist/core/index.js, built by scripts/bundle-actions.sh).
+ * The one bundle entry of the actions (dist/core/index.js, built by scripts/bundle-actions.sh).
  * Each action's runs.main/post is a generated stub (dist/<action>/index.js, dist/<action>/post/index.js)
- * that calls `main(action, phase)`: the actions share one copy of the core instead of five, and each
+ * that calls `main(action, phase)`: the actions share one copy of the core instead of one each, and each
  * step loads only its own program. That program is the action's main.ts or post.ts, which runs its step
  * when imported (as it did when it was a bundle entry of its own): `import()` here, so ncc splits each
  * into a chunk of its own and the modules they share into shared chunks.
@@ -12,6 +12,7 @@ export const ACTIONS = {
   'build-baseos': { main: () => import('./build-baseos/main.js') },
   'smoke-test': { main: () => import('./smoke-test/main.js'), post: () => import('./smoke-test/post.js') },
   publish: { main: () => import('./publish/main.js') },
+  discover: { main: () => import('./discover/main.js') },
 } as const satisfies Record<string, { main: () => Promise<unknown>; post?: () => Promise<unknown> }>;
 
 export type ActionName = keyof typeof ACTIONS;

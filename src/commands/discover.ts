@@ -25,24 +25,53 @@ export interface DiscoverOptions {
   changedFiles?: string;
   /** Every image is affected. */
   all?: boolean;
+  /** With `all`: why, for the report (default 'all images asked for'). */
+  allReason?: string;
 }
 
 export interface MatrixEntry {
   tag: string;
+  /**
+   * The tag's org and name as one tag component (`acme/web:1` -> `acme-web`), unique among the images (the
+   * version appended to those that would share one): a workflow's tags (`pr/<slug>:<n>`) and job names.
+   */
+  slug: string;
   /** Relative to the repository directory, `/`-separated. */
   dockerfile: string;
   context: string;
   'build-args': Record<string, string>;
+  /** The build args as NAME=value lines, for the actions' `build-args` input (a matrix value must be a string there). */
+  'build-args-list': string;
   smoke: Smoke | null;
 }
 
+/** Free-form: `probes` (a list of strings) and scalars; the workflow templates pass its keys to smoke-test's inputs of the same names. */
 export interface Smoke {
   probes?: string[];
-  [key: string]: unknown;
+  [key: string]: string | number | boolean | string[] | undefined;
 }
 
 export interface DiscoverResult {
   include: MatrixEntry[];
+}
+
+/** One discovered image and why a change affects it (no `why`: not affected). */
+export interface ImageReport {
+  tag: string;
+  dockerfile: string;
+  context: string;
+  why?: string;
+}
+
+/** What `discover` found, for a report (the action's job summary): every image, the changes read. */
+export interface DiscoverReport {
+  result: DiscoverResult;
+  /** Every image, sorted by tag. */
+  images: ImageReport[];
+  /** The manifest, relative to the repository; undefined: none (every Dockerfile). */
+  manifest?: string;
+  /** The changed paths read; undefined: none read (every image is affected). */
+  changed?: string[];
 }
 
 export const MANIFEST_NAME = 'firebuild.yml';
@@ -54,12 +83,13 @@ const ImageSchema = z.strictObject({
   dockerfile: z.string().min(1).optional(),
   context: z.string().min(1).optional(),
   'build-args': z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
-  smoke: z.looseObject({ probes: z.array(z.string()).optional() }).optional(),
+  // Other keys: scalars (the templates pass them to smoke-test's inputs, which are strings).
+  smoke: z.object({ probes: z.array(z.string()).optional() }).catchall(z.union([z.string(), z.number(), z.boolean()])).optional(),
 });
 const ManifestSchema = z.strictObject({ images: z.array(ImageSchema).min(1) });
 const IMAGE_KEYS = Object.keys(ImageSchema.shape);
 
-interface Image extends MatrixEntry {
+interface Image extends Omit<MatrixEntry, 'slug' | 'build-args-list'> {
   /** The .dockerignore that applies and its matcher. */
   ignoreFile?: string;
   ignored: PathMatcher;
@@ -68,6 +98,11 @@ interface Image extends MatrixEntry {
 }
 
 export async function discover(o: DiscoverOptions, log: Logger): Promise<DiscoverResult> {
+  return (await discoverReport(o, log)).result;
+}
+
+/** `discover` with what a report needs: every image found and why each affected one is. */
+export async function discoverReport(o: DiscoverOptions, log: Logger): Promise<DiscoverReport> {
   const root = path.resolve(o.dir);
   const st = await fsp.stat(root).catch(() => undefined);
   if (!st?.isDirectory()) throw new UserError(`repository directory ${o.dir} does not exist or is not a directory: give the repository's directory`);
@@ -80,43 +115,88 @@ export async function discover(o: DiscoverOptions, log: Logger): Promise<Discove
   const entries = manifest ? await readManifest(root, manifest) : await findDockerfiles(root, log);
   const images = await Promise.all(entries.map((e) => describe(root, e, log)));
   images.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+  const slugs = slugsOf(images.map((i) => i.tag));
 
-  let affected: Set<string>;
-  if (o.all) affected = new Set(images.map((i) => i.tag));
+  let affected: Map<string, string>;
+  let changed: string[] | undefined;
+  if (o.all) affected = new Map(images.map((i) => [i.tag, o.allReason ?? 'all images asked for']));
   else {
-    const changed = o.changedFiles !== undefined ? await readChangedFiles(o.changedFiles) : o.base !== undefined ? await gitChanged(root, o.base, o.head ?? 'HEAD') : undefined;
+    changed = o.changedFiles !== undefined ? await readChangedFiles(o.changedFiles) : o.base !== undefined ? await gitChanged(root, o.base, o.head ?? 'HEAD') : undefined;
     // No change given: every image (a push to the default branch, a schedule).
-    if (changed === undefined) affected = new Set(images.map((i) => i.tag));
+    if (changed === undefined) affected = new Map(images.map((i) => [i.tag, 'no change given: every image']));
     else affected = affectedBy(images, changed, manifest === undefined ? undefined : rel(root, manifest));
   }
   log.info(`discovered ${images.length} image(s), ${affected.size} affected`, { images: images.length, affected: affected.size });
   return {
-    include: images.filter((i) => affected.has(i.tag)).map((i) => ({ tag: i.tag, dockerfile: i.dockerfile, context: i.context, 'build-args': i['build-args'], smoke: i.smoke })),
+    result: {
+      include: images.filter((i) => affected.has(i.tag)).map((i) => ({
+        tag: i.tag,
+        slug: slugs.get(i.tag) as string,
+        dockerfile: i.dockerfile,
+        context: i.context,
+        'build-args': i['build-args'],
+        'build-args-list': Object.entries(i['build-args']).map(([k, v]) => `${k}=${v}`).join('\n'),
+        smoke: i.smoke,
+      })),
+    },
+    images: images.map((i) => ({ tag: i.tag, dockerfile: i.dockerfile, context: i.context, ...(affected.has(i.tag) ? { why: affected.get(i.tag) as string } : {}) })),
+    ...(manifest !== undefined ? { manifest: rel(root, manifest) } : {}),
+    ...(changed !== undefined ? { changed } : {}),
   };
 }
 
-/** The images a set of changed paths (relative to the repository, `/`-separated) affects, bases propagated. */
-export function affectedBy(images: readonly Pick<Image, 'tag' | 'dockerfile' | 'context' | 'ignoreFile' | 'ignored' | 'uses'>[], changed: readonly string[], manifest?: string): Set<string> {
-  const affected = new Set<string>();
+/**
+ * Each tag's slug: `org-name`; tags sharing one (`acme/web:1`, `acme/web:2`) get `org-name-<version>`
+ * (lower-cased, runs of anything but [a-z0-9] one dash). Slugs that still collide are one line.
+ */
+export function slugsOf(tags: readonly string[]): Map<string, string> {
+  // `_/alpine:3` (no organisation): alpine.
+  const base = (t: string): string => t.slice(0, t.lastIndexOf(':')).replace(/^_\//, '').replace('/', '-');
+  const count = new Map<string, number>();
+  for (const t of tags) count.set(base(t), (count.get(base(t)) ?? 0) + 1);
+  const out = new Map<string, string>();
+  const owner = new Map<string, string>();
+  for (const t of tags) {
+    const b = base(t);
+    const slug = (count.get(b) ?? 0) > 1 ? [b, component(t.slice(t.lastIndexOf(':') + 1))].filter((x) => x !== '').join('-') : b;
+    const other = owner.get(slug);
+    if (other !== undefined) throw new UserError(`images ${other} and ${t} get one slug, ${slug} (org-name, the version appended where two share one): give one of them another org or name`);
+    owner.set(slug, t);
+    out.set(t, slug);
+  }
+  return out;
+}
+
+/**
+ * The images a set of changed paths (relative to the repository, `/`-separated) affects, bases
+ * propagated, each with why: its Dockerfile, its .dockerignore or the manifest changed, a file its context
+ * sends changed, or a base (FROM, COPY --from) built here is affected.
+ */
+export function affectedBy(images: readonly Pick<Image, 'tag' | 'dockerfile' | 'context' | 'ignoreFile' | 'ignored' | 'uses'>[], changed: readonly string[], manifest?: string): Map<string, string> {
+  const affected = new Map<string, string>();
   for (const img of images) {
+    const sent: string[] = [];
+    let own: string | undefined;
     for (const f of changed) {
-      if (f === img.dockerfile || f === manifest || f === img.ignoreFile) {
-        affected.add(img.tag);
-        break;
-      }
-      const inside = img.context === '.' ? f : f.startsWith(`${img.context}/`) ? f.slice(img.context.length + 1) : undefined;
-      if (inside !== undefined && !img.ignored.matches(inside)) {
-        affected.add(img.tag);
-        break;
+      if (f === img.dockerfile) own ??= `its Dockerfile ${f} changed`;
+      else if (f === img.ignoreFile) own ??= `its .dockerignore ${f} changed`;
+      else if (f === manifest) own ??= `the manifest ${f} changed`;
+      else {
+        const inside = img.context === '.' ? f : f.startsWith(`${img.context}/`) ? f.slice(img.context.length + 1) : undefined;
+        if (inside !== undefined && !img.ignored.matches(inside)) sent.push(f);
       }
     }
+    const files = sent.length ? `${sent[0]}${sent.length > 1 ? ` and ${sent.length - 1} more file(s)` : ''} of its context changed` : undefined;
+    const why = own !== undefined && files !== undefined ? `${own}; ${files}` : own ?? files;
+    if (why !== undefined) affected.set(img.tag, why);
   }
   // An image built FROM (or COPY --from) another image built here is affected when that one is.
   for (let grew = true; grew;) {
     grew = false;
     for (const img of images) {
-      if (!affected.has(img.tag) && img.uses.some((u) => affected.has(u))) {
-        affected.add(img.tag);
+      const base = affected.has(img.tag) ? undefined : img.uses.find((u) => affected.has(u));
+      if (base !== undefined) {
+        affected.set(img.tag, `its base ${base} is affected`);
         grew = true;
       }
     }
@@ -190,6 +270,7 @@ function manifestIssue(name: string, data: unknown, issue: z.core.$ZodIssue | un
   if (issue.code === 'unrecognized_keys') return `${label}: unknown key '${[...issue.keys].map((k) => (key ? `${key}.${k}` : k)).join("', '")}': an image takes ${IMAGE_KEYS.join(', ')}`;
   if (rest.length === 0) return `${label}: must be a mapping (tag, dockerfile, context, build-args, smoke)`;
   if (key === 'tag' && issue.code === 'invalid_type' && tag === undefined) return `${label}: key 'tag' is missing: every image needs a tag (org/name:version)`;
+  if (rest[0] === 'smoke' && rest.length === 2 && rest[1] !== 'probes') return `${label}: key '${key}' is not a string, number or boolean: smoke's keys other than probes are scalars (the templates pass them to smoke-test's inputs; several lines: a YAML block |)`;
   return `${label}: key '${key}': ${issue.message}`;
 }
 
@@ -334,13 +415,21 @@ function cleanPaths(lines: string[]): string[] {
   return [...new Set(lines.map((l) => l.trim()).filter((l) => l !== '').map((l) => path.posix.normalize(l.replace(/\\/g, '/')).replace(/^(\.\/)+/, '').replace(/\/+$/, '')))];
 }
 
+/** A ref given as --base/--head: a branch, tag or commit, never an option. */
+function checkRef(flag: string, ref: string): void {
+  if (ref === '' || ref.startsWith('-') || !/^[A-Za-z0-9._/@^~{}-]+$/.test(ref)) throw new UserError(`${flag} '${ref}' is not a git ref: give a branch, tag or commit`);
+}
+
+/** git in the repository directory, with a bounded run and no prompt. */
+async function repoGit(root: string): Promise<import('simple-git').SimpleGit> {
+  const { simpleGit } = await import('simple-git');
+  return simpleGit({ baseDir: root, timeout: { block: 60_000 }, allowEnvironment: ['GIT_TERMINAL_PROMPT'] }).env({ ...pick(process.env, ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TMPDIR']), GIT_TERMINAL_PROMPT: '0' });
+}
+
 /** `git diff --name-only --no-renames --relative BASE...HEAD`, run in the repository directory (paths relative to it). */
 async function gitChanged(root: string, base: string, head: string): Promise<string[]> {
-  for (const [flag, ref] of [['--base', base], ['--head', head]] as const) {
-    if (ref === '' || ref.startsWith('-') || !/^[A-Za-z0-9._/@^~{}-]+$/.test(ref)) throw new UserError(`${flag} '${ref}' is not a git ref: give a branch, tag or commit`);
-  }
-  const { simpleGit } = await import('simple-git');
-  const git = simpleGit({ baseDir: root, timeout: { block: 60_000 }, allowEnvironment: ['GIT_TERMINAL_PROMPT'] }).env({ ...pick(process.env, ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TMPDIR']), GIT_TERMINAL_PROMPT: '0' });
+  for (const [flag, ref] of [['--base', base], ['--head', head]] as const) checkRef(flag, ref);
+  const git = await repoGit(root);
   try {
     const out = await git.raw(['diff', '--name-only', '--no-renames', '--relative', `${base}...${head}`, '--']);
     return cleanPaths(out.split('\n'));
@@ -348,6 +437,36 @@ async function gitChanged(root: string, base: string, head: string): Promise<str
     const first = ((err as Error).message.split('\n').find((l) => l.trim() !== '') ?? '').trim();
     throw new UserError(`git diff ${base}...${head} failed in ${root} (${first}): fetch both refs (actions/checkout with fetch-depth: 0) or give --changed-files`, { cause: err });
   }
+}
+
+/** What keeps BASE...HEAD from being diffed in a clone: commits it lacks, or no merge base of the two. */
+export interface RangeProblem {
+  /** The refs that name no commit here. */
+  missing: ('base' | 'head')[];
+  /** Both are here, but their merge base is not (a shallow clone) or does not exist. */
+  noMergeBase: boolean;
+  /** The clone is shallow (`git rev-parse --is-shallow-repository`). */
+  shallow: boolean;
+}
+
+/** Whether BASE...HEAD can be diffed in the repository at `root`; undefined when it can. */
+export async function gitRangeProblem(root: string, base: string, head: string): Promise<RangeProblem | undefined> {
+  checkRef('base', base);
+  checkRef('head', head);
+  const git = await repoGit(root);
+  // Both print a commit when it is there, nothing (exit 1, which simple-git does not count as a failure) when not.
+  const found = (args: string[]): Promise<boolean> => git.raw(args).then((out) => out.trim() !== '', () => false);
+  let shallow: boolean;
+  try {
+    shallow = (await git.raw(['rev-parse', '--is-shallow-repository'])).trim() === 'true';
+  } catch (err) {
+    const first = ((err as Error).message.split('\n').find((l) => l.trim() !== '') ?? '').trim();
+    throw new UserError(`${root} is not a git repository (${first}): check the repository out first (actions/checkout)`, { cause: err });
+  }
+  const missing: ('base' | 'head')[] = [];
+  for (const [which, ref] of [['base', base], ['head', head]] as const) if (!(await found(['rev-parse', '--verify', '--quiet', `${ref}^{commit}`]))) missing.push(which);
+  const noMergeBase = missing.length === 0 && !(await found(['merge-base', base, head]));
+  return missing.length || noMergeBase ? { missing, noMergeBase, shallow } : undefined;
 }
 
 function pick(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {

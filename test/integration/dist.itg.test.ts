@@ -21,6 +21,7 @@ describe('dist/', () => {
     ['build-baseos/index.js', {}, "::error::input 'dockerfile' is required: set it under with: in the workflow"],
     ['smoke-test/index.js', {}, "::error::input 'tag' is required: set it under with: in the workflow"],
     ['publish/index.js', {}, "::error::input 'tag' is required: set it under with: in the workflow"],
+    ['discover/index.js', { all: 'maybe' }, "::error::input 'all' is 'maybe': use true or false"],
   ])('%s loads its action from the shared core: a bad input is one annotation', async (entry, inputs, error) => {
     const r = await runAction(entry, inputs);
     expect(annotations(r.stdout)).toEqual([error]);

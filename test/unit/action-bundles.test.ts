@@ -7,7 +7,7 @@ import { ACTIONS } from '../../src/actions/index.js';
 import { REPO } from '../helpers/cli.js';
 
 /**
- * The five actions share one bundled core (dist/core/index.js); what each action.yml runs is a stub that
+ * The actions share one bundled core (dist/core/index.js); what each action.yml runs is a stub that
  * calls the core's main(action, phase). A stub that imports a missing file, names another action or a
  * phase the core's table lacks, or an action the table and the sources disagree on, fails here (running
  * the stubs and rebuilding dist/ is test/integration/dist.itg.test.ts).

@@ -14,6 +14,7 @@ const ACTIONS: Record<string, string[]> = {
   'build-baseos': ['src/actions/build-baseos/impl.ts', 'src/actions/build-inputs.ts', 'src/actions/summary.ts'],
   'smoke-test': ['src/actions/smoke-test/impl.ts', 'src/actions/vm-inputs.ts', 'src/actions/summary.ts'],
   publish: ['src/actions/publish/impl.ts', 'src/actions/summary.ts'],
+  discover: ['src/actions/discover/impl.ts', 'src/actions/summary.ts'],
   setup: ['src/actions/setup/impl.ts', 'src/actions/setup/host.ts', 'src/actions/common.ts', 'src/actions/summary.ts'],
 };
 

@@ -43,7 +43,7 @@ describe('docs/actions.md reference', () => {
   });
 
   test('every action.yml has branding (icon and color) and names its permissions', () => {
-    for (const d of ['.', 'setup', 'build-rootfs', 'build-baseos', 'smoke-test', 'publish']) {
+    for (const d of ['.', 'discover', 'setup', 'build-rootfs', 'build-baseos', 'smoke-test', 'publish']) {
       const text = fs.readFileSync(path.join(REPO, d, 'action.yml'), 'utf8');
       const yml = parseYaml(text) as { branding?: { icon?: string; color?: string } };
       expect([d, typeof yml.branding?.icon, yml.branding?.color]).toEqual([d, 'string', expect.stringMatching(/^(white|black|yellow|blue|green|orange|red|purple|gray-dark)$/)]);

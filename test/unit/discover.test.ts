@@ -3,12 +3,13 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { derivedTag, discover, imagesUsed, isDockerfileName } from '../../src/commands/discover.js';
+import { derivedTag, discover, discoverReport, gitRangeProblem, imagesUsed, isDockerfileName, slugsOf } from '../../src/commands/discover.js';
+import { isValidTag } from '../../src/store/tag.js';
 import { main } from '../../src/cli/main.js';
 import { parseDockerfile } from '../../src/dockerfile/parse.js';
 import { MemoryLogger } from '../../src/util/logger.js';
 
-/** `firebuild discover`: the images of a repository and the ones a change affects (docs/discover.md, P121..P125). */
+/** `firebuild discover`: the images of a repository and the ones a change affects (docs/discover.md, P121..P125, P133). */
 const dirs: string[] = [];
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
@@ -66,10 +67,10 @@ describe('without a manifest', () => {
     });
     const r = await discover({ dir }, new MemoryLogger());
     expect(r.include).toEqual([
-      { tag: 'shop-app/services-api:latest', dockerfile: 'services/API/Dockerfile', context: 'services/API', 'build-args': {}, smoke: null },
-      { tag: 'shop-app/shop-app:latest', dockerfile: 'Dockerfile', context: '.', 'build-args': {}, smoke: null },
-      { tag: 'shop-app/tools-dev:latest', dockerfile: 'tools/Dockerfile.dev', context: 'tools', 'build-args': {}, smoke: null },
-      { tag: 'shop-app/worker:latest', dockerfile: 'worker.Dockerfile', context: '.', 'build-args': {}, smoke: null },
+      { tag: 'shop-app/services-api:latest', slug: 'shop-app-services-api', dockerfile: 'services/API/Dockerfile', context: 'services/API', 'build-args': {}, 'build-args-list': '', smoke: null },
+      { tag: 'shop-app/shop-app:latest', slug: 'shop-app-shop-app', dockerfile: 'Dockerfile', context: '.', 'build-args': {}, 'build-args-list': '', smoke: null },
+      { tag: 'shop-app/tools-dev:latest', slug: 'shop-app-tools-dev', dockerfile: 'tools/Dockerfile.dev', context: 'tools', 'build-args': {}, 'build-args-list': '', smoke: null },
+      { tag: 'shop-app/worker:latest', slug: 'shop-app-worker', dockerfile: 'worker.Dockerfile', context: '.', 'build-args': {}, 'build-args-list': '', smoke: null },
     ]);
   });
 
@@ -83,6 +84,16 @@ describe('without a manifest', () => {
   test('two Dockerfiles giving one tag are one line asking for a manifest', async () => {
     const dir = repo({ 'a/b/Dockerfile': 'FROM alpine\n', 'a-b/Dockerfile': 'FROM alpine\n' });
     await expect(discover({ dir }, new MemoryLogger())).rejects.toThrow(/^a\/b\/Dockerfile and a-b\/Dockerfile both get the tag shop-app\/a-b:latest: write a firebuild.yml giving their tags$/);
+  });
+});
+
+describe('slugs', () => {
+  test('org-name, the version appended where two images share one, _ dropped; each makes a valid tag; a collision is one line', () => {
+    const m = slugsOf(['acme/api:1', 'acme/web:1.2', 'acme/web:RC-2', '_/alpine:3']);
+    expect(Object.fromEntries(m)).toEqual({ 'acme/api:1': 'acme-api', 'acme/web:1.2': 'acme-web-1-2', 'acme/web:RC-2': 'acme-web-rc-2', '_/alpine:3': 'alpine' });
+    for (const slug of m.values()) expect(isValidTag(`pr/${slug}:12-1`)).toBe(true);
+    expect(() => slugsOf(['a-b/c:1', 'a/b-c:1'])).toThrow(/^images a-b\/c:1 and a\/b-c:1 get one slug, a-b-c-1 \(org-name, the version appended where two share one\): give one of them another org or name$/);
+    expect(() => slugsOf(['acme/web:1.0', 'acme/web:1-0'])).toThrow(/get one slug, acme-web-1-0/);
   });
 });
 
@@ -103,8 +114,8 @@ describe('with a manifest', () => {
     const dir = repo({ 'firebuild.yml': MANIFEST, 'web/Dockerfile': 'FROM acme/base:1\n', 'images/base.Dockerfile': 'FROM alpine\n', 'other/Dockerfile': 'FROM alpine\n' });
     const r = await discover({ dir }, new MemoryLogger());
     expect(r.include).toEqual([
-      { tag: 'acme/base:1', dockerfile: 'images/base.Dockerfile', context: '.', 'build-args': {}, smoke: null },
-      { tag: 'acme/web:1', dockerfile: 'web/Dockerfile', context: 'web', 'build-args': { VERSION: '1.2', DEBUG: 'false', NAME: 'web' }, smoke: { probes: ['http :8080/health'], timeout: '30s' } },
+      { tag: 'acme/base:1', slug: 'acme-base', dockerfile: 'images/base.Dockerfile', context: '.', 'build-args': {}, 'build-args-list': '', smoke: null },
+      { tag: 'acme/web:1', slug: 'acme-web', dockerfile: 'web/Dockerfile', context: 'web', 'build-args': { VERSION: '1.2', DEBUG: 'false', NAME: 'web' }, 'build-args-list': 'VERSION=1.2\nDEBUG=false\nNAME=web', smoke: { probes: ['http :8080/health'], timeout: '30s' } },
     ]);
     // --manifest names another file; the default one is then not read.
     write(dir, { 'ci/images.yml': 'images:\n  - tag: acme/other:2\n    context: other\n', 'firebuild.yml': 'not: [valid' });
@@ -122,6 +133,7 @@ describe('with a manifest', () => {
     ['a build arg of a list', 'images:\n  - tag: acme/web:1\n    context: web\n    build-args: { A: [1] }\n', "firebuild.yml: image acme/web:1: key 'build-args.A':"],
     ['an unknown top-level key', 'image:\n  - tag: acme/web:1\n', "firebuild.yml: unknown key 'image'"],
     ['bad YAML', 'images:\n  - tag: [acme\n', 'firebuild.yml:'],
+    ['a smoke key of a list', 'images:\n  - tag: acme/web:1\n    context: web\n    smoke: { ports: [a, b] }\n', "firebuild.yml: image acme/web:1: key 'smoke.ports' is not a string, number or boolean: smoke's keys other than probes are scalars"],
   ])('%s is one line naming the manifest, the image and the key; exit 2, nothing printed', async (_what, manifest, message) => {
     const dir = repo({ 'firebuild.yml': manifest, 'web/Dockerfile': 'FROM alpine\n' });
     await expect(discover({ dir }, new MemoryLogger())).rejects.toThrow(message);
@@ -201,6 +213,61 @@ describe('affected images', () => {
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/git diff nope\.\.\.HEAD failed .*: fetch both refs/);
     expect((await cli([dir, '--base', '--upload-pack=x'])).code).toBe(2);
+  });
+
+  test('why each image is affected: its Dockerfile, its .dockerignore, the manifest, a file of its context, a base; the others have no why', async () => {
+    const dir = repo(FILES);
+    const whys = async (changed: string[]): Promise<Record<string, string | undefined>> => {
+      const list = path.join(dir, '..', 'changed.txt');
+      fs.writeFileSync(list, changed.join('\n'));
+      const r = await discoverReport({ dir, changedFiles: list }, new MemoryLogger());
+      expect(r.changed).toEqual(changed);
+      expect(r.manifest).toBe('firebuild.yml');
+      // The include list is exactly the images with a why.
+      expect(tags(r.result)).toEqual(r.images.filter((i) => i.why !== undefined).map((i) => i.tag));
+      return Object.fromEntries(r.images.map((i) => [i.tag, i.why]));
+    };
+    expect(await whys(['web/KEEP.md', 'web/index.html'])).toEqual({
+      'acme/alone:1': undefined,
+      'acme/base:1': undefined,
+      'acme/tool:1': 'its base acme/web:1 is affected',
+      'acme/web:1': 'web/KEEP.md and 1 more file(s) of its context changed',
+    });
+    expect(await whys(['base/Dockerfile', 'web/.dockerignore'])).toEqual({
+      'acme/alone:1': undefined,
+      'acme/base:1': 'its Dockerfile base/Dockerfile changed',
+      'acme/tool:1': 'its base acme/web:1 is affected',
+      'acme/web:1': 'its .dockerignore web/.dockerignore changed',
+    });
+    expect((await whys(['firebuild.yml']))['acme/alone:1']).toBe('the manifest firebuild.yml changed');
+    // Every image: no change read, and the reason given.
+    const all = await discoverReport({ dir, all: true, allReason: 'input all: every image' }, new MemoryLogger());
+    expect(all.changed).toBeUndefined();
+    expect(new Set(all.images.map((i) => i.why))).toEqual(new Set(['input all: every image']));
+  });
+
+  test('gitRangeProblem: a commit missing from a shallow clone, no merge base, or nothing wrong', () => {
+    const dir = repo(FILES);
+    const base = git(dir, 'rev-parse', 'HEAD').trim();
+    git(dir, 'checkout', '-q', '-b', 'pr');
+    write(dir, { 'web/index.html': 'changed' });
+    commit(dir, 'pr');
+    const head = git(dir, 'rev-parse', 'HEAD').trim();
+    return (async () => {
+      expect(await gitRangeProblem(dir, base, head)).toBeUndefined();
+      expect(await gitRangeProblem(dir, 'main', 'pr')).toBeUndefined();
+      // A clone of depth 1 has the head, not the base.
+      const shallow = path.join(dir, '..', 'shallow');
+      execFileSync('git', ['clone', '-q', '--depth', '1', '--branch', 'pr', `file://${dir}`, shallow]);
+      expect(await gitRangeProblem(shallow, base, head)).toEqual({ missing: ['base'], noMergeBase: false, shallow: true });
+      expect(await gitRangeProblem(shallow, '0'.repeat(40), '1'.repeat(40))).toEqual({ missing: ['base', 'head'], noMergeBase: false, shallow: true });
+      // Unrelated histories: both commits here, no merge base.
+      git(dir, 'checkout', '-q', '--orphan', 'other');
+      commit(dir, 'other');
+      expect(await gitRangeProblem(dir, 'main', 'other')).toEqual({ missing: [], noMergeBase: true, shallow: false });
+      await expect(gitRangeProblem(dir, '--upload-pack=x', 'HEAD')).rejects.toThrow(/is not a git ref/);
+      await expect(gitRangeProblem(path.join(dir, '..'), 'main', 'HEAD')).rejects.toThrow(/is not a git repository .*actions\/checkout/);
+    })();
   });
 
   test('FROM and COPY --from images, stages and scratch left out', () => {

@@ -7,6 +7,8 @@ import { NoOperationTraceWriter, convertWorkflowTemplate, parseWorkflow } from '
 import { convertActionTemplate, parseAction } from '@actions/workflow-parser/actions/index';
 import { parse as parseYaml } from 'yaml';
 import { REPO } from '../helpers/cli.js';
+import { discover } from '../../src/commands/discover.js';
+import { MemoryLogger } from '../../src/util/logger.js';
 
 /** The ready-made workflows and every action.yml, checked by GitHub's own workflow parser. */
 const WORKFLOWS = fs.readdirSync(path.join(REPO, 'workflows')).filter((f) => f.endsWith('.yml'));
@@ -50,7 +52,8 @@ describe('workflows/', () => {
         const pool = labels.filter((l) => /^firebuild-/.test(l));
         expect([file, name, pool.length]).toEqual([file, name, 1]);
         // A job on the PR pool runs only for pull requests; every other event's job is trusted.
-        const prOnly = job.if === "github.event_name == 'pull_request'" || (Object.keys(wf.on).length === 1 && 'pull_request' in wf.on);
+        // (`github.event_name == 'pull_request'`, alone or as the first of conditions joined by && only.)
+        const prOnly = /^github\.event_name == 'pull_request'( && [^|]*)?$/.test(job.if ?? '') || (Object.keys(wf.on).length === 1 && 'pull_request' in wf.on);
         expect([file, name, pool[0]]).toEqual([file, name, prOnly ? 'firebuild-pr' : 'firebuild-release']);
         (pools[pool[0]!] ??= []).push(`${file}:${name}`);
       }
@@ -105,17 +108,18 @@ describe('workflows/', () => {
     fs.rmSync(dir, { recursive: true, force: true });
     expect(o).toEqual({ repository: 'acme-corp/webapp', name: 'webapp', version: 'v1.2.0-RC1' });
     // What the build and publish steps then get parses as a firebuild tag and an OCI reference.
-    const expand = (s: string): string => s.replace(/\$\{\{\s*steps\.names\.outputs\.(\w+)\s*\}\}/g, (_m, k: string) => o[k] ?? '');
+    // The slug comes from the discover job's matrix (acme/web:1 -> acme-web).
+    const expand = (s: string): string => s.replace(/\$\{\{\s*steps\.names\.outputs\.(\w+)\s*\}\}/g, (_m, k: string) => o[k] ?? '').replace(/\$\{\{\s*matrix\.slug\s*\}\}/g, 'acme-web');
     const build = steps.find((x) => x.uses?.includes('/build-rootfs@'))!;
     const publish = steps.find((x) => x.uses?.includes('/publish@'))!;
-    expect(parseTag(expand(build.with!.tags!))).toEqual({ org: 'webapp', name: 'app', version: 'v1.2.0-RC1' });
-    expect(normalizeRef(expand(publish.with!['oci-ref']!)).full).toBe('ghcr.io/acme-corp/webapp/rootfs:v1.2.0-RC1');
+    expect(parseTag(expand(build.with!.tags!))).toEqual({ org: 'webapp', name: 'acme-web', version: 'v1.2.0-RC1' });
+    expect(normalizeRef(expand(publish.with!['oci-ref']!)).full).toBe('ghcr.io/acme-corp/webapp/acme-web:v1.2.0-RC1');
   });
 
   test('the hosted variant runs on ubuntu-24.04 and has setup prepare the host for KVM', () => {
     const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', 'pr-smoke-hosted.yml'), 'utf8')) as { jobs: Record<string, { 'runs-on': unknown; steps: { uses?: string; with?: Record<string, string> }[] }> };
-    const [job] = Object.values(wf.jobs);
-    expect(job!['runs-on']).toBe('ubuntu-24.04');
+    for (const job of Object.values(wf.jobs)) expect(job['runs-on']).toBe('ubuntu-24.04');
+    const job = Object.values(wf.jobs).find((j) => j.steps.some((st) => st.uses?.includes('/setup@')));
     expect(job!.steps.find((st) => st.uses?.includes('/setup@'))?.with).toMatchObject({ 'install-packages': 'true', 'enable-kvm': 'true', accel: 'kvm' });
   });
 
@@ -123,8 +127,10 @@ describe('workflows/', () => {
     const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', 'release.yml'), 'utf8')) as { permissions: Record<string, string>; jobs: Record<string, { steps: { uses?: string; with?: Record<string, string> }[] }> };
     expect(wf.permissions).toMatchObject({ 'id-token': 'write', attestations: 'write' });
     const steps = Object.values(wf.jobs).flatMap((j) => j.steps);
-    expect(steps.map((st) => /firebuild\/firebuild\/([a-z-]+)@/.exec(st.uses ?? '')?.[1]).filter(Boolean)).toEqual(['setup', 'build-rootfs', 'smoke-test', 'publish']);
-    expect(steps.find((st) => st.uses?.includes('/publish@'))?.with).toMatchObject({ attest: 'true', targets: 'oci,release,artifact' });
+    expect(steps.map((st) => /firebuild\/firebuild\/([a-z-]+)@/.exec(st.uses ?? '')?.[1]).filter(Boolean)).toEqual(['discover', 'setup', 'build-rootfs', 'smoke-test', 'publish']);
+    // Release assets (the same file names for every image) only for a repository of one image.
+    expect(steps.find((st) => st.uses?.includes('/publish@'))?.with).toMatchObject({ attest: 'true', targets: "${{ needs.discover.outputs.count == '1' && 'oci,release,artifact' || 'oci,artifact' }}" });
+    expect(steps.find((st) => st.uses?.includes('/discover@'))?.with).toEqual({ all: 'true' });
   });
 
   test('the workflows use only inputs the actions declare', () => {
@@ -139,6 +145,162 @@ describe('workflows/', () => {
           for (const [k, v] of Object.entries(action.inputs)) if (v.required) expect([file, m[1], k, k in (step.with ?? {})]).toEqual([file, m[1], k, true]);
         }
       }
+    }
+  });
+});
+
+/**
+ * The templates' discover job and the matrix jobs it drives (P135): the wiring, and the matrix keys they
+ * read, checked against the entries `firebuild discover` makes for a real repository and the inputs the
+ * actions parse from them.
+ */
+describe('workflows/: the discover job drives the build and smoke-test matrix', () => {
+  interface Step { id?: string; name?: string; uses?: string; run?: string; with?: Record<string, string | number | boolean> }
+  interface Job { needs?: string | string[]; if?: string; outputs?: Record<string, string>; strategy?: { matrix?: unknown; 'fail-fast'?: boolean }; steps: Step[] }
+  const load = (file: string): { jobs: Record<string, Job> } => parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { jobs: Record<string, Job> };
+  const actionYml = (dir: string): { inputs: Record<string, unknown>; outputs: Record<string, unknown> } => parseYaml(fs.readFileSync(path.join(REPO, dir, 'action.yml'), 'utf8')) as { inputs: Record<string, unknown>; outputs: Record<string, unknown> };
+
+  test.each(WORKFLOWS)('%s: one discover job (history fetched unless all); every other job needs it, takes fromJSON(needs.discover.outputs.matrix) and runs only when any is true', (file) => {
+    const wf = load(file);
+    const text = fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8');
+    expect(Object.entries(wf.jobs).filter(([, j]) => j.steps.some((st) => /^firebuild\/firebuild\/discover@/.test(st.uses ?? ''))).map(([n]) => n)).toEqual(['discover']);
+    const dj = wf.jobs.discover!;
+    const step = dj.steps.find((st) => st.uses?.includes('/discover@'))!;
+    expect(step.id).toBe('discover');
+    const declared = Object.keys(actionYml('discover').outputs);
+    expect(Object.keys(dj.outputs ?? {})).toEqual(expect.arrayContaining(['matrix', 'any']));
+    for (const [k, v] of Object.entries(dj.outputs ?? {})) expect([k, declared.includes(k), v]).toEqual([k, true, `\${{ steps.discover.outputs.${k} }}`]);
+    for (const m of text.matchAll(/needs\.discover\.outputs\.([a-z-]+)/g)) expect(Object.keys(dj.outputs ?? {})).toContain(m[1]);
+    // The change is a git range: the checkout before it holds the history (all: every image, no history read).
+    const checkout = dj.steps.findIndex((st) => st.uses?.startsWith('actions/checkout@'));
+    expect(checkout).toBeGreaterThanOrEqual(0);
+    expect(checkout).toBeLessThan(dj.steps.indexOf(step));
+    expect(dj.steps[checkout]!.with?.['persist-credentials']).toBe(false);
+    if (step.with?.all !== 'true') expect(dj.steps[checkout]!.with?.['fetch-depth']).toBe(0);
+    const others = Object.entries(wf.jobs).filter(([n]) => n !== 'discover');
+    expect(others.length).toBeGreaterThan(0);
+    for (const [name, job] of others) {
+      expect([name, job.needs]).toEqual([name, 'discover']);
+      expect([name, job.strategy?.matrix]).toEqual([name, '${{ fromJSON(needs.discover.outputs.matrix) }}']);
+      // One image failing does not cancel the others.
+      expect([name, job.strategy?.['fail-fast']]).toEqual([name, false]);
+      // An empty include is an invalid matrix: the job is skipped when nothing is affected.
+      expect([name, job.if]).toEqual([name, expect.stringMatching(/(^|&& )needs\.discover\.outputs\.any == 'true'$/)]);
+    }
+  });
+
+  /**
+   * `${{ expr }}` of the templates' kind, as GitHub evaluates it: literals 'x', context paths (a.b-c), format(),
+   * `&&` and `||` giving an operand (not a boolean); a missing property is null, which is '' in a string.
+   */
+  function interpolate(s: string, ctx: Record<string, unknown>): string {
+    return s.replace(/\$\{\{\s*(.*?)\s*\}\}/g, (_m, expr: string) => {
+      const tokens = expr.match(/'[^']*'|\|\||&&|[(),]|[A-Za-z_][A-Za-z0-9_.-]*/g) ?? [];
+      let at = 0;
+      const truthy = (v: unknown): boolean => v !== undefined && v !== null && v !== '' && v !== false && v !== 0;
+      const term = (): unknown => {
+        const t = tokens[at++] ?? '';
+        if (t.startsWith("'")) return t.slice(1, -1);
+        if (t === 'format') {
+          at++; // (
+          const args: unknown[] = [or()];
+          while (tokens[at] === ',') {
+            at++;
+            args.push(or());
+          }
+          at++; // )
+          return String(args[0]).replace(/\{(\d+)\}/g, (_x, n: string) => String(args[Number(n) + 1] ?? ''));
+        }
+        if (!/^[A-Za-z_]/.test(t)) throw new Error(`unexpected ${t} in ${expr}`);
+        return t.split('.').reduce<unknown>((o, k) => (o === null || typeof o !== 'object' ? null : (o as Record<string, unknown>)[k] ?? null), ctx);
+      };
+      const and = (): unknown => {
+        let v = term();
+        while (tokens[at] === '&&') {
+          at++;
+          const r = term();
+          v = truthy(v) ? r : v;
+        }
+        return v;
+      };
+      const or = (): unknown => {
+        let v = and();
+        while (tokens[at] === '||') {
+          at++;
+          const r = and();
+          v = truthy(v) ? v : r;
+        }
+        return v;
+      };
+      const v = or();
+      if (at !== tokens.length) throw new Error(`not evaluated here: ${expr}`);
+      return v === null || v === undefined ? '' : String(v);
+    });
+  }
+
+  test.each(WORKFLOWS)("%s: the matrix keys it reads are discover's; smoke.<key> goes to smoke-test's input <key>; the build and smoke inputs made from real entries parse", async (file) => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'wf-discover-'));
+    const saved = { ...process.env };
+    try {
+      const dir = path.join(parent, 'repo');
+      const files: Record<string, string> = {
+        'firebuild.yml': ['images:', '  - tag: acme/base:1', '    context: base', '  - tag: acme/web:1', '    context: web', '    build-args: { VERSION: 1.2 }', '    smoke:', '      ports: auto:8080', '      wait-http: http://127.0.0.1:auto:8080/', '      timeout: 60'].join('\n'),
+        'base/Dockerfile': 'FROM alpine\n',
+        'web/Dockerfile': 'FROM acme/base:1\n',
+      };
+      for (const [f, t] of Object.entries(files)) {
+        fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+        fs.writeFileSync(path.join(dir, f), t);
+      }
+      const { include } = await discover({ dir, all: true }, new MemoryLogger());
+      expect(include.map((e) => e.tag)).toEqual(['acme/base:1', 'acme/web:1']);
+      const text = fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8');
+      const smokeInputs = Object.keys(actionYml('smoke-test').inputs);
+      const refs = [...text.matchAll(/\bmatrix\.([a-z-]+)(?:\.([a-z-]+))?/g)];
+      expect(refs.length).toBeGreaterThan(0);
+      for (const m of refs) {
+        expect([m[0], m[1] as string in include[1]!]).toEqual([m[0], true]);
+        if (m[1] === 'smoke') expect([m[0], smokeInputs.includes(m[2] ?? '')]).toEqual([m[0], true]);
+      }
+      const wf = load(file);
+      const { getInputs: buildInputs } = await import('../../src/actions/build-rootfs/impl.js');
+      const { getInputs: smokeInputsOf } = await import('../../src/actions/smoke-test/impl.js');
+      let checked = 0;
+      for (const job of Object.values(wf.jobs).filter((j) => j.strategy?.matrix)) {
+        for (const entry of include) {
+          const ctx = { matrix: entry, github: { event: { pull_request: { number: 12 } }, run_attempt: '1', run_number: '7' }, steps: { names: { outputs: { name: 'webapp', version: 'v1.2.0' } }, build: { outputs: { tag: 'x/y:1' } } } };
+          for (const st of job.steps) {
+            const action = /^firebuild\/firebuild\/(build-rootfs|smoke-test)@/.exec(st.uses ?? '')?.[1];
+            if (!action) continue;
+            for (const k of Object.keys(process.env)) if (k.startsWith('INPUT_')) delete process.env[k];
+            for (const [k, v] of Object.entries(st.with ?? {})) {
+              // smoke.<key> goes to the input of the same name.
+              const sm = /matrix\.smoke\.([a-z-]+)/.exec(String(v));
+              if (sm) expect([action, k]).toEqual([action, sm[1]]);
+              process.env[`INPUT_${k.toUpperCase()}`] = interpolate(String(v), ctx);
+            }
+            if (action === 'build-rootfs') {
+              const i = buildInputs();
+              expect(fs.statSync(path.join(dir, i.dockerfile)).isFile()).toBe(true);
+              expect(fs.statSync(path.join(dir, i.context)).isDirectory()).toBe(true);
+              expect(i.buildArgs).toEqual(entry.tag === 'acme/web:1' ? ['VERSION=1.2'] : []);
+              // A tag made of the slug parses (getInputs checks it) and names the image: pull requests and the
+              // warm-up share the name (the step cache's key starts with it), a release names its version.
+              expect(i.tag).toMatch(new RegExp(`^(pr|webapp)/${entry.slug}:(12-1|main-7|v1\\.2\\.0)$`));
+            } else {
+              const i = smokeInputsOf();
+              expect(i.ports).toEqual(entry.tag === 'acme/web:1' ? ['auto:8080'] : []);
+              expect(i.waitHttp).toEqual(entry.tag === 'acme/web:1' ? ['http://127.0.0.1:auto:8080/'] : []);
+              expect(i.timeoutMs).toBe(entry.tag === 'acme/web:1' ? 60_000 : 180_000);
+            }
+            checked++;
+          }
+        }
+      }
+      expect(checked).toBeGreaterThanOrEqual(4);
+    } finally {
+      process.env = saved;
+      fs.rmSync(parent, { recursive: true, force: true });
     }
   });
 });

@@ -1,0 +1,4 @@
+import { runAction } from '../common.js';
+import { run } from './impl.js';
+
+await runAction(() => run());
