@@ -365,7 +365,7 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
     ...(b.sshAgents?.length ? { sshAgents: b.sshAgents } : {}),
   };
   if (b.engine === 'vm') {
-    const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };
+    const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache, cgroupParent: env.settings.cgroupParent };
     const { buildWithVm } = await import('../engine/vm-engine.js');
     const v = await buildWithVm({
       dockerfile: b.dockerfile, tag: formatTag(b.tag), ...common,
