@@ -345,6 +345,7 @@ fi
 want_groups=kvm; [ "$WITH_DOCKER" = 0 ] || want_groups=docker,kvm
 if [ -z "$(group_gid kvm)" ]; then run "group kvm" groupadd "${prefix_args[@]}" --system kvm; fi
 if [ "$WITH_DOCKER" = 1 ] && [ -z "$(group_gid docker)" ]; then run "group docker" groupadd "${prefix_args[@]}" --system docker; fi
+# Steps 5 and 6 for each instance (the loop's body is not indented, as in steps 8 and 11: it holds file contents).
 for ((i = 1; i <= INSTANCES; i++)); do
 select_instance "$i"
 if [ -z "$uid" ]; then
