@@ -1,0 +1,1 @@
+export const id=16;export const ids=[16];export const modules={46016:(r,t,e)=>{e.a(r,async(r,o)=>{try{e.r(t);var a=e(23159);var c=e(78652);await (0,a.Cs)(c.eF,{recordOwned:true});o()}catch(r){o(r)}},1)}};

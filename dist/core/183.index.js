@@ -1,1 +1,0 @@
-export const id=183;export const ids=[183];export const modules={99183:(r,t,e)=>{e.a(r,async(r,o)=>{try{e.r(t);var a=e(85650);var c=e(25119);await (0,a.Cs)(c.eF,{recordOwned:true});o()}catch(r){o(r)}},1)}};

@@ -1,1 +1,0 @@
-export const id=383;export const ids=[383];export const modules={79764:(t,a,o)=>{o.a(t,async(t,r)=>{try{o.r(a);var s=o(85650);var c=o(28025);await (0,s.Cs)(c.eF);r()}catch(t){r(t)}},1)}};

@@ -1,0 +1,1 @@
+export const id=535;export const ids=[535];export const modules={63535:(t,o,a)=>{a.a(t,async(t,c)=>{try{a.r(o);var r=a(78652);await (0,r.bE)();c()}catch(t){c(t)}},1)}};

@@ -1,0 +1,1 @@
+export const id=577;export const ids=[577];export const modules={71577:(t,a,o)=>{o.a(t,async(t,r)=>{try{o.r(a);var s=o(23159);var c=o(45724);await (0,s.Cs)(c.eF);r()}catch(t){r(t)}},1)}};

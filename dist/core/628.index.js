@@ -1,1 +1,0 @@
-export const id=628;export const ids=[628];export const modules={55628:(t,o,r)=>{r.a(t,async(t,s)=>{try{r.r(o);var a=r(85650);await (0,a.f5)("build-rootfs");s()}catch(t){s(t)}},1)}};

@@ -1,0 +1,1 @@
+export const id=702;export const ids=[702];export const modules={24702:(t,o,a)=>{a.a(t,async(t,c)=>{try{a.r(o);var r=a(45724);await (0,r.bE)();c()}catch(t){c(t)}},1)}};

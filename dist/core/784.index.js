@@ -1,0 +1,1 @@
+export const id=784;export const ids=[784];export const modules={26784:(r,t,o)=>{o.a(r,async(r,e)=>{try{o.r(t);var s=o(23159);var a=o(99459);await (0,s.Cs)(()=>(0,a.eF)("rootfs",(0,a.GP)()),{recordOwned:true});e()}catch(r){e(r)}},1)}};

@@ -1,0 +1,1 @@
+export const id=791;export const ids=[791];export const modules={95791:(t,o,r)=>{r.a(t,async(t,s)=>{try{r.r(o);var a=r(23159);await (0,a.f5)("build-rootfs");s()}catch(t){s(t)}},1)}};

@@ -1,1 +1,0 @@
-export const id=923;export const ids=[923];export const modules={2923:(r,t,o)=>{o.a(r,async(r,e)=>{try{o.r(t);var s=o(85650);var a=o(84764);await (0,s.Cs)(()=>(0,a.eF)("rootfs",(0,a.GP)()),{recordOwned:true});e()}catch(r){e(r)}},1)}};

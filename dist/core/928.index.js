@@ -1,1 +1,0 @@
-export const id=928;export const ids=[928];export const modules={14928:(t,o,a)=>{a.a(t,async(t,c)=>{try{a.r(o);var r=a(25119);await (0,r.bE)();c()}catch(t){c(t)}},1)}};

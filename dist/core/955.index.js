@@ -1,1 +1,0 @@
-export const id=955;export const ids=[955];export const modules={65955:(t,o,a)=>{a.a(t,async(t,c)=>{try{a.r(o);var r=a(28025);await (0,r.bE)();c()}catch(t){c(t)}},1)}};
