@@ -14,6 +14,11 @@
 #                          (added to --labels), the marker /etc/firebuild/pool; release: the job-started hook
 #                          refuses pull-request events (docs/runner-setup.md, "PR and release pools")
 #   --runner-user U        the runner's user (default firebuild-runner), in group kvm only
+#   --instances N          N runners on this host (default 1), each with its own user U-1..U-N, runner dir,
+#                          store, run cache, port range, cgroup subtree and CNI networks; kernels shared read only
+#                          (docs/runner-setup.md, "Several runners per host")
+#   --port-base P          --instances > 1: instance i publishes ports P+1000(i-1) .. P+1000i-1 (default 20000)
+#   --subnet-base A.B.0.0/16  --instances > 1: instance i's CNI networks take two /24s of it (default 10.217.0.0/16)
 #   --with-docker          also put the runner user in group docker (root-equivalent) and install docker.io
 #   --privileged-vms       Firecracker + jailer, CNI networks and a sudo rule for firebuild-priv only
 #   --runner-version V     with --runner-sha256 H: this actions/runner release (default: the latest)
@@ -45,8 +50,9 @@ POOL="" LABELS_GIVEN=0
 RUNNER_VERSION="" RUNNER_SHA256="" WITH_DOCKER=0 PRIVILEGED=0 RETENTION=5 ALLOW_TCG=0
 SKIP_PACKAGES=0 SKIP_KERNEL=0 SKIP_RUNNER=0 SKIP_INSTALL=0 FC_TARBALL=""
 KVM_DEVICE=/dev/kvm CPUINFO=/proc/cpuinfo SYS_DIR=/sys ARCH=$(uname -m)
+INSTANCES=1 PORT_BASE=20000 PORTS_PER_INSTANCE=1000 SUBNET_BASE=10.217.0.0/16
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "runner-setup: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -60,6 +66,9 @@ while [ $# -gt 0 ]; do
     --pool) POOL=${2:?}; shift ;;
     --ephemeral) EPHEMERAL=1 ;;
     --runner-user) RUNNER_USER=${2:?}; shift ;;
+    --instances) INSTANCES=${2:?}; shift ;;
+    --port-base) PORT_BASE=${2:?}; shift ;;
+    --subnet-base) SUBNET_BASE=${2:?}; shift ;;
     --runner-version) RUNNER_VERSION=${2:?}; shift ;;
     --runner-sha256) RUNNER_SHA256=${2:?}; shift ;;
     --with-docker) WITH_DOCKER=1 ;;
@@ -107,19 +116,44 @@ esac
 [ -z "$RUNNER_VERSION" ] || [ -n "$RUNNER_SHA256" ] || die "--runner-version needs --runner-sha256 (the release notes' linux-$RUNNER_ARCH checksum)"
 [ -z "$RUNNER_SHA256" ] || [ -n "$RUNNER_VERSION" ] || die "--runner-sha256 needs --runner-version"
 [ -z "$RUNNER_VERSION" ] || [[ "$RUNNER_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "malformed --runner-version '$RUNNER_VERSION': give X.Y.Z, e.g. 2.329.0"
+# Several runners per host: each instance's port range and CNI subnets, checked before anything is written.
+{ [[ "$INSTANCES" =~ ^[0-9]{1,2}$ ]] && [ "$INSTANCES" -ge 1 ] && [ "$INSTANCES" -le 32 ]; } || die "malformed --instances '$INSTANCES': give a number of runner instances from 1 to 32"
+[ "$INSTANCES" = 1 ] || [ "${#RUNNER_USER}" -le 28 ] || die "--runner-user '$RUNNER_USER' is too long for --instances: at most 28 characters (the users are $RUNNER_USER-1 .. $RUNNER_USER-$INSTANCES)"
+subnet_prefix=""
+if [ "$INSTANCES" -gt 1 ]; then
+  [[ "$PORT_BASE" =~ ^[0-9]{1,5}$ ]] || die "malformed --port-base '$PORT_BASE': give a port number, e.g. 20000"
+  port_top=$(( PORT_BASE + INSTANCES * PORTS_PER_INSTANCE - 1 ))
+  { [ "$PORT_BASE" -ge 1024 ] && [ "$port_top" -le 65535 ]; } || die "--port-base $PORT_BASE with --instances $INSTANCES gives ports $PORT_BASE-$port_top: they must lie in 1024-65535 ($PORTS_PER_INSTANCE per instance)"
+  # Ports the kernel hands out to outgoing connections would be taken from under the VMs' published ports.
+  eph_low="" eph_high=""
+  read -r eph_low eph_high < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  if [ -n "$eph_low" ] && [ "$PORT_BASE" -le "$eph_high" ] && [ "$eph_low" -le "$port_top" ]; then
+    die "the port ranges $PORT_BASE-$port_top (--port-base $PORT_BASE, $PORTS_PER_INSTANCE per instance) overlap the kernel's ephemeral ports $eph_low-$eph_high (net.ipv4.ip_local_port_range), which outgoing connections take: pick a --port-base whose ranges end below $eph_low"
+  fi
+  [[ "$SUBNET_BASE" =~ ^(10\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])|172\.(1[6-9]|2[0-9]|3[01])|192\.168)\.0\.0/16$ ]] \
+    || die "malformed --subnet-base '$SUBNET_BASE': give a private /16 as A.B.0.0/16 (10.x, 172.16-31 or 192.168), e.g. 10.217.0.0/16; each instance takes two /24s of it"
+  subnet_prefix=${SUBNET_BASE%.0.0/16}
+  # A /16 the host already routes (a LAN, docker's bridges) would make the VMs' networks unreachable or worse.
+  taken=$(ip -4 -o route show 2>/dev/null | awk '{print $1, $3}' | grep -E "^${subnet_prefix//./\\.}\.[0-9]+\.[0-9]+(/[0-9]+)? " | grep -vE ' (fcrun|fcbuild)[0-9]+$' | head -1 || true)
+  [ -z "$taken" ] || die "--subnet-base $SUBNET_BASE overlaps the host's route ${taken%% *} (dev ${taken##* }): pick another private /16"
+fi
 
 p() { echo "$ROOT$1"; }
 say() { echo "$1: $2"; }
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
 
-rdir=$(p /opt/actions-runner)
 runner_present() { [ -x "$rdir/config.sh" ] && [ -x "$rdir/run.sh" ]; }
 registered() { [ -f "$rdir/.runner" ]; }
+instance_rdir() { p "/opt/actions-runner$([ "$INSTANCES" = 1 ] || echo "-$1")"; }
 
 # The secret (registration token or JIT config), read once, from a file or stdin; never argv.
 SECRET=""
-needs_secret=0
-if [ "$SKIP_RUNNER" = 0 ] && { [ "$EPHEMERAL" = 1 ] || ! registered; }; then needs_secret=1; fi
+needs_secret=0 runner_missing=0
+for ((i = 1; i <= INSTANCES; i++)); do
+  rdir=$(instance_rdir "$i")
+  if [ "$SKIP_RUNNER" = 0 ] && { [ "$EPHEMERAL" = 1 ] || ! registered; }; then needs_secret=1; fi
+  runner_present || runner_missing=1
+done
 read_secret() {
   local f=$1 what=$2
   if [ "$f" = - ]; then SECRET=$(cat); else
@@ -197,7 +231,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------------
 # 3. The actions/runner release: resolved now, so a refusal comes before anything is written.
-if [ "$SKIP_RUNNER" = 0 ] && ! runner_present; then
+if [ "$SKIP_RUNNER" = 0 ] && [ "$runner_missing" = 1 ]; then
   if [ -z "$RUNNER_VERSION" ]; then
     release=$(curl -fsSL --max-time 60 -H 'Accept: application/vnd.github+json' "$RUNNER_RELEASES_API" 2>/dev/null) \
       || die "cannot read the latest actions/runner release from $RUNNER_RELEASES_API: pass --runner-version and --runner-sha256"
@@ -246,9 +280,48 @@ passwd_field() { awk -F: -v u="$1" -v f="$2" '$1 == u { print $f }' "$(p /etc/pa
 group_gid() { awk -F: -v g="$1" '$1 == g { print $3 }' "$(p /etc/group)" 2>/dev/null || true; }
 user_groups() { { awk -F: -v u="$1" '{ n = split($4, m, ","); for (i = 1; i <= n; i++) if (m[i] == u) print $1 }' "$(p /etc/group)" 2>/dev/null || true; } | sort | paste -sd, -; }
 prefix_args=(); [ -z "$ROOT" ] || prefix_args=(--prefix "$ROOT")
+# One instance's names: with --instances 1 today's (no suffix); else suffixed -1..-N. The per-user parts
+# (uid, gid, home) are read from the passwd file each time (the user may have been made since).
+SHARED_KERNELS=/var/lib/firebuild-shared/kernels
+select_instance() {
+  I=$1
+  SFX=""; [ "$INSTANCES" = 1 ] || SFX="-$I"
+  RUSER=$RUNNER_USER$SFX
+  rdir=$(instance_rdir "$I")
+  priv=$(p "/usr/local/libexec/firebuild-priv$SFX")
+  uid=$(passwd_field "$RUSER" 3)
+  home=$(passwd_field "$RUSER" 6); home=${home:-/home/$RUSER}
+  gid=$(passwd_field "$RUSER" 4)
+  owner="${uid:-0}:${gid:-0}"
+  # The instance's own port range, cgroup subtree and CNI networks (two /24s of --subnet-base).
+  PORT_LOW=$(( PORT_BASE + (I - 1) * PORTS_PER_INSTANCE )) PORT_HIGH=$(( PORT_BASE + I * PORTS_PER_INSTANCE - 1 ))
+  CGROUP_PARENT=firebuild/runner-$I
+  RUN_NET=machines$SFX BUILD_NET=machine-builds$SFX RUN_BRIDGE=fcrun$I BUILD_BRIDGE=fcbuild$I
+  RUN_SUBNET=$subnet_prefix.$(( 2 * (I - 1) )).0/24 BUILD_SUBNET=$subnet_prefix.$(( 2 * I - 1 )).0/24
+}
+# KEY=value lines of an instance's environment (its runner's .env, its hooks): none with --instances 1.
+instance_env() {
+  [ "$INSTANCES" = 1 ] && return 0
+  cat <<EOF
+FIREBUILD_HOME=$(p "$home")/.local/share/firebuild
+FIREBUILD_PROFILE_CONF_DIR=$(p "$home")/.config/firebuild/profiles
+FIREBUILD_PORT_RANGE=$PORT_LOW-$PORT_HIGH
+FIREBUILD_CGROUP_PARENT=$CGROUP_PARENT
+FIREBUILD_CNI_NETWORK_ALIASES=machines=$RUN_NET,machine-builds=$BUILD_NET
+FIREBUILD_SHARED_KERNELS=$(p $SHARED_KERNELS)
+EOF
+}
 # Temporary paths of this run, removed however it ends.
 cleanup_paths=()
 trap 'rm -rf "${cleanup_paths[@]}"' EXIT
+
+# The instances and what each has of its own (printed also under --dry-run).
+if [ "$INSTANCES" -gt 1 ]; then
+  for ((i = 1; i <= INSTANCES; i++)); do
+    select_instance "$i"
+    echo "instance $I: user $RUSER, runner $rdir, store and run cache $(p "$home")/.local/share/firebuild, ports $PORT_LOW-$PORT_HIGH, cgroup $CGROUP_PARENT, CNI $RUN_NET ($RUN_BRIDGE $RUN_SUBNET) and $BUILD_NET ($BUILD_BRIDGE $BUILD_SUBNET), kernels shared from $(p $SHARED_KERNELS) (read only)"
+  done
+fi
 
 # ---------------------------------------------------------------------------------------------------
 # 4. Packages.
@@ -269,31 +342,27 @@ fi
 
 # ---------------------------------------------------------------------------------------------------
 # 5. The runner user: group kvm; docker only when asked (membership of docker is root on this host).
-uid=$(passwd_field "$RUNNER_USER" 3)
-home=$(passwd_field "$RUNNER_USER" 6); home=${home:-/home/$RUNNER_USER}
 want_groups=kvm; [ "$WITH_DOCKER" = 0 ] || want_groups=docker,kvm
 if [ -z "$(group_gid kvm)" ]; then run "group kvm" groupadd "${prefix_args[@]}" --system kvm; fi
 if [ "$WITH_DOCKER" = 1 ] && [ -z "$(group_gid docker)" ]; then run "group docker" groupadd "${prefix_args[@]}" --system docker; fi
+# Steps 5 and 6 for each instance (the loop's body is not indented, as in steps 8 and 11: it holds file contents).
+for ((i = 1; i <= INSTANCES; i++)); do
+select_instance "$i"
 if [ -z "$uid" ]; then
-  run "user $RUNNER_USER (groups $want_groups, home $home)" useradd "${prefix_args[@]}" --system --user-group --create-home --home-dir "$home" --shell /bin/bash --groups "$want_groups" "$RUNNER_USER"
-  uid=$(passwd_field "$RUNNER_USER" 3)
+  run "user $RUSER (groups $want_groups, home $home)" useradd "${prefix_args[@]}" --system --user-group --create-home --home-dir "$home" --shell /bin/bash --groups "$want_groups" "$RUSER"
+  select_instance "$i"
 else
-  have=$(user_groups "$RUNNER_USER")
+  have=$(user_groups "$RUSER")
   # Converge on the wanted groups: kvm added, docker removed unless --with-docker; others kept.
   target=$( { echo "$have" | tr , '\n' | grep -vxE 'docker|kvm' || true; echo "$want_groups" | tr , '\n'; } | grep -v '^$' | sort -u | paste -sd, -)
-  if [ "$have" = "$target" ]; then say ok "user $RUNNER_USER (groups $have)"
-  else run "user $RUNNER_USER groups $have -> $target" usermod "${prefix_args[@]}" -G "$target" "$RUNNER_USER"; fi
+  if [ "$have" = "$target" ]; then say ok "user $RUSER (groups $have)"
+  else run "user $RUSER groups $have -> $target" usermod "${prefix_args[@]}" -G "$target" "$RUSER"; fi
 fi
-gid=$(passwd_field "$RUNNER_USER" 4)
-owner="${uid:-0}:${gid:-0}"
 # Its own store, run cache and profiles: firebuild's defaults for a non-root user.
 put_dir "$(p "$home")" 750 "$owner"
 for d in .config .config/firebuild .config/firebuild/profiles .local .local/share .local/share/firebuild; do put_dir "$(p "$home/$d")" 700 "$owner"; done
 
-# /dev/kvm read-write for group kvm (Debian's default; hosts that differ get it from this rule at boot).
-put_file "$(p /etc/udev/rules.d/65-firebuild-kvm.rules)" 644 'KERNEL=="kvm", GROUP="kvm", MODE="0660", OPTIONS+="static_node=kvm"'
 
-# ---------------------------------------------------------------------------------------------------
 # 6. The runner's files (before firebuild: its bundled node may be the one firebuild runs with).
 if [ "$SKIP_RUNNER" = 1 ]; then say ok "runner (skipped)"
 elif runner_present; then say ok "runner present in $rdir (it updates itself)"
@@ -311,6 +380,11 @@ else
     say changed "actions/runner $RUNNER_VERSION linux-$RUNNER_ARCH in $rdir (sha256 verified; auto-update on)"
   fi
 fi
+done
+select_instance 1
+
+# /dev/kvm read-write for group kvm (Debian's default; hosts that differ get it from this rule at boot).
+put_file "$(p /etc/udev/rules.d/65-firebuild-kvm.rules)" 644 'KERNEL=="kvm", GROUP="kvm", MODE="0660", OPTIONS+="static_node=kvm"'
 
 # ---------------------------------------------------------------------------------------------------
 # 7. firebuild itself, root-owned, from this checkout's tracked files; `firebuild` on PATH.
@@ -371,7 +445,6 @@ exit 2"
 # ---------------------------------------------------------------------------------------------------
 # 8. What needs root, only with --privileged-vms: Firecracker and the jailer, CNI networks, cgroups,
 #    all through one root-owned entry point (firebuild-priv) the runner user may sudo, nothing else.
-priv=$(p /usr/local/libexec/firebuild-priv)
 sudoers=$(p /etc/sudoers.d/firebuild)
 priv_conf=$(p /etc/firebuild/priv)
 if [ "$PRIVILEGED" = 1 ]; then
@@ -395,7 +468,7 @@ if [ "$PRIVILEGED" = 1 ]; then
     echo "$FIRECRACKER_VERSION" > "$(p /usr/local/lib/firebuild/firecracker.version)"
     say changed "firecracker and jailer $FIRECRACKER_VERSION"
   fi
-  for d in /var/lib/firebuild /var/lib/firebuild/run /srv/jailer; do put_dir "$(p $d)" 700; done
+  for d in /var/lib/firebuild /srv/jailer; do put_dir "$(p $d)" 700; done
   put_dir "$(p /etc/firebuild)" 755
   put_dir "$priv_conf" 700
   conflist() {
@@ -410,27 +483,45 @@ if [ "$PRIVILEGED" = 1 ]; then
 }
 EOF
   }
-  put_file "$(p /etc/cni/conf.d/60-machine-builds.conflist)" 644 "$(conflist machine-builds fcbuild0 192.168.128.0/24)"
-  put_file "$(p /etc/cni/conf.d/61-machines.conflist)" 644 "$(conflist machines fcrun0 192.168.127.0/24)"
+  sudoers_rules=""
+  for ((i = 1; i <= INSTANCES; i++)); do
+  select_instance "$i"
+  put_dir "$(p "/var/lib/firebuild/run$SFX")" 700
+  if [ "$INSTANCES" = 1 ]; then
+    put_file "$(p /etc/cni/conf.d/60-machine-builds.conflist)" 644 "$(conflist machine-builds fcbuild0 192.168.128.0/24)"
+    put_file "$(p /etc/cni/conf.d/61-machines.conflist)" 644 "$(conflist machines fcrun0 192.168.127.0/24)"
+    instance_keys=""
+  else
+    # Each instance its own networks (names, bridges, /24s), port range and cgroup subtree; the kernels
+    # the instances share (root's, read only) after its own.
+    put_file "$(p "/etc/cni/conf.d/60-$BUILD_NET.conflist")" 644 "$(conflist "$BUILD_NET" "$BUILD_BRIDGE" "$BUILD_SUBNET")"
+    put_file "$(p "/etc/cni/conf.d/61-$RUN_NET.conflist")" 644 "$(conflist "$RUN_NET" "$RUN_BRIDGE" "$RUN_SUBNET")"
+    instance_keys=",
+  \"port-range\": \"$PORT_LOW-$PORT_HIGH\",
+  \"cgroup-parent\": \"$CGROUP_PARENT\",
+  \"cni-network-aliases\": { \"machines\": \"$RUN_NET\", \"machine-builds\": \"$BUILD_NET\" }"
+  fi
+  shared_key=""; [ "$INSTANCES" = 1 ] || shared_key=",
+    \"shared-kernel-storage-root\": \"$(p $SHARED_KERNELS)\""
   # Root's own run cache; images are read from the runner user's store (what its builds made).
-  put_file "$priv_conf/privileged.json" 600 "{
+  put_file "$priv_conf/privileged$SFX.json" 600 "{
   \"schema-version\": 1,
   \"name\": \"privileged\",
   \"binary-firecracker\": \"$fc\",
   \"binary-jailer\": \"$jailer\",
   \"chroot-base\": \"$(p /srv/jailer)\",
-  \"run-cache\": \"$(p /var/lib/firebuild/run)\",
+  \"run-cache\": \"$(p "/var/lib/firebuild/run$SFX")\",
   \"storage-provider\": \"directory\",
   \"storage-provider-property-string\": {
     \"rootfs-storage-root\": \"$(p "$home")/.local/share/firebuild/rootfs\",
-    \"kernel-storage-root\": \"$(p "$home")/.local/share/firebuild/kernels\"
-  }
+    \"kernel-storage-root\": \"$(p "$home")/.local/share/firebuild/kernels\"$shared_key
+  }$instance_keys
 }"
   put_file "$priv" 755 "#!/bin/sh
 # firebuild-priv: the runner user's only way to root (/etc/sudoers.d/firebuild allows this script, nothing
 # else). It runs the root-owned firebuild with the root profile for the VM subcommands only, and refuses
 # every flag that would let the caller choose a binary, a profile or a host file root then reads.
-# FIREBUILD_ACTING_UID is the store's owner ($RUNNER_USER, uid ${uid:-?}), whoever calls this: root then
+# FIREBUILD_ACTING_UID is the store's owner ($RUSER, uid ${uid:-?}), whoever calls this: root then
 # reads that store without following a symlink and only files of that uid or root (docs/runner-setup.md).
 set -eu
 sub=\${1:-}
@@ -442,52 +533,69 @@ shift
 for a in \"\$@\"; do
   [ \"\$a\" = -- ] && break
   case \"\$a\" in
-    --profile|--profile=*|--profile-conf-dir*|--binary-*|--chroot-base*|--run-cache*|--storage-provider*|--cni-conf-dir*|--cni-bin-dir*|--env-file*|--identity-file*|--jailer-uid*|--jailer-gid*|--tracing-*)
-      echo \"firebuild-priv: \${a%%=*} is not allowed: the root profile $priv_conf/privileged.json decides it\" >&2; exit 2 ;;
+    --profile|--profile=*|--profile-conf-dir*|--binary-*|--chroot-base*|--run-cache*|--storage-provider*|--cni-conf-dir*|--cni-bin-dir*|--env-file*|--identity-file*|--jailer-uid*|--jailer-gid*|--tracing-*|--port-range*|--cgroup-parent*|--cni-network-alias*)
+      echo \"firebuild-priv: \${a%%=*} is not allowed: the root profile $priv_conf/privileged$SFX.json decides it\" >&2; exit 2 ;;
   esac
 done
 [ \"\$(id -u)\" = 0 ] || { echo 'firebuild-priv: run it as sudo -n $priv' >&2; exit 2; }
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root FIREBUILD_HOME=$(p /var/lib/firebuild) FIREBUILD_ACTING_UID=${uid:-}
-exec $fb \"\$sub\" --profile-conf-dir $priv_conf --profile privileged \"\$@\""
-  sudoers_text="# Written by firebuild's runner-setup (--privileged-vms): the runner user may run firebuild-priv as root,
-# and nothing else; the script allows only firebuild's VM subcommands with the root profile.
+exec $fb \"\$sub\" --profile-conf-dir $priv_conf --profile privileged$SFX \"\$@\""
+  sudoers_rules="$sudoers_rules
 Defaults!$priv env_reset
-$RUNNER_USER ALL=(root) NOPASSWD: $priv"
+$RUSER ALL=(root) NOPASSWD: $priv"
+  done
+  select_instance 1
+  sudoers_text="# Written by firebuild's runner-setup (--privileged-vms): the runner user may run firebuild-priv as root,
+# and nothing else; the script allows only firebuild's VM subcommands with the root profile.$sudoers_rules"
   if [ -f "$sudoers" ] && [ "$(cat "$sudoers")" = "$sudoers_text" ] && [ "$(stat -c %a "$sudoers")" = 440 ]; then say ok "$sudoers"
-  elif [ "$DRY" = 1 ]; then say would "write $sudoers (NOPASSWD for $priv only)"
+  elif [ "$DRY" = 1 ]; then say would "write $sudoers (NOPASSWD for $(p /usr/local/libexec)/firebuild-priv$([ "$INSTANCES" = 1 ] || echo '-<instance>') only)"
   else
     mkdir -p "$(dirname "$sudoers")"
     printf '%s\n' "$sudoers_text" > "$sudoers.tmp.$$"; chmod 440 "$sudoers.tmp.$$"
     # A broken sudoers file would lock root out of sudo: validate before it goes in place.
-    if command -v visudo >/dev/null 2>&1 && ! visudo -cqf "$sudoers.tmp.$$" >/dev/null 2>&1; then rm -f "$sudoers.tmp.$$"; die "the sudoers rule for $priv does not validate (visudo -cf): not installed"; fi
+    if command -v visudo >/dev/null 2>&1 && ! visudo -cqf "$sudoers.tmp.$$" >/dev/null 2>&1; then rm -f "$sudoers.tmp.$$"; die "the sudoers rule for firebuild-priv does not validate (visudo -cf): not installed"; fi
     mv "$sudoers.tmp.$$" "$sudoers"
     say changed "$sudoers"
   fi
 else
   # Unprivileged: no Firecracker, no CNI, no sudo rule (one left by an earlier --privileged-vms goes).
-  if [ -e "$sudoers" ] || [ -e "$priv" ]; then run "remove $sudoers and $priv (no --privileged-vms)" rm -f "$sudoers" "$priv"
+  privs=()
+  for ((i = 1; i <= INSTANCES; i++)); do select_instance "$i"; [ ! -e "$priv" ] || privs+=("$priv"); done
+  select_instance 1
+  if [ -e "$sudoers" ] || [ "${#privs[@]}" -gt 0 ]; then run "remove $sudoers and ${privs[*]:-firebuild-priv} (no --privileged-vms)" rm -f "$sudoers" "${privs[@]}"
   else say ok "no sudo rule (unprivileged: QEMU, user-mode networking, the store under $home)"; fi
 fi
 
 # ---------------------------------------------------------------------------------------------------
-# 9. A guest kernel in the runner user's store.
+# 9. A guest kernel in the runner user's store; with --instances > 1 one kernel for all of them, root's, in
+#    a directory every instance reads (FIREBUILD_SHARED_KERNELS) and none can write.
 # Run a command as the runner user (its uid may exist only under --root: setpriv needs no passwd entry).
 as_runner() {
   local gids groups=(--clear-groups)
-  gids=$(for g in $(user_groups "$RUNNER_USER" | tr , ' '); do group_gid "$g"; done | paste -sd, -)
+  gids=$(for g in $(user_groups "$RUSER" | tr , ' '); do group_gid "$g"; done | paste -sd, -)
   [ -z "$gids" ] || groups=(--groups="$gids")
-  (export HOME="$(p "$home")" USER="$RUNNER_USER" LOGNAME="$RUNNER_USER" && exec setpriv --reuid="$uid" --regid="$gid" "${groups[@]}" -- "$@")
+  (export HOME="$(p "$home")" USER="$RUSER" LOGNAME="$RUSER" && exec setpriv --reuid="$uid" --regid="$gid" "${groups[@]}" -- "$@")
 }
-debian_kernel() { (cd "$(p "$home")" && as_runner "$fb" kernel build --id default --version 6.1); }
+# The kernel's builder: the runner user into its store; with instances root into the shared directory.
+as_builder() {
+  if [ "$INSTANCES" = 1 ]; then as_runner "$@"; else (export FIREBUILD_HOME="$(dirname "$(p $SHARED_KERNELS)")" && exec "$@"); fi
+}
+kernel_dir=$(p "$home")/.local/share/firebuild/kernels
+if [ "$INSTANCES" -gt 1 ]; then
+  kernel_dir=$(p $SHARED_KERNELS)
+  put_dir "$(dirname "$kernel_dir")" 755
+  put_dir "$kernel_dir" 755
+fi
+debian_kernel() { (cd "$(dirname "$kernel_dir")" && as_builder "$fb" kernel build --id default --version 6.1); }
 ubuntu_kernel() {
   # Ubuntu ships its kernel source as a .tar.bz2 in a directory: unpacked once, built out of tree.
   local src; src=$(p /var/cache/firebuild-runner/linux-source-6.8.0)
   [ -f "$src/Makefile" ] || { mkdir -p "$src" && tar -xjf /usr/src/linux-source-6.8.0/linux-source-6.8.0.tar.bz2 -C "$src" --strip-components=1; }
-  (cd "$(p "$home")" && as_runner "$fb" kernel build --id default --source "$src")
+  (cd "$(dirname "$kernel_dir")" && as_builder "$fb" kernel build --id default --source "$src")
 }
 if [ "$SKIP_KERNEL" = 1 ]; then say ok "kernel (skipped)"
-elif [ "$ARCH" != x86_64 ]; then say warn "no kernel built: firebuild's kernel build is x86_64 only; import one with 'firebuild kernel import' as $RUNNER_USER"
-elif [ -f "$(p "$home")/.local/share/firebuild/kernels/default/metadata.json" ]; then say ok "kernel default"
+elif [ "$ARCH" != x86_64 ]; then say warn "no kernel built: firebuild's kernel build is x86_64 only; import one with 'firebuild kernel import' as $RUSER"
+elif [ -f "$kernel_dir/default/metadata.json" ]; then say ok "kernel default"
 elif [ "$OS" = ubuntu-24.04 ]; then run "kernel default (Ubuntu's linux-source-6.8.0, about 7 minutes on 2 cores)" ubuntu_kernel
 else run "kernel default (Debian's linux-source-6.1, about 7 minutes on 2 cores)" debian_kernel; fi
 
@@ -504,6 +612,8 @@ hook_text() {
 set -u
 rc=0
 EOF
+  # An instance's hooks act on its own store, run cache and cgroups only, whatever the job's environment.
+  instance_env | sed 's/^/export /' 
   # The release pool never runs a pull request's job, whatever labels its workflow asks for (a PR can
   # edit runs-on): a failing job-started hook fails the job before any step runs.
   if [ "$1" = started ] && [ "$POOL" = release ]; then cat <<'EOF'
@@ -522,23 +632,30 @@ EOF
   echo 'exit $rc'
 }
 put_dir "$hooks" 755
-put_file "$hooks/job-started.sh" 755 "$(hook_text started)"
-put_file "$hooks/job-completed.sh" 755 "$(hook_text completed)"
+for ((i = 1; i <= INSTANCES; i++)); do
+  select_instance "$i"
+  put_file "$hooks/job-started$SFX.sh" 755 "$(hook_text started)"
+  put_file "$hooks/job-completed$SFX.sh" 755 "$(hook_text completed)"
+done
 # The pool marker: what the release workflow's first step checks (root-owned; a job cannot change it).
 if [ -n "$POOL" ]; then put_dir "$(p /etc/firebuild)" 755; put_file "$(p /etc/firebuild/pool)" 644 "$POOL"
 elif [ -e "$(p /etc/firebuild/pool)" ]; then run "remove $(p /etc/firebuild/pool) (no --pool)" rm -f "$(p /etc/firebuild/pool)"; fi
 
 # ---------------------------------------------------------------------------------------------------
-# 11. Registration and the service.
+# 11. Registration and the service, for each instance.
+for ((i = 1; i <= INSTANCES; i++)); do
+select_instance "$i"
 if [ "$SKIP_RUNNER" = 1 ]; then say ok "registration (skipped)"
 else
-  name=${RUNNER_NAME:-$(hostname -s 2>/dev/null || hostname)}
+  name=${RUNNER_NAME:-$(hostname -s 2>/dev/null || hostname)}$SFX
   # The hooks, in the runner's .env (read by run.sh at every start; config.sh keeps what is there).
   if runner_present || [ "$DRY" = 0 ]; then
-    put_line "$rdir/.env" "ACTIONS_RUNNER_HOOK_JOB_STARTED=$hooks/job-started.sh"
-    put_line "$rdir/.env" "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=$hooks/job-completed.sh"
+    put_line "$rdir/.env" "ACTIONS_RUNNER_HOOK_JOB_STARTED=$hooks/job-started$SFX.sh"
+    put_line "$rdir/.env" "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=$hooks/job-completed$SFX.sh"
+    # An instance's jobs see its own store, run cache, port range, cgroup subtree and CNI networks.
+    while IFS= read -r line; do put_line "$rdir/.env" "$line"; done < <(instance_env)
     if [ "$DRY" = 0 ]; then chown "$owner" "$rdir/.env"; fi
-  else say would "set ACTIONS_RUNNER_HOOK_JOB_STARTED and ACTIONS_RUNNER_HOOK_JOB_COMPLETED in $rdir/.env"; fi
+  else say would "set ACTIONS_RUNNER_HOOK_JOB_STARTED and ACTIONS_RUNNER_HOOK_JOB_COMPLETED$([ "$INSTANCES" = 1 ] || echo ' and the instance settings (FIREBUILD_HOME, FIREBUILD_PORT_RANGE, FIREBUILD_CGROUP_PARENT, FIREBUILD_CNI_NETWORK_ALIASES, FIREBUILD_SHARED_KERNELS)') in $rdir/.env"; fi
   if [ "$EPHEMERAL" = 1 ]; then
     # The secret in a root-only file; systemd hands it to the service (LoadCredential) at every start.
     cred_name=token; [ -z "$JIT_FILE" ] || cred_name=jitconfig
@@ -548,9 +665,9 @@ else
     if [ -n "$SECRET" ]; then put_file "$cred" 600 "$SECRET"
     elif [ -f "$cred" ]; then say ok "$cred"
     else say would "write $cred (give --token-file or --jitconfig-file)"; fi
-    put_file "$hooks/runner-ephemeral.sh" 755 "#!/bin/sh
+    put_file "$hooks/runner-ephemeral$SFX.sh" 755 "#!/bin/sh
 # One job per start (the unit restarts it): a fresh registration, one job, exit. Started by systemd as
-# $RUNNER_USER with the secret in \$CREDENTIALS_DIRECTORY; it goes to the runner in its environment
+# $RUSER with the secret in \$CREDENTIALS_DIRECTORY; it goes to the runner in its environment
 # (ACTIONS_RUNNER_INPUT_*, which the runner reads and clears), never on a command line.
 set -eu
 cd $rdir
@@ -565,18 +682,18 @@ ACTIONS_RUNNER_INPUT_TOKEN=\$(cat \"\$cred/token\"); export ACTIONS_RUNNER_INPUT
 ./config.sh --unattended --ephemeral --replace --url '$URL' --labels '$LABELS' --name \"$name-\$(date +%s)\"
 unset ACTIONS_RUNNER_INPUT_TOKEN
 exec ./run.sh"
-    unit=$(p /etc/systemd/system/firebuild-runner.service)
+    unit=$(p "/etc/systemd/system/firebuild-runner$SFX.service")
     put_file "$unit" 644 "[Unit]
 Description=GitHub Actions runner for firebuild (ephemeral: one job per registration, restarted for the next)
 After=network-online.target
 Wants=network-online.target
 
 [Service]
-User=$RUNNER_USER
+User=$RUSER
 WorkingDirectory=$rdir
 LoadCredential=$cred_name:$cred
-ExecStartPre=$hooks/job-completed.sh
-ExecStart=$hooks/runner-ephemeral.sh
+ExecStartPre=$hooks/job-completed$SFX.sh
+ExecStart=$hooks/runner-ephemeral$SFX.sh
 Restart=always
 RestartSec=5
 KillSignal=SIGINT
@@ -584,16 +701,18 @@ TimeoutStopSec=5min
 
 [Install]
 WantedBy=multi-user.target"
-    if [ -n "$ROOT" ] || ! command -v systemctl >/dev/null 2>&1; then say ok "service start (left to systemctl enable --now firebuild-runner: no systemd here or --root)"
-    elif systemctl is-enabled --quiet firebuild-runner.service 2>/dev/null; then say ok "firebuild-runner.service enabled"
-    else run "enable and start firebuild-runner.service" sh -c 'systemctl daemon-reload && systemctl enable --now firebuild-runner.service'; fi
+    svc=firebuild-runner$SFX.service
+    if [ -n "$ROOT" ] || ! command -v systemctl >/dev/null 2>&1; then say ok "service start (left to systemctl enable --now ${svc%.service}: no systemd here or --root)"
+    elif systemctl is-enabled --quiet "$svc" 2>/dev/null; then say ok "$svc enabled"
+    else run "enable and start $svc" sh -c "systemctl daemon-reload && systemctl enable --now $svc"; fi
   elif registered; then say ok "runner registered ($rdir)"
-  elif [ "$DRY" = 1 ]; then say would "register the runner at ${URL:-<url>} with labels $LABELS as $RUNNER_USER (token from ${TOKEN_FILE:-<--token-file>}, passed in the environment) and install its service (svc.sh)"
+  elif [ "$DRY" = 1 ]; then say would "register the runner at ${URL:-<url>} with labels $LABELS as $RUSER (token from ${TOKEN_FILE:-<--token-file>}, passed in the environment) and install its service (svc.sh)"
   else
     (export ACTIONS_RUNNER_INPUT_TOKEN=$SECRET; cd "$rdir" && as_runner ./config.sh --unattended --url "$URL" --labels "$LABELS" --name "$name" --replace) >/dev/null \
       || die "config.sh could not register the runner at $URL (is the token valid and unexpired?)"
-    (cd "$rdir" && ./svc.sh install "$RUNNER_USER" && ./svc.sh start) >/dev/null || die "svc.sh could not install the runner's service"
+    (cd "$rdir" && ./svc.sh install "$RUSER" && ./svc.sh start) >/dev/null || die "svc.sh could not install the runner's service"
     say changed "runner registered at $URL and its service started"
   fi
 fi
+done
 echo "runner-setup: done"

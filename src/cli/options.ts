@@ -57,7 +57,10 @@ export function withSettingsOptions(cmd: Command): Command {
     .option('--no-tracing-enable', 'disable tracing')
     .option('--tracing-collector-host-port <host:port>', 'tracing collector address')
     .option('--tracing-log-enable', 'log trace spans')
-    .option('--no-tracing-log-enable', 'do not log trace spans');
+    .option('--no-tracing-log-enable', 'do not log trace spans')
+    .option('--port-range <low-high>', 'host ports VMs may publish: auto ports are picked in it, fixed ones must lie in it (env FIREBUILD_PORT_RANGE)')
+    .option('--cgroup-parent <path>', "the cgroup subtree of this user's VMs, under the cgroup2 mount (default firebuild; env FIREBUILD_CGROUP_PARENT)")
+    .option('--cni-network-alias <name=network>', 'attach to NETWORK when CNI network NAME is asked for, repeatable; with aliases, other names are refused (env FIREBUILD_CNI_NETWORK_ALIASES, comma separated)', collect);
 }
 
 /** --registry-mirror: on `rootfs` (the vm engine's FROM) and on `profile-create` (kept in the profile). */
@@ -75,6 +78,7 @@ export function settingsFlags(o: SettingsCliOpts): SettingsFlags {
   const keys: (keyof SettingsFlags)[] = [
     'binaryFirecracker', 'binaryJailer', 'chrootBase', 'runCache', 'storageProvider', 'storageProviderPropertyString',
     'storageProviderPropertyInt64', 'tracingEnable', 'tracingCollectorHostPort', 'tracingLogEnable', 'registryMirror',
+    'portRange', 'cgroupParent', 'cniNetworkAlias',
   ];
   for (const k of keys) if (o[k] !== undefined) (f as Record<string, unknown>)[k] = o[k];
   return f;

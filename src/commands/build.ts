@@ -372,7 +372,7 @@ export async function buildImage(b: ImageBuild, env: { settings: Settings; stora
     ...(b.sshAgents?.length ? { sshAgents: b.sshAgents } : {}),
   };
   if (b.engine === 'vm') {
-    const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache };
+    const vm = { ...(await vmSettingsFor(b.machine, env.settings)), runCache: env.settings.runCache, cgroupParent: env.settings.cgroupParent };
     const [{ buildWithVm, DEFAULT_CACHE_MAX_BYTES }, { RegistryCaches }, { StepCache }] = await Promise.all([import('../engine/vm-engine.js'), import('../engine/registry-step-cache.js'), import('../engine/step-cache.js')]);
     // --cache-from/--cache-to are read (syntax, credentials) before anything is built; --no-cache asks none of them.
     const registry = b.noCache ? undefined : await RegistryCaches.open({ ...(b.cacheFrom ? { from: b.cacheFrom } : {}), ...(b.cacheTo ? { to: b.cacheTo } : {}), maxEntryBytes: DEFAULT_CACHE_MAX_BYTES }, log);

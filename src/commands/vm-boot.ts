@@ -1,4 +1,5 @@
 import * as fsp from 'node:fs/promises';
+import { checkNotEphemeral, parseEphemeralRange } from '../profile/instance.js';
 import type { Settings } from '../profile/settings.js';
 import { launchVm, type LaunchSpec } from '../runtime/launch.js';
 import { RunCache, type VmState } from '../runtime/state.js';
@@ -36,7 +37,7 @@ export interface BootRequest extends Pick<LaunchSpec, 'from' | 'name' | 'vmlinux
 }
 
 export function runCacheOf(settings: Settings): RunCache {
-  return new RunCache(settings.runCache, { actingUid: actingUid() });
+  return new RunCache(settings.runCache, { actingUid: actingUid(), cgroupParent: settings.cgroupParent });
 }
 
 export function parseEnvFile(text: string, file: string): string[] {
@@ -92,6 +93,11 @@ async function authorizedKeysOf(file: string): Promise<string> {
  */
 export async function bootVm(r: BootRequest, ctx: VmContext, log: Logger): Promise<VmState> {
   const vm = await vmSettingsFor(r.machine, ctx.settings);
+  if (vm.portRange && r.ports.length) {
+    const from = ctx.settings.origin['port-range'] === 'default' ? 'FIREBUILD_PORT_RANGE' : ctx.settings.origin['port-range'] === 'flag' ? '--port-range' : `profile ${ctx.settings.profile ?? ''}'s port-range`;
+    const text = await fsp.readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '');
+    checkNotEphemeral(vm.portRange, parseEphemeralRange(text), from);
+  }
   const { env: _env, envFiles: _files, identityFile, ports, machine: _machine, ipAddress, ...rest } = r;
   return launchVm({
     ...rest,

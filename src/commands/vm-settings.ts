@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { resolveCniNetwork } from '../profile/instance.js';
 import type { Settings } from '../profile/settings.js';
 import type { FirecrackerMode } from '../vmm/firecracker-run.js';
 import { cniBinDir, type NetworkMode } from '../net/network.js';
@@ -22,7 +23,7 @@ export interface VmChoice {
   firecrackerMode?: FirecrackerMode;
 }
 
-export type VmSettings = Pick<LaunchSpec, 'network' | 'backend' | 'firecracker'> & { cni?: LaunchSpec['cni'] };
+export type VmSettings = Pick<LaunchSpec, 'network' | 'backend' | 'firecracker'> & { cni?: LaunchSpec['cni']; portRange?: LaunchSpec['portRange'] };
 
 /** The runtime's VM settings of a choice and the profile's settings (Firecracker's binaries and chroot base come from the profile). */
 export async function vmSettingsFor(c: VmChoice, settings: Settings): Promise<VmSettings> {
@@ -37,6 +38,8 @@ export async function vmSettingsFor(c: VmChoice, settings: Settings): Promise<Vm
   const network: NetworkMode = c.cni ? 'cni' : (c.network ?? (backend === 'firecracker' ? 'none' : 'user'));
   return {
     backend, network, firecracker,
-    ...(c.cni ? { cni: { network: c.cni.network, confDir: path.resolve(c.cni.confDir), binDir: await cniBinDir(c.cni.binDir) } } : {}),
+    // A runner instance's aliases turn the shared name a workflow asks for into the instance's own network.
+    ...(c.cni ? { cni: { network: resolveCniNetwork(c.cni.network, settings.cniNetworkAliases), confDir: path.resolve(c.cni.confDir), binDir: await cniBinDir(c.cni.binDir) } } : {}),
+    ...(settings.portRange ? { portRange: settings.portRange } : {}),
   };
 }

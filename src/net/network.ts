@@ -16,6 +16,9 @@ import { exists } from '../util/fs.js';
 export type NetworkMode = 'user' | 'user-host' | 'none' | 'cni';
 export const NETWORK_MODES = ['user', 'user-host', 'none'] as const;
 
+/** Host ports one user of the host may publish (profile/instance.ts parses it). */
+export interface PortRange { low: number; high: number }
+
 export interface PortSpec { proto: 'tcp' | 'udp'; hostAddr: string; hostPort: number; guestPort: number }
 
 /** Where host-wide locks live (iptables changes). */
@@ -46,20 +49,26 @@ export function formatPort(p: PortSpec): string {
 }
 
 /**
- * Auto host ports (hostPort 0) made concrete: the kernel picks a free port for each, all held at once so
- * two auto ports never get the same one, then released for the VMM (or slirp4netns, or the DNAT rule) to
- * take a moment later. Fixed ports pass through unchanged.
+ * Auto host ports (hostPort 0) made concrete: a free port for each, all held at once so two auto ports
+ * never get the same one, then released for the VMM (or slirp4netns, or the DNAT rule) to take a moment
+ * later. Without a range the kernel picks; with one (a runner instance's port range, so instances sharing a
+ * host never take each other's ports) the ports of the range are tried from a random one on, and a fixed
+ * host port outside it is refused. Fixed ports pass through unchanged.
  */
-export async function pickHostPorts(ports: PortSpec[]): Promise<PortSpec[]> {
+export async function pickHostPorts(ports: PortSpec[], range?: PortRange, from = 'the port range'): Promise<PortSpec[]> {
   const held: (() => Promise<void>)[] = [];
   try {
     const out: PortSpec[] = [];
     for (const p of ports) {
       if (p.hostPort !== 0) {
+        if (range && (p.hostPort < range.low || p.hostPort > range.high)) {
+          throw new UserError(`host port ${p.hostPort} is outside ${from} ${range.low}-${range.high}: publish auto:${p.guestPort} (a free port of the range) or a host port in it`);
+        }
         out.push(p);
         continue;
       }
-      const { port, close } = p.proto === 'udp' ? await holdUdp(p.hostAddr) : await holdTcp(p.hostAddr);
+      const hold = p.proto === 'udp' ? holdUdp : holdTcp;
+      const { port, close } = range ? await holdInRange(p, range, from, hold) : await hold(p.hostAddr, 0);
       held.push(close);
       out.push({ ...p, hostPort: port });
     }
@@ -69,21 +78,30 @@ export async function pickHostPorts(ports: PortSpec[]): Promise<PortSpec[]> {
   }
 }
 
-function holdTcp(host: string): Promise<{ port: number; close: () => Promise<void> }> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', (e) => reject(new UserError(`no free TCP port on ${host}: ${e.message}`)));
-    srv.listen(0, host, () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => new Promise((r) => srv.close(() => r())) }));
-  });
+type Hold = (host: string, port: number) => Promise<{ port: number; close: () => Promise<void> }>;
+
+async function holdInRange(p: PortSpec, range: PortRange, from: string, hold: Hold): Promise<{ port: number; close: () => Promise<void> }> {
+  const size = range.high - range.low + 1;
+  const start = Math.floor(Math.random() * size);
+  for (let i = 0; i < size; i++) {
+    const port = range.low + ((start + i) % size);
+    const got = await hold(p.hostAddr, port).catch(() => undefined);
+    if (got) return got;
+  }
+  throw new UserError(`no free ${p.proto.toUpperCase()} port on ${p.hostAddr} in ${from} ${range.low}-${range.high}: stop VMs that hold ports of it (firebuild ls) or widen the range`);
 }
 
-function holdUdp(host: string): Promise<{ port: number; close: () => Promise<void> }> {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
-    sock.once('error', (e) => reject(new UserError(`no free UDP port on ${host}: ${e.message}`)));
-    sock.bind(0, host, () => resolve({ port: sock.address().port, close: () => new Promise((r) => sock.close(() => r())) }));
-  });
-}
+const holdTcp: Hold = (host, want) => new Promise((resolve, reject) => {
+  const srv = net.createServer();
+  srv.once('error', (e) => reject(new UserError(`no free TCP port on ${host}: ${e.message}`)));
+  srv.listen(want, host, () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => new Promise((r) => srv.close(() => r())) }));
+});
+
+const holdUdp: Hold = (host, want) => new Promise((resolve, reject) => {
+  const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+  sock.once('error', (e) => reject(new UserError(`no free UDP port on ${host}: ${e.message}`)));
+  sock.bind(want, host, () => resolve({ port: sock.address().port, close: () => new Promise((r) => sock.close(() => r())) }));
+});
 
 /** `--cni-bin-dir`, or the first of the usual places that exists. */
 export async function cniBinDir(flag?: string): Promise<string> {

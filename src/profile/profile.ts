@@ -31,6 +31,10 @@ export const ProfileSchema = z.object({
   'tracing-collector-host-port': z.string().default('127.0.0.1:6831'),
   'tracing-log-enable': z.boolean().default(false),
   'registry-mirrors': z.array(z.string()).optional(),
+  // A runner instance sharing its host (docs/runner-setup.md, "Several runners per host").
+  'port-range': z.string().optional(),
+  'cgroup-parent': z.string().optional(),
+  'cni-network-aliases': z.record(z.string(), z.string()).optional(),
 });
 export type Profile = z.infer<typeof ProfileSchema>;
 
@@ -159,7 +163,10 @@ export function profileFromSettings(name: string, s: Settings): Profile {
     'chroot-base': s.chrootBase,
     'run-cache': s.runCache,
     'storage-provider': s.storageProvider,
-    'storage-provider-property-string': Object.fromEntries(Object.entries(s.storageProperties).map(([k, v]) => [k, k.endsWith('-root') ? path.resolve(v) : v])),
+    // The shared kernel root from FIREBUILD_SHARED_KERNELS stays the environment's, as the other instance settings.
+    'storage-provider-property-string': Object.fromEntries(Object.entries(s.storageProperties)
+      .filter(([k]) => k !== 'shared-kernel-storage-root' || s.origin[`storage-provider-property-string.${k}`] !== 'default')
+      .map(([k, v]) => [k, k.endsWith('-root') ? path.resolve(v) : v])),
     'storage-provider-property-int64': s.storagePropertiesInt64,
     'tracing-enable': s.tracingEnable,
     'tracing-collector-host-port': s.tracingCollectorHostPort,
@@ -169,5 +176,9 @@ export function profileFromSettings(name: string, s: Settings): Profile {
   if (s.binaryJailer) p['binary-jailer'] = s.binaryJailer;
   // Only mirrors given as flags: FIREBUILD_REGISTRY_MIRRORS stays the host's default, not baked into the profile.
   if (s.origin['registry-mirrors'] === 'flag') p['registry-mirrors'] = s.registryMirrors;
+  // Likewise the instance settings: from the environment (a runner instance's .env) they stay its own.
+  if (s.origin['port-range'] === 'flag' && s.portRange) p['port-range'] = `${s.portRange.low}-${s.portRange.high}`;
+  if (s.origin['cgroup-parent'] === 'flag') p['cgroup-parent'] = s.cgroupParent;
+  if (s.origin['cni-network-aliases'] === 'flag') p['cni-network-aliases'] = s.cniNetworkAliases;
   return p;
 }

@@ -7,6 +7,7 @@ import { DirectoryStorage } from '../store/directory.js';
 import type { StorageProvider } from '../store/provider.js';
 import { MAX_SOCKET_PATH, jailerSocketPath, jailerSocketPathLength, VMM_ID_LENGTH } from '../vmm/jail-paths.js';
 import { defaultHome } from './paths.js';
+import { DEFAULT_CGROUP_PARENT, parseCgroupParent, parseCniAliases, parsePortRange, type PortRange } from './instance.js';
 // profile.js (its zod schema) loads only when a profile is read: most commands run without --profile.
 import type { Profile } from './profile.js';
 
@@ -24,6 +25,12 @@ export interface SettingsFlags {
   tracingLogEnable?: boolean;
   /** --registry-mirror, repeatable: docker.io mirrors, in order. */
   registryMirror?: string[];
+  /** --port-range LOW-HIGH: the host ports VMs may publish (auto ports are picked in it). */
+  portRange?: string;
+  /** --cgroup-parent: the cgroup subtree of this user's VMs. */
+  cgroupParent?: string;
+  /** --cni-network-alias NAME=NETWORK, repeatable. */
+  cniNetworkAlias?: string[];
 }
 
 export type Origin = 'flag' | 'profile' | 'default';
@@ -42,14 +49,27 @@ export interface Settings {
   tracingLogEnable: boolean;
   /** docker.io mirrors (`http(s)://host[:port]`), asked in order before docker.io itself, as dockerd's `registry-mirrors`. */
   registryMirrors: string[];
+  /** Host ports VMs may publish; undefined: any (auto ports from the kernel's free ports). */
+  portRange?: PortRange;
+  /** The cgroup subtree (under the cgroup2 mount) holding one cgroup per VM. */
+  cgroupParent: string;
+  /** CNI network names as asked (`machines`) to this user's networks (`machines-2`); empty: names as asked. */
+  cniNetworkAliases: Record<string, string>;
   /** Where each value came from: a flag beats the profile, which beats the built-in default. */
   origin: Record<string, Origin>;
 }
 
 export const STORAGE_DIRECTORY = 'directory';
 
+/**
+ * The built-in defaults, several of them from the environment: FIREBUILD_HOME (store, run cache), and for a
+ * runner instance sharing its host (docs/runner-setup.md, "Several runners per host") FIREBUILD_PORT_RANGE,
+ * FIREBUILD_CGROUP_PARENT, FIREBUILD_CNI_NETWORK_ALIASES and FIREBUILD_SHARED_KERNELS.
+ */
 export function builtinDefaults(env: NodeJS.ProcessEnv = process.env): Omit<Settings, 'origin' | 'profile'> {
   const home = defaultHome(env);
+  const shared = env.FIREBUILD_SHARED_KERNELS;
+  if (shared !== undefined && shared !== '' && !path.isAbsolute(shared)) throw new UserError(`FIREBUILD_SHARED_KERNELS '${shared}' is not an absolute path: give the shared kernel directory, e.g. /var/lib/firebuild-shared/kernels`);
   return {
     chrootBase: env.FIREBUILD_CHROOT_BASE ?? '/srv/jailer',
     runCache: path.join(home, 'run'),
@@ -57,13 +77,24 @@ export function builtinDefaults(env: NodeJS.ProcessEnv = process.env): Omit<Sett
     storageProperties: {
       'rootfs-storage-root': path.join(home, 'rootfs'),
       'kernel-storage-root': path.join(home, 'kernels'),
+      ...(shared ? { [SHARED_KERNEL_ROOT]: shared } : {}),
     },
     storagePropertiesInt64: {},
     tracingEnable: false,
     tracingCollectorHostPort: '127.0.0.1:6831',
     tracingLogEnable: false,
     registryMirrors: parseRegistryMirrors((env.FIREBUILD_REGISTRY_MIRRORS ?? '').split(',').map((m) => m.trim()).filter(Boolean), 'FIREBUILD_REGISTRY_MIRRORS'),
+    ...(env.FIREBUILD_PORT_RANGE ? { portRange: parsePortRange(env.FIREBUILD_PORT_RANGE, 'FIREBUILD_PORT_RANGE') } : {}),
+    cgroupParent: env.FIREBUILD_CGROUP_PARENT ? parseCgroupParent(env.FIREBUILD_CGROUP_PARENT, 'FIREBUILD_CGROUP_PARENT') : DEFAULT_CGROUP_PARENT,
+    cniNetworkAliases: parseCniAliases(splitList(env.FIREBUILD_CNI_NETWORK_ALIASES), 'FIREBUILD_CNI_NETWORK_ALIASES'),
   };
+}
+
+/** The directory storage's read-only second kernel root: kernels looked up there after the store's own. */
+export const SHARED_KERNEL_ROOT = 'shared-kernel-storage-root';
+
+function splitList(v: string | undefined): string[] {
+  return (v ?? '').split(',').map((m) => m.trim()).filter(Boolean);
 }
 
 /**
@@ -167,8 +198,29 @@ export function resolveSettings(flags: SettingsFlags, profile: Profile | undefin
       profile?.['registry-mirrors'] ? parseRegistryMirrors(profile['registry-mirrors'], `profile ${profile.name}'s registry-mirrors`) : undefined,
       defaults.registryMirrors,
     ),
+    cgroupParent: pick(
+      'cgroup-parent',
+      flags.cgroupParent !== undefined ? parseCgroupParent(flags.cgroupParent, '--cgroup-parent') : undefined,
+      profile?.['cgroup-parent'] !== undefined ? parseCgroupParent(profile['cgroup-parent'], `profile ${profile.name}'s cgroup-parent`) : undefined,
+      defaults.cgroupParent,
+    ),
+    cniNetworkAliases: pick(
+      'cni-network-aliases',
+      flags.cniNetworkAlias?.length ? parseCniAliases(flags.cniNetworkAlias, '--cni-network-alias') : undefined,
+      profile?.['cni-network-aliases'] ? parseCniAliases(Object.entries(profile['cni-network-aliases']).map(([k, v]) => `${k}=${v}`), `profile ${profile.name}'s cni-network-aliases`) : undefined,
+      defaults.cniNetworkAliases,
+    ),
     origin,
   };
+  const portRange = pickOptional(
+    'port-range',
+    flags.portRange !== undefined ? parsePortRange(flags.portRange, '--port-range') : undefined,
+    profile?.['port-range'] !== undefined ? parsePortRange(profile['port-range'], `profile ${profile.name}'s port-range`) : undefined,
+  ) ?? defaults.portRange;
+  if (portRange) {
+    s.portRange = portRange;
+    origin['port-range'] ??= 'default';
+  }
   const fc = pickOptional('binary-firecracker', flags.binaryFirecracker, profile?.['binary-firecracker']);
   const jailer = pickOptional('binary-jailer', flags.binaryJailer, profile?.['binary-jailer']);
   if (fc !== undefined) s.binaryFirecracker = path.resolve(fc);
@@ -196,9 +248,11 @@ export function openStorage(s: Settings): StorageProvider {
   };
   // Root reading the runner user's store for it (firebuild-priv sets FIREBUILD_ACTING_UID): every read checked.
   const acting = actingUid();
+  const shared = s.storageProperties[SHARED_KERNEL_ROOT];
   return new DirectoryStorage({
     rootfsRoot: need('rootfs-storage-root'),
     kernelRoot: need('kernel-storage-root'),
+    ...(shared ? { sharedKernelRoot: path.resolve(shared) } : {}),
     createRoots: s.origin['storage-provider-property-string.rootfs-storage-root'] === 'default' && acting === undefined,
     ...(acting === undefined ? {} : { actingUid: acting }),
   });

@@ -2,7 +2,8 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 
 /**
- * A cgroup v2 per VM, `<cgroup2 mount>/firebuild/<vmm-id>`: the VMM (QEMU, or the jailer and the
+ * A cgroup v2 per VM, `<cgroup2 mount>/firebuild/<vmm-id>` (or `<parent>/<vmm-id>` for a run cache with a
+ * cgroup parent of its own: runner instances sharing a host): the VMM (QEMU, or the jailer and the
  * Firecracker it execs) starts inside it, so whatever it forks stays inside, and `kill`/`purge` reap a
  * cancelled or orphaned VM with one write to `cgroup.kill` (Linux >= 5.14). Hosts without a writable
  * cgroup v2 hierarchy run VMs without one (the pid is then the only handle).
@@ -19,16 +20,20 @@ export async function cgroup2Mount(mounts = '/proc/mounts'): Promise<string | un
   return undefined;
 }
 
-/** Where the VM's cgroup is (or would be); undefined without a cgroup2 mount. */
-export async function vmCgroupPath(id: string): Promise<string | undefined> {
+/**
+ * Where the VM's cgroup is (or would be); undefined without a cgroup2 mount. `parent` is the subtree of the
+ * VM's run cache (a runner instance's own, FIREBUILD_CGROUP_PARENT; checked relative when it was read).
+ */
+export async function vmCgroupPath(id: string, parent = CGROUP_PARENT): Promise<string | undefined> {
   if (!/^[a-z0-9]{1,64}$/.test(id)) throw new Error(`invalid cgroup id ${id}`);
+  if (path.isAbsolute(parent) || parent.split('/').includes('..')) throw new Error(`invalid cgroup parent ${parent}`);
   const mount = await cgroup2Mount();
-  return mount ? path.join(mount, CGROUP_PARENT, id) : undefined;
+  return mount ? path.join(mount, parent, id) : undefined;
 }
 
 /** Make the VM's cgroup; undefined when the host has no usable cgroup v2 (with cgroup.kill). */
-export async function createVmCgroup(id: string): Promise<string | undefined> {
-  const dir = await vmCgroupPath(id);
+export async function createVmCgroup(id: string, parent = CGROUP_PARENT): Promise<string | undefined> {
+  const dir = await vmCgroupPath(id, parent);
   if (!dir) return undefined;
   try {
     await fsp.mkdir(dir, { recursive: true });

@@ -5,7 +5,7 @@ import { INIT_PATH, makeConfigDisk, prepareRootfs } from '../guest/prepare.js';
 import { TAP_PLUGIN, cniAdd, loadCniNetwork, tapFromResult, withTapPlugin } from '../net/cni.js';
 import { NETNS_DIR, TAP_NAME, addPortForwards, createNetns, linkMac, netnsName, redirectTap } from '../net/host.js';
 import { NS_ADDR, blockedRoutes, checkIsolatedNet, isolatedArgv, netLogReason, prepareIsolatedDir, publishPorts, readHostView } from '../net/isolated-user.js';
-import { CNI_IFNAME, DEFAULT_LOCK_DIR, USER_NET, pickHostPorts, type NetworkMode, type PortSpec } from '../net/network.js';
+import { CNI_IFNAME, DEFAULT_LOCK_DIR, USER_NET, pickHostPorts, type NetworkMode, type PortRange, type PortSpec } from '../net/network.js';
 import type { ImageConfig } from '../store/metadata.js';
 import { ACTING_MAX_BYTES, type StorageProvider, type StoredImage, type StoredKernel } from '../store/provider.js';
 import { diskFullError, requireFree } from '../util/disk-space.js';
@@ -44,6 +44,8 @@ export interface LaunchSpec {
   /** CNI networking (`--cni-network-name`); `ip` is `--ip-address`. */
   cni?: { network: string; confDir: string; binDir: string; ip?: string };
   ports: PortSpec[];
+  /** Host ports this VM may publish (a runner instance's, FIREBUILD_PORT_RANGE): auto ports are picked in it, fixed ones must lie in it. */
+  portRange?: PortRange;
   accel: string;
   backend: BackendChoice;
   firecracker?: FirecrackerSettings;
@@ -170,7 +172,7 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
   if (o.ports.length && o.network === 'none') throw new UserError('--port needs --network user or --cni-network-name');
   if (o.network === 'cni' && o.ports.some((p) => p.hostAddr.startsWith('127.'))) throw new UserError('--port on a loopback address needs --network user: with CNI publish on a host address or leave the host IP out');
   // Auto host ports (0) get a free port each; the chosen mapping is in the VM's state (`ls`, the smoke-test's `ports` output).
-  const ports = await pickHostPorts(o.ports);
+  const ports = await pickHostPorts(o.ports, o.portRange);
   for (const p of ports) if (!(await portFree(p))) throw new UserError(`port ${p.hostAddr}:${p.hostPort} is already in use: choose another host port`);
   const cniNet = o.network === 'cni' && o.cni ? await loadCniNetwork(o.cni.confDir, o.cni.network) : undefined;
   let accel: Accel = 'kvm';
@@ -211,7 +213,7 @@ async function launchFrom(o: LaunchSpec, image: StoredImage | undefined, kernel:
       await cache.create(state);
       o.onCreated?.(id);
       throwIfCancelled();
-      const cg = await createVmCgroup(id);
+      const cg = await createVmCgroup(id, cache.cgroupParent);
       if (cg) state.cgroup = cg;
       else log.debug('no writable cgroup v2 here: the VM runs without its own cgroup');
       await cache.write(state);

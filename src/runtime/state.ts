@@ -104,8 +104,14 @@ export class RunCache {
    * `actingUid`: root works for that user (firebuild-priv, FIREBUILD_ACTING_UID). The run cache must then
    * be root's own tree (every directory from / root's, writable by nobody else, no symlink), so that what
    * root reads back from it (states, serial logs, the VMs' disks) is what root wrote there.
+   * `cgroupParent`: the cgroup subtree of this run cache's VMs (a runner instance's own; default firebuild).
    */
-  constructor(readonly root: string, private readonly opts: { actingUid?: number | undefined } = {}) {}
+  constructor(readonly root: string, private readonly opts: { actingUid?: number | undefined; cgroupParent?: string | undefined } = {}) {}
+
+  /** The cgroup subtree (under the cgroup2 mount) the VMs of this run cache live in. */
+  get cgroupParent(): string | undefined {
+    return this.opts.cgroupParent;
+  }
 
   private async rootOk(): Promise<void> {
     const uid = this.opts.actingUid;

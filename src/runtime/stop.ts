@@ -46,7 +46,7 @@ async function removeVm(cache: RunCache, s: VmState, lockDir: string, log: Logge
   else {
     // A launch killed between making the VM's cgroup and recording it in the state: the cgroup named after
     // the id is the VM's all the same (ids are unique per VM).
-    const cg = await vmCgroupPath(s.id).catch(() => undefined);
+    const cg = await vmCgroupPath(s.id, cache.cgroupParent).catch(() => undefined);
     if (cg) await reapCgroup(cg);
   }
   // Only the recorded VMM (pid, start time, boot id), never whatever process holds its pid now.
@@ -109,15 +109,15 @@ export async function purgeVms(cache: RunCache, log: Logger, lockDir = DEFAULT_L
     await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name });
   }
-  const unreadable = await purgeUnreadable(await cache.unreadable(), log);
+  const unreadable = await purgeUnreadable(cache, await cache.unreadable(), log);
   return [...gone.map((v) => v.id), ...unreadable];
 }
 
 /** Remove VM directories without a readable state (their cgroup and netns too, when the id is known); returns their ids or names. */
-async function purgeUnreadable(unreadable: Awaited<ReturnType<RunCache['unreadable']>>, log: Logger): Promise<string[]> {
+async function purgeUnreadable(cache: RunCache, unreadable: Awaited<ReturnType<RunCache['unreadable']>>, log: Logger): Promise<string[]> {
   for (const u of unreadable) {
     if (u.id) {
-      const cg = await vmCgroupPath(u.id);
+      const cg = await vmCgroupPath(u.id, cache.cgroupParent);
       if (cg) await reapCgroup(cg);
       await removeNetns(netnsName(u.id)).catch((e: Error) => log.warn('could not remove the network namespace', { id: u.id, error: e.message }));
     }
@@ -146,7 +146,7 @@ export async function removeVmsById(cache: RunCache, ids: string[], log: Logger,
     log.info('VM removed', { id: v.id, name: v.name, running: v.running });
   }
   const left = (await cache.unreadable(0)).filter((u) => u.id !== undefined && wanted.has(u.id));
-  return { removed: [...vms.map((v) => v.id), ...(await purgeUnreadable(left, log))], busy };
+  return { removed: [...vms.map((v) => v.id), ...(await purgeUnreadable(cache, left, log))], busy };
 }
 
 /**
@@ -181,5 +181,5 @@ export async function purgeAllVms(cache: RunCache, log: Logger, lockDir = DEFAUL
     await teardown(cache, v, lockDir, log);
     log.info('purged', { id: v.id, name: v.name, running: v.running });
   }
-  return [...vms.map((v) => v.id), ...(await purgeUnreadable(await cache.unreadable(0), log))];
+  return [...vms.map((v) => v.id), ...(await purgeUnreadable(cache, await cache.unreadable(0), log))];
 }

@@ -14,6 +14,11 @@ import { formatTag, parseTag } from './tag.js';
 export interface DirectoryStorageOptions {
   rootfsRoot: string;
   kernelRoot: string;
+  /**
+   * A second kernel root, read only, looked at after `kernelRoot` (FIREBUILD_SHARED_KERNELS: one root-owned
+   * directory that the runner instances of a host share). Never written: imports and removals stay in kernelRoot.
+   */
+  sharedKernelRoot?: string;
   /** Create the roots when missing (the built-in default store); a profile's roots must already exist. */
   createRoots?: boolean;
   lockStaleMs?: number;
@@ -63,7 +68,10 @@ export class DirectoryStorage implements StorageProvider {
   }
 
   get locations(): Record<string, string> {
-    return { 'rootfs-storage-root': this.opts.rootfsRoot, 'kernel-storage-root': this.opts.kernelRoot };
+    return {
+      'rootfs-storage-root': this.opts.rootfsRoot, 'kernel-storage-root': this.opts.kernelRoot,
+      ...(this.opts.sharedKernelRoot ? { 'shared-kernel-storage-root': this.opts.sharedKernelRoot } : {}),
+    };
   }
 
   private async ready(): Promise<void> {
@@ -298,26 +306,42 @@ export class DirectoryStorage implements StorageProvider {
     return path.join(this.opts.kernelRoot, id);
   }
 
+  /** The kernel roots to read, the store's own first: a kernel there shadows a shared one of the same id. */
+  private async kernelRoots(): Promise<string[]> {
+    const roots = (await this.readable(this.opts.kernelRoot, 'kernel-storage-root')) ? [this.opts.kernelRoot] : [];
+    const shared = this.opts.sharedKernelRoot;
+    if (shared && (await this.readable(shared, 'shared-kernel-storage-root'))) roots.push(shared);
+    return roots;
+  }
+
   async listKernels(): Promise<KernelListEntry[]> {
-    if (!(await this.readable(this.opts.kernelRoot, 'kernel-storage-root'))) return [];
     const out: KernelListEntry[] = [];
-    for (const id of await visibleDirs(this.opts.kernelRoot)) {
-      const dir = path.join(this.opts.kernelRoot, id);
-      const entry: KernelListEntry = { id, dir };
-      try {
-        entry.metadata = await readKernelMetadata(this.trust ? await this.entryPath(dir, METADATA) : path.join(dir, METADATA), this.trust);
-      } catch (err) {
-        entry.error = err instanceof Error ? err.message : String(err);
+    for (const root of await this.kernelRoots()) {
+      for (const id of await visibleDirs(root)) {
+        if (out.some((k) => k.id === id)) continue;
+        const dir = path.join(root, id);
+        const entry: KernelListEntry = { id, dir };
+        try {
+          entry.metadata = await readKernelMetadata(this.trust ? await this.entryPath(dir, METADATA) : path.join(dir, METADATA), this.trust);
+        } catch (err) {
+          entry.error = err instanceof Error ? err.message : String(err);
+        }
+        out.push(entry);
       }
-      out.push(entry);
     }
     return out.sort((a, b) => a.id.localeCompare(b.id));
   }
 
   async getKernel(id: string): Promise<StoredKernel> {
-    const dir = this.kernelDir(id);
-    await this.readable(this.opts.kernelRoot, 'kernel-storage-root');
-    if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls' or import one with 'firebuild kernel import'`);
+    this.kernelDir(id);
+    let dir: string | undefined;
+    for (const root of await this.kernelRoots()) {
+      if (await exists(path.join(root, id))) {
+        dir = path.join(root, id);
+        break;
+      }
+    }
+    if (!dir) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls' or import one with 'firebuild kernel import'`);
     const metadata = await readKernelMetadata(await this.entryPath(dir, METADATA), this.trust);
     const k: StoredKernel = { id, dir, vmlinuxPath: await this.entryPath(dir, 'vmlinux'), metadata };
     if (metadata.initrd) k.initrdPath = await this.entryPath(dir, 'initrd');
@@ -364,7 +388,11 @@ export class DirectoryStorage implements StorageProvider {
   async removeKernel(id: string): Promise<void> {
     this.refuseWriteWhenActing();
     const dir = this.kernelDir(id);
-    if (!(await exists(dir))) throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls'`);
+    if (!(await exists(dir))) {
+      const shared = this.opts.sharedKernelRoot;
+      if (shared && (await exists(path.join(shared, id)))) throw new UserError(`kernel ${id} is in the shared kernel directory ${shared} (read only here): remove it there as its owner`);
+      throw new UserError(`kernel ${id} not found: list kernels with 'firebuild kernel ls'`);
+    }
     await withLock(path.join(this.opts.kernelRoot, '.locks', id), () => fsp.rm(dir, { recursive: true, force: true }), this.lockOpts());
   }
 }

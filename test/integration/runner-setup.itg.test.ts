@@ -392,6 +392,122 @@ describe('runner-setup/setup.sh', () => {
     expect([fs.existsSync(sudoers), fs.existsSync(priv)]).toEqual([false, false]);
   });
 
+  test('--instances 2 --dry-run: each instance its own user, runner dir, store, port range, cgroup subtree and CNI networks; nothing written', async () => {
+    const root = makeRoot('inst-dry');
+    const before = mtimes(root);
+    const r = await setup(['--dry-run', ...fast(root), '--instances', '2', '--privileged-vms', '--ephemeral', '--url', 'https://github.com/acme/app', '--token-file', '-'], { input: 'tok\n' });
+    expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: expect.stringMatching(/runner-setup: done\n$/) });
+    const inst = r.lines.filter((l) => l.startsWith('instance '));
+    const home = (i: number): string => path.join(root, `home/firebuild-runner-${i}`);
+    expect(inst).toEqual([1, 2].map((i) => `instance ${i}: user firebuild-runner-${i}, runner ${path.join(root, `opt/actions-runner-${i}`)}, store and run cache ${home(i)}/.local/share/firebuild, `
+      + `ports ${19000 + 1000 * i}-${19999 + 1000 * i}, cgroup firebuild/runner-${i}, CNI machines-${i} (fcrun${i} 10.217.${2 * i - 2}.0/24) and machine-builds-${i} (fcbuild${i} 10.217.${2 * i - 1}.0/24), `
+      + `kernels shared from ${path.join(root, 'var/lib/firebuild-shared/kernels')} (read only)`));
+    const steps = r.lines.filter((l) => l.startsWith('would: '));
+    for (const i of [1, 2]) {
+      for (const want of [
+        `would: user firebuild-runner-${i} (groups kvm, home /home/firebuild-runner-${i})`,
+        `would: directory ${path.join(root, `var/lib/firebuild/run-${i}`)} (700)`,
+        `would: write ${path.join(root, `etc/cni/conf.d/60-machine-builds-${i}.conflist`)}`,
+        `would: write ${path.join(root, `etc/cni/conf.d/61-machines-${i}.conflist`)}`,
+        `would: write ${path.join(root, `etc/firebuild/priv/privileged-${i}.json`)}`,
+        `would: write ${path.join(root, `usr/local/libexec/firebuild-priv-${i}`)}`,
+        `would: write ${path.join(root, `usr/local/libexec/firebuild/job-completed-${i}.sh`)}`,
+        `would: write ${path.join(root, `etc/systemd/system/firebuild-runner-${i}.service`)}`,
+      ]) expect([want, steps.includes(want)]).toEqual([want, true]);
+      expect(steps.some((s) => s.includes(`install actions/runner ${VERSION}`) && s.endsWith(`into ${path.join(root, `opt/actions-runner-${i}`)}`))).toBe(true);
+    }
+    // Today's single-runner paths are not touched.
+    expect(steps.filter((s) => /actions-runner( |\/|$)|61-machines\.conflist|privileged\.json|firebuild-priv$|firebuild-runner\.service/.test(s))).toEqual([]);
+    expect(mtimes(root)).toEqual(before);
+  });
+
+  test.each([
+    ['0', [], /^runner-setup: malformed --instances '0': give a number of runner instances from 1 to 32$/],
+    ['33', [], /^runner-setup: malformed --instances '33'/],
+    ['two', [], /^runner-setup: malformed --instances 'two'/],
+    ['2', ['--port-base', '32000'], /^runner-setup: the port ranges 32000-33999 \(--port-base 32000, 1000 per instance\) overlap the kernel's ephemeral ports \d+-\d+ \(net\.ipv4\.ip_local_port_range\), which outgoing connections take: pick a --port-base whose ranges end below \d+$/],
+    ['3', ['--port-base', '63536'], /^runner-setup: --port-base 63536 with --instances 3 gives ports 63536-66535: they must lie in 1024-65535 \(1000 per instance\)$/],
+    ['2', ['--subnet-base', '10.0.0.0/8'], /^runner-setup: malformed --subnet-base '10\.0\.0\.0\/8': give a private \/16 as A\.B\.0\.0\/16/],
+    ['2', ['--subnet-base', '8.8.0.0/16'], /^runner-setup: malformed --subnet-base '8\.8\.0\.0\/16'/],
+  ])('--instances %s %j is refused in one line before anything is written', async (n, extra, want) => {
+    const root = makeRoot(`inst-bad-${n}-${extra.join('')}`.replace(/[^A-Za-z0-9-]/g, '_'));
+    const before = mtimes(root);
+    const r = await setup([...fast(root), '--skip-runner', '--instances', n, ...extra]);
+    expect({ code: r.code, lines: r.lines }).toEqual({ code: 2, lines: [expect.stringMatching(want)] });
+    expect(mtimes(root)).toEqual(before);
+  });
+
+  test('--instances 2: two users, runners, .env files, conflists, root profiles and firebuild-priv scripts that share nothing but the kernels; a second run changes nothing', async () => {
+    const root = makeRoot('inst');
+    const args = [...fast(root), '--instances', '2', '--port-base', '24000', '--subnet-base', '10.218.0.0/16', '--privileged-vms',
+      '--firecracker-tarball', fcTarball, '--firecracker-sha256', fcSha, '--url', 'https://github.com/acme/app', '--token-file', '-'];
+    const first = await setup(args, { input: 'tok\n' });
+    expect({ code: first.code, out: first.out }).toEqual({ code: 0, out: expect.stringMatching(/runner-setup: done\n$/) });
+    const passwd = fs.readFileSync(path.join(root, 'etc/passwd'), 'utf8');
+    const uids = [1, 2].map((i) => Number(new RegExp(`^firebuild-runner-${i}:x:(\\d+):`, 'm').exec(passwd)?.[1]));
+    expect(uids[0]).toBeGreaterThan(0);
+    expect(uids[1]).not.toBe(uids[0]);
+    expect(passwd).not.toMatch(/^firebuild-runner:/m);
+    const shared = path.join(root, 'var/lib/firebuild-shared/kernels');
+    const st = fs.statSync(shared);
+    expect([st.uid, (st.mode & 0o777).toString(8)]).toEqual([0, '755']);
+    const envs = [1, 2].map((i) => Object.fromEntries(fs.readFileSync(path.join(root, `opt/actions-runner-${i}/.env`), 'utf8').split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])));
+    const hooks = path.join(root, 'usr/local/libexec/firebuild');
+    for (const [k, i] of [[0, 1], [1, 2]] as const) {
+      expect(envs[k]).toEqual({
+        ACTIONS_RUNNER_HOOK_JOB_STARTED: `${hooks}/job-started-${i}.sh`, ACTIONS_RUNNER_HOOK_JOB_COMPLETED: `${hooks}/job-completed-${i}.sh`,
+        FIREBUILD_HOME: path.join(root, `home/firebuild-runner-${i}/.local/share/firebuild`),
+        FIREBUILD_PROFILE_CONF_DIR: path.join(root, `home/firebuild-runner-${i}/.config/firebuild/profiles`),
+        FIREBUILD_PORT_RANGE: `${23000 + 1000 * i}-${23999 + 1000 * i}`, FIREBUILD_CGROUP_PARENT: `firebuild/runner-${i}`,
+        FIREBUILD_CNI_NETWORK_ALIASES: `machines=machines-${i},machine-builds=machine-builds-${i}`, FIREBUILD_SHARED_KERNELS: shared,
+      });
+      // The hooks act on the instance's own store and run cache, whatever the job's environment says.
+      const completed = fs.readFileSync(path.join(hooks, `job-completed-${i}.sh`), 'utf8');
+      expect(completed).toContain(`export FIREBUILD_HOME=${envs[k]!.FIREBUILD_HOME}\n`);
+      expect(completed).toContain(`export FIREBUILD_CGROUP_PARENT=firebuild/runner-${i}\n`);
+      expect(completed).toContain(`sudo -n ${path.join(root, `usr/local/libexec/firebuild-priv-${i}`)} purge --all || rc=1\n`);
+      // Its runner registered as its own user, with its own name.
+      const c = fs.readFileSync(path.join(root, `opt/actions-runner-${i}/calls.log`), 'utf8');
+      expect(c).toContain(`config.sh uid: ${uids[k]}`);
+      expect(c).toMatch(new RegExp(`--name \\S+-${i} --replace`));
+      expect(c).toContain(`svc.sh argv: install firebuild-runner-${i}`);
+    }
+    // CNI: distinct names, bridges and /24s.
+    const nets = [1, 2].flatMap((i) => [`60-machine-builds-${i}`, `61-machines-${i}`]).map((f) => JSON.parse(fs.readFileSync(path.join(root, `etc/cni/conf.d/${f}.conflist`), 'utf8')) as { name: string; plugins: { bridge?: string; ipam?: { subnet: string } }[] });
+    expect(nets.map((n) => [n.name, n.plugins[0]!.bridge, n.plugins[0]!.ipam!.subnet])).toEqual([
+      ['machine-builds-1', 'fcbuild1', '10.218.1.0/24'], ['machines-1', 'fcrun1', '10.218.0.0/24'],
+      ['machine-builds-2', 'fcbuild2', '10.218.3.0/24'], ['machines-2', 'fcrun2', '10.218.2.0/24'],
+    ]);
+    // The root profiles: each instance's run cache, store, range, cgroup subtree and networks; both read the shared kernels.
+    for (const i of [1, 2]) {
+      const p = JSON.parse(fs.readFileSync(path.join(root, `etc/firebuild/priv/privileged-${i}.json`), 'utf8'));
+      expect(p).toMatchObject({
+        'run-cache': path.join(root, `var/lib/firebuild/run-${i}`), 'port-range': `${23000 + 1000 * i}-${23999 + 1000 * i}`, 'cgroup-parent': `firebuild/runner-${i}`,
+        'cni-network-aliases': { machines: `machines-${i}`, 'machine-builds': `machine-builds-${i}` },
+        'storage-provider-property-string': { 'rootfs-storage-root': path.join(root, `home/firebuild-runner-${i}/.local/share/firebuild/rootfs`), 'shared-kernel-storage-root': shared },
+      });
+      const priv = path.join(root, `usr/local/libexec/firebuild-priv-${i}`);
+      expect(fs.readFileSync(priv, 'utf8')).toMatch(new RegExp(`FIREBUILD_ACTING_UID=${uids[i - 1]}\\nexec .* --profile privileged-${i} `));
+      // firebuild-priv-N takes its instance settings from its root profile alone; an allowed command reads that profile.
+      const r2 = spawnSync(priv, ['run', '--from', 'a/b:1', '--port-range=1000-2000'], { encoding: 'utf8' });
+      expect([r2.status, r2.stderr.trim()]).toEqual([2, `firebuild-priv: --port-range is not allowed: the root profile ${path.join(root, `etc/firebuild/priv/privileged-${i}.json`)} decides it`]);
+      const ls = await runCommand(priv, ['ls', '--json']);
+      expect({ code: ls.code, stdout: ls.stdout.trim(), stderr: ls.stderr }).toEqual({ code: 0, stdout: '[]', stderr: '' });
+    }
+    const sudoers = path.join(root, 'etc/sudoers.d/firebuild');
+    expect(fs.readFileSync(sudoers, 'utf8').split('\n').filter((l) => l && !l.startsWith('#'))).toEqual([1, 2].flatMap((i) => {
+      const priv = path.join(root, `usr/local/libexec/firebuild-priv-${i}`);
+      return [`Defaults!${priv} env_reset`, `firebuild-runner-${i} ALL=(root) NOPASSWD: ${priv}`];
+    }));
+    const visudo = spawnSync('visudo', ['-cf', sudoers], { encoding: 'utf8' });
+    expect(visudo.status).toBe(0);
+
+    const before = mtimes(root);
+    const second = await setup(args, { input: 'tok\n' });
+    expect(second.lines.filter((l) => !l.startsWith('ok:') && !l.startsWith('instance '))).toEqual(['runner-setup: done']);
+    expect(mtimes(root)).toEqual(before);
+  });
+
   test('installs firebuild from the checkout (npm ci, build) root-owned, runs it through the wrapper, and keeps it on a second run', async () => {
     const root = makeRoot('install');
     const args = ['--root', root, '--skip-packages', '--skip-kernel', '--skip-runner', '--kvm-device', kvmDev, '--cpuinfo', cpuVmx];

@@ -52,6 +52,8 @@ export interface BuildVmSettings {
   firecracker?: LaunchSpec['firecracker'];
   /** The run cache: build VMs show in `firebuild ls` while they run, and `purge` removes what a killed build left. */
   runCache: string;
+  /** The cgroup subtree of the run cache's VMs (a runner instance's own; default firebuild). */
+  cgroupParent?: string;
   lockDir?: string;
 }
 
@@ -204,7 +206,7 @@ async function bootStep(image: string, step: Step, state: { user: string; workdi
   // RUN --network=none: this step's VM has no network.
   const network = stepNetwork(step) === 'none' ? 'none' : b.vm.network;
   await injectGuest(image);
-  const cache = new RunCache(b.vm.runCache);
+  const cache = new RunCache(b.vm.runCache, { cgroupParent: b.vm.cgroupParent });
   const lockDir = b.vm.lockDir ?? DEFAULT_LOCK_DIR;
   const started = Date.now();
   const spec: LaunchSpec = {
