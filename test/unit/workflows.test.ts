@@ -35,6 +35,16 @@ describe('workflows/', () => {
     expect(text).not.toMatch(/\$\{\{\s*secrets\./);
   });
 
+  test.each(WORKFLOWS)('%s: jobs of pull requests never push the registry step cache (cache-to); trusted jobs that do have packages: write', (file) => {
+    const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown>; jobs: Record<string, { if?: string; permissions?: Record<string, string>; steps?: { uses?: string; with?: Record<string, string> }[] }> };
+    for (const [name, job] of Object.entries(wf.jobs)) {
+      const pushes = (job.steps ?? []).some((st) => st.uses?.includes('/build-rootfs@') && st.with?.['cache-to']);
+      const forPullRequests = /github\.event_name == 'pull_request'/.test(job.if ?? '') || (Object.keys(wf.on).length === 1 && 'pull_request' in wf.on);
+      if (forPullRequests) expect([file, name, pushes]).toEqual([file, name, false]);
+      if (pushes) expect([file, name, job.permissions?.packages]).toEqual([file, name, 'write']);
+    }
+  });
+
   test.each(WORKFLOWS)('%s never runs on pull_request_target', (file) => {
     const wf = parseYaml(fs.readFileSync(path.join(REPO, 'workflows', file), 'utf8')) as { on: Record<string, unknown> };
     expect(Object.keys(wf.on)).not.toContain('pull_request_target');
