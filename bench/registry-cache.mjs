@@ -13,7 +13,11 @@
 //   BENCH_FAST_KERNEL  the vmlinux booting the build VMs (default: the root store's `default` kernel, else the
 //                      test suite's kernel build under /var/cache/firebuild-test/kernel)
 //   BENCH_REGISTRY     the registry (default $FIREBUILD_REGISTRY_ADDR, else 127.0.0.1:5000)
-//   BENCH_DOCKERFILES  comma-separated Dockerfiles (default examples/hello/Dockerfile,bench/five-run/Dockerfile)
+//   BENCH_DOCKERFILES  comma-separated Dockerfiles (default examples/hello/Dockerfile,bench/five-run/Dockerfile);
+//                      e.g. test/fixtures/real-dockerfiles/buildpack-deps/bookworm/curl/Dockerfile for a real one
+//                      (apt-get from Debian's mirrors: minutes cold)
+//   BENCH_BASE         the image a Dockerfile's `FROM debian:bookworm` is built from (default debian:bookworm-slim,
+//                      the offline base scripts/make-base-image.sh makes; other FROM lines are kept)
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -45,6 +49,18 @@ const cmdline = (() => {
 })();
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-regcache-'));
+const base = process.env.BENCH_BASE ?? 'debian:bookworm-slim';
+const copies = [];
+
+/** The Dockerfile as built: `FROM debian:bookworm` (buildpack-deps) from BENCH_BASE, in a copy beside the original (its context). */
+function asBuilt(df) {
+  const text = fs.readFileSync(df, 'utf8');
+  if (!/^FROM debian:bookworm$/m.test(text)) return df;
+  const copy = path.join(path.dirname(df), `.bench-${process.pid}.Dockerfile`);
+  copies.push(copy);
+  fs.writeFileSync(copy, text.replace(/^FROM debian:bookworm$/m, `FROM ${base}`));
+  return copy;
+}
 
 function fb(args, env) {
   const t0 = performance.now();
@@ -78,9 +94,10 @@ try {
   const out = { runs, registry, kernel, dockerfiles: {} };
   for (const df of dockerfiles) {
     const fig = { cold: [], export: [], second: [], pulled: [], pushed: [] };
+    const built = asBuilt(df);
     for (let i = 0; i < runs; i++) {
       const cache = `registry:${registry}/bench/regcache-${process.pid}-${dfName(df)}-${i}`;
-      const args = (t) => ['rootfs', '--engine', 'vm', '--dockerfile', df, '--tag', t, '--vmlinux-id', 'bench'];
+      const args = (t) => ['rootfs', '--engine', 'vm', '--dockerfile', built, '--context', path.dirname(df), '--tag', t, '--vmlinux-id', 'bench'];
       const a = fb([...args(`bench/${dfName(df)}:a${i}`), '--cache-to', cache], runner(`a-${dfName(df)}-${i}`));
       if (a.out.cached !== 0) throw new Error(`runner A's build of ${df} took ${a.out.cached} steps from a cache: it was not cold`);
       fig.cold.push(a.ms - a.out.registryCache.exportMs);
@@ -106,5 +123,6 @@ try {
   console.error(`bench/registry-cache: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
 } finally {
+  for (const c of copies) fs.rmSync(c, { force: true });
   fs.rmSync(work, { recursive: true, force: true });
 }
