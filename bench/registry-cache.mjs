@@ -22,7 +22,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { firebuildCli } from './firebuild-cli.mjs';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const runs = Number(process.env.BENCH_RUNS ?? 3);
@@ -62,19 +62,7 @@ function asBuilt(df) {
   return copy;
 }
 
-function fb(args, env) {
-  const t0 = performance.now();
-  const r = spawnSync(process.execPath, [path.join(REPO, 'bin', 'firebuild.js'), ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
-  const ms = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`firebuild ${args.join(' ')} failed: ${r.stderr.trim().split('\n').pop()}`);
-  let out = {};
-  try {
-    out = JSON.parse(r.stdout || '{}');
-  } catch {
-    // kernel import prints text
-  }
-  return { ms, out };
-}
+const fb = firebuildCli(process.env);
 
 /** A runner: a home of its own with the kernel imported. */
 function runner(name) {

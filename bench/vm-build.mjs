@@ -21,6 +21,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { firebuildCli } from './firebuild-cli.mjs';
 import { performance } from 'node:perf_hooks';
 
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -57,19 +58,7 @@ const kernels = [
   { key: 'cloud', label: 'vm engine, Debian cloud kernel + initrd', file: path.join('/boot', vmlinuz), initrd: path.join('/boot', vmlinuz.replace('vmlinuz', 'initrd.img')) },
 ].map((k) => ({ ...k, home: path.join(work, `home-${k.key}`) }));
 
-function fb(args, env) {
-  const t0 = performance.now();
-  const r = spawnSync(process.execPath, [path.join(REPO, 'bin', 'firebuild.js'), ...args], { env: { ...baseEnv, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
-  const ms = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`firebuild ${args.join(' ')} failed: ${r.stderr.trim().split('\n').pop()}`);
-  let out = {};
-  try {
-    out = JSON.parse(r.stdout || '{}');
-  } catch {
-    // commands that print text (kernel import)
-  }
-  return { ms, out };
-}
+const fb = firebuildCli(baseEnv);
 
 function timed(cmd, args) {
   const t0 = performance.now();
