@@ -530,8 +530,9 @@ case \"\$sub\" in
   *) echo \"firebuild-priv: '\$sub' is not allowed (allowed: run kill purge ls inspect logs)\" >&2; exit 2 ;;
 esac
 shift
+# Every argument, even after --: commander takes a -- as the value of an option that needs one and
+# goes on reading options after it (run --wait-http-body -- --binary-jailer X).
 for a in \"\$@\"; do
-  [ \"\$a\" = -- ] && break
   case \"\$a\" in
     --profile|--profile=*|--profile-conf-dir*|--binary-*|--chroot-base*|--run-cache*|--storage-provider*|--cni-conf-dir*|--cni-bin-dir*|--env-file*|--identity-file*|--jailer-uid*|--jailer-gid*|--tracing-*|--port-range*|--cgroup-parent*|--cni-network-alias*)
       echo \"firebuild-priv: \${a%%=*} is not allowed: the root profile $priv_conf/privileged$SFX.json decides it\" >&2; exit 2 ;;

@@ -5,7 +5,7 @@ import { dockerConfigCredentials, ManifestNotFound, parseRef, RegistryClient, ty
 import { readBounded, smallLimits, Watchdog } from '../util/download.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { own } from '../util/cleanup.js';
+import { CancelledError, own } from '../util/cleanup.js';
 import { fileDigest } from '../util/fs.js';
 import { privateTempDir } from '../util/private-dir.js';
 import type { StepCache } from './step-cache.js';
@@ -35,6 +35,8 @@ export const ANNOTATION_STEP_KEY = 'dev.firebuild.step-key';
 const CREATED = 'org.opencontainers.image.created';
 const KEY_RE = /^[0-9a-f]{64}$/;
 const TAGS_MAX_BYTES = 4 * 1024 ** 2;
+/** The most entries `list` (pruning) reads: a manifest GET each. */
+const MAX_ENTRIES = 100_000;
 
 export const stepTag = (key: string): string => `step-${key}`;
 
@@ -57,6 +59,8 @@ interface EntryManifest {
   annotations?: Record<string, unknown>;
 }
 
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
 /** An entry that is there but wrong (not the registry's fault): the step is rebuilt and the entry replaced. */
 class BadEntry extends UserError {}
 
@@ -68,6 +72,8 @@ export class RegistryStepCache {
   private readonly replace = new Set<string>();
   /** Why the registry could not be read (then no more steps are asked for). */
   private unreadable: string | undefined;
+  /** Failures to read an entry that were not the entry's own fault (two: the registry is passed over). */
+  private failures = 0;
   /** Entries pulled into the local cache by this build. */
   pulled = 0;
   readonly where: string;
@@ -97,14 +103,17 @@ export class RegistryStepCache {
     } catch {
       throw new BadEntry(`the step cache entry ${stepTag(key).slice(0, 21)} in ${this.where} is not JSON`);
     }
-    const layer = m.layers?.[0];
+    if (!isObject(m) || !Array.isArray(m.layers) || !isObject(m.layers[0]) || (m.annotations !== undefined && !isObject(m.annotations))) {
+      throw new BadEntry(`${this.where}:${stepTag(key).slice(0, 21)} is not a firebuild step cache entry (not an image manifest)`);
+    }
+    const layer = m.layers[0];
     if (m.artifactType !== STEP_CACHE_ARTIFACT_TYPE || m.layers?.length !== 1 || layer?.mediaType !== STEP_CACHE_LAYER_TYPE) {
       throw new BadEntry(`${this.where}:${stepTag(key).slice(0, 21)} is not a firebuild step cache entry (artifactType ${String(m.artifactType)})`);
     }
     if (m.annotations?.[ANNOTATION_STEP_KEY] !== key) throw new BadEntry(`${this.where}:${stepTag(key).slice(0, 21)} names another step key (${String(m.annotations?.[ANNOTATION_STEP_KEY]).slice(0, 16)})`);
-    if (typeof layer.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(layer.digest) || typeof layer.size !== 'number') throw new BadEntry(`${this.where}:${stepTag(key).slice(0, 21)} has a malformed layer`);
+    if (typeof layer.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(layer.digest) || !Number.isSafeInteger(layer.size) || (layer.size as number) < 0) throw new BadEntry(`${this.where}:${stepTag(key).slice(0, 21)} has a malformed layer`);
     const created = typeof m.annotations?.[CREATED] === 'string' ? (m.annotations[CREATED] as string) : '';
-    return { digest: got.digest, layer: { digest: layer.digest, size: layer.size }, created };
+    return { digest: got.digest, layer: { digest: layer.digest, size: layer.size as number }, created };
   }
 
   /**
@@ -117,15 +126,16 @@ export class RegistryStepCache {
     try {
       m = await this.manifest(key);
     } catch (err) {
-      if (!(err instanceof UserError)) throw err;
-      if (err instanceof BadEntry) {
-        this.replace.add(key);
-        this.log.warn('a registry step cache entry cannot be used: the step is built again', { cache: this.where, key: key.slice(0, 16), reason: err.message });
+      if (err instanceof CancelledError) throw err;
+      // Whatever the entry's fault (or one we cannot tell apart from it): rebuilt, and replaced by --cache-to.
+      this.replace.add(key);
+      if (err instanceof BadEntry || ++this.failures < 2) {
+        this.log.warn('a registry step cache entry cannot be used: the step is built again', { cache: this.where, key: key.slice(0, 16), reason: (err as Error).message });
         return false;
       }
-      // Unreachable, refused credentials, a 5xx: the build goes on without this cache (asked once, not per step).
-      this.unreadable = err.message;
-      this.log.warn('the registry step cache cannot be read: building without it', { cache: this.where, reason: err.message });
+      // Unreachable, refused credentials, 5xx twice: the build goes on without this cache (not asked once per step).
+      this.unreadable = (err as Error).message;
+      this.log.warn('the registry step cache cannot be read: building without it', { cache: this.where, reason: (err as Error).message });
       return false;
     }
     if (!m) return false;
@@ -135,14 +145,15 @@ export class RegistryStepCache {
       const file = path.join(tmp.path, 'entry.tar.zst');
       await this.client.getBlob(this.repository, m.layer.digest, m.layer.size, file);
       const n = await local.unpack(file, { only: key });
-      if (n !== 1 || !(await local.has(key))) throw new UserError('its archive holds no usable entry');
+      if (n !== 1 || !(await local.present([key])).length) throw new UserError('its archive holds no usable entry (an image and its json)');
       this.pulled++;
       this.log.info('step pulled from the registry cache', { cache: this.where, key: key.slice(0, 16), bytes: m.layer.size });
       return true;
     } catch (err) {
-      if (!(err instanceof UserError)) throw err;
-      this.replace.add(key);
-      this.log.warn('a registry step cache entry cannot be used: the step is built again', { cache: this.where, key: key.slice(0, 16), reason: err.message });
+      if (err instanceof CancelledError) throw err;
+      // Nothing of a refused entry stays in the local cache (a json alone would read as an entry).
+      await local.drop(key);
+      this.rejected(key, (err as Error).message);
       return false;
     } finally {
       await tmp.remove();
@@ -190,6 +201,12 @@ export class RegistryStepCache {
     }
   }
 
+  /** A pulled entry that turned out bad (here, or when the engine restored it): rebuilt, and replaced by --cache-to. */
+  rejected(key: string, reason: string): void {
+    this.replace.add(key);
+    this.log.warn('a registry step cache entry cannot be used: the step is built again', { cache: this.where, key: key.slice(0, 16), reason });
+  }
+
   badKeys(): string[] {
     return [...this.replace];
   }
@@ -206,24 +223,43 @@ export class RegistryStepCache {
     return true;
   }
 
-  /** Every step entry in the repository (tags `step-<key>`), oldest first. Entries that cannot be read are skipped. */
+  /**
+   * Every step entry in the repository (tags `step-<key>`), oldest first. Entries that cannot be read are
+   * skipped. Bounded: each page of the tag list 4 MiB, at most MAX_ENTRIES distinct step tags kept (other
+   * tags dropped as they come), and paging stops at a page that adds no new one (a registry ignoring
+   * `last` repeats itself).
+   */
   async list(): Promise<RemoteEntry[]> {
-    const tags: string[] = [];
+    const keys = new Set<string>();
     let next: string | undefined = `/v2/${this.repository}/tags/list?n=1000`;
-    for (let pages = 0; next && pages < 1000; pages++) {
+    while (next && keys.size < MAX_ENTRIES) {
       const w = new Watchdog(`the tags of ${this.where}`, smallLimits(TAGS_MAX_BYTES));
       try {
         const res = await this.client.request('GET', next, `repository:${this.repository}:pull`, { signal: w.signal });
         if (res.status === 404) {
           await res.body?.cancel().catch(() => undefined);
-          return [];
+          break;
         }
         if (!res.ok) throw new UserError(`registry ${this.client.registry} answered ${res.status} for the tags of ${this.where}`);
         const got = await readBounded(res, w, { maxBytes: TAGS_MAX_BYTES, tooLarge: (limit) => `the tag list of ${this.where} is larger than ${limit}: refusing it` });
-        const j = JSON.parse(got.body!.toString('utf8')) as { tags?: unknown };
-        if (Array.isArray(j.tags)) tags.push(...j.tags.filter((t): t is string => typeof t === 'string'));
+        let j: unknown;
+        try {
+          j = JSON.parse(got.body!.toString('utf8'));
+        } catch {
+          throw new UserError(`registry ${this.client.registry} answered the tag list of ${this.where} with something that is not JSON`);
+        }
+        const tags = isObject(j) && Array.isArray(j.tags) ? j.tags : [];
+        const before = keys.size;
+        for (const t of tags) if (typeof t === 'string' && t.startsWith('step-') && KEY_RE.test(t.slice(5)) && keys.size < MAX_ENTRIES) keys.add(t.slice(5));
         const link = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '');
-        next = link ? new URL(link[1]!, 'http://x').pathname + new URL(link[1]!, 'http://x').search : undefined;
+        // Only the path and query of the next page: it is asked of this registry, whatever host the link names.
+        let url: URL | undefined;
+        try {
+          url = link ? new URL(link[1]!, 'http://registry.invalid') : undefined;
+        } catch {
+          url = undefined;
+        }
+        next = url && keys.size > before ? url.pathname + url.search : undefined;
       } catch (err) {
         throw w.fail(err);
       } finally {
@@ -231,9 +267,7 @@ export class RegistryStepCache {
       }
     }
     const entries: RemoteEntry[] = [];
-    for (const t of tags) {
-      const key = t.startsWith('step-') ? t.slice(5) : '';
-      if (!KEY_RE.test(key)) continue;
+    for (const key of keys) {
       const m = await this.manifest(key).catch((err: unknown) => {
         if (err instanceof UserError) return undefined;
         throw err;
@@ -301,13 +335,20 @@ export class RegistryCaches {
   }
 
   /** The vm engine's remote cache: the first --cache-from that has the step (undefined without --cache-from). */
-  remote(): { pull(key: string, local: StepCache): Promise<boolean> } | undefined {
+  remote(): { pull(key: string, local: StepCache): Promise<boolean>; rejected(key: string): void } | undefined {
     if (!this.from.length) return undefined;
+    const from = new Map<string, RegistryStepCache>();
     return {
       pull: async (key, local) => {
-        for (const c of this.from) if (await c.pull(key, local)) return true;
+        for (const c of this.from) {
+          if (await c.pull(key, local)) {
+            from.set(key, c);
+            return true;
+          }
+        }
         return false;
       },
+      rejected: (key) => from.get(key)?.rejected(key, 'it does not match the digest it was stored with'),
     };
   }
 
@@ -325,9 +366,10 @@ export class RegistryCaches {
       report.present = r.present.length;
       if (maxBytes !== undefined) report.pruned = (await this.to.prune(maxBytes)).length;
     } catch (err) {
-      if (!(err instanceof UserError)) throw err;
-      report.exportWarning = err.message;
-      this.log.warn('the step cache export failed (the image is built and stored)', { cache: this.to.where, reason: err.message });
+      // The image is built: whatever the registry did (refused, broke the connection, answered nonsense), a warning.
+      if (err instanceof CancelledError) throw err;
+      report.exportWarning = (err as Error).message;
+      this.log.warn('the step cache export failed (the image is built and stored)', { cache: this.to.where, reason: (err as Error).message });
     }
     report.exportMs = Date.now() - started;
     return report;

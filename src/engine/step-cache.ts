@@ -9,6 +9,8 @@ import { copySparse, sparseDigest } from '../util/fs.js';
 import type { Logger } from '../util/logger.js';
 
 const ENTRY_NAME = /^[0-9a-f]{64}\.(ext4|json)$/;
+/** An entry's json: `{"sha256": ..., "created": ...}`. */
+const META_MAX_BYTES = 64 * 1024;
 
 /** The step cache: `<cacheDir>/vm-steps/<key>.ext4` with `<key>.json` (its sha256); LRU by the json's mtime. */
 export class StepCache {
@@ -40,6 +42,13 @@ export class StepCache {
       return false;
     }
   }
+  /** Remove the entry for `key` (both files), if there is one. */
+  async drop(key: string): Promise<void> {
+    const f = this.files(key);
+    await fsp.rm(f.meta, { force: true });
+    await fsp.rm(f.img, { force: true });
+  }
+
   async save(key: string, image: string): Promise<void> {
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
     const f = this.files(key);
@@ -83,6 +92,7 @@ export class StepCache {
       // One entry's archive (the registry step cache) names that entry and nothing else: no other key is planted.
       if (o.only !== undefined && name.slice(0, 64) !== o.only) throw new UserError(`the step cache entry for ${o.only.slice(0, 16)} holds ${JSON.stringify(name)}, another step's entry: refusing it`);
       // Unpacked, an entry must fit the cache: an archive of a few MiB naming a huge (sparse) image fills no disk.
+      if (name.endsWith('.json') && (size === undefined || size > META_MAX_BYTES)) throw new UserError(`the step cache archive's ${JSON.stringify(name)} is ${size ?? 'of unknown size'} bytes: an entry's json is a digest and a date, refusing it`);
       if (size === undefined || size > this.maxBytes) throw new UserError(`the step cache archive's ${JSON.stringify(name)} is ${size === undefined ? 'of unknown size' : `${size} bytes`}, more than the step cache's limit of ${this.maxBytes}: refusing it`);
     }
     await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
@@ -111,7 +121,12 @@ export class StepCache {
           }
         }
         await fsp.rename(path.join(tmp, f), path.join(this.dir, f));
-        if (f.endsWith('.json')) n++;
+        if (f.endsWith('.json')) {
+          // Its place in the LRU is now, not the mtime the archive gave it.
+          const now = new Date();
+          await fsp.utimes(path.join(this.dir, f), now, now);
+          n++;
+        }
       }
       await this.evict();
       return n;

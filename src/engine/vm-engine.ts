@@ -74,7 +74,7 @@ export interface VmBuildOptions {
    * Where a step the local cache lacks may come from (--cache-from registry:...): asked, from the last
    * step back, only when the local cache has no entry; `pull` puts a verified entry into the local cache.
    */
-  remoteCache?: { pull(key: string, local: StepCache): Promise<boolean> };
+  remoteCache?: { pull(key: string, local: StepCache): Promise<boolean>; rejected?(key: string): void };
 }
 
 export interface VmBuildResult {
@@ -147,8 +147,11 @@ async function buildWithDownloads(o: VmBuildOptions, storage: StorageProvider, l
       if (!o.noCache) {
         for (let k = stage.steps.length - 1; k >= 0; k--) {
           if (!FS_STEPS.has(stage.steps[k]!.keyword)) continue;
-          if (!(await cache.has(keys[k]!)) && !(await o.remoteCache?.pull(keys[k]!, cache))) continue;
-          if (await cache.restore(keys[k]!, image)) {
+          const pulled = !(await cache.has(keys[k]!));
+          if (pulled && !(await o.remoteCache?.pull(keys[k]!, cache))) continue;
+          if (!(await cache.restore(keys[k]!, image))) {
+            if (pulled) o.remoteCache?.rejected?.(keys[k]!);
+          } else {
             start = k + 1;
             cached += stage.steps.slice(0, k + 1).filter((s) => FS_STEPS.has(s.keyword)).length;
             log.info('steps restored from the cache', { stage: stage.name ?? stage.index, through: `${path.basename(stage.steps[k]!.file)}:${stage.steps[k]!.line}` });

@@ -86,7 +86,7 @@ export function parseCniAliases(items: readonly string[], from: string): Record<
 export function resolveCniNetwork(name: string, aliases: Record<string, string>): string {
   const keys = Object.keys(aliases);
   if (!keys.length) return name;
-  const mapped = aliases[name];
+  const mapped = Object.hasOwn(aliases, name) ? aliases[name] : undefined;
   if (mapped) return mapped;
   if (Object.values(aliases).includes(name)) return name;
   throw new UserError(`CNI network '${name}' is not one of this runner's networks (cni-network-aliases: ${keys.map((k) => `${k}=${aliases[k]}`).join(', ')}): ask for ${keys.join(' or ')}`);

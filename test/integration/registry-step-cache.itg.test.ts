@@ -2,9 +2,11 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type * as net from 'node:net';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { RegistryStepCache, stepTag, STEP_CACHE_ARTIFACT_TYPE, STEP_CACHE_LAYER_TYPE, ANNOTATION_STEP_KEY } from '../../src/engine/registry-step-cache.js';
+import { RegistryCaches, RegistryStepCache, stepTag, STEP_CACHE_ARTIFACT_TYPE, STEP_CACHE_LAYER_TYPE, ANNOTATION_STEP_KEY } from '../../src/engine/registry-step-cache.js';
 import { StepCache } from '../../src/engine/step-cache.js';
 import { EMPTY, MANIFEST_MEDIA_TYPE } from '../../src/oci/referrers.js';
 import { RegistryClient } from '../../src/oci/registry.js';
@@ -299,4 +301,88 @@ describe('entries, pushed and pulled in-process', () => {
     expect(JSON.stringify(log.entries)).toMatch(/more than the step cache's limit/);
     expect(fs.readdirSync(v3.dir).filter((f) => !f.startsWith('.'))).toEqual([]);
   }, 5 * 60_000);
+});
+
+describe('a hostile or broken registry never fails a build', () => {
+  /** A registry of the test's own making: `routes` answers each path (status, body, headers); every request is counted. */
+  async function stub(routes: (p: string) => { status: number; body: string; headers?: Record<string, string> }): Promise<{ addr: string; hits: string[]; close(): Promise<void> }> {
+    const hits: string[] = [];
+    const server = http.createServer((req, res) => {
+      hits.push(`${req.method} ${req.url}`);
+      const r = req.url === '/v2/' ? { status: 200, body: '{}' } : routes(req.url ?? '');
+      res.writeHead(r.status, { 'Content-Type': 'application/json', ...r.headers });
+      res.end(req.method === 'HEAD' ? undefined : r.body);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { addr: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, hits, close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  }
+  const k = createHash('sha256').update('hostile').digest('hex');
+
+  test.each([
+    ['null', 'null'],
+    ['an array', '[]'],
+    ['layers: null', JSON.stringify({ artifactType: STEP_CACHE_ARTIFACT_TYPE, layers: null })],
+    ['a layer of size 1e400', `{"artifactType":"${STEP_CACHE_ARTIFACT_TYPE}","layers":[{"mediaType":"${STEP_CACHE_LAYER_TYPE}","digest":"sha256:${'a'.repeat(64)}","size":1e400}],"annotations":{"${ANNOTATION_STEP_KEY}":"${k}"}}`],
+    ['a negative layer size', JSON.stringify({ artifactType: STEP_CACHE_ARTIFACT_TYPE, layers: [{ mediaType: STEP_CACHE_LAYER_TYPE, digest: `sha256:${'a'.repeat(64)}`, size: -1 }], annotations: { [ANNOTATION_STEP_KEY]: k } })],
+  ])('a manifest that is %s: pull says no, warns, and marks the entry for replacement', async (_what, body) => {
+    const s = await stub(() => ({ status: 200, body, headers: { 'Content-Type': MANIFEST_MEDIA_TYPE } }));
+    try {
+      const log = new MemoryLogger();
+      const c = new RegistryStepCache(new RegistryClient(s.addr), 'x/y', log, 1024 ** 3);
+      expect(await c.pull(k, new StepCache(path.join(work, 'local', `hostile-${n++}`), 1024 ** 3, log))).toBe(false);
+      expect(c.badKeys()).toEqual([k]);
+      expect(log.entries.filter((e) => e.level === 'warn').map((e) => e.message)).toEqual(['a registry step cache entry cannot be used: the step is built again']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a tag list that is HTML, or repeats itself with a next link forever: pruning is bounded and a broken list is the export\'s warning, not the build\'s error', async () => {
+    const repeat = await stub((p) => p.startsWith('/v2/x/y/tags/list')
+      ? { status: 200, body: JSON.stringify({ tags: ['step-' + k, 'latest', 'step-nothex'] }), headers: { Link: '</v2/x/y/tags/list?n=1000&last=z>; rel="next"' } }
+      : { status: 404, body: '{}' });
+    try {
+      const c = new RegistryStepCache(new RegistryClient(repeat.addr), 'x/y', new MemoryLogger(), 1024 ** 3);
+      expect(await c.list()).toEqual([]);
+      // Two pages (the second added nothing new), one manifest GET for the one step tag.
+      expect(repeat.hits.filter((h) => h.includes('/tags/list'))).toHaveLength(2);
+      expect(repeat.hits.filter((h) => h.includes('/manifests/'))).toEqual([`GET /v2/x/y/manifests/step-${k}`]);
+    } finally {
+      await repeat.close();
+    }
+    const html = await stub((p) => p.startsWith('/v2/x/y/tags/list') ? { status: 200, body: '<html>proxy login</html>', headers: { 'Content-Type': 'text/html' } } : { status: 404, body: '{}' });
+    try {
+      const caches = await RegistryCaches.open({ to: `registry:${html.addr}/x/y`, maxEntryBytes: 1024 ** 3 }, new MemoryLogger());
+      const report = await caches!.export([], new StepCache(path.join(work, 'local', 'html'), 1024 ** 3, new MemoryLogger()), 1);
+      expect(report.exportWarning).toMatch(/answered the tag list of 127\.0\.0\.1:\d+\/x\/y with something that is not JSON/);
+    } finally {
+      await html.close();
+    }
+  });
+
+  test('an entry whose archive holds only its json is not used, and is marked for replacement', async () => {
+    const repo = `fbtest/json-only-${process.pid}`;
+    const client = new RegistryClient(reg.addr);
+    const dir = path.join(work, 'json-only');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, `${k}.json`), JSON.stringify({ sha256: 'x' }));
+    const archive = path.join(work, 'json-only.tar.zst');
+    await tarCreate(archive, { dir, names: [`${k}.json`], compression: 'zstd' });
+    const data = fs.readFileSync(archive);
+    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    await client.pushBlob(repo, { data }, digest, data.length);
+    await client.pushBlob(repo, { data: Buffer.from(EMPTY.data, 'base64') }, EMPTY.digest, EMPTY.size);
+    await client.putManifest(repo, stepTag(k), Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: MANIFEST_MEDIA_TYPE, artifactType: STEP_CACHE_ARTIFACT_TYPE,
+      config: { mediaType: EMPTY.mediaType, digest: EMPTY.digest, size: EMPTY.size },
+      layers: [{ mediaType: STEP_CACHE_LAYER_TYPE, digest, size: data.length }],
+      annotations: { [ANNOTATION_STEP_KEY]: k },
+    })), MANIFEST_MEDIA_TYPE);
+    const c = new RegistryStepCache(client, repo, new MemoryLogger(), 1024 ** 3);
+    const local = new StepCache(path.join(work, 'local', 'json-only'), 1024 ** 3, new MemoryLogger());
+    expect(await c.pull(k, local)).toBe(false);
+    expect(await local.present([k])).toEqual([]);
+    expect(await local.has(k)).toBe(false);
+    expect(c.badKeys()).toEqual([k]);
+  });
 });

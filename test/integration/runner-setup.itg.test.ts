@@ -372,6 +372,9 @@ describe('runner-setup/setup.sh', () => {
       [['run', '--from', 'a/b:1', '--binary-firecracker=/tmp/evil'], /^firebuild-priv: --binary-firecracker is not allowed: the root profile \S+privileged\.json decides it$/],
       [['ls', '--profile-conf-dir', '/tmp'], /^firebuild-priv: --profile-conf-dir is not allowed/],
       [['run', '--from', 'a/b:1', '--env-file', '/etc/shadow'], /^firebuild-priv: --env-file is not allowed/],
+      // A -- taken as an option's value does not end the options: what follows is checked too.
+      [['run', '--wait-http', 'http://x', '--wait-http-body', '--', '--binary-jailer', '/tmp/evil', '--from', 'a/b:1'], /^firebuild-priv: --binary-jailer is not allowed/],
+      [['run', '--from', 'a/b:1', '--', '--cgroup-parent=firebuild/runner-2'], /^firebuild-priv: --cgroup-parent is not allowed/],
     ] as [string[], RegExp][]) {
       const r2 = spawnSync(priv, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
       const p = { code: r2.status, stdout: r2.stdout, stderr: r2.stderr };

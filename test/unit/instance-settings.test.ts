@@ -108,6 +108,8 @@ describe('CNI network aliases and cgroup parents', () => {
     expect(resolveCniNetwork('machine-builds-2', a)).toBe('machine-builds-2');
     expect(() => resolveCniNetwork('machines-1', a)).toThrow("CNI network 'machines-1' is not one of this runner's networks (cni-network-aliases: machines=machines-2, machine-builds=machine-builds-2): ask for machines or machine-builds");
     expect(resolveCniNetwork('anything', {})).toBe('anything');
+    // Names of Object.prototype are not aliases.
+    for (const proto of ['constructor', 'toString', '__proto__']) expect(() => resolveCniNetwork(proto, a)).toThrow(/is not one of this runner's networks/);
   });
   test('cgroup parents: relative names only', () => {
     expect(parseCgroupParent('firebuild/runner-2', 'x')).toBe('firebuild/runner-2');
