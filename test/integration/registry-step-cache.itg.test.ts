@@ -58,6 +58,22 @@ async function build(r: Runner, text: string, extra: string[]): Promise<CliResul
   return { ...res, ...(res.code === 0 ? { json: JSON.parse(res.stdout) as Built } : {}) };
 }
 
+/** Push a hand-made entry for `tagKey`: its archive holds `files` (from `dir`), its manifest names `annotated`. */
+async function plant(client: RegistryClient, repo: string, tagKey: string, annotated: string, dir: string, files: string[]): Promise<void> {
+  const archive = path.join(work, `planted-${n++}.tar.zst`);
+  await tarCreate(archive, { dir, names: files, compression: 'zstd', sparse: true });
+  const data = fs.readFileSync(archive);
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  await client.pushBlob(repo, { data }, digest, data.length);
+  await client.pushBlob(repo, { data: Buffer.from(EMPTY.data, 'base64') }, EMPTY.digest, EMPTY.size);
+  await client.putManifest(repo, stepTag(tagKey), Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: MANIFEST_MEDIA_TYPE, artifactType: STEP_CACHE_ARTIFACT_TYPE,
+    config: { mediaType: EMPTY.mediaType, digest: EMPTY.digest, size: EMPTY.size },
+    layers: [{ mediaType: STEP_CACHE_LAYER_TYPE, digest, size: data.length }],
+    annotations: { [ANNOTATION_STEP_KEY]: annotated },
+  })), MANIFEST_MEDIA_TYPE);
+}
+
 const tags = async (addr: string): Promise<string[]> => ((await (await fetch(`http://${addr}/v2/${REPO}/tags/list`)).json()) as { tags: string[] | null }).tags ?? [];
 const warnings = (r: CliResult): string[] => r.stderr.split('\n').filter((l) => l.startsWith('WARN '));
 
@@ -260,32 +276,17 @@ describe('entries, pushed and pulled in-process', () => {
     const client = new RegistryClient(reg.addr);
     const [mine, other] = [key('mine'), key('other')];
     const src = await localCache('crafted', [other]);
-    /** Push an entry for `tagKey` whose archive holds `files` (from dir) and whose manifest names `annotated`. */
-    async function plant(tagKey: string, annotated: string, dir: string, files: string[]): Promise<void> {
-      const archive = path.join(work, `crafted-${n++}.tar.zst`);
-      await tarCreate(archive, { dir, names: files, compression: 'zstd', sparse: true });
-      const data = fs.readFileSync(archive);
-      const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
-      await client.pushBlob(repo, { data }, digest, data.length);
-      await client.pushBlob(repo, { data: Buffer.from(EMPTY.data, 'base64') }, EMPTY.digest, EMPTY.size);
-      await client.putManifest(repo, stepTag(tagKey), Buffer.from(JSON.stringify({
-        schemaVersion: 2, mediaType: MANIFEST_MEDIA_TYPE, artifactType: STEP_CACHE_ARTIFACT_TYPE,
-        config: { mediaType: EMPTY.mediaType, digest: EMPTY.digest, size: EMPTY.size },
-        layers: [{ mediaType: STEP_CACHE_LAYER_TYPE, digest, size: data.length }],
-        annotations: { [ANNOTATION_STEP_KEY]: annotated },
-      })), MANIFEST_MEDIA_TYPE);
-    }
     const victim = (name: string): StepCache => new StepCache(path.join(work, 'local', name), 1024 ** 3, new MemoryLogger());
 
     // 1. The entry tagged for `mine` carries `other`'s files: pulling `mine` must not plant `other`.
-    await plant(mine, mine, src.dir, [`${other}.ext4`, `${other}.json`]);
+    await plant(client, repo, mine, mine, src.dir, [`${other}.ext4`, `${other}.json`]);
     const v1 = victim('v1');
     expect(await open(repo).pull(mine, v1)).toBe(false);
     expect(await v1.has(other)).toBe(false);
     expect(await v1.has(mine)).toBe(false);
 
     // 2. The manifest under `mine`'s tag names `other`.
-    await plant(mine, other, src.dir, [`${other}.ext4`, `${other}.json`]);
+    await plant(client, repo, mine, other, src.dir, [`${other}.ext4`, `${other}.json`]);
     expect(await open(repo).pull(mine, victim('v2'))).toBe(false);
 
     // 3. A tiny archive whose image claims 64 GiB (sparse): refused before it is unpacked.
@@ -294,7 +295,7 @@ describe('entries, pushed and pulled in-process', () => {
     fs.writeFileSync(path.join(huge, `${mine}.json`), JSON.stringify({ sha256: 'x' }));
     fs.closeSync(fs.openSync(path.join(huge, `${mine}.ext4`), 'w'));
     fs.truncateSync(path.join(huge, `${mine}.ext4`), 64 * 1024 ** 3);
-    await plant(mine, mine, huge, [`${mine}.ext4`, `${mine}.json`]);
+    await plant(client, repo, mine, mine, huge, [`${mine}.ext4`, `${mine}.json`]);
     const v3 = victim('v3');
     const log = new MemoryLogger();
     expect(await new RegistryStepCache(client, repo, log, 1024 ** 3).pull(mine, v3)).toBe(false);
@@ -366,18 +367,7 @@ describe('a hostile or broken registry never fails a build', () => {
     const dir = path.join(work, 'json-only');
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, `${k}.json`), JSON.stringify({ sha256: 'x' }));
-    const archive = path.join(work, 'json-only.tar.zst');
-    await tarCreate(archive, { dir, names: [`${k}.json`], compression: 'zstd' });
-    const data = fs.readFileSync(archive);
-    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
-    await client.pushBlob(repo, { data }, digest, data.length);
-    await client.pushBlob(repo, { data: Buffer.from(EMPTY.data, 'base64') }, EMPTY.digest, EMPTY.size);
-    await client.putManifest(repo, stepTag(k), Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: MANIFEST_MEDIA_TYPE, artifactType: STEP_CACHE_ARTIFACT_TYPE,
-      config: { mediaType: EMPTY.mediaType, digest: EMPTY.digest, size: EMPTY.size },
-      layers: [{ mediaType: STEP_CACHE_LAYER_TYPE, digest, size: data.length }],
-      annotations: { [ANNOTATION_STEP_KEY]: k },
-    })), MANIFEST_MEDIA_TYPE);
+    await plant(client, repo, k, k, dir, [`${k}.json`]);
     const c = new RegistryStepCache(client, repo, new MemoryLogger(), 1024 ** 3);
     const local = new StepCache(path.join(work, 'local', 'json-only'), 1024 ** 3, new MemoryLogger());
     expect(await c.pull(k, local)).toBe(false);
